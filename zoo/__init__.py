@@ -1,0 +1,38 @@
+"""autoencoder-zoo: Keras 3 autoencoders (dense, conv, LSTM, Transformer, VAE) that save, load and export.
+
+Example:
+    >>> import zoo
+    >>> model = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=16)
+    >>> model.compile("adam", loss=zoo.losses.bce); model.fit(x, x, epochs=5)
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    from zoo.errors import ZooError
+
+    raise ZooError(
+        f"autoencoder-zoo needs the TensorFlow Keras backend, got {keras.backend.backend()!r}; "
+        "unset KERAS_BACKEND or set it to 'tensorflow'"
+    )
+
+from zoo import conv, dense, lstm, losses, transformer, vae  # noqa: E402,F401  (registers the models)
+from zoo.autoencoder import Autoencoder  # noqa: E402
+from zoo.errors import DataNotFoundError, ZooError  # noqa: E402
+from zoo.registry import create, list_models, model_class  # noqa: E402
+from zoo.vae import VAE  # noqa: E402
+
+__all__ = [
+    "Autoencoder",
+    "VAE",
+    "DataNotFoundError",
+    "ZooError",
+    "create",
+    "list_models",
+    "losses",
+    "model_class",
+]

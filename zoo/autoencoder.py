@@ -1,0 +1,149 @@
+"""The shape every zoo model shares: encoder trunk -> code (latent_dim) -> decoder -> output.
+
+A family (dense, conv, LSTM, Transformer) only builds its two networks: the trunk maps an
+input to hidden features of width N, the decoder maps a code of width M back to logits of
+the input's shape. This base class adds the code head and the output activation, checks
+inputs, and gives every family the same `encode` / `decode` / `call` / config behaviour. The
+VAE (`zoo.vae`) reuses a family's networks as its backbone.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from zoo.errors import ZooError
+
+OUTPUT_ACTIVATIONS = ("sigmoid", "linear")
+
+
+class Autoencoder(keras.Model):
+    """Base class of the plain autoencoders; subclasses call `_attach(trunk, decoder)` in `__init__`.
+
+    Args:
+        input_shape: one example's shape, without the batch axis.
+        latent_dim: width M of the code; must be smaller than the input size K.
+        output_activation: `"sigmoid"` for data in [0, 1] (images), `"linear"` for standardised series.
+    """
+
+    input_rank = None  # rank of one example a family accepts; None: any rank
+
+    def __init__(self, input_shape, latent_dim, output_activation="sigmoid", **kwargs):
+        super().__init__(**kwargs)
+        self.data_shape = _validate_shape(input_shape, self.input_rank, type(self).__name__)
+        self.input_size = math.prod(self.data_shape)
+        self.latent_dim = _validate_latent(latent_dim, self.input_size)
+        if output_activation not in OUTPUT_ACTIVATIONS:
+            raise ZooError(
+                f"output_activation must be one of {', '.join(OUTPUT_ACTIVATIONS)}, got {output_activation!r}"
+            )
+        self.output_activation = output_activation
+
+    def _attach(self, encoder_trunk, decoder):
+        """Adds the family's networks, the float32 code head and output, then builds the model."""
+        self.encoder_trunk = encoder_trunk
+        self.decoder_net = decoder
+        # Codes, logits and outputs stay float32 under mixed precision: they feed losses and export.
+        self.code_head = keras.layers.Dense(self.latent_dim, dtype="float32", name="code")
+        self.output_layer = keras.layers.Activation(self.output_activation, dtype="float32", name="output")
+        self.build((None, *self.data_shape))
+
+    def build(self, input_shape=None):
+        # Weights exist from construction on, so save/load and export never meet a lazy model.
+        self.code_head.build(self.encoder_trunk.output.shape)
+        self.output_layer.build(self.decoder_net.output.shape)
+        self.built = True
+
+    def __call__(self, inputs, *args, **kwargs):
+        # Checked here, before Keras wraps errors from `call` in a multi-line report.
+        self.check_input(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def check_input(self, x, shape=None, what="inputs"):
+        """Raises a one-line ZooError if `x` does not have the shape (batch, *shape) or is not float."""
+        shape = self.data_shape if shape is None else tuple(shape)
+        got = tuple(x.shape)
+        if len(got) != len(shape) + 1 or any(g is not None and g != s for g, s in zip(got[1:], shape)):
+            raise ZooError(
+                f"{self.name} expects {what} of shape (batch, {', '.join(map(str, shape))}), got {got}; "
+                f"reshape the data or create the model with input_shape={got[1:]}"
+            )
+        dtype = np.dtype(keras.backend.standardize_dtype(x.dtype))
+        if not np.issubdtype(dtype, np.floating):
+            raise ZooError(
+                f"{self.name} expects float {what} (images scaled to [0, 1]), got {dtype}; "
+                "convert with x.astype('float32') / 255 for 8-bit images"
+            )
+
+    def features(self, x, training=False):
+        """Hidden features of width N from the encoder trunk."""
+        return self.encoder_trunk(x, training=training)
+
+    def encode(self, x, training=False):
+        """Codes of shape (batch, latent_dim)."""
+        self.check_input(x)
+        return self.code_head(self.features(x, training=training))
+
+    def decode_logits(self, z, training=False):
+        """Decoder output before the output activation, float32, shape (batch, *input_shape)."""
+        return self.decoder_net(z, training=training)
+
+    def decode(self, z, training=False):
+        """Reconstructions from codes of shape (batch, latent_dim)."""
+        self.check_input(z, (self.latent_dim,), what="codes")
+        return self.output_layer(self.decode_logits(z, training=training))
+
+    def call(self, x, training=False):
+        return self.output_layer(self.decode_logits(self.code_head(self.features(x, training)), training))
+
+    @property
+    def encoder(self):
+        """A functional model x -> code that shares this model's weights (e.g. for a classifier head)."""
+        inputs = keras.Input(self.data_shape)
+        return keras.Model(inputs, self.code_head(self.features(inputs)), name=f"{self.name}_encoder")
+
+    def family_config(self):
+        """The family's own options (what a VAE backbone_config holds); subclasses extend it."""
+        return {}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "input_shape": list(self.data_shape),
+            "latent_dim": self.latent_dim,
+            "output_activation": self.output_activation,
+            **self.family_config(),
+        }
+
+
+def _validate_shape(input_shape, rank, model):
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise ZooError(f"input_shape must be a tuple of positive ints, got {input_shape!r}") from None
+    if not shape or min(shape) < 1:
+        raise ZooError(f"input_shape must be a tuple of positive ints, got {input_shape!r}")
+    if rank is not None and len(shape) not in (rank if isinstance(rank, tuple) else (rank,)):
+        raise ZooError(f"{model} expects input_shape of rank {rank} (no batch axis), got {shape}")
+    return shape
+
+
+def _validate_latent(latent_dim, input_size):
+    if not isinstance(latent_dim, (int, np.integer)) or isinstance(latent_dim, bool) or latent_dim < 1:
+        raise ZooError(f"latent_dim must be a positive int, got {latent_dim!r}")
+    if latent_dim >= input_size:
+        raise ZooError(
+            f"latent_dim={latent_dim} must be smaller than the input size {input_size} "
+            "(an autoencoder compresses: input K > hidden N > code M); choose a smaller latent_dim"
+        )
+    return int(latent_dim)
+
+
+def check_hidden_widths(widths, input_size, latent_dim, option):
+    """Enforces K > N > M for the hidden widths `widths` of option `option`."""
+    if any(w <= latent_dim or w >= input_size for w in widths):
+        raise ZooError(
+            f"{option}={list(widths)} must lie strictly between latent_dim={latent_dim} and the "
+            f"input size {input_size} (input K > hidden N > code M)"
+        )

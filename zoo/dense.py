@@ -1,0 +1,54 @@
+"""Fully connected autoencoder: flatten -> MLP (K > N > M) -> code -> mirrored MLP -> reshape."""
+
+import math
+
+import keras
+
+from zoo.autoencoder import Autoencoder, check_hidden_widths
+from zoo.layers import auto_width
+from zoo.registry import register_model
+
+
+def dense_networks(input_shape, latent_dim, hidden_units, dtype):
+    """(trunk, decoder) for `DenseAutoencoder`; `hidden_units` run from the input towards the code."""
+    inputs = keras.Input(input_shape)
+    h = keras.layers.Flatten(dtype=dtype)(inputs)
+    for i, units in enumerate(hidden_units):
+        h = keras.layers.Dense(units, activation="relu", dtype=dtype, name=f"hidden_{i}")(h)
+    trunk = keras.Model(inputs, h, name="encoder_trunk")
+
+    codes = keras.Input((latent_dim,))
+    h = codes
+    for i, units in enumerate(reversed(hidden_units)):
+        h = keras.layers.Dense(units, activation="relu", dtype=dtype, name=f"decoder_hidden_{i}")(h)
+    h = keras.layers.Dense(math.prod(input_shape), dtype="float32", name="logits")(h)
+    logits = keras.layers.Reshape(input_shape, dtype="float32")(h)
+    return trunk, keras.Model(codes, logits, name="decoder")
+
+
+@register_model("dense_ae")
+class DenseAutoencoder(Autoencoder):
+    """MLP autoencoder for inputs of any shape (flattened inside).
+
+    Args:
+        input_shape: one example's shape, e.g. (28, 28, 1) or (64,).
+        latent_dim: code width M.
+        hidden_units: encoder widths from input to code, each between M and K; default two
+            widths spaced geometrically between K and M.
+        output_activation: "sigmoid" (data in [0, 1]) or "linear".
+
+    Example:
+        >>> model = zoo.create("dense_ae", input_shape=(28, 28, 1), latent_dim=16)
+        >>> model.compile("adam", loss="mse"); model.fit(x, x, epochs=5)
+    """
+
+    def __init__(self, input_shape, latent_dim=16, hidden_units=None, output_activation="sigmoid", **kwargs):
+        super().__init__(input_shape, latent_dim, output_activation, **kwargs)
+        if hidden_units is None:
+            hidden_units = [auto_width(self.input_size, self.latent_dim, f) for f in (1 / 3, 2 / 3)]
+        self.hidden_units = [int(u) for u in hidden_units]
+        check_hidden_widths(self.hidden_units, self.input_size, self.latent_dim, "hidden_units")
+        self._attach(*dense_networks(self.data_shape, self.latent_dim, self.hidden_units, self.dtype_policy))
+
+    def family_config(self):
+        return {"hidden_units": list(self.hidden_units)}

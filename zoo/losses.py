@@ -1,0 +1,51 @@
+"""Reconstruction losses and the VAE's KL term, in float32 whatever the compute dtype.
+
+Per-example values: `mse`/`bce` average over features by default (a Keras `loss=` for the
+plain autoencoders); the VAE sums them over features (`reduce="sum"`), as its likelihood
+needs, and averages the sum over the batch.
+"""
+
+import keras
+from keras import ops
+
+from zoo.errors import unknown_name
+
+
+def _reduce_features(values, reduce):
+    axes = tuple(range(1, len(values.shape)))
+    return ops.sum(values, axis=axes) if reduce == "sum" else ops.mean(values, axis=axes)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+def mse(y_true, y_pred, reduce="mean"):
+    """Squared error per example, averaged (or summed) over every non-batch axis."""
+    y_true, y_pred = ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
+    return _reduce_features(ops.square(y_true - y_pred), reduce)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+def bce(y_true, y_pred, reduce="mean", from_logits=False):
+    """Binary cross-entropy per example for targets in [0, 1].
+
+    With `from_logits=True` it is computed from logits (stable in any precision). Given a
+    sigmoid output of a zoo model, the TensorFlow backend recovers the logits by itself.
+    """
+    # y_pred is passed on untouched: a cast would drop the logits the backend keeps on it.
+    values = ops.binary_crossentropy(ops.cast(y_true, y_pred.dtype), y_pred, from_logits=from_logits)
+    return _reduce_features(ops.cast(values, "float32"), reduce)
+
+
+def kl_divergence(z_mean, z_log_var):
+    """KL(N(mu, sigma^2) || N(0, I)) per example: 0.5 * sum(exp(lv) + mu^2 - 1 - lv)."""
+    z_mean, z_log_var = ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
+    return 0.5 * ops.sum(ops.exp(z_log_var) + ops.square(z_mean) - 1.0 - z_log_var, axis=-1)
+
+
+RECONSTRUCTION_LOSSES = {"mse": mse, "bce": bce}
+
+
+def get(name):
+    """`"mse"` or `"bce"` -> the loss function; a ZooError naming the valid ones otherwise."""
+    if name not in RECONSTRUCTION_LOSSES:
+        raise unknown_name("reconstruction loss", name, RECONSTRUCTION_LOSSES)
+    return RECONSTRUCTION_LOSSES[name]

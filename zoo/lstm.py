@@ -1,0 +1,59 @@
+"""LSTM autoencoder for (time, features) sequences: LSTM encoder -> code -> repeated -> LSTM decoder."""
+
+import keras
+
+from zoo.autoencoder import Autoencoder, check_hidden_widths
+from zoo.errors import ZooError
+from zoo.registry import register_model
+
+
+def lstm_networks(input_shape, latent_dim, units, unroll, dtype):
+    """(trunk, decoder) for `LSTMAutoencoder`; `units` lists the stacked LSTM widths, input side first."""
+    steps, channels = input_shape
+    inputs = keras.Input(input_shape)
+    h = inputs
+    for i, width in enumerate(units):
+        last = i == len(units) - 1
+        h = keras.layers.LSTM(width, return_sequences=not last, unroll=unroll, dtype=dtype, name=f"lstm_{i}")(h)
+    trunk = keras.Model(inputs, h, name="encoder_trunk")
+
+    codes = keras.Input((latent_dim,))
+    # The code is repeated once per time step: the decoder unrolls it back into a sequence.
+    h = keras.layers.RepeatVector(steps, dtype=dtype)(codes)
+    for i, width in enumerate(reversed(units)):
+        h = keras.layers.LSTM(width, return_sequences=True, unroll=unroll, dtype=dtype, name=f"decoder_lstm_{i}")(h)
+    logits = keras.layers.Dense(channels, dtype="float32", name="logits")(h)
+    return trunk, keras.Model(codes, logits, name="decoder")
+
+
+@register_model("lstm_ae")
+class LSTMAutoencoder(Autoencoder):
+    """Sequence autoencoder; images work too as (rows, columns) sequences.
+
+    Args:
+        input_shape: (time_steps, features).
+        latent_dim: code width M.
+        units: widths of the stacked encoder LSTMs (the decoder mirrors them); the last is N.
+        unroll: unroll the recurrence (longer graphs, no loop op: used for edge export).
+        output_activation: "sigmoid" (data in [0, 1]) or "linear" (standardised series).
+
+    Example:
+        >>> model = zoo.create("lstm_ae", input_shape=(28, 28), latent_dim=16, units=(64,))
+        >>> model.compile("adam", loss="mse"); model.fit(x, x)
+    """
+
+    input_rank = 2
+
+    def __init__(
+        self, input_shape, latent_dim=16, units=(64,), unroll=False, output_activation="sigmoid", **kwargs
+    ):
+        super().__init__(input_shape, latent_dim, output_activation, **kwargs)
+        self.units = [int(u) for u in units]
+        if not self.units:
+            raise ZooError("units must list at least one LSTM width, e.g. units=(64,)")
+        check_hidden_widths(self.units[-1:], self.input_size, self.latent_dim, "units")
+        self.unroll = bool(unroll)
+        self._attach(*lstm_networks(self.data_shape, self.latent_dim, self.units, self.unroll, self.dtype_policy))
+
+    def family_config(self):
+        return {"units": list(self.units), "unroll": self.unroll}
