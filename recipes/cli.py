@@ -83,7 +83,7 @@ def _user_errors():
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide C++ start-up noise (no GPU found, ...)
     try:
         if args.command == "predict":
             from export.runtime import predict_file

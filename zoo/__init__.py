@@ -20,7 +20,7 @@ if keras.backend.backend() != "tensorflow":
         "unset KERAS_BACKEND or set it to 'tensorflow'"
     )
 
-from zoo import conv, dense, lstm, losses, transformer, vae  # noqa: E402,F401  (registers the models)
+from zoo import conv, data, dense, lstm, losses, transformer, vae  # noqa: E402,F401  (registers the models)
 from zoo.autoencoder import Autoencoder  # noqa: E402
 from zoo.errors import DataNotFoundError, ZooError  # noqa: E402
 from zoo.registry import create, list_models, model_class  # noqa: E402
@@ -33,6 +33,7 @@ __all__ = [
     "ZooError",
     "create",
     "list_models",
+    "data",
     "losses",
     "model_class",
 ]

@@ -1,0 +1,438 @@
+"""Edge runtime: runs exported .tflite files with numpy and a TFLite interpreter, no TensorFlow.
+
+The interpreter is `ai_edge_litert` when installed, else `tflite_runtime`. `load(path)` returns
+an `EdgeModel` whose `reconstruct` / `encode` / `decode` (and `encode_distribution` / `sample`
+for a VAE) take float arrays with any number of examples: the model's fixed batch is filled
+chunk by chunk, int8 files are quantized and dequantized here, and bad input is refused with a
+one-line `EdgeError` before it reaches the interpreter. `metadata.json` beside the file, when
+present, must match the file's sha256; it also gives the input's value range.
+
+This module imports only the standard library, numpy, the interpreter and (for PNG files)
+Pillow, so it works on boards where TensorFlow is not installed.
+
+Example:
+    >>> from export import runtime
+    >>> model = runtime.load("export/model_int8.tflite")
+    >>> codes = model.encode(images)           # (n, latent_dim) float32
+    >>> images = model.decode(codes)           # (n, *input_shape) float32
+"""
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from export.tflite_file import ModelFileError, parse_version, read_model_info
+
+METADATA_FILE = "metadata.json"
+INTERPRETERS = ("ai_edge_litert", "tflite_runtime")  # preference order
+OP_VERSION_ERROR = "Didn't find op for builtin opcode"
+
+
+class EdgeError(ValueError):
+    """A user error on the edge side (file, metadata, input); the CLI prints it as one line, exit 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """One exported function: its input's name and its outputs' names (shared by SavedModel and TFLite)."""
+
+    input: str
+    outputs: tuple
+
+
+SIGNATURES = {
+    "reconstruct": Signature("x", ("reconstruction",)),
+    "encode": Signature("x", ("code",)),
+    "decode": Signature("z", ("reconstruction",)),
+    # A VAE's: the noise eps is an input, so no graph holds a random op.
+    "encode_distribution": Signature("x", ("z_mean", "z_log_var")),
+    "sample": Signature("eps", ("sample",)),
+}
+VAE_SIGNATURES = ("encode_distribution", "sample")
+
+
+@dataclasses.dataclass(frozen=True)
+class Interpreter:
+    """The TFLite interpreter package found on this machine."""
+
+    name: str
+    version: str
+    cls: type
+
+    def __str__(self):
+        return f"{self.name} {self.version}"
+
+
+def find_interpreter():
+    """The first importable interpreter of `INTERPRETERS`; an EdgeError saying what to install otherwise.
+
+    Example:
+        >>> str(find_interpreter())  # e.g. "ai_edge_litert 2.3.0"
+    """
+    for name in INTERPRETERS:
+        try:
+            package = importlib.import_module(name)
+            module = importlib.import_module(f"{name}.interpreter")
+        except ImportError:
+            continue
+        return Interpreter(name, getattr(package, "__version__", "unknown"), module.Interpreter)
+    raise EdgeError(
+        "no TFLite interpreter installed: pip install ai-edge-litert (or tflite-runtime on Python <= 3.11)"
+    )
+
+
+def sha256_file(path):
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load(path, num_threads=None):
+    """Opens an exported .tflite file for inference on this machine.
+
+    Args:
+        path: a .tflite file written by `export.export_model` (its metadata.json beside it is
+            checked when present; a file alone works too).
+        num_threads: interpreter threads (None: the interpreter's default).
+
+    Returns:
+        An `EdgeModel`.
+
+    Raises:
+        EdgeError: missing, truncated or foreign file; metadata that does not match the file;
+            a file this interpreter is too old for (naming the runtime that runs it).
+
+    Example:
+        >>> model = load("out/model_float32.tflite", num_threads=2)
+        >>> model.reconstruct(x).shape == x.shape
+    """
+    return EdgeModel(path, num_threads=num_threads)
+
+
+class EdgeModel:
+    """An exported model opened in a TFLite interpreter; see `load`.
+
+    Attributes:
+        path: the .tflite file.
+        metadata: this file's entry merged into the export's metadata.json (None without one).
+        interpreter: the `Interpreter` package in use.
+        signatures: the signature names the file has.
+        batch_size: the fixed batch of the file (inputs of any length are split into it).
+        input_shape: one example's shape.
+        latent_dim: the code width.
+        input_range: (low, high) that inputs must lie in, or None when unknown.
+    """
+
+    def __init__(self, path, num_threads=None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EdgeError(f"{self.path}: no such model file")
+        content = self.path.read_bytes()
+        self.metadata = _matching_metadata(self.path, content)
+        try:
+            info = read_model_info(content)
+        except ModelFileError as error:
+            raise EdgeError(f"{self.path} is not a usable .tflite file: {error}") from None
+        self.interpreter = find_interpreter()
+        self._refuse_if_too_old(info.min_runtime_version)
+        try:
+            self._interpreter = self.interpreter.cls(model_content=content, num_threads=num_threads)
+        except (ValueError, RuntimeError) as error:
+            raise self._load_error(error, info.min_runtime_version) from None
+        self.signatures = tuple(name for name in SIGNATURES if name in info.signature_keys)
+        if "reconstruct" not in self.signatures or "decode" not in self.signatures:
+            raise EdgeError(
+                f"{self.path} was not written by 'aezoo export': its signatures are "
+                f"{', '.join(info.signature_keys) or 'none'}; expected reconstruct, encode, decode"
+            )
+        self._runners = {}
+        x_details = self._runner("reconstruct").get_input_details()["x"]
+        self.batch_size = int(x_details["shape"][0])
+        self.input_shape = tuple(int(d) for d in x_details["shape"][1:])
+        self.latent_dim = int(self._runner("decode").get_input_details()["z"]["shape"][1])
+        declared = (self.metadata or {}).get("input", {}).get("range")
+        self.input_range = tuple(declared) if declared else _representable_range(x_details)
+
+    # --- public signatures ---------------------------------------------------------------------
+    def reconstruct(self, x):
+        """Reconstructions of `x` (n, *input_shape), float32."""
+        return self.run("reconstruct", x)["reconstruction"]
+
+    def encode(self, x):
+        """Codes of `x`, float32 (n, latent_dim); a VAE's mean code."""
+        return self.run("encode", x)["code"]
+
+    def decode(self, z):
+        """Reconstructions from codes `z` (n, latent_dim), float32."""
+        return self.run("decode", z)["reconstruction"]
+
+    def encode_distribution(self, x):
+        """(z_mean, z_log_var) of a VAE for `x`, each float32 (n, latent_dim)."""
+        outputs = self.run("encode_distribution", x)
+        return outputs["z_mean"], outputs["z_log_var"]
+
+    def sample(self, n, seed=None):
+        """A VAE's decodings of `n` draws eps ~ N(0, I) (numpy noise; the same seed gives the same draws)."""
+        if int(n) < 1:
+            raise EdgeError(f"sample needs n >= 1, got {n}")
+        eps = np.random.default_rng(seed).standard_normal((int(n), self.latent_dim)).astype("float32")
+        return self.run("sample", eps)["sample"]
+
+    def run(self, signature, values):
+        """Runs one signature on `values` (n examples) and returns {output name: float32 array}.
+
+        Args:
+            signature: one of `self.signatures`.
+            values: float array (n, *shape) of the signature's input (x: data, z: codes, eps: noise).
+
+        Example:
+            >>> model.run("encode_distribution", x)["z_log_var"].shape  # (n, latent_dim)
+        """
+        if signature not in self.signatures:
+            extra = " (encode_distribution and sample exist for VAE exports only)" if signature in VAE_SIGNATURES else ""
+            raise EdgeError(
+                f"{self.path.name} has no {signature!r} signature{extra}; it has: {', '.join(self.signatures)}"
+            )
+        spec = SIGNATURES[signature]
+        runner = self._runner(signature)
+        in_details = runner.get_input_details()[spec.input]
+        values = self._checked(values, spec.input, tuple(int(d) for d in in_details["shape"][1:]))
+        out_details = runner.get_output_details()
+        chunks = {name: [] for name in spec.outputs}
+        for start in range(0, len(values), self.batch_size):
+            chunk = values[start : start + self.batch_size]
+            # A fixed-batch model needs a full batch: pad with copies of the last example.
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - len(chunk), axis=0)])
+            outputs = runner(**{spec.input: _quantize(padded, in_details)})
+            for name in spec.outputs:
+                chunks[name].append(_dequantize(outputs[name], out_details[name])[: len(chunk)])
+        return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+    # --- checks ---------------------------------------------------------------------------------
+    def _checked(self, values, input_name, example_shape):
+        what = {"x": "inputs", "z": "codes", "eps": "noise eps"}[input_name]
+        values = np.asarray(values)
+        if not np.issubdtype(values.dtype, np.floating):
+            hint = "; scale 8-bit images with x.astype('float32') / 255" if input_name == "x" else ""
+            raise EdgeError(f"{self.path.name} expects float {what}, got dtype {values.dtype}{hint}")
+        if values.ndim != len(example_shape) + 1 or values.shape[1:] != example_shape:
+            raise EdgeError(
+                f"{self.path.name} expects {what} of shape (n, {', '.join(map(str, example_shape))}), "
+                f"got {values.shape}"
+            )
+        if len(values) == 0:
+            raise EdgeError(f"{self.path.name} got no {what} (shape {values.shape})")
+        values = values.astype(np.float32)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise EdgeError(
+                f"{what} hold {int(bad.sum())} NaN or infinite values (first at index "
+                f"{tuple(int(i) for i in np.argwhere(bad)[0])}); clean the data first"
+            )
+        if input_name == "x" and self.input_range is not None:
+            low, high = self.input_range
+            tolerance = 1e-6 * max(1.0, high - low)
+            if values.min() < low - tolerance or values.max() > high + tolerance:
+                raise EdgeError(
+                    f"{what} lie in [{values.min():.4g}, {values.max():.4g}], outside the model's input range "
+                    f"[{low:.4g}, {high:.4g}]; scale them as the training data was"
+                )
+        return values
+
+    def _refuse_if_too_old(self, min_runtime_version):
+        if (
+            self.interpreter.name == "tflite_runtime"
+            and min_runtime_version
+            and parse_version(self.interpreter.version) < parse_version(min_runtime_version)
+        ):
+            raise EdgeError(self._too_old_message(min_runtime_version))
+
+    def _too_old_message(self, min_runtime_version):
+        return (
+            f"{self.path.name} needs TFLite runtime >= {min_runtime_version or 'newer'} but {self.interpreter} "
+            "is older; run it with ai-edge-litert (pip install ai-edge-litert) or export another mode"
+        )
+
+    def _load_error(self, error, min_runtime_version):
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if OP_VERSION_ERROR in str(error):
+            return EdgeError(self._too_old_message(min_runtime_version))
+        return EdgeError(f"{self.path}: {self.interpreter} cannot load it: {message}")
+
+    def _runner(self, signature):
+        if signature not in self._runners:
+            try:
+                self._runners[signature] = self._interpreter.get_signature_runner(signature)
+            except (ValueError, RuntimeError) as error:
+                raise self._load_error(error, None) from None
+        return self._runners[signature]
+
+
+def _matching_metadata(path, content):
+    """The export's metadata with this file's entry, checked against the file's sha256; None if not listed."""
+    metadata_path = path.parent / METADATA_FILE
+    if not metadata_path.is_file():
+        return None
+    try:
+        metadata = json.loads(metadata_path.read_text())
+        entry = metadata["files"].get(path.name)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise EdgeError(f"{metadata_path} is not an aezoo export's metadata ({type(error).__name__}); re-export") from None
+    if entry is None:
+        return None
+    actual = hashlib.sha256(content).hexdigest()
+    if entry.get("sha256") != actual:
+        raise EdgeError(
+            f"{path.name} does not match {METADATA_FILE} (sha256 {actual[:12]}..., expected "
+            f"{str(entry.get('sha256'))[:12]}...): the file was changed or truncated; copy the export folder again"
+        )
+    return {**metadata, "file": entry}
+
+
+def _representable_range(details):
+    """(low, high) an int8 input can hold (half a step of slack); None for float inputs."""
+    scale, zero_point = details["quantization"]
+    if details["dtype"] != np.int8 or not scale:
+        return None
+    return ((-128.5 - zero_point) * scale, (127.5 - zero_point) * scale)
+
+
+def _quantize(values, details):
+    if details["dtype"] != np.int8:
+        return values.astype(details["dtype"])
+    scale, zero_point = details["quantization"]
+    return np.clip(np.round(values / scale + zero_point), -128, 127).astype(np.int8)
+
+
+def _dequantize(values, details):
+    if details["dtype"] != np.int8:
+        return values.astype(np.float32)
+    scale, zero_point = details["quantization"]
+    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+# --- files in, files out (`aezoo predict`) ----------------------------------------------------------
+PREDICT_SIGNATURES = ("reconstruct", "encode", "decode", "sample")
+
+
+def predict_file(artifact, input_path, output_path=None, signature="reconstruct"):
+    """Runs `artifact` on a .png or .npy file and writes the result; what `aezoo predict` does.
+
+    Args:
+        artifact: a .tflite file from `aezoo export`.
+        input_path: a .png image (8-bit, scaled to [0, 1]) or a .npy float array of one example
+            or of n examples; for `sample`, a .npy of noise eps (n, latent_dim) or a count n.
+        output_path: a .npy file (any result) or .png file (images in [0, 1]); None: only report.
+        signature: reconstruct, encode, decode or sample.
+
+    Returns:
+        A one-line summary of what ran and where the result went.
+
+    Example:
+        >>> print(predict_file("out/model_int8.tflite", "digit.png", "recon.png"))
+    """
+    if signature not in PREDICT_SIGNATURES:
+        raise EdgeError(f"unknown signature {signature!r}; choose one of: {', '.join(PREDICT_SIGNATURES)}")
+    model = load(artifact)
+    if signature == "sample" and str(input_path).isdigit():
+        result = model.sample(int(input_path), seed=0)
+        source = f"{int(input_path)} draws of eps (seed 0)"
+    else:
+        shape = model.input_shape if signature in ("reconstruct", "encode") else (model.latent_dim,)
+        values = _read_input(Path(input_path), shape)
+        result = model.run(signature, values)[SIGNATURES[signature].outputs[0]]
+        source = f"{len(values)} example(s) from {Path(input_path).name}"
+    summary = (
+        f"{signature} with {model.path.name} on {model.interpreter}: {source} -> {result.dtype} {result.shape} "
+        f"in [{result.min():.4g}, {result.max():.4g}]"
+    )
+    if output_path is None:
+        return summary + "; pass -o FILE.npy or FILE.png to save it"
+    _write_output(Path(output_path), result, is_image=signature != "encode")
+    return f"{summary}; wrote {output_path}"
+
+
+def _read_input(path, example_shape):
+    """(n, *example_shape) float array from a .npy (n examples or one) or a .png (one image)."""
+    if not path.is_file():
+        raise EdgeError(f"{path}: no such input file")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            values = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:
+            raise EdgeError(f"{path} is not a readable .npy file ({str(error).splitlines()[0]})") from None
+    elif suffix == ".png":
+        values = _read_png(path, example_shape)
+    else:
+        raise EdgeError(f"{path}: unsupported input type {suffix or '(none)'}; give a .png or .npy file")
+    return values[None] if values.shape == tuple(example_shape) else values
+
+
+def _read_png(path, example_shape):
+    from PIL import Image, UnidentifiedImageError
+
+    # (H, W) sequences read a grayscale image as rows; (H, W, C) images need C of 1 or 3.
+    channels = 1 if len(example_shape) == 2 else example_shape[-1] if len(example_shape) == 3 else None
+    if channels not in (1, 3):
+        raise EdgeError(f"a PNG cannot hold one input of shape {tuple(example_shape)}; give a .npy file")
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise EdgeError(f"{path} is not a readable PNG ({error})") from None
+    if pixels.shape[:2] != tuple(example_shape[:2]):
+        raise EdgeError(
+            f"{path.name} is {pixels.shape[1]}x{pixels.shape[0]} pixels; the model expects "
+            f"{example_shape[1]}x{example_shape[0]} (resize it first)"
+        )
+    pixels = pixels.astype(np.float32) / 255.0
+    return pixels.reshape(example_shape)
+
+
+def _write_output(path, result, is_image):
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        _write_atomically(path, lambda f: np.save(f, result))
+    elif suffix == ".png":
+        _write_atomically(path, lambda f: _png_strip(result, is_image).save(f, format="PNG"))
+    else:
+        raise EdgeError(f"{path}: unsupported output type {suffix or '(none)'}; use .npy or .png")
+
+
+def _png_strip(images, is_image):
+    """The n images side by side as one 8-bit PNG image."""
+    from PIL import Image
+
+    if not is_image or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+        raise EdgeError(f"a result of shape {images.shape} is not an image; write it to a .npy file")
+    if images.min() < 0 or images.max() > 1:
+        raise EdgeError(
+            f"PNG output needs values in [0, 1], the result spans [{images.min():.4g}, {images.max():.4g}]; use .npy"
+        )
+    strip = np.concatenate(list(images), axis=1)
+    pixels = np.round(strip * 255).astype(np.uint8)
+    return Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels)
+
+
+def _write_atomically(path, write):
+    """Writes through a temp file in the target's folder, so a failure leaves no partial file."""
+    if not path.parent.is_dir():
+        raise EdgeError(f"{path.parent}: no such output folder")
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            write(f)
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise

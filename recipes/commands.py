@@ -1,0 +1,166 @@
+"""The `aezoo` subcommands that need TensorFlow (everything but `predict`)."""
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+DEFAULT_SHAPES = {"lstm_ae": (28, 28)}  # `aezoo list` counts parameters for MNIST-sized inputs
+
+
+def list(args):  # noqa: A001  (the subcommand's name)
+    import zoo
+
+    print(f"{'model':<16}{'parameters':>12}  input (for the count)")
+    for name in zoo.list_models():
+        shape = DEFAULT_SHAPES.get(name, (28, 28, 1))
+        model = zoo.create(name, input_shape=shape, latent_dim=16)
+        print(f"{name:<16}{model.count_params():>12,}  {shape}")
+
+
+def _settings(args, **extra):
+    from recipes.training import TrainSettings
+
+    return TrainSettings(precision=args.precision, strategy=args.strategy, seed=args.seed, **extra)
+
+
+def _as_model_input(name, config, data):
+    """Single-channel images become (rows, columns) sequences for models that read (T, F)."""
+    backbone = config.get("backbone")
+    if (name == "lstm_ae" or backbone == "lstm") and data.x_train.ndim == 4:
+        return data.as_sequences()
+    return data
+
+
+def train(args):
+    import numpy as np
+
+    import zoo
+    from recipes.evaluation import predict, psnr
+    from recipes.training import atomic_write
+    from recipes.training import train as train_model
+
+    options = {k: v for k, v in (_assignment(s) for s in args.set)}
+    zoo.registry.check_options(zoo.model_class(args.model), options)
+    data = _as_model_input(args.model, options, zoo.data.load(args.data))
+    out = Path(args.out or Path("runs") / f"{args.model}-{Path(args.data).stem}")
+    if not args.resume and out.exists() and any(out.iterdir()):
+        raise zoo.ZooError(f"{out} already holds a run; continue it with --resume or choose another --out")
+    settings = _settings(args, epochs=args.epochs, batch_size=args.batch_size, loss=args.loss)
+    model, history = train_model(
+        lambda: zoo.create(args.model, input_shape=data.input_shape, latent_dim=args.latent_dim, **options),
+        data.x_train,
+        settings=settings,
+        run_dir=out,
+        run_name=f"train/{args.model}",
+        resume=args.resume,
+    )
+    reconstruction = predict(model, data.x_test)
+    metrics = {
+        "model": args.model,
+        "data": args.data,
+        "epochs": len(history),
+        "test_mse": float(np.mean((reconstruction - data.x_test) ** 2)),
+        "test_psnr_db": psnr(data.x_test, reconstruction) if data.x_test.min() >= 0 else None,
+        "parameters": int(model.count_params()),
+        "command": "aezoo " + shlex.join(sys.argv[1:]),
+    }
+    atomic_write(out / "model.keras", model.save)
+    atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=1)))
+    print(json.dumps({k: metrics[k] for k in ("test_mse", "test_psnr_db", "epochs")}), f"-> {out}")
+
+
+def _assignment(text):
+    from recipes.config import parse_value
+    from zoo.errors import ZooError
+
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ZooError(f"--set takes KEY=VALUE (e.g. filters=[32,64]), got {text!r}")
+    return key.strip(), parse_value(value.strip())
+
+
+def run(args):
+    from recipes.config import list_recipes
+    from recipes.run import run_recipe
+
+    if args.list or not args.recipe:
+        for name, description in list_recipes().items():
+            print(f"{name:<12}{description}")
+        return
+    run_dir, metrics = run_recipe(
+        args.recipe,
+        out=args.out,
+        resume=args.resume,
+        export=args.export,
+        quick=args.quick,
+        from_preset=args.from_preset,
+        data=args.data,
+        model=args.model,
+        sets=args.set + ([f"params.label_fractions={_fractions(args.labels)}"] if args.labels else []),
+        epochs=args.epochs,
+        precision=args.precision,
+        strategy=args.strategy,
+        seed=args.seed,
+    )
+    from recipes.report import metrics_table
+
+    print(metrics_table(metrics["metrics"]))
+    print(f"report: {run_dir / 'report.md'}")
+
+
+def _fractions(text):
+    """'1%,10%,100%' -> '[0.01, 0.1, 1.0]' for params.label_fractions."""
+    values = [float(part.strip().rstrip("%")) / (100 if part.strip().endswith("%") else 1) for part in text.split(",")]
+    return "[" + ", ".join(map(str, values)) + "]"
+
+
+def export(args):
+    from export import export_model
+
+    report = export_model(
+        _load_source(args.source),
+        args.out,
+        quantize=[m.strip() for m in args.quantize.split(",") if m.strip()],
+        batch_size=args.batch_size,
+        calibration_data=args.calibration_data,
+    )
+    print(report)
+
+
+def _load_source(source):
+    """A .keras file or a preset name -> a zoo model."""
+    import keras
+
+    import zoo
+
+    path = Path(source)
+    if path.suffix == ".keras":
+        if not path.exists():
+            raise zoo.DataNotFoundError(f"model file {path} does not exist")
+        try:
+            return keras.models.load_model(path)
+        except Exception as error:  # a truncated zip, a foreign file: one line, not a traceback
+            raise zoo.ZooError(f"cannot load {path} as a Keras model ({type(error).__name__}); re-save it with model.save") from None
+    return zoo.presets.from_preset(source)
+
+
+def presets(args):
+    import zoo
+
+    for name, card in zoo.presets.list_presets().items():
+        print(f"{name:<28}{card['headline']}")
+
+
+def finetune(args):
+    from recipes.finetune import finetune_preset
+
+    finetune_preset(args)
+
+
+def benchmark(args):
+    if args.suite == "export":
+        from export.benchmark import main
+    else:
+        from recipes.benchmark import main
+    return main(args.args)

@@ -1,0 +1,62 @@
+"""Denoising: train on (noisy, clean) pairs with fresh noise every batch, evaluate per noise type.
+
+Baselines on the same test images: the noisy input itself, and the best of a median and a
+Gaussian filter (best by PSNR over a few sizes, chosen on the test split, so it is generous).
+"""
+
+import numpy as np
+from scipy import ndimage
+
+from recipes.evaluation import predict, psnr, ssim
+from recipes.report import Results, image_grid
+from zoo.data import gaussian_noise, salt_and_pepper
+
+
+def noise_functions(params):
+    """{label: f(x, rng) -> noisy x} for the configured noise levels."""
+    return {
+        f"gaussian σ={params['sigma']}": lambda x, rng: gaussian_noise(x, params["sigma"], rng),
+        f"salt-and-pepper {params['salt_pepper']:.0%}": lambda x, rng: salt_and_pepper(x, params["salt_pepper"], rng),
+    }
+
+
+def best_filter(noisy, clean):
+    """(name, filtered images) of the classical filter with the best PSNR."""
+    spatial = (1, 3, 3, 1) if noisy.ndim == 4 else (1, 3, 3)
+    candidates = {"median 3x3": ndimage.median_filter(noisy, size=spatial)}
+    for sigma in (0.5, 1.0):
+        candidates[f"Gaussian σ={sigma}"] = ndimage.gaussian_filter(noisy, sigma=[0, sigma, sigma, 0][: noisy.ndim])
+    name = max(candidates, key=lambda k: psnr(clean, candidates[k]))
+    return name, candidates[name]
+
+
+def run(ctx):
+    data = ctx.load_data()
+    noises = noise_functions(ctx.params)
+
+    def corrupt(x, y, rng):  # each example gets one noise type, drawn per batch
+        kinds = list(noises.values())
+        which = rng.integers(0, len(kinds), len(x))
+        noisy = np.empty_like(x)
+        for k, add_noise in enumerate(kinds):
+            noisy[which == k] = add_noise(x[which == k], rng)
+        return noisy, y
+
+    model, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train, transform=corrupt)
+    ctx.model = model
+
+    results, rows = Results(), []
+    clean = data.x_test
+    for label, add_noise in noises.items():
+        noisy = add_noise(clean, np.random.default_rng(1234))
+        denoised = predict(model, noisy)
+        filter_name, filtered = best_filter(noisy, clean)
+        for metric, fn in (("PSNR (dB)", psnr), ("SSIM", ssim)):
+            results.add(
+                f"{metric}, {label}",
+                {"autoencoder": fn(clean, denoised), "noisy input": fn(clean, noisy), "best filter": fn(clean, filtered)},
+            )
+        results.notes.append(f"best filter for {label}: {filter_name}")
+        rows += [(f"{label}: noisy", noisy), ("denoised", denoised), (f"{filter_name}", filtered), ("clean", clean)]
+    results.plots.append(image_grid(ctx.run_dir, "denoise_grid", rows))
+    return results, data

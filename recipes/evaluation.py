@@ -1,0 +1,31 @@
+"""Evaluation helpers shared by the tasks: image quality metrics and batched prediction."""
+
+import numpy as np
+
+
+def psnr(clean, restored, mask=None):
+    """Mean PSNR in dB over images in [0, 1] (over the masked pixels only when `mask` is given)."""
+    axes = tuple(range(1, clean.ndim))
+    squared = (clean.astype("float64") - restored) ** 2
+    if mask is None:
+        mse = squared.mean(axis=axes)
+    else:
+        mse = (squared * mask).sum(axis=axes) / np.maximum(mask.sum(axis=axes), 1)
+    return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-10))))
+
+
+def ssim(clean, restored):
+    """Mean SSIM over images in [0, 1] (scikit-image, per channel)."""
+    from skimage.metrics import structural_similarity
+
+    return float(
+        np.mean([
+            structural_similarity(c, r, data_range=1.0, channel_axis=-1 if c.ndim == 3 else None)
+            for c, r in zip(clean, restored)
+        ])
+    )
+
+
+def predict(model, x, batch_size=256):
+    """model(x) in batches as float32 NumPy."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype="float32")

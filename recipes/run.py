@@ -1,0 +1,156 @@
+"""Runs a recipe: resolves its config, loads data, lets the task train and evaluate, writes the run folder.
+
+A run folder holds config.json (the resolved config), model.keras, history.csv, metrics.json,
+plots/*.png, report.md, checkpoints/ and logs/ (TensorBoard) per trained model, and export/
+when asked.
+"""
+
+import dataclasses
+import importlib
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import zoo
+from recipes import config as recipe_config
+from recipes import report, training
+from zoo.errors import ZooError
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What a task gets: its resolved config, where to write, and helpers to load data and train."""
+
+    recipe: str
+    config: dict
+    run_dir: Path
+    settings: training.TrainSettings
+    resume: bool = False
+    quick: bool = False
+    from_preset: str | None = None
+    train_seconds: float = 0.0
+    model: object = None
+
+    @property
+    def params(self):
+        return self.config.get("params", {})
+
+    @property
+    def model_name(self):
+        return self.config["model"]["name"]
+
+    def load_data(self, for_model=None):
+        """The configured data set (cut for --quick), as sequences when the model reads (T, F)."""
+        data_config = dict(self.config["data"])
+        name = data_config.pop("name")
+        data = zoo.data.load(name, **data_config)
+        if self.quick:
+            quick = self.config.get("quick", {})
+            data = data.take(quick.get("train_examples"), quick.get("test_examples"))
+        model_name = for_model or self.model_name
+        if _reads_sequences(model_name, self.config) and data.x_train.ndim == 4:
+            data = data.as_sequences()
+        return data
+
+    def build_model(self, input_shape, **overrides):
+        """A function building the configured model for `input_shape` (called inside train's scope)."""
+        if self.from_preset:
+            return lambda: zoo.presets.from_preset(self.from_preset)
+        name, options = recipe_config.model_options(self.config)
+        options.update(overrides)
+        return lambda: zoo.create(name, input_shape=input_shape, **options)
+
+    def train(self, build_model, x, y=None, tag="model", settings=None, **kwargs):
+        """training.train in run_dir/<tag>/ (its own checkpoints, so --resume continues every model)."""
+        started = time.perf_counter()
+        model, history = training.train(
+            build_model,
+            x,
+            y,
+            settings=settings or self.settings,
+            run_dir=self.run_dir / tag,
+            run_name=f"{self.recipe}/{tag}",
+            resume=self.resume and (self.run_dir / tag / "checkpoints" / training.STATE_FILE).exists(),
+            **kwargs,
+        )
+        self.train_seconds += time.perf_counter() - started
+        return model, history
+
+
+def _reads_sequences(model_name, config):
+    if model_name == "lstm_ae":
+        return True
+    return model_name == "vae" and config["model"].get("backbone", config["models"].get("vae", {}).get("backbone")) == "lstm"
+
+
+def resolve(recipe, *, data=None, model=None, sets=(), epochs=None, quick=False):
+    """The recipe's config after --data/--model/--set/--epochs/--quick, validated."""
+    config = recipe_config.load_recipe(recipe)
+    if data:
+        config["data"] = {"name": data}
+    if model:
+        config["model"] = {"name": model, "latent_dim": config["model"].get("latent_dim", 16)}
+    config = recipe_config.apply_overrides(config, sets)
+    if quick:
+        config["train"]["epochs"] = config.get("quick", {}).get("epochs", 2)
+    if epochs:
+        config["train"]["epochs"] = epochs
+    zoo.model_class(config["model"]["name"])  # unknown model names fail before any work
+    return config
+
+
+def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, from_preset=None, command=None, **options):
+    """Runs `recipe` end to end into `out` (default runs/<recipe>) and returns (run_dir, metrics dict).
+
+    Keyword options: data, model, sets (list of "section.key=value"), epochs, precision,
+    strategy, seed, verbose; `from_preset` starts from a pretrained preset's weights.
+
+    Example:
+        >>> run_dir, metrics = run_recipe("denoise", quick=True, out="runs/denoise-quick")
+    """
+    train_overrides = {k: options.pop(k, None) for k in ("precision", "strategy", "seed", "verbose")}
+    config = resolve(recipe, quick=quick, **options)
+    run_dir = Path(out or Path("runs") / recipe)
+    config_path = run_dir / "config.json"
+    if resume:
+        if not config_path.exists():
+            raise ZooError(f"nothing to resume in {run_dir} (no config.json); run without --resume")
+        saved = json.loads(config_path.read_text())
+        if saved.get("recipe") != recipe:
+            raise ZooError(f"{run_dir} holds a {saved.get('recipe')!r} run, not {recipe!r}; choose another --out")
+        config = saved["config"]
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise ZooError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
+    settings = recipe_config.train_settings(config, **train_overrides)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = command or "aezoo " + shlex.join(sys.argv[1:])
+    training.atomic_write(
+        config_path,
+        lambda p: Path(p).write_text(json.dumps({"recipe": recipe, "command": command, "config": config}, indent=1)),
+    )
+    context = RunContext(recipe, config, run_dir, settings, resume=resume, quick=quick, from_preset=from_preset)
+    task = importlib.import_module(f"recipes.{config['task']}")
+    with training.precision_policy(settings.precision) as precision:
+        results, data = task.run(context)
+    model = context.model
+    training.atomic_write(run_dir / "model.keras", model.save)
+    summary = {
+        "recipe": recipe,
+        "description": config["description"],
+        "command": command,
+        "data": config["data"]["name"],
+        "model": config["model"]["name"],
+        "parameters": int(model.count_params()),
+        "train_examples": len(data.x_train),
+        "test_examples": len(data.x_test),
+        "precision": precision,
+        "train_seconds": context.train_seconds,
+    }
+    if export:
+        from export import export_model
+
+        results.notes.append(str(export_model(model, run_dir / "export", calibration_data=data.x_test)))
+    report.write_outputs(run_dir, summary, results)
+    return run_dir, json.loads((run_dir / "metrics.json").read_text())

@@ -1,0 +1,310 @@
+"""The training core shared by `aezoo train`, every recipe and fine-tuning.
+
+What it adds to `model.fit`: a precision policy (mixed_float16 on a GPU by default), a
+tf.distribute strategy, data order and corruption noise that are pure functions of
+(seed, epoch, step), an atomic checkpoint every epoch that `--resume` continues exactly,
+early stopping on validation loss, and a clear stop when the loss turns NaN.
+"""
+
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import zoo
+from zoo.errors import ZooError
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+STATE_FILE = "state.json"
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    """How to train; every field is a `[train]` key in a recipe config.
+
+    Args:
+        epochs: passes over the training data.
+        batch_size: global batch (split over replicas under a distribution strategy).
+        learning_rate: Adam's learning rate.
+        loss: reconstruction loss of plain autoencoders, "bce" or "mse" (a VAE brings its own).
+        patience: epochs without validation improvement before stopping (0: never stop early);
+            the best epoch's weights are kept.
+        validation_fraction: share of the training split held out for validation.
+        precision: "auto" (mixed_float16 on a GPU, float32 otherwise) or a Keras policy name.
+        strategy: "auto" (mirrored over several GPUs, else default), "default", "mirrored",
+            "multi_worker" (reads TF_CONFIG).
+        seed: seeds weights, data order and noise.
+        verbose: Keras progress output (1: bar, 2: a line per epoch, 0: silent).
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    loss: str = "bce"
+    patience: int = 5
+    validation_fraction: float = 0.1
+    precision: str = "auto"
+    strategy: str = "auto"
+    seed: int = 0
+    verbose: int = 1
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ZooError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.strategy not in STRATEGIES:
+            raise ZooError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        zoo.losses.get(self.loss)
+        for key in ("epochs", "batch_size"):
+            if int(getattr(self, key)) < 1:
+                raise ZooError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ZooError(f"train.validation_fraction must be in [0, 1), got {self.validation_fraction}")
+
+
+def resolve_precision(precision):
+    """The Keras dtype policy name for `precision` ("auto": mixed_float16 where a GPU exists)."""
+    if precision == "auto":
+        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    return precision
+
+
+@contextlib.contextmanager
+def precision_policy(precision):
+    """Sets the global Keras dtype policy for models built inside, and restores the old one after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(resolve_precision(precision))
+    try:
+        yield keras.config.dtype_policy().name
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def make_strategy(name):
+    """A tf.distribute strategy: mirrored over local GPUs (or the CPU), multi-worker from TF_CONFIG."""
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ZooError("--strategy multi_worker needs TF_CONFIG describing the cluster; set it on every worker")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def seed_everything(seed):
+    """Seeds Python, NumPy and TensorFlow; on the CPU also makes TF ops deterministic (exact resume)."""
+    keras.utils.set_random_seed(seed)
+    if not tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.enable_op_determinism()
+
+
+class EpochBatches(keras.utils.PyDataset):
+    """Mini-batches for epochs initial_epoch .. epochs-1 as one sequence.
+
+    Batch `step` of epoch `e` is a pure function of (seed, e, step): the order is a seeded
+    permutation per epoch and `transform` (e.g. adding noise) gets a generator seeded the same
+    way. A resumed run therefore sees exactly the batches an uninterrupted run would have.
+
+    Args:
+        x: inputs; y: targets (default: x, an autoencoder's target).
+        transform: optional `f(x_batch, y_batch, rng) -> (inputs, targets)`.
+    """
+
+    def __init__(self, x, y, batch_size, seed, initial_epoch, epochs, transform=None):
+        super().__init__()
+        self.x, self.y = x, x if y is None else y
+        self.batch_size, self.seed, self.transform = batch_size, seed, transform
+        self.initial_epoch, self.epochs = initial_epoch, epochs
+        self.steps_per_epoch = math.ceil(len(x) / batch_size)
+
+    def __len__(self):
+        return (self.epochs - self.initial_epoch) * self.steps_per_epoch
+
+    def __getitem__(self, index):
+        epoch, step = divmod(index, self.steps_per_epoch)
+        epoch += self.initial_epoch
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
+        batch = np.sort(order[step * self.batch_size : (step + 1) * self.batch_size])
+        x, y = self.x[batch], self.y[batch]
+        if self.transform is not None:
+            x, y = self.transform(x, y, np.random.default_rng([self.seed, epoch, step]))
+        return x, y
+
+
+def compile_model(model, settings):
+    """Adam at the configured rate; a plain autoencoder gets the reconstruction loss, a VAE its own."""
+    optimizer = keras.optimizers.Adam(settings.learning_rate)
+    if isinstance(model, zoo.VAE):
+        model.compile(optimizer=optimizer)
+    else:
+        model.compile(optimizer=optimizer, loss=zoo.losses.get(settings.loss))
+    return model
+
+
+def atomic_write(path, write):
+    """Calls `write(temporary_path)` then renames it to `path`; on failure nothing at `path` changes."""
+    path = Path(path)
+    temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise ZooError(
+            f"could not write {path} ({error.strerror or error}); free disk space or choose another --out; "
+            "earlier checkpoints are intact, continue with --resume"
+        ) from None
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """Every epoch: checkpoint (model + optimizer) and state atomically, early stopping, NaN guard."""
+
+    def __init__(self, directory, run_name, settings, state):
+        super().__init__()
+        self.directory, self.run_name, self.settings = Path(directory), run_name, settings
+        self.state = state
+        self.nan_at = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and not math.isfinite(float(logs.get("loss", 0.0))):
+            self.nan_at = (self.state["epoch"] + 1, batch + 1)
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.nan_at:
+            return  # this epoch's weights are not finite: keep the last good checkpoint
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        state = self.state
+        state["history"].append(row)
+        state["epoch"] = epoch + 1
+        monitor = "val_loss" if "val_loss" in row else "loss"
+        if state["best"] is None or row[monitor] < state["best"]["value"]:
+            state["best"] = {"epoch": epoch + 1, "value": row[monitor], "monitor": monitor}
+            state["wait"] = 0
+            atomic_write(self.directory / "best.weights.h5", self.model.save_weights)
+        else:
+            state["wait"] += 1
+        name = f"epoch-{epoch + 1:04d}.keras"
+        atomic_write(self.directory / name, self.model.save)
+        previous, state["checkpoint"] = state.get("checkpoint"), name
+        atomic_write(self.directory / STATE_FILE, lambda p: Path(p).write_text(json.dumps(state, indent=1)))
+        if previous and previous != name:
+            (self.directory / previous).unlink(missing_ok=True)
+        if self.settings.patience and state["wait"] >= self.settings.patience:
+            self.model.stop_training = True
+            state["stopped_early"] = True
+
+
+def _new_state(run_name):
+    return {"run": run_name, "epoch": 0, "history": [], "best": None, "wait": 0, "checkpoint": None}
+
+
+def read_state(run_dir, run_name):
+    """The checkpoint state of `run_dir`, checked to belong to `run_name`."""
+    path = Path(run_dir, "checkpoints", STATE_FILE)
+    if not path.exists():
+        raise ZooError(f"nothing to resume: no checkpoint in {path.parent}; run again without --resume")
+    try:
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ZooError(f"{path} is corrupt; start a new run (another --out) or remove the folder") from None
+    if state.get("run") != run_name:
+        raise ZooError(
+            f"{run_dir} holds a {state.get('run')!r} run, not {run_name!r}; resume it with its own command or choose another --out"
+        )
+    return state
+
+
+def train(build_model, x, y=None, *, settings, run_dir, run_name, resume=False, transform=None, validation=None):
+    """Trains `build_model()` (called inside the precision policy and strategy scope) on (x, y).
+
+    Args:
+        build_model: returns an uncompiled zoo model.
+        x, y: training inputs and targets (y defaults to x).
+        settings: a `TrainSettings`.
+        run_dir: where checkpoints/, logs/ and history.csv go.
+        run_name: names the run (recipe or model) so `resume` refuses another run's folder.
+        resume: continue from the last complete epoch in run_dir/checkpoints.
+        transform: per-batch `f(x, y, rng) -> (inputs, targets)`, also applied to validation data.
+        validation: (x_val, y_val); default the last `validation_fraction` of (x, y).
+
+    Returns:
+        (model with the best epoch's weights, list of per-epoch metric rows).
+
+    Example:
+        >>> model, history = train(lambda: zoo.create("conv_ae", (28, 28, 1), 16), x,
+        ...                        settings=TrainSettings(epochs=5), run_dir="runs/a", run_name="conv_ae")
+    """
+    run_dir = Path(run_dir)
+    checkpoints = run_dir / "checkpoints"
+    zoo.data.check_finite(x, "training data")
+    if validation is None and settings.validation_fraction:
+        cut = len(x) - max(1, int(len(x) * settings.validation_fraction))
+        y_all = x if y is None else y
+        validation, x, y = (x[cut:], y_all[cut:]), x[:cut], y_all[:cut]
+    if validation is not None and transform is not None:
+        validation = transform(*validation, np.random.default_rng([settings.seed, 2**32 - 1]))  # a stream no epoch uses
+
+    state = read_state(run_dir, run_name) if resume else _new_state(run_name)
+    seed_everything(settings.seed)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    strategy = make_strategy(settings.strategy)
+    with precision_policy(settings.precision), strategy.scope():
+        if resume:
+            model = keras.models.load_model(checkpoints / state["checkpoint"])
+        else:
+            model = compile_model(build_model(), settings)
+        if state["epoch"] >= settings.epochs or state.get("stopped_early"):
+            return _restore_best(model, checkpoints, state), state["history"]
+        batches = EpochBatches(x, y, settings.batch_size, settings.seed, state["epoch"], settings.epochs, transform)
+        checkpoint = CheckpointCallback(checkpoints, run_name, settings, state)
+        callbacks = [
+            checkpoint,
+            keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
+        ]
+        model.fit(
+            batches,
+            epochs=settings.epochs,
+            initial_epoch=state["epoch"],
+            steps_per_epoch=batches.steps_per_epoch,
+            validation_data=validation,
+            validation_batch_size=settings.batch_size,
+            callbacks=callbacks,
+            verbose=settings.verbose,
+        )
+    if checkpoint.nan_at:
+        epoch, step = checkpoint.nan_at
+        last = f"{checkpoints / state['checkpoint']}" if state["checkpoint"] else "none yet"
+        raise ZooError(
+            f"loss became NaN at epoch {epoch}, step {step}: training stopped; last good checkpoint: {last}; "
+            "lower train.learning_rate or use --precision float32"
+        )
+    write_history(run_dir / "history.csv", state["history"])
+    return _restore_best(model, checkpoints, state), state["history"]
+
+
+def _restore_best(model, checkpoints, state):
+    if state["best"] is not None and state["best"]["epoch"] != state["epoch"]:
+        model.load_weights(checkpoints / "best.weights.h5")
+    return model
+
+
+def write_history(path, rows):
+    """Per-epoch metrics as CSV (columns: epoch, then every metric seen)."""
+    columns = ["epoch", *sorted({k for row in rows for k in row} - {"epoch"})]
+
+    def write(temporary):
+        with open(temporary, "w", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
