@@ -223,7 +223,9 @@ def read_state(run_dir, run_name):
     return state
 
 
-def train(build_model, x, y=None, *, settings, run_dir, run_name, resume=False, transform=None, validation=None):
+def train(
+    build_model, x, y=None, *, settings, run_dir, run_name, resume=False, transform=None, validation=None, compile_fn=None
+):
     """Trains `build_model()` (called inside the precision policy and strategy scope) on (x, y).
 
     Args:
@@ -235,6 +237,8 @@ def train(build_model, x, y=None, *, settings, run_dir, run_name, resume=False, 
         resume: continue from the last complete epoch in run_dir/checkpoints.
         transform: per-batch `f(x, y, rng) -> (inputs, targets)`, also applied to validation data.
         validation: (x_val, y_val); default the last `validation_fraction` of (x, y).
+        compile_fn: `f(model, settings)` compiling the model (default `compile_model`: Adam and
+            the reconstruction loss); e.g. a classifier compiles with cross-entropy here.
 
     Returns:
         (model with the best epoch's weights, list of per-epoch metric rows).
@@ -261,7 +265,7 @@ def train(build_model, x, y=None, *, settings, run_dir, run_name, resume=False, 
         if resume:
             model = keras.models.load_model(checkpoints / state["checkpoint"])
         else:
-            model = compile_model(build_model(), settings)
+            model = (compile_fn or compile_model)(build_model(), settings)
         if state["epoch"] >= settings.epochs or state.get("stopped_early"):
             return _restore_best(model, checkpoints, state), state["history"]
         batches = EpochBatches(x, y, settings.batch_size, settings.seed, state["epoch"], settings.epochs, transform)
