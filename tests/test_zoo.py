@@ -1,0 +1,200 @@
+"""Every registered model and every VAE backbone: build, train, save/load, config, precision."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+from zoo.vae import reparameterize
+
+# (registry name, input kind, small options): small widths keep the suite fast; the defaults
+# are exercised by `aezoo list` and the recipes.
+CASES = [
+    ("dense_ae", "image", {"hidden_units": [128, 48]}),
+    ("conv_ae", "image", {"filters": [8, 16], "hidden_units": 64}),
+    ("lstm_ae", "sequence", {"units": [32]}),
+    ("transformer_ae", "image", {"embed_dim": 32, "num_heads": 2, "num_layers": 1, "ff_dim": 64, "patch_size": 7}),
+    ("transformer_ae", "sequence", {"embed_dim": 32, "num_heads": 2, "num_layers": 1, "ff_dim": 64}),
+    ("vae", "image", {"backbone": "dense", "backbone_config": {"hidden_units": [128]}}),
+    ("vae", "image", {"backbone": "conv", "backbone_config": {"filters": [8, 16], "hidden_units": 64}}),
+    ("vae", "sequence", {"backbone": "lstm", "backbone_config": {"units": [32]}}),
+    ("vae", "image", {"backbone": "transformer", "backbone_config": {"embed_dim": 32, "num_heads": 2, "num_layers": 1, "patch_size": 7}}),
+]
+IDS = [f"{name}-{kind}-{options.get('backbone', '')}".rstrip("-") for name, kind, options in CASES]
+LATENT = 8
+
+
+def inputs(mnist, kind, n=256):
+    x = mnist.x_train[:n]
+    return x[..., 0] if kind == "sequence" else x
+
+
+def build(name, kind, options):
+    keras.utils.set_random_seed(0)
+    shape = (28, 28) if kind == "sequence" else (28, 28, 1)
+    return zoo.create(name, input_shape=shape, latent_dim=LATENT, **options)
+
+
+def compiled(model, learning_rate=3e-3):
+    optimizer = keras.optimizers.Adam(learning_rate)
+    model.compile(optimizer=optimizer, loss=None if isinstance(model, zoo.VAE) else zoo.losses.bce)
+    return model
+
+
+def fit(model, x, epochs, **kwargs):
+    targets = None if isinstance(model, zoo.VAE) else x
+    return model.fit(x, targets, batch_size=32, epochs=epochs, verbose=0, shuffle=False, **kwargs).history
+
+
+@pytest.mark.parametrize("name,kind,options", CASES, ids=IDS)
+def test_model_trains_saves_and_reloads_exactly(name, kind, options, mnist, tmp_path):
+    x = inputs(mnist, kind)
+    model = compiled(build(name, kind, options))
+    assert model.built and model.weights, "weights must exist before any call (exact save/load)"
+    assert model(x[:4]).shape == x[:4].shape
+    assert model.encode(x[:4]).shape == (4, LATENT)
+    assert model.decode(np.zeros((3, LATENT), "float32")).shape == (3, *x.shape[1:])
+
+    history = fit(model, x, epochs=3)
+    assert history["loss"][-1] < history["loss"][0], history["loss"]
+
+    path = tmp_path / "model.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    assert type(reloaded) is type(model)
+    np.testing.assert_allclose(reloaded(x[:16]), model(x[:16]), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(reloaded.encode(x[:16]), model.encode(x[:16]), atol=1e-6, rtol=0)
+
+    config = model.get_config()
+    assert config["input_shape"] == list(x.shape[1:]) and config["latent_dim"] == LATENT
+    clone = type(model).from_config(config)
+    assert clone.get_config() == config
+    assert clone.count_params() == model.count_params()
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("name,kind,options", [CASES[1], CASES[6], CASES[8]], ids=["conv_ae", "vae-conv", "vae-transformer"])
+def test_mixed_precision_step_is_finite_with_float32_weights_and_outputs(name, kind, options, precision, mnist):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        model = compiled(build(name, kind, options))
+        history = fit(model, inputs(mnist, kind, 64), epochs=1)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert np.isfinite(history["loss"]).all()
+    assert model.dtype_policy.name == precision
+    assert all(w.dtype == "float32" for w in model.weights)
+    x = inputs(mnist, kind, 4)
+    assert model(x).dtype == "float32" and model.encode(x).dtype == "float32"
+    if precision == "mixed_float16":  # the loss is scaled so small float16 gradients survive
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    if isinstance(model, zoo.VAE):
+        z_mean, z_log_var = model.encode_distribution(x)
+        assert z_mean.dtype == "float32" and z_log_var.dtype == "float32"
+
+
+def test_kl_divergence_matches_numpy_reference():
+    rng = np.random.default_rng(0)
+    mu, log_var = rng.normal(size=(5, 7)).astype("float32"), rng.normal(size=(5, 7)).astype("float32")
+    expected = 0.5 * np.sum(np.exp(log_var) + mu**2 - 1 - log_var, axis=-1)
+    np.testing.assert_allclose(zoo.losses.kl_divergence(mu, log_var), expected, rtol=1e-5)
+    assert np.allclose(zoo.losses.kl_divergence(np.zeros((2, 3)), np.zeros((2, 3))), 0.0)
+
+
+def test_bce_and_mse_match_numpy_per_example():
+    rng = np.random.default_rng(1)
+    y, p = rng.random((4, 6, 6, 1)).astype("float32"), rng.uniform(0.05, 0.95, (4, 6, 6, 1)).astype("float32")
+    bce = -(y * np.log(p) + (1 - y) * np.log(1 - p)).reshape(4, -1)
+    np.testing.assert_allclose(zoo.losses.bce(y, p), bce.mean(1), rtol=1e-4)
+    np.testing.assert_allclose(zoo.losses.bce(y, p, reduce="sum"), bce.sum(1), rtol=1e-4)
+    logits = np.log(p / (1 - p))
+    np.testing.assert_allclose(zoo.losses.bce(y, logits, from_logits=True), bce.mean(1), rtol=1e-4)
+    np.testing.assert_allclose(zoo.losses.mse(y, p), ((y - p) ** 2).reshape(4, -1).mean(1), rtol=1e-5)
+
+
+def test_bce_on_a_saturated_sigmoid_output_still_has_gradient(mnist):
+    """The model's sigmoid output carries its logits, so BCE does not clip them to a zero gradient."""
+    model = build("dense_ae", "image", CASES[0][2])
+    bias = model.decoder_net.get_layer("logits").bias
+    bias.assign(np.full(bias.shape, 30.0, "float32"))  # sigmoid(30) == 1.0 in float32
+    x = mnist.x_train[:8]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(zoo.losses.bce(x, model(x)))
+    gradient = tape.gradient(loss, bias)
+    assert np.isfinite(loss) and float(tf.reduce_max(tf.abs(gradient))) > 1e-3
+
+
+def test_gradients_reach_mean_and_log_variance_through_the_sample(mnist):
+    model = build(*CASES[6])
+    x = mnist.x_train[:16]
+    eps = np.random.default_rng(0).standard_normal((16, LATENT)).astype("float32")
+    with tf.GradientTape() as tape:
+        reconstruction, kl = model.elbo_terms(x, x, eps)
+        loss = tf.reduce_mean(reconstruction)  # reconstruction only: KL alone would also reach both heads
+    mean_kernel, log_var_kernel = model.backbone.code_head.kernel, model.z_log_var_head.kernel
+    grads = tape.gradient(loss, [mean_kernel, log_var_kernel])
+    assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+
+
+def test_reparameterisation_is_mean_plus_sigma_times_noise():
+    mu, log_var, eps = np.array([[1.0, -2.0]]), np.array([[0.0, np.log(4.0)]]), np.array([[0.5, 0.5]])
+    np.testing.assert_allclose(reparameterize(mu, log_var, eps), [[1.5, -1.0]], rtol=1e-6)
+
+
+def test_vae_logs_loss_reconstruction_and_kl_in_fit_and_evaluate(mnist):
+    model = compiled(build(*CASES[6]))
+    x = mnist.x_train[:128]
+    history = model.fit(x, epochs=2, batch_size=32, validation_data=(mnist.x_test[:64],), verbose=0).history
+    for key in ("loss", "reconstruction_loss", "kl_loss", "val_loss", "val_reconstruction_loss", "val_kl_loss"):
+        assert key in history and np.isfinite(history[key]).all(), key
+    # beta = 1, no warm-up: the logged loss is exactly reconstruction + KL
+    np.testing.assert_allclose(history["loss"], np.add(history["reconstruction_loss"], history["kl_loss"]), rtol=1e-4)
+    results = model.evaluate(mnist.x_test[:64], verbose=0, return_dict=True)
+    assert set(results) == {"loss", "reconstruction_loss", "kl_loss"}
+
+
+def test_vae_kl_warmup_and_beta_weight_the_kl_term(mnist):
+    model = build("vae", "image", {**CASES[6][2], "beta": 4.0, "kl_warmup_steps": 10})
+    assert float(model.kl_weight(0)) == pytest.approx(0.4)
+    assert float(model.kl_weight(50)) == pytest.approx(4.0)
+
+
+def test_vae_samples_have_the_input_shape_and_follow_the_seed():
+    model = build(*CASES[6])
+    samples = model.sample(5, seed=3)
+    assert samples.shape == (5, 28, 28, 1)
+    assert float(np.min(samples)) >= 0 and float(np.max(samples)) <= 1
+    np.testing.assert_array_equal(model.sample(5, seed=3), samples)
+    assert not np.allclose(model.sample(5, seed=4), samples)
+
+
+def test_vae_uses_mean_code_for_reconstruction():
+    model = build(*CASES[5])
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(model(x), model.decode(model.encode(x)), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(27, 30, 1), (9, 13, 3)])
+def test_conv_ae_keeps_any_image_size(shape):
+    model = zoo.create("conv_ae", input_shape=shape, latent_dim=4, filters=[4, 8])
+    x = np.random.default_rng(0).random((2, *shape)).astype("float32")
+    assert model(x).shape == x.shape
+
+
+def test_transformer_pads_images_that_do_not_divide_into_patches():
+    model = zoo.create("transformer_ae", input_shape=(10, 11, 1), latent_dim=4, embed_dim=16, num_heads=2, num_layers=1, patch_size=4)
+    x = np.random.default_rng(0).random((2, 10, 11, 1)).astype("float32")
+    assert model(x).shape == x.shape
+
+
+def test_every_registered_model_is_listed():
+    assert zoo.list_models() == ["conv_ae", "dense_ae", "lstm_ae", "transformer_ae", "vae"]
+
+
+def test_model_encoder_is_a_functional_model_sharing_weights(mnist):
+    model = build(*CASES[1])
+    x = mnist.x_train[:4]
+    np.testing.assert_allclose(model.encoder(x), model.encode(x), atol=1e-6)
+    assert {id(w) for w in model.encoder.weights} <= {id(w) for w in model.weights}
