@@ -9,6 +9,7 @@ early stopping on validation loss, and a clear stop when the loss turns NaN.
 import contextlib
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -93,10 +94,20 @@ def make_strategy(name):
         if "TF_CONFIG" not in os.environ:
             raise ZooError("--strategy multi_worker needs TF_CONFIG describing the cluster; set it on every worker")
         return tf.distribute.MultiWorkerMirroredStrategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
-        return tf.distribute.MirroredStrategy()
+    gpus = tuple(d.name for d in tf.config.list_logical_devices("GPU"))
+    if name == "mirrored":
+        # Without GPUs, mirror over the logical CPU devices (MirroredStrategy alone would take one).
+        return _mirrored(gpus or tuple(d.name for d in tf.config.list_logical_devices("CPU")))
+    if name == "auto" and len(gpus) > 1:
+        return _mirrored(gpus)
     return tf.distribute.get_strategy()
+
+
+@functools.cache
+def _mirrored(devices):
+    # One strategy per device set and process: a second MirroredStrategy reuses the first one's
+    # collective-op keys, and the two then abort each other's all-reduces.
+    return tf.distribute.MirroredStrategy(list(devices))
 
 
 def seed_everything(seed):
@@ -279,6 +290,7 @@ def train(
             epochs=settings.epochs,
             initial_epoch=state["epoch"],
             steps_per_epoch=batches.steps_per_epoch,
+            shuffle=False,  # EpochBatches already orders each epoch; Keras would reshuffle across epochs
             validation_data=validation,
             validation_batch_size=settings.batch_size,
             callbacks=callbacks,

@@ -1,0 +1,196 @@
+"""The training core: exact resume after SIGKILL, tf.distribute agreement, NaN and disk-full stops."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import zoo
+from recipes import training
+from recipes.training import EpochBatches, TrainSettings
+from zoo.errors import ZooError
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+
+
+def aezoo(*args):
+    return [sys.executable, "-m", "recipes.cli", *map(str, args)]
+
+
+def weights_of(path):
+    return keras.models.load_model(path).get_weights()
+
+
+def test_batches_are_a_pure_function_of_seed_epoch_and_step():
+    x = np.arange(100, dtype="float32").reshape(100, 1)
+    noisy = lambda xb, yb, rng: (xb + rng.normal(size=xb.shape).astype("float32"), yb)  # noqa: E731
+    full = EpochBatches(x, None, 32, seed=7, initial_epoch=0, epochs=3, transform=noisy)
+    resumed = EpochBatches(x, None, 32, seed=7, initial_epoch=2, epochs=3, transform=noisy)
+    assert len(full) == 12 and len(resumed) == 4
+    for step in range(4):
+        np.testing.assert_array_equal(resumed[step][0], full[8 + step][0])
+    assert not np.array_equal(full[0][1], full[4][1]), "each epoch has its own order"
+    epoch = np.concatenate([full[i][1] for i in range(4)])
+    assert sorted(epoch.ravel()) == list(range(100)), "an epoch visits every example once"
+
+
+def test_resume_after_sigkill_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    common = ["train", "dense_ae", "--data", "digits", "--epochs", 20, "--batch-size", 32, "--latent-dim", 4,
+              "--precision", "float32", "--seed", 3, "--set", "hidden_units=[24]"]
+    subprocess.run(aezoo(*common, "--out", tmp_path / "whole"), check=True, env=ENV, cwd=REPO, capture_output=True)
+
+    killed = tmp_path / "killed"
+    state = killed / "checkpoints" / "state.json"
+    process = subprocess.Popen(aezoo(*common, "--out", killed), env=ENV, cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    epochs_done = json.loads(state.read_text())["epoch"]
+    assert 2 <= epochs_done < 20
+    assert not (killed / "model.keras").exists()
+
+    subprocess.run(aezoo(*common, "--out", killed, "--resume"), check=True, env=ENV, cwd=REPO, capture_output=True)
+    history = (killed / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + json.loads(state.read_text())["epoch"]
+    for resumed, whole in zip(weights_of(killed / "model.keras"), weights_of(tmp_path / "whole" / "model.keras")):
+        np.testing.assert_allclose(resumed, whole, atol=1e-5, rtol=0)
+
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import zoo
+    from recipes.training import TrainSettings, train
+    x = zoo.data.load("mnist5k").x_train[:512]
+    out = {}
+    for strategy in ("default", "mirrored"):
+        for name, options in (("dense_ae", {"hidden_units": [64]}),
+                              ("vae", {"backbone": "dense", "backbone_config": {"hidden_units": [64]}, "seed": 1})):
+            settings = TrainSettings(epochs=2, batch_size=64, strategy=strategy, precision="float32",
+                                     validation_fraction=0, patience=0, verbose=0, seed=5)
+            model, history = train(lambda: zoo.create(name, (28, 28, 1), 8, **options), x, settings=settings,
+                                   run_dir=sys.argv[1] + f"/{strategy}-{name}", run_name=name)
+            out[f"{strategy}/{name}"] = {"loss": history[-1]["loss"],
+                                         "weights": [w.tolist() for w in model.get_weights()],
+                                         "replicas": model.distribute_strategy.num_replicas_in_sync}
+    print(json.dumps(out))
+""")
+
+
+def test_mirrored_strategy_over_two_devices_agrees_with_one_device(tmp_path):
+    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path)], env=ENV, cwd=REPO,
+                            capture_output=True, text=True, check=True)
+    runs = json.loads(result.stdout.strip().splitlines()[-1])
+    assert runs["mirrored/vae"]["replicas"] == 2 and runs["default/vae"]["replicas"] == 1
+    single, mirrored = runs["default/dense_ae"], runs["mirrored/dense_ae"]
+    for a, b in zip(single["weights"], mirrored["weights"]):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-4, rtol=0)
+    vae_single, vae_mirrored = runs["default/vae"]["loss"], runs["mirrored/vae"]["loss"]
+    assert abs(vae_mirrored - vae_single) / vae_single < 0.02, (vae_single, vae_mirrored)
+
+
+def tiny_run(tmp_path, epochs=4, **settings):
+    x = zoo.data.load("digits").x_train[:256]
+    options = {"epochs": epochs, "batch_size": 32, "patience": 0, "verbose": 0, "validation_fraction": 0, **settings}
+    return x, dict(settings=TrainSettings(**options), run_dir=tmp_path, run_name="tiny")
+
+
+def build_tiny():
+    return zoo.create("dense_ae", (8, 8, 1), 4, hidden_units=[16])
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    x, kwargs = tiny_run(tmp_path, epochs=6)
+    calls = []
+
+    def poison_after_two_epochs(xb, yb, rng):  # 8 steps per epoch; later batches carry NaN
+        calls.append(1)
+        return (xb * np.nan if len(calls) > 20 else xb), yb
+
+    with pytest.raises(ZooError) as error:
+        training.train(build_tiny, x, transform=poison_after_two_epochs, **kwargs)
+    message = str(error.value)
+    assert "NaN" in message and "\n" not in message and "last good checkpoint" in message
+    state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
+    assert 1 <= state["epoch"] < 6
+    assert all(np.isfinite(row["loss"]) for row in state["history"])
+    restored = keras.models.load_model(tmp_path / "checkpoints" / state["checkpoint"])
+    assert all(np.isfinite(w).all() for w in restored.get_weights())
+
+
+def test_a_full_disk_while_saving_fails_cleanly_and_keeps_earlier_checkpoints(tmp_path, monkeypatch):
+    x, kwargs = tiny_run(tmp_path, epochs=4)
+    real_save, saves = keras.Model.save, []
+
+    def save_until_disk_fills(self, path, *args, **kw):
+        saves.append(path)
+        if len(saves) >= 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, path, *args, **kw)
+
+    monkeypatch.setattr(keras.Model, "save", save_until_disk_fills)
+    with pytest.raises(ZooError) as error:
+        training.train(build_tiny, x, **kwargs)
+    assert "No space left on device" in str(error.value) and "--resume" in str(error.value)
+    files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert not [f for f in files if "partial" in f], files
+    state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 2 and state["checkpoint"] in files
+    monkeypatch.setattr(keras.Model, "save", real_save)
+    keras.models.load_model(tmp_path / "checkpoints" / state["checkpoint"])
+
+
+def test_resume_refuses_a_folder_of_another_run(tmp_path):
+    x, kwargs = tiny_run(tmp_path, epochs=1)
+    training.train(build_tiny, x, **kwargs)
+    with pytest.raises(ZooError, match="holds a 'tiny' run, not 'other'"):
+        training.train(build_tiny, x, **{**kwargs, "run_name": "other"}, resume=True)
+    with pytest.raises(ZooError, match="nothing to resume"):
+        training.train(build_tiny, x, **{**kwargs, "run_dir": tmp_path / "empty"}, resume=True)
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path):
+    x, kwargs = tiny_run(tmp_path, epochs=30, patience=2, learning_rate=0.05, validation_fraction=0.25)
+    model, history = training.train(build_tiny, x, **kwargs)
+    val = [row["val_loss"] for row in history]
+    best = int(np.argmin(val))
+    assert len(history) == best + 1 + 2 < 30, "stops exactly `patience` epochs after the best one"
+    x_val = x[-64:]
+    assert model.evaluate(x_val, x_val, verbose=0) == pytest.approx(val[best], rel=1e-4)
+
+
+def test_precision_auto_is_float32_on_a_cpu_and_is_restored_after():
+    before = keras.config.dtype_policy().name
+    with training.precision_policy("auto") as policy:
+        assert policy == "float32"
+    with training.precision_policy("mixed_bfloat16") as policy:
+        assert keras.config.dtype_policy().name == policy == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == before
+
+
+@pytest.mark.parametrize("bad,expected", [
+    ({"precision": "float8"}, "precision must be one of"),
+    ({"strategy": "tpu"}, "strategy must be one of"),
+    ({"loss": "huber"}, "unknown reconstruction loss"),
+    ({"epochs": 0}, "train.epochs must be >= 1"),
+])
+def test_bad_train_settings(bad, expected):
+    with pytest.raises(ZooError, match=expected):
+        TrainSettings(**bad)
