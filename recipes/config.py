@@ -8,8 +8,12 @@ for `--quick`).
 
 import copy
 import dataclasses
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from recipes.training import TrainSettings
 from zoo.errors import ZooError, unknown_name

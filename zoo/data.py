@@ -21,6 +21,7 @@ FASHION_MNIST_ENV = "AEZOO_FASHION_MNIST_DIR"
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
 TEST_FRACTION = 0.2
+TIME_COLUMNS = {"time", "timestamp", "date", "datetime", "year", "index", "step"}
 
 
 @dataclasses.dataclass
@@ -123,14 +124,14 @@ def read_idx(path):
 def _from_tfds(name, image_key="image", label_key="label"):
     import tensorflow_datasets as tfds
 
-    train, test = tfds.as_numpy(tfds.load(name, split=["train", "test"], batch_size=-1))
+    def arrays(split):
+        # Batched reads, concatenated: batch_size=-1 asks TF for one giant batch, which can abort.
+        batches = list(tfds.as_numpy(tfds.load(name, split=split, batch_size=1024)))
+        images = np.concatenate([b[image_key] for b in batches])
+        labels = np.concatenate([b[label_key] for b in batches]) if label_key in batches[0] else None
+        return images.astype("float32") / (255.0 if images.dtype == np.uint8 else 1.0), labels
 
-    def images(split):
-        x = split[image_key]
-        return x.astype("float32") / (255.0 if x.dtype == np.uint8 else 1.0)
-
-    labels = lambda split: split.get(label_key)  # noqa: E731
-    return DataSplits(name, images(train), labels(train), images(test), labels(test), info={"source": "tfds"})
+    return DataSplits(name, *arrays("train"), *arrays("test"), info={"source": "tfds"})
 
 
 def _co2(window=32, stride=4, anomalies=8, seed=0):
@@ -305,7 +306,8 @@ def load_csv_series(path, label_column=None):
     """A CSV file's numeric columns as (time, features) float values, plus 0/1 point labels if it has them.
 
     A header row is required. The label column is `label_column`, else one named `label`,
-    `anomaly` or `is_anomaly` if present; non-numeric columns (timestamps) are skipped.
+    `anomaly` or `is_anomaly` if present. Non-numeric columns and time-index columns (named
+    time, timestamp, date, datetime, year, index or step) are not values.
     """
     import csv
 
@@ -322,6 +324,8 @@ def load_csv_series(path, label_column=None):
         raise ZooError(f"{path} has no column {label_column!r}; columns: {', '.join(header)}")
     columns = {}
     for i, name in enumerate(header):
+        if name.strip().lower() in TIME_COLUMNS:
+            continue
         try:
             columns[name] = np.array([float(r[i]) if r[i].strip() else np.nan for r in body])
         except (ValueError, IndexError):
