@@ -47,14 +47,16 @@ def _parser():
     predict.add_argument("-o", "--output", help="where to write the result (.png or .npy)")
     predict.add_argument("--signature", default="reconstruct", help="reconstruct, encode, decode or sample")
 
-    commands.add_parser("presets", help="pretrained presets with their headline metric")
+    presets = commands.add_parser("presets", help="pretrained presets with their headline metric")
+    presets.add_argument("--build", nargs="+", metavar="NAME", help="(maintainers) train presets and write their files")
 
     finetune = commands.add_parser("finetune", help="continue training a preset on new data")
     finetune.add_argument("preset")
     finetune.add_argument("--data", required=True)
     finetune.add_argument("--epochs", type=int, default=5)
     finetune.add_argument("--batch-size", type=int, default=128)
-    finetune.add_argument("--freeze-encoder", action="store_true")
+    finetune.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
+    finetune.add_argument("--quick", action="store_true", help="small data and few epochs")
     _add_training_flags(finetune)
 
     bench = commands.add_parser("benchmark", help="print a benchmark table (export or recipes)")

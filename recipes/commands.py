@@ -1,5 +1,6 @@
 """The `aezoo` subcommands that need TensorFlow (everything but `predict`)."""
 
+import argparse
 import json
 import shlex
 import sys
@@ -146,16 +147,38 @@ def _load_source(source):
 
 
 def presets(args):
+    if args.build:
+        from recipes.presets import PRESETS, build
+
+        for name in PRESETS if args.build == ["all"] else args.build:
+            print(f"{name}: {build(name)['headline']}")
+        return
     import zoo
 
-    for name, card in zoo.presets.list_presets().items():
-        print(f"{name:<28}{card['headline']}")
+    for name, info in zoo.list_presets().items():
+        print(f"{name:<32}{info['model']:<16}{info['headline']}")
 
 
 def finetune(args):
-    from recipes.finetune import finetune_preset
-
-    finetune_preset(args)
+    run(
+        argparse.Namespace(
+            recipe="finetune",
+            list=False,
+            out=args.out,
+            resume=args.resume,
+            export=False,
+            quick=args.quick,
+            from_preset=args.preset,
+            data=args.data,
+            model=None,
+            set=[f"train.batch_size={args.batch_size}"] + (["params.freeze_encoder=true"] if args.freeze_encoder else []),
+            labels=None,
+            epochs=args.epochs,
+            precision=args.precision,
+            strategy=args.strategy,
+            seed=args.seed,
+        )
+    )
 
 
 def benchmark(args):

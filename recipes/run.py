@@ -55,7 +55,8 @@ class RunContext:
         return data
 
     def build_model(self, input_shape, **overrides):
-        """A function building the configured model for `input_shape` (called inside train's scope)."""
+        """A function building the configured model for `input_shape` (called inside train's scope);
+        with --from-preset, the preset's pretrained model."""
         if self.from_preset:
             return lambda: zoo.presets.from_preset(self.from_preset)
         name, options = recipe_config.model_options(self.config)
@@ -111,6 +112,8 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
         >>> run_dir, metrics = run_recipe("denoise", quick=True, out="runs/denoise-quick")
     """
     train_overrides = {k: options.pop(k, None) for k in ("precision", "strategy", "seed", "verbose")}
+    if from_preset:  # the preset decides the model; its config travels with its weights
+        options["model"] = zoo.presets.preset_info(from_preset)["model"]
     config = resolve(recipe, quick=quick, **options)
     run_dir = Path(out or Path("runs") / recipe)
     config_path = run_dir / "config.json"

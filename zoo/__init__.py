@@ -20,9 +20,10 @@ if keras.backend.backend() != "tensorflow":
         "unset KERAS_BACKEND or set it to 'tensorflow'"
     )
 
-from zoo import conv, data, dense, lstm, losses, transformer, vae  # noqa: E402,F401  (registers the models)
+from zoo import conv, data, dense, lstm, losses, presets, transformer, vae  # noqa: E402,F401  (registers the models)
 from zoo.autoencoder import Autoencoder  # noqa: E402
 from zoo.errors import DataNotFoundError, ZooError  # noqa: E402
+from zoo.presets import from_preset, list_presets  # noqa: E402
 from zoo.registry import create, list_models, model_class  # noqa: E402
 from zoo.vae import VAE  # noqa: E402
 
@@ -32,8 +33,11 @@ __all__ = [
     "DataNotFoundError",
     "ZooError",
     "create",
+    "from_preset",
+    "list_presets",
     "list_models",
     "data",
     "losses",
+    "presets",
     "model_class",
 ]

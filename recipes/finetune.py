@@ -1,0 +1,51 @@
+"""Fine-tuning a preset: the pretrained network continues on new data; the same network from
+scratch, trained for the same epochs on the same batches, is the baseline. The preset as it
+is (no training on the new data) is reported too, so the gain from each step is visible.
+"""
+
+from recipes.evaluation import predict, psnr
+from recipes.report import Results, image_grid
+from zoo import presets
+from zoo.errors import ZooError
+from zoo.registry import create
+
+
+def freeze_encoder(model):
+    """Keeps the encoder (trunk and code head) as pretrained; only the decoder trains."""
+    backbone = getattr(model, "backbone", model)
+    backbone.encoder_trunk.trainable = False
+    backbone.code_head.trainable = False
+    return model
+
+
+def run(ctx):
+    if not ctx.from_preset:
+        raise ZooError("the finetune recipe starts from a preset: add --from-preset NAME (see 'aezoo presets')")
+    info = presets.preset_info(ctx.from_preset)
+    data = ctx.load_data(for_model=info["model"])
+    pretrained = presets.from_preset(ctx.from_preset)
+    if data.input_shape != pretrained.data_shape:
+        raise ZooError(
+            f"preset {ctx.from_preset} takes inputs of shape {pretrained.data_shape}, {ctx.config['data']['name']} "
+            f"has {data.input_shape}; choose data of that shape"
+        )
+    freeze = freeze_encoder if ctx.params["freeze_encoder"] else (lambda m: m)
+    config = {k: v for k, v in info["config"].items() if k not in ("name", "trainable", "dtype")}
+
+    finetuned, _ = ctx.train(lambda: freeze(presets.from_preset(ctx.from_preset)), data.x_train, tag="finetune")
+    scratch, _ = ctx.train(lambda: freeze(create(info["model"], **config)), data.x_train, tag="scratch")
+    ctx.model = finetuned
+
+    results, rows = Results(), []
+    methods = {"fine-tuned preset": finetuned, "from scratch": scratch, "preset as is": pretrained}
+    outputs = {label: predict(model, data.x_test) for label, model in methods.items()}
+    results.add("reconstruction MSE", {k: float(((v - data.x_test) ** 2).mean()) for k, v in outputs.items()})
+    if data.x_test.min() >= 0:
+        results.add("PSNR (dB)", {k: psnr(data.x_test, v) for k, v in outputs.items()})
+    results.notes.append(
+        f"preset {ctx.from_preset} ({info['model']}); both trained {ctx.settings.epochs} epochs on the same batches"
+        + ("; encoder frozen" if ctx.params["freeze_encoder"] else "")
+    )
+    rows = [("input", data.x_test), *outputs.items()]
+    results.plots.append(image_grid(ctx.run_dir, "finetune_reconstructions", rows))
+    return results, data

@@ -1,0 +1,85 @@
+"""Pretrained presets (keras-hub style): weights that ship with the package and load offline.
+
+Each preset is three files in `zoo/presets/`: `<name>.json` (model name and config, the
+sha256 of the weights, the card's metrics and its reproducible check), `<name>.weights.h5`
+and `<name>.md` (the model card). `recipes/presets.py` builds them from `aezoo run` commands.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from zoo.errors import ZooError, unknown_name
+from zoo.registry import create
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+CHECK_SLICE = PRESETS_DIR / "fashion_mnist_check.npz"
+
+
+def list_presets():
+    """{name: preset description dict} for every preset shipped in zoo/presets/."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(PRESETS_DIR.glob("*.json"))}
+
+
+def preset_info(name):
+    path = PRESETS_DIR / f"{name}.json"
+    if not path.exists():
+        raise unknown_name("preset", name, list_presets())
+    return json.loads(path.read_text())
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def from_preset(name, **overrides):
+    """Builds the preset's model and loads its verified weights; no network is used.
+
+    Args:
+        name: a name from `list_presets()`.
+        overrides: config keys to change that keep the architecture, e.g. `dtype="mixed_float16"`
+            for mixed-precision fine-tuning, or a VAE's `beta`.
+
+    Example:
+        >>> model = zoo.from_preset("conv_ae_fashion_mnist")
+        >>> model.compile("adam", loss=zoo.losses.bce); model.fit(x, x, epochs=2)  # fine-tune
+    """
+    info = preset_info(name)
+    weights = PRESETS_DIR / f"{name}.weights.h5"
+    if not weights.exists():
+        raise ZooError(f"preset {name}: weights file {weights} is missing; reinstall autoencoder-zoo")
+    if sha256(weights) != info["sha256"]:
+        raise ZooError(
+            f"preset {name}: {weights.name} does not match its sha256 (tampered or truncated); reinstall autoencoder-zoo"
+        )
+    config = {k: v for k, v in info["config"].items() if k not in ("name", "trainable")}
+    model = create(info["model"], **{**config, **overrides})
+    try:
+        model.load_weights(weights)
+    except ValueError as error:
+        raise ZooError(
+            f"preset {name}: overrides {sorted(overrides)} change the architecture, so the weights do not fit "
+            f"({str(error).splitlines()[0][:120]})"
+        ) from None
+    return model
+
+
+def check_slice(for_model):
+    """The fixed Fashion-MNIST test slice every card's check figure is measured on."""
+    import numpy as np
+
+    with np.load(CHECK_SLICE) as arrays:
+        images = arrays["images"].astype("float32") / 255.0
+    return images[..., 0] if len(for_model.data_shape) == 2 else images
+
+
+def check_reconstruction(model):
+    """Mean squared reconstruction error on the check slice: the figure a card stores."""
+    import numpy as np
+
+    x = check_slice(model)
+    return float(np.mean((np.asarray(model.predict(x, batch_size=100, verbose=0)) - x) ** 2))
