@@ -1,0 +1,92 @@
+"""Dimensionality reduction: the autoencoder's M-dim codes against PCA with the same M.
+
+Both methods are judged on the test split by how well they reconstruct (MSE per pixel) and
+by how much label information their M numbers keep: a linear probe (standardised codes,
+logistic regression fitted on the training codes) and k-NN accuracy (Euclidean, codes as
+they are). A 2-D map shows the test codes coloured by label.
+"""
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from recipes.evaluation import predict
+from recipes.report import Results, pyplot, save_figure
+
+
+def flat(x):
+    """(n, ...) -> (n, features)."""
+    return x.reshape(len(x), -1)
+
+
+def probe_accuracies(train_codes, y_train, test_codes, y_test, neighbours):
+    """(linear-probe accuracy, k-NN accuracy) of codes on the test split, both fitted on the train codes."""
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    knn = KNeighborsClassifier(n_neighbors=neighbours)
+    return tuple(float(clf.fit(train_codes, y_train).score(test_codes, y_test)) for clf in (probe, knn))
+
+
+def code_map(run_dir, codes_by_method, labels):
+    """Scatter plots of codes coloured by label, one panel per method; >2-dim codes via their first 2 PCs."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(codes_by_method), figsize=(5 * len(codes_by_method), 4.5), squeeze=False)
+    for ax, (method, codes) in zip(axes[0], codes_by_method.items()):
+        if codes.shape[1] == 2:
+            points, how = codes, "codes"
+        else:
+            points, how = PCA(2).fit_transform(codes), f"first 2 principal components of the {codes.shape[1]}-dim codes"
+        scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7)
+        ax.set_title(f"{method}: {how}", fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.colorbar(scatter, ax=axes[0].tolist(), label="label")
+    return save_figure(fig, run_dir, "code_map")
+
+
+def run(ctx):
+    data = ctx.load_data()
+    model, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train)
+    ctx.model = model
+    latent_dim = model.latent_dim
+
+    x_train, x_test = flat(data.x_train), flat(data.x_test)
+    pca = PCA(latent_dim, random_state=ctx.settings.seed).fit(x_train)
+    codes = {
+        "autoencoder": (predict(model.encoder, data.x_train), predict(model.encoder, data.x_test)),
+        "PCA": (pca.transform(x_train), pca.transform(x_test)),
+    }
+    reconstructions = {"autoencoder": flat(predict(model, data.x_test)), "PCA": pca.inverse_transform(codes["PCA"][1])}
+
+    results = Results()
+    results.add(
+        f"reconstruction MSE (M={latent_dim})",
+        {method: np.mean((r - x_test) ** 2) for method, r in reconstructions.items()},
+    )
+    results.notes.append(
+        f"PCA keeps {pca.explained_variance_ratio_.sum():.1%} of the training variance with {latent_dim} components"
+    )
+    if data.y_train is None:
+        results.notes.append("the data set has no labels: linear-probe and k-NN accuracies and the label map are skipped")
+    else:
+        neighbours = ctx.params["neighbours"]
+        accuracies = {
+            method: probe_accuracies(train, data.y_train, test, data.y_test, neighbours)
+            for method, (train, test) in codes.items()
+        }
+        results.add("linear-probe accuracy", {method: acc[0] for method, acc in accuracies.items()})
+        results.add(f"{neighbours}-NN accuracy", {method: acc[1] for method, acc in accuracies.items()})
+        results.notes.append(
+            "linear probe: logistic regression on standardised codes, fitted on the training codes; "
+            f"{neighbours}-NN: Euclidean distance between the codes as they are (PCA's are not whitened)"
+        )
+        shown = slice(0, ctx.params["map_examples"])
+        results.plots.append(
+            code_map(ctx.run_dir, {method: test[shown] for method, (_, test) in codes.items()}, data.y_test[shown])
+        )
+    for metric, values in results.metrics.items():
+        autoencoder_wins = values["autoencoder"] < values["PCA"] if "MSE" in metric else values["autoencoder"] > values["PCA"]
+        if not autoencoder_wins:
+            results.notes.append(f"PCA does as well or better on {metric}: {values['PCA']:.4f} against {values['autoencoder']:.4f}")
+    return results, data
