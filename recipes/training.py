@@ -235,7 +235,18 @@ def read_state(run_dir, run_name):
 
 
 def train(
-    build_model, x, y=None, *, settings, run_dir, run_name, resume=False, transform=None, validation=None, compile_fn=None
+    build_model,
+    x,
+    y=None,
+    *,
+    settings,
+    run_dir,
+    run_name,
+    resume=False,
+    transform=None,
+    validation=None,
+    compile_fn=None,
+    callbacks=(),
 ):
     """Trains `build_model()` (called inside the precision policy and strategy scope) on (x, y).
 
@@ -250,6 +261,7 @@ def train(
         validation: (x_val, y_val); default the last `validation_fraction` of (x, y).
         compile_fn: `f(model, settings)` compiling the model (default `compile_model`: Adam and
             the reconstruction loss); e.g. a classifier compiles with cross-entropy here.
+        callbacks: more Keras callbacks for `fit`.
 
     Returns:
         (model with the best epoch's weights, list of per-epoch metric rows).
@@ -281,10 +293,6 @@ def train(
             return _restore_best(model, checkpoints, state), state["history"]
         batches = EpochBatches(x, y, settings.batch_size, settings.seed, state["epoch"], settings.epochs, transform)
         checkpoint = CheckpointCallback(checkpoints, run_name, settings, state)
-        callbacks = [
-            checkpoint,
-            keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
-        ]
         model.fit(
             batches,
             epochs=settings.epochs,
@@ -293,7 +301,7 @@ def train(
             shuffle=False,  # EpochBatches already orders each epoch; Keras would reshuffle across epochs
             validation_data=validation,
             validation_batch_size=settings.batch_size,
-            callbacks=callbacks,
+            callbacks=[checkpoint, keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False), *callbacks],
             verbose=settings.verbose,
         )
     if checkpoint.nan_at:

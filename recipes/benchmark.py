@@ -1,0 +1,140 @@
+"""`aezoo benchmark recipes`: speed and quality figures for the README (a command, not a test).
+
+    aezoo benchmark recipes loop [--examples N] [--epochs E]   # our training loop vs plain fit; float32 vs bf16
+    aezoo benchmark recipes full [--readme]                     # every recipe on full data vs its baselines
+
+`full` runs (or reuses, resuming an interrupted one) each recipe; the Fashion-MNIST runs are
+the presets' runs (runs/presets/<name>), the others go to runs/benchmark/<name>. It prints one
+table per run; `--readme` also writes them into README.md between the benchmark markers.
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+MARKERS = ("<!-- benchmark:start -->", "<!-- benchmark:end -->")
+# (label, preset name or aezoo arguments)
+FULL_RUNS = [
+    ("denoise", "conv_ae_denoise_fashion_mnist"),
+    ("inpaint", "conv_ae_inpaint_fashion_mnist"),
+    ("reduce (conv_ae)", "conv_ae_fashion_mnist"),
+    ("reduce (dense_ae)", "dense_ae_fashion_mnist"),
+    ("reduce (lstm_ae)", "lstm_ae_fashion_mnist"),
+    ("reduce (transformer_ae)", "transformer_ae_fashion_mnist"),
+    ("generate", "vae_conv_fashion_mnist"),
+    ("generate (M=2)", "vae_conv_2d_fashion_mnist"),
+    ("classify", ["run", "classify", "--data", "fashion_mnist", "--out", "runs/benchmark/classify"]),
+    ("anomaly (lstm_ae, co2)", ["run", "anomaly", "--out", "runs/benchmark/anomaly"]),
+    ("anomaly (transformer_ae, co2)", ["run", "anomaly", "--model", "transformer_ae", "--out", "runs/benchmark/anomaly-transformer"]),
+]
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Records the wall time of every epoch."""
+
+    def on_train_begin(self, logs=None):
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self.started)
+
+    def samples_per_second(self, examples):
+        steady = self.times[1:] or self.times  # the first epoch includes tracing
+        return examples / (sum(steady) / len(steady))
+
+
+def loop(examples, epochs, batch_size):
+    """Training throughput: plain `model.fit` on arrays vs our loop; float32 vs mixed_bfloat16."""
+    import zoo
+    from recipes import training
+
+    x = zoo.data.load("fashion_mnist").x_train[:examples]
+
+    def build():
+        return zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=16)
+
+    rows = []
+    for precision in ("float32", "mixed_bfloat16"):
+        with training.precision_policy(precision):
+            keras.utils.set_random_seed(0)
+            clock = EpochClock()
+            model = training.compile_model(build(), training.TrainSettings())
+            model.fit(x, x, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[clock])
+            rows.append((f"plain `model.fit` on arrays, {precision}", clock.samples_per_second(len(x))))
+    settings = training.TrainSettings(
+        epochs=epochs, batch_size=batch_size, validation_fraction=0, patience=0, precision="float32", verbose=0
+    )
+    with tempfile.TemporaryDirectory() as run_dir:
+        clock = EpochClock()
+        training.train(build, x, settings=settings, run_dir=run_dir, run_name="benchmark", callbacks=[clock])
+        rows.append(("aezoo loop (seeded batches, checkpoint + TensorBoard each epoch), float32", clock.samples_per_second(len(x))))
+    base = rows[0][1]
+    lines = [
+        f"conv_ae (default config) on {len(x):,} Fashion-MNIST images, batch {batch_size}, "
+        f"{epochs} epochs (the first, with tracing, excluded), `aezoo benchmark recipes loop`:",
+        "",
+        "| training | samples/s | vs plain float32 |",
+        "|---|---|---|",
+        *[f"| {name} | {speed:,.0f} | {speed / base - 1:+.1%} |" for name, speed in rows],
+    ]
+    print("\n".join(lines))
+    return lines
+
+
+def full(readme):
+    """Runs every recipe on its full data (reusing finished runs) and prints metric tables."""
+    from recipes import presets
+    from recipes.cli import main
+    from recipes.report import metrics_table
+
+    sections = []
+    for label, spec in FULL_RUNS:
+        if isinstance(spec, str):
+            presets.build(spec)
+            run_dir = presets.RUNS_DIR / spec
+        else:
+            run_dir = Path(spec[spec.index("--out") + 1])
+            if not (run_dir / "metrics.json").exists():
+                main(spec + (["--resume"] if (run_dir / "config.json").exists() else []))
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        sections += [
+            f"**{label}** — `{metrics['command']}` ({metrics['train_examples']:,} train / "
+            f"{metrics['test_examples']:,} test, training {metrics['train_seconds'] / 60:.1f} min)",
+            "",
+            metrics_table(metrics["metrics"]),
+            "",
+        ]
+    text = "\n".join(sections)
+    print(text)
+    if readme:
+        write_readme_section(text)
+
+
+def write_readme_section(text):
+    content = README.read_text()
+    start, end = content.index(MARKERS[0]) + len(MARKERS[0]), content.index(MARKERS[1])
+    README.write_text(content[:start] + "\n" + text + "\n" + content[end:])
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog="aezoo benchmark recipes")
+    sub = parser.add_subparsers(dest="what", required=True)
+    loop_args = sub.add_parser("loop", help="training throughput")
+    loop_args.add_argument("--examples", type=int, default=20000)
+    loop_args.add_argument("--epochs", type=int, default=3)
+    loop_args.add_argument("--batch-size", type=int, default=128)
+    full_args = sub.add_parser("full", help="every recipe on full data")
+    full_args.add_argument("--readme", action="store_true", help="write the tables into README.md")
+    args = parser.parse_args(argv)
+    if args.what == "loop":
+        loop(args.examples, args.epochs, args.batch_size)
+    else:
+        full(args.readme)
