@@ -58,8 +58,8 @@ VAE_SIGNATURES = ("encode_distribution", "sample")
 
 
 @dataclasses.dataclass(frozen=True)
-class Interpreter:
-    """The TFLite interpreter package found on this machine."""
+class InterpreterPackage:
+    """The TFLite interpreter package found on this machine; `cls` is its Interpreter class."""
 
     name: str
     version: str
@@ -81,7 +81,7 @@ def find_interpreter():
             module = importlib.import_module(f"{name}.interpreter")
         except ImportError:
             continue
-        return Interpreter(name, getattr(package, "__version__", "unknown"), module.Interpreter)
+        return InterpreterPackage(name, getattr(package, "__version__", "unknown"), module.Interpreter)
     raise EdgeError(
         "no TFLite interpreter installed: pip install ai-edge-litert (or tflite-runtime on Python <= 3.11)"
     )
@@ -123,8 +123,9 @@ class EdgeModel:
 
     Attributes:
         path: the .tflite file.
-        metadata: this file's entry merged into the export's metadata.json (None without one).
-        interpreter: the `Interpreter` package in use.
+        metadata: the export's metadata.json with this file's entry under "file" (None without one).
+        runtime: the `InterpreterPackage` in use, e.g. "tflite_runtime 2.14.0".
+        min_runtime_version: the oldest TFLite runtime the converter says runs the file.
         signatures: the signature names the file has.
         batch_size: the fixed batch of the file (inputs of any length are split into it).
         input_shape: one example's shape.
@@ -142,12 +143,13 @@ class EdgeModel:
             info = read_model_info(content)
         except ModelFileError as error:
             raise EdgeError(f"{self.path} is not a usable .tflite file: {error}") from None
-        self.interpreter = find_interpreter()
-        self._refuse_if_too_old(info.min_runtime_version)
+        self.runtime = find_interpreter()
+        self.min_runtime_version = info.min_runtime_version
+        self._refuse_if_too_old()
         try:
-            self._interpreter = self.interpreter.cls(model_content=content, num_threads=num_threads)
+            self._interpreter = self.runtime.cls(model_content=content, num_threads=num_threads)
         except (ValueError, RuntimeError) as error:
-            raise self._load_error(error, info.min_runtime_version) from None
+            raise self._load_error(error) from None
         self.signatures = tuple(name for name in SIGNATURES if name in info.signature_keys)
         if "reconstruct" not in self.signatures or "decode" not in self.signatures:
             raise EdgeError(
@@ -248,33 +250,50 @@ class EdgeModel:
                 )
         return values
 
-    def _refuse_if_too_old(self, min_runtime_version):
+    def _refuse_if_too_old(self):
+        # tflite_runtime's own message for this is a multi-line op-version error.
         if (
-            self.interpreter.name == "tflite_runtime"
-            and min_runtime_version
-            and parse_version(self.interpreter.version) < parse_version(min_runtime_version)
+            self.runtime.name == "tflite_runtime"
+            and self.min_runtime_version
+            and parse_version(self.runtime.version) < parse_version(self.min_runtime_version)
         ):
-            raise EdgeError(self._too_old_message(min_runtime_version))
+            raise EdgeError(self._too_old_message())
 
-    def _too_old_message(self, min_runtime_version):
+    def _too_old_message(self):
         return (
-            f"{self.path.name} needs TFLite runtime >= {min_runtime_version or 'newer'} but {self.interpreter} "
-            "is older; run it with ai-edge-litert (pip install ai-edge-litert) or export another mode"
+            f"{self.path.name} needs TFLite runtime >= {self.min_runtime_version or 'a newer version'} but "
+            f"{self.runtime} is older; run it with ai-edge-litert (pip install ai-edge-litert) or export another mode"
         )
 
-    def _load_error(self, error, min_runtime_version):
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    def _load_error(self, error):
         if OP_VERSION_ERROR in str(error):
-            return EdgeError(self._too_old_message(min_runtime_version))
-        return EdgeError(f"{self.path}: {self.interpreter} cannot load it: {message}")
+            return EdgeError(self._too_old_message())
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return EdgeError(f"{self.path}: {self.runtime} cannot load it: {message}")
 
     def _runner(self, signature):
         if signature not in self._runners:
             try:
                 self._runners[signature] = self._interpreter.get_signature_runner(signature)
             except (ValueError, RuntimeError) as error:
-                raise self._load_error(error, None) from None
+                raise self._load_error(error) from None
         return self._runners[signature]
+
+    def describe_signatures(self):
+        """{signature: {"inputs"|"outputs": {name: {shape, dtype, scale, zero_point}}}} as the interpreter sees them.
+
+        Example:
+            >>> model.describe_signatures()["reconstruct"]["inputs"]["x"]
+            {'shape': [1, 28, 28, 1], 'dtype': 'int8', 'scale': 0.00392, 'zero_point': -128}
+        """
+        described = {}
+        for signature in self.signatures:
+            runner = self._runner(signature)
+            described[signature] = {
+                "inputs": {name: _tensor_description(d) for name, d in runner.get_input_details().items()},
+                "outputs": {name: _tensor_description(d) for name, d in runner.get_output_details().items()},
+            }
+        return described
 
 
 def _matching_metadata(path, content):
@@ -296,6 +315,14 @@ def _matching_metadata(path, content):
             f"{str(entry.get('sha256'))[:12]}...): the file was changed or truncated; copy the export folder again"
         )
     return {**metadata, "file": entry}
+
+
+def _tensor_description(details):
+    scale, zero_point = details["quantization"]
+    description = {"shape": [int(d) for d in details["shape"]], "dtype": np.dtype(details["dtype"]).name}
+    if scale:
+        description.update(scale=float(scale), zero_point=int(zero_point))
+    return description
 
 
 def _representable_range(details):
@@ -352,7 +379,7 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
         result = model.run(signature, values)[SIGNATURES[signature].outputs[0]]
         source = f"{len(values)} example(s) from {Path(input_path).name}"
     summary = (
-        f"{signature} with {model.path.name} on {model.interpreter}: {source} -> {result.dtype} {result.shape} "
+        f"{signature} with {model.path.name} on {model.runtime}: {source} -> {result.dtype} {result.shape} "
         f"in [{result.min():.4g}, {result.max():.4g}]"
     )
     if output_path is None:

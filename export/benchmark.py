@@ -1,0 +1,144 @@
+"""`aezoo benchmark export`: size, latency and quality of every family's TFLite files, as a table.
+
+Not a test. Each family is trained briefly on mnist5k (so the quality columns mean something),
+exported in every requested mode, and each file is timed in the edge runtime on single
+held-out examples at 1 and 2 interpreter threads. Latency is per sample (batch 1) through
+`export.runtime` (input checks and int8 quantization included); quality is the export's own
+verification against the Keras model.
+
+Example:
+    aezoo benchmark export
+    python -m export.benchmark --families conv_ae,vae --modes float32,int8 --epochs 1
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# family -> (zoo model, options, reads the images as (rows, columns) sequences)
+FAMILIES = {
+    "dense_ae": ("dense_ae", {}, False),
+    "conv_ae": ("conv_ae", {"filters": (16, 32)}, False),
+    "lstm_ae": ("lstm_ae", {"units": (64,)}, True),
+    "transformer_ae": ("transformer_ae", {"embed_dim": 32, "num_heads": 2, "num_layers": 1, "ff_dim": 64}, False),
+    "vae": ("vae", {"backbone": "conv", "backbone_config": {"filters": [16, 32]}}, False),
+}
+LATENT_DIM = 16
+THREADS = (1, 2)
+WARMUP_RUNS = 10
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="aezoo benchmark export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--families", default=",".join(FAMILIES), help="comma list of " + ", ".join(FAMILIES))
+    parser.add_argument("--modes", default="float32,float16,dynamic,int8", help="comma list of quantize modes")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs on mnist5k's 4000 training images")
+    parser.add_argument("--runs", type=int, default=200, help="timed single-sample runs per file and thread count")
+    parser.add_argument("--verify-samples", type=int, default=200, help="held-out images the quality is measured on")
+    parser.add_argument("--out", help="keep the exports in this folder (default: a temp folder, removed)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def train(family, data, epochs, seed):
+    """The benchmark's model of `family`, trained on `data` for `epochs`."""
+    import keras
+
+    import zoo
+
+    registry_name, options, _ = FAMILIES[family]
+    keras.utils.set_random_seed(seed)
+    model = zoo.create(registry_name, input_shape=data.input_shape, latent_dim=LATENT_DIM, **options)
+    if registry_name == "vae":
+        model.compile(keras.optimizers.Adam(1e-3))
+        model.fit(data.x_train, epochs=epochs, batch_size=128, verbose=0)
+    else:
+        model.compile(keras.optimizers.Adam(1e-3), loss=zoo.losses.bce)
+        model.fit(data.x_train, data.x_train, epochs=epochs, batch_size=128, verbose=0)
+    return model
+
+
+def latency_ms(path, samples, threads, runs):
+    """(p50, p95) milliseconds of one `reconstruct` call on a single example."""
+    from export import runtime
+
+    model = runtime.load(path, num_threads=threads)
+    for i in range(WARMUP_RUNS):
+        model.reconstruct(samples[i % len(samples)][None])
+    timings = []
+    for i in range(runs):
+        example = samples[i % len(samples)][None]
+        start = time.perf_counter()
+        model.reconstruct(example)
+        timings.append((time.perf_counter() - start) * 1000)
+    return tuple(float(v) for v in np.percentile(timings, [50, 95]))
+
+
+def main(argv=None):
+    """Runs the benchmark and prints its markdown table; returns the exit code.
+
+    Args:
+        argv: command-line arguments (see `--help`); None reads sys.argv.
+
+    Example:
+        >>> main(["--families", "conv_ae", "--modes", "float32,int8", "--epochs", "1"])
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args = _parser().parse_args(argv)
+    import zoo
+    from export import runtime
+    from export.exporter import export_model, format_size, parse_modes, tflite_name
+    from zoo.errors import unknown_name
+
+    families = [name.strip() for name in args.families.split(",") if name.strip()]
+    for name in families:
+        if name not in FAMILIES:
+            raise unknown_name("benchmark family", name, FAMILIES)
+    modes = parse_modes(args.modes)
+    images = zoo.data.load("mnist5k")
+    root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="aezoo-benchmark-"))
+    rows = []
+    try:
+        for family in families:
+            data = images.as_sequences() if FAMILIES[family][2] else images
+            started = time.perf_counter()
+            model = train(family, data, args.epochs, args.seed)
+            report = export_model(
+                model, root / family, quantize=modes, calibration_data=data, verify_samples=args.verify_samples
+            )
+            print(f"{family}: trained and exported in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            checks = {check.mode: check for check in report.checks}
+            samples = data.x_test[: args.verify_samples]
+            for mode in modes:
+                check = checks[mode]
+                timings = [latency_ms(root / family / tflite_name(mode), samples, t, args.runs) for t in THREADS]
+                rows.append(
+                    f"| {family} | {mode} | {format_size(check.size_bytes)} | "
+                    + " | ".join(f"{p50:.3f} / {p95:.3f}" for p50, p95 in timings)
+                    + f" | {check.max_abs_diff['reconstruct']:.1e} | {check.psnr_db:.2f} ({check.keras_psnr_db:.2f}) | "
+                    f"{'yes' if check.tflite_runtime_2_14 else 'no'} |"
+                )
+    finally:
+        if not args.out:
+            shutil.rmtree(root, ignore_errors=True)
+    print(
+        f"{runtime.find_interpreter()}, {os.cpu_count()} CPU cores, batch 1, {args.runs} runs after {WARMUP_RUNS} "
+        f"warm-up; models trained {args.epochs} epochs on mnist5k, quality on {args.verify_samples} held-out images\n"
+    )
+    print(
+        "| model | mode | size | latency ms p50 / p95, 1 thread | 2 threads | max abs diff vs Keras | "
+        "PSNR dB (Keras) | tflite_runtime 2.14 |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

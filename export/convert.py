@@ -1,0 +1,164 @@
+"""TensorFlow side of the export: the export copy, SavedModels with named signatures, TFLite files.
+
+Every graph is traced from the signature functions below, so the SavedModel, each TFLite mode
+and the Keras reference the verification compares against all run the same computation.
+The TFLite converter is restricted to builtin ops: a graph that would need Flex (TensorFlow
+kernels) or custom ops fails the export with the op names, since edge interpreters cannot run it.
+"""
+
+import warnings
+
+import keras
+import tensorflow as tf
+from tensorflow.lite.python.convert_phase import ConverterError
+
+from export.runtime import SIGNATURES, VAE_SIGNATURES
+from export.tflite_file import read_model_info
+from zoo.errors import ZooError
+
+MODES = ("float32", "float16", "dynamic", "int8")
+# A random op would make an exported graph non-deterministic; VAE noise is an input instead.
+RANDOM_OPS = ("RANDOM_STANDARD_NORMAL", "RANDOM_UNIFORM", "MULTINOMIAL")
+
+
+def export_copy(model):
+    """A float32 copy of `model` with the same weights, in the form the converter handles.
+
+    Mixed-precision models compute in float16/bfloat16, which edge interpreters run poorly or
+    not at all, so the export traces a float32 copy. LSTMs are unrolled: the converter crashes
+    when it calibrates the loop (WHILE) form for int8.
+
+    Example:
+        >>> copy = export_copy(zoo.create("lstm_ae", (28, 28), 16, dtype="mixed_float16"))
+        >>> copy.dtype_policy.name, copy.unroll  # ('float32', True)
+    """
+    config = {**model.get_config(), "dtype": "float32"}
+    if model.registry_name == "lstm_ae":
+        config["unroll"] = True
+    if model.registry_name == "vae" and config["backbone"] == "lstm":
+        config["backbone_config"] = {**config["backbone_config"], "unroll": True}
+    copy = type(model).from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def signature_names(model):
+    """The signatures an export of `model` has: reconstruct, encode, decode (+ VAE's two)."""
+    names = ("reconstruct", "encode", "decode")
+    return names + VAE_SIGNATURES if model.registry_name == "vae" else names
+
+
+def signature_functions(model):
+    """{signature: fn(input tensor) -> {output name: tensor}} with the names of `runtime.SIGNATURES`."""
+    computations = {
+        "reconstruct": model,
+        "encode": model.encode,
+        "decode": model.decode,
+        "encode_distribution": getattr(model, "encode_distribution", None),
+        "sample": model.decode,  # of eps ~ N(0, I), drawn outside the graph
+    }
+
+    def named(signature):
+        compute, outputs = computations[signature], SIGNATURES[signature].outputs
+        return lambda value: dict(zip(outputs, tf.nest.flatten(compute(value))))
+
+    return {signature: named(signature) for signature in signature_names(model)}
+
+
+def input_spec(model, signature, batch_size):
+    """The TensorSpec of a signature's input; batch_size None leaves the batch free."""
+    name = SIGNATURES[signature].input
+    shape = model.data_shape if name == "x" else (model.latent_dim,)
+    return tf.TensorSpec((batch_size, *shape), tf.float32, name=name)
+
+
+def write_saved_model(model, directory, batch_size=None, reconstruct_key="serving_default"):
+    """Saves `model`'s signature functions as a SavedModel (no training graph, no random op).
+
+    Args:
+        model: a float32 export copy.
+        directory: where to write it.
+        batch_size: fixed batch of every signature, or None for any batch.
+        reconstruct_key: the signature key of `reconstruct` ("serving_default" for TF Serving).
+
+    Example:
+        >>> write_saved_model(copy, "out/saved_model")
+        >>> tf.saved_model.load("out/saved_model").signatures["encode"](x=x)["code"]
+    """
+    # No archive.track(model): endpoints track the variables they use, and walking the whole
+    # model for other resources doubles the save time.
+    archive = keras.export.ExportArchive()
+    for signature, function in signature_functions(model).items():
+        key = reconstruct_key if signature == "reconstruct" else signature
+        archive.add_endpoint(key, function, input_signature=[input_spec(model, signature, batch_size)])
+    archive.write_out(str(directory), verbose=False)
+
+
+def convert(saved_model_dir, signatures, mode, representative_dataset=None):
+    """One multi-signature .tflite model from a fixed-batch SavedModel, builtin ops only.
+
+    Args:
+        saved_model_dir: written by `write_saved_model` with a fixed batch and
+            reconstruct_key="reconstruct".
+        signatures: the signature keys to convert.
+        mode: "float32", "float16" (float16 weights), "dynamic" (int8 weights, float
+            activations) or "int8" (int8 weights, activations, inputs and outputs).
+        representative_dataset: for int8, a generator function yielding
+            (signature, {input name: array}) pairs of real samples.
+
+    Returns:
+        The .tflite file's bytes.
+
+    Raises:
+        ZooError: the graph needs non-builtin (Flex/custom) ops or a random op.
+
+    Example:
+        >>> content = convert("tmp/fixed", ["reconstruct", "encode", "decode"], "int8", samples)
+    """
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=list(signatures))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if mode != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+        converter.representative_dataset = representative_dataset
+    try:
+        with warnings.catch_warnings():
+            # int8 calibration runs TensorFlow's own, deprecated tf.lite.Interpreter: not ours to fix.
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
+            content = converter.convert()
+    except ConverterError as error:
+        needs = sorted({e.operator.name for e in getattr(error, "errors", []) if e.operator.name})
+        if not needs:
+            raise
+        raise ZooError(
+            f"the {mode} TFLite graph needs ops that are not TFLite builtins ({', '.join(needs)}); "
+            "edge interpreters cannot run Flex/custom ops, so the export refuses them"
+        ) from None
+    check_builtin_only(content, mode)
+    return content
+
+
+def op_names(content):
+    """Sorted names of the operators a .tflite model uses (custom ops by their custom name)."""
+    from ai_edge_litert.schema_py_generated import BuiltinOperator
+
+    names = {value: key for key, value in vars(BuiltinOperator).items() if not key.startswith("_")}
+    return sorted(
+        {op.custom_code or names.get(op.builtin_code, str(op.builtin_code)) for op in read_model_info(content).operator_codes}
+    )
+
+
+def check_builtin_only(content, mode):
+    """Refuses a converted model that holds a Flex, custom or random op (the converter's last word is not trusted)."""
+    info = read_model_info(content)
+    refused = [op.custom_code for op in info.operator_codes if op.custom_code]
+    refused += [name for name in op_names(content) if name in RANDOM_OPS]
+    if refused:
+        raise ZooError(
+            f"the {mode} TFLite file would contain {', '.join(sorted(refused))}; edge exports allow "
+            "builtin, non-random ops only"
+        )

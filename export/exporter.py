@@ -1,0 +1,483 @@
+"""`export_model`: a zoo model as a SavedModel and TFLite files, each verified against Keras.
+
+Layout of an export folder:
+    saved_model/              serving_default (reconstruct), encode, decode (+ encode_distribution, sample)
+    model_<mode>.tflite       one file per mode, all signatures in it, fixed batch
+    reference.npz             a few held-out inputs with the Keras and per-file outputs
+    metadata.json             model, shapes, dtypes, ranges, quantization, runtimes, checks, sha256s
+
+Everything is written to a temp folder beside the target and moved into place when complete,
+so a failed export leaves the target as it was.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import zoo
+from export import convert, runtime
+from export.convert import MODES
+from export.tflite_file import parse_version, read_model_info
+from zoo.errors import ZooError, unknown_name
+
+FORMAT = "aezoo-export/1"
+SAVED_MODEL_DIR = "saved_model"
+REFERENCE_FILE = "reference.npz"
+# The last tflite_runtime release; files needing a newer TFLite runtime run on ai_edge_litert only.
+LAST_TFLITE_RUNTIME = "2.14.0"
+MAX_ABS_TARGETS = {"saved_model": 1e-4, "float32": 1e-4, "float16": 1e-2}
+PSNR_DROP_TARGET_DB = 1.0  # dynamic and int8: PSNR within this of the Keras model's
+REFERENCE_SAMPLES = 8
+
+
+def tflite_name(mode):
+    """File name of a mode's TFLite model in an export folder."""
+    return f"model_{mode}.tflite"
+
+
+@dataclasses.dataclass
+class ArtifactCheck:
+    """How one artifact compared with the Keras model on the held-out samples.
+
+    `max_abs_diff` is per signature; targets are judged on the reconstruction: max |diff|
+    for float artifacts, the PSNR drop against the Keras model for dynamic and int8.
+    """
+
+    file: str
+    mode: str
+    size_bytes: int
+    verified_on: str
+    max_abs_diff: dict
+    psnr_db: float
+    keras_psnr_db: float
+    tflite_runtime_2_14: bool | None  # None: not a TFLite file
+
+    @property
+    def target(self):
+        if self.mode in MAX_ABS_TARGETS:
+            return f"max abs diff <= {MAX_ABS_TARGETS[self.mode]:g}"
+        return f"PSNR >= Keras - {PSNR_DROP_TARGET_DB:g} dB"
+
+    @property
+    def met(self):
+        if self.mode in MAX_ABS_TARGETS:
+            return self.max_abs_diff["reconstruct"] <= MAX_ABS_TARGETS[self.mode]
+        return self.psnr_db >= self.keras_psnr_db - PSNR_DROP_TARGET_DB
+
+    def to_json(self):
+        return {
+            "max_abs_diff": self.max_abs_diff,
+            "psnr_db": self.psnr_db,
+            "keras_psnr_db": self.keras_psnr_db,
+            "target": self.target,
+            "met": self.met,
+        }
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """What `export_model` wrote and how each artifact verified; `str()` gives the printed table."""
+
+    out_dir: Path
+    model_name: str
+    checks: list
+    verification_note: str
+    notes: list
+
+    @property
+    def missed(self):
+        """The checks whose target was not met."""
+        return [check for check in self.checks if not check.met]
+
+    def __str__(self):
+        rows = [
+            f"exported {self.model_name} to {self.out_dir} ({self.verification_note})",
+            "| file | size | verified on | max abs diff (reconstruct) | PSNR dB (Keras) | target | tflite_runtime 2.14 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for check in self.checks:
+            runs_there = {None: "-", True: "yes", False: "no (ai_edge_litert)"}[check.tflite_runtime_2_14]
+            rows.append(
+                f"| {check.file} | {format_size(check.size_bytes)} | {check.verified_on} | "
+                f"{check.max_abs_diff['reconstruct']:.2e} | {check.psnr_db:.2f} ({check.keras_psnr_db:.2f}) | "
+                f"{check.target}: {'met' if check.met else 'MISSED'} | {runs_there} |"
+            )
+        rows += self.notes
+        rows += [
+            f"MISSED: {check.file}: {_miss_description(check)}; the file was kept, check the quality before use"
+            for check in self.missed
+        ]
+        return "\n".join(rows)
+
+
+def _miss_description(check):
+    if check.mode in MAX_ABS_TARGETS:
+        return f"max abs diff {check.max_abs_diff['reconstruct']:.2e} > {MAX_ABS_TARGETS[check.mode]:g}"
+    return f"PSNR {check.psnr_db:.2f} dB is {check.keras_psnr_db - check.psnr_db:.2f} dB below Keras (target {PSNR_DROP_TARGET_DB:g} dB)"
+
+
+def format_size(size_bytes):
+    """1536 -> '1.5 KB'."""
+    return f"{size_bytes / 1024:.1f} KB" if size_bytes < 1 << 20 else f"{size_bytes / (1 << 20):.2f} MB"
+
+
+def parse_modes(quantize):
+    """["float32", "int8"] from a comma string or a list; a ZooError naming the valid modes otherwise.
+
+    Example:
+        >>> parse_modes("int8,float32")  # ('float32', 'int8'): canonical order, no duplicates
+    """
+    requested = quantize.split(",") if isinstance(quantize, str) else list(quantize)
+    requested = [str(mode).strip() for mode in requested if str(mode).strip()]
+    if not requested:
+        raise ZooError(f"no quantize mode given; choose from: {', '.join(MODES)}")
+    for mode in requested:
+        if mode not in MODES:
+            raise unknown_name("quantize mode", mode, MODES)
+    return tuple(mode for mode in MODES if mode in requested)
+
+
+def export_model(
+    model,
+    out_dir,
+    quantize=("float32", "int8"),
+    batch_size=1,
+    calibration_data=None,
+    calibration_samples=200,
+    verify_samples=64,
+):
+    """Writes a SavedModel and one TFLite file per mode for a zoo model, each verified against Keras.
+
+    Args:
+        model: a zoo model, or the path of a .keras file saved from one.
+        out_dir: the export folder; created, or replaced if it holds an earlier export.
+        quantize: modes, a list or comma string of float32, float16, dynamic, int8.
+        batch_size: the fixed batch of the TFLite files (the edge runtime splits larger inputs).
+        calibration_data: a data set name for `zoo.data.load` (e.g. "mnist5k") or `DataSplits`:
+            training examples calibrate int8, held-out test examples verify every artifact.
+            Required for int8; without it float artifacts are verified on random inputs.
+        calibration_samples: training examples used for int8 calibration.
+        verify_samples: held-out examples every artifact is checked on.
+
+    Returns:
+        ExportReport; `str(report)` is the table `aezoo export` prints. Targets that are
+        missed are reported there (and in metadata.json), not raised.
+
+    Raises:
+        ZooError: unknown mode, bad batch size, no calibration data for int8, data that does
+            not fit the model, an out_dir that is not an export folder, or a graph that needs
+            non-builtin ops. Nothing is left behind in out_dir.
+
+    Example:
+        >>> report = export_model(model, "out", quantize="float32,int8", calibration_data="mnist5k")
+        >>> print(report)
+    """
+    modes = parse_modes(quantize)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ZooError(f"batch_size must be a positive int, got {batch_size!r}")
+    if "int8" in modes and calibration_data is None:
+        raise ZooError("int8 needs calibration data: pass --calibration-data NAME (e.g. mnist5k) or drop int8")
+    out_dir = Path(out_dir)
+    _check_target(out_dir)
+    model = _as_zoo_model(model)
+    samples = _Samples.prepare(model, calibration_data, calibration_samples, verify_samples, batch_size)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the target (same file system, so the final move is a rename); mkdir keeps the umask.
+    staging = out_dir.with_name(f".{out_dir.name}.partial-{secrets.token_hex(4)}")
+    staging.mkdir()
+    try:
+        report = _write_export(model, staging, modes, int(batch_size), samples)
+        _move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    report.out_dir = out_dir
+    return report
+
+
+def _check_target(out_dir):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ZooError(f"{out_dir} is a file; give a folder for the export")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / runtime.METADATA_FILE).is_file():
+        raise ZooError(f"{out_dir} is not empty and holds no earlier export; choose a new or empty folder")
+
+
+def _as_zoo_model(model):
+    if isinstance(model, (str, os.PathLike)):
+        if not Path(model).is_file():
+            raise ZooError(f"{model}: no such model file")
+        model = keras.models.load_model(model)
+    if not all(hasattr(model, name) for name in ("registry_name", "data_shape", "encode", "decode")):
+        raise ZooError(f"export_model needs a zoo model (zoo.create or a .keras file of one), got {type(model).__name__}")
+    return model
+
+
+def _move_into_place(staging, out_dir):
+    """Swaps the finished staging folder in; an earlier export there is removed only afterwards."""
+    previous = None
+    if out_dir.exists():
+        previous = out_dir.with_name(f"{staging.name}.previous")
+        os.rename(out_dir, previous)
+    try:
+        os.rename(staging, out_dir)
+    except OSError:
+        if previous is not None:
+            os.rename(previous, out_dir)
+        raise
+    if previous is not None:
+        shutil.rmtree(previous)
+
+
+@dataclasses.dataclass
+class _Samples:
+    """Calibration and verification inputs for one export, with the value range they imply."""
+
+    calibration: np.ndarray | None
+    verification: np.ndarray
+    input_range: list | None  # hard bounds the edge runtime enforces
+    peak: float  # PSNR peak value
+    note: str
+    source: str | None
+
+    @classmethod
+    def prepare(cls, model, data, calibration_samples, verify_samples, batch_size):
+        backbone = getattr(model, "backbone", model)
+        sigmoid = backbone.output_activation == "sigmoid"
+        if data is None:
+            # Only float modes get here: their max abs diff is meaningful on any input.
+            rng = np.random.default_rng(0)
+            shape = (verify_samples, *model.data_shape)
+            verification = rng.random(shape, dtype=np.float32) if sigmoid else rng.standard_normal(shape).astype("float32")
+            return cls(
+                None, verification, [0.0, 1.0] if sigmoid else None, 1.0,
+                f"no calibration data: verified on {verify_samples} random inputs, PSNR not meaningful", None,
+            )
+        splits = zoo.data.load(data) if isinstance(data, (str, os.PathLike)) else data
+        if splits.input_shape != tuple(model.data_shape) and splits.input_shape == (*model.data_shape, 1):
+            splits = splits.as_sequences()
+        if splits.input_shape != tuple(model.data_shape):
+            raise ZooError(
+                f"calibration data {splits.name} has examples of shape {splits.input_shape}; "
+                f"the model takes {tuple(model.data_shape)}"
+            )
+        calibration = splits.x_train[:calibration_samples].astype("float32")
+        verification = splits.x_test[:verify_samples].astype("float32")
+        if len(calibration) < batch_size or len(verification) < 1:
+            raise ZooError(
+                f"calibration data {splits.name} has {len(calibration)} training and {len(verification)} test "
+                f"examples; need at least batch_size={batch_size} and 1"
+            )
+        low, high = float(splits.x_train.min()), float(splits.x_train.max())
+        input_range = [min(0.0, low), max(1.0, high)] if sigmoid else None
+        return cls(
+            calibration, verification, input_range,
+            (input_range[1] - input_range[0]) if input_range else (high - low) or 1.0,
+            f"verified on {len(verification)} held-out test examples of {splits.name}; "
+            f"calibration set: {len(calibration)} training examples",
+            splits.name,
+        )
+
+    def signature_inputs(self, latent_dim, codes, count=None):
+        """{input name: array} for verification: x, z (the Keras codes of x) and eps ~ N(0, I)."""
+        x = self.verification[:count]
+        eps = np.random.default_rng(1).standard_normal((len(x), latent_dim)).astype("float32")
+        return {"x": x, "z": codes[: len(x)], "eps": eps}
+
+
+def _write_export(model, folder, modes, batch_size, samples):
+    copy = convert.export_copy(model)
+    signatures = convert.signature_names(copy)
+    functions = convert.signature_functions(copy)
+    codes = functions["encode"](tf.constant(samples.verification))["code"].numpy()
+    inputs = samples.signature_inputs(copy.latent_dim, codes)
+    keras_outputs = _run_functions(functions, signatures, inputs)
+    keras_psnr = psnr(samples.verification, keras_outputs["reconstruct"]["reconstruction"], samples.peak)
+    notes = []
+    if model.dtype_policy.name != "float32":
+        drift = float(np.abs(np.asarray(model(samples.verification)) - keras_outputs["reconstruct"]["reconstruction"]).max())
+        notes.append(
+            f"note: {model.dtype_policy.name} model exported from its float32 copy (the reference above); "
+            f"copy vs original max abs diff {drift:.2e}"
+        )
+
+    files, checks = {}, []
+    convert.write_saved_model(copy, folder / SAVED_MODEL_DIR)
+    loaded = tf.saved_model.load(str(folder / SAVED_MODEL_DIR))
+    saved_outputs = _run_functions(
+        {s: loaded.signatures["serving_default" if s == "reconstruct" else s] for s in signatures},
+        signatures, inputs, by_keyword=True,
+    )
+    check = _compare("saved_model", "saved_model", tree_size(folder / SAVED_MODEL_DIR), f"tensorflow {tf.__version__}",
+                     saved_outputs, keras_outputs, samples, keras_psnr, None)
+    checks.append(check)
+    files[SAVED_MODEL_DIR] = {
+        "kind": "saved_model",
+        "sha256": tree_sha256(folder / SAVED_MODEL_DIR),
+        "sha256_of": "the lines '<sha256>  <relative path>' of every file, sorted by path",
+        "signatures": ["serving_default" if s == "reconstruct" else s for s in signatures],
+        "batch_size": None,
+        "runtimes": {"verified_on": [check.verified_on]},
+        "verification": check.to_json(),
+    }
+
+    reference = {f"inputs/{name}": value[:REFERENCE_SAMPLES] for name, value in inputs.items()}
+    reference.update(_flatten_outputs("keras", keras_outputs, REFERENCE_SAMPLES))
+    source = folder / ".tflite_source"
+    convert.write_saved_model(copy, source, batch_size=batch_size, reconstruct_key="reconstruct")
+    representative = _representative_dataset(functions, signatures, samples, batch_size, copy.latent_dim)
+    for mode in modes:
+        path = folder / tflite_name(mode)
+        content = convert.convert(source, signatures, mode, representative if mode == "int8" else None)
+        path.write_bytes(content)
+        edge = runtime.load(path)
+        outputs = {s: edge.run(s, inputs[runtime.SIGNATURES[s].input]) for s in signatures}
+        min_version = read_model_info(content).min_runtime_version
+        runs_on_2_14 = parse_version(min_version or "0") <= parse_version(LAST_TFLITE_RUNTIME)
+        check = _compare(path.name, mode, len(content), str(edge.runtime), outputs, keras_outputs, samples,
+                         keras_psnr, runs_on_2_14)
+        checks.append(check)
+        reference.update(_flatten_outputs(path.name, outputs, REFERENCE_SAMPLES))
+        files[path.name] = {
+            "kind": "tflite",
+            "mode": mode,
+            "size_bytes": len(content),
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "batch_size": batch_size,
+            "signatures": edge.describe_signatures(),
+            "ops": convert.op_names(content),
+            "min_runtime_version": min_version,
+            "runtimes": {
+                "verified_on": [check.verified_on],
+                "runs_on": {"ai_edge_litert": True, "tflite_runtime": runs_on_2_14},
+            },
+            "verification": check.to_json(),
+        }
+    shutil.rmtree(source)
+
+    np.savez(folder / REFERENCE_FILE, **reference)
+    files[REFERENCE_FILE] = {
+        "kind": "reference",
+        "sha256": runtime.sha256_file(folder / REFERENCE_FILE),
+        "content": "inputs/<x|z|eps>, keras/<signature>/<output> and <file>/<signature>/<output> "
+        f"for the first {REFERENCE_SAMPLES} verification examples",
+    }
+    metadata = _metadata(model, copy, signatures, batch_size, samples, files, notes)
+    (folder / runtime.METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    return ExportReport(folder, model.registry_name, checks, samples.note, notes)
+
+
+def _run_functions(functions, signatures, inputs, by_keyword=False):
+    """{signature: {output: numpy}} of signature functions (SavedModel ones: by_keyword) on the inputs."""
+    results = {}
+    for signature in signatures:
+        name = runtime.SIGNATURES[signature].input
+        value = tf.constant(inputs[name])
+        outputs = functions[signature](**{name: value}) if by_keyword else functions[signature](value)
+        results[signature] = {key: np.asarray(tensor) for key, tensor in outputs.items()}
+    return results
+
+
+def _representative_dataset(functions, signatures, samples, batch_size, latent_dim):
+    """int8 calibration: real training examples (and their codes) per signature, in full batches."""
+    if samples.calibration is None:
+        return None
+    x = samples.calibration[: len(samples.calibration) // batch_size * batch_size]
+    z = functions["encode"](tf.constant(x))["code"].numpy()
+    eps = np.random.default_rng(2).standard_normal((len(x), latent_dim)).astype("float32")
+    values = {"x": x, "z": z, "eps": eps}
+
+    def batches():
+        for start in range(0, len(x), batch_size):
+            for signature in signatures:
+                name = runtime.SIGNATURES[signature].input
+                yield signature, {name: values[name][start : start + batch_size]}
+
+    return batches
+
+
+def _compare(file, mode, size, verified_on, outputs, keras_outputs, samples, keras_psnr, runs_on_2_14):
+    max_abs = {
+        signature: max(float(np.abs(outputs[signature][k] - keras_outputs[signature][k]).max()) for k in keras_outputs[signature])
+        for signature in keras_outputs
+    }
+    reconstruction = outputs["reconstruct"]["reconstruction"]
+    return ArtifactCheck(file, mode, size, verified_on, max_abs, psnr(samples.verification, reconstruction, samples.peak),
+                         keras_psnr, runs_on_2_14)
+
+
+def psnr(reference, estimate, peak):
+    """Peak signal-to-noise ratio in dB of `estimate` against `reference` (inf when identical)."""
+    mse = float(np.mean((np.asarray(reference, np.float64) - np.asarray(estimate, np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
+
+
+def _flatten_outputs(prefix, outputs, count):
+    return {f"{prefix}/{s}/{name}": value[:count] for s, named in outputs.items() for name, value in named.items()}
+
+
+def tree_size(folder):
+    """Total bytes of the files under `folder`."""
+    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
+
+
+def tree_sha256(folder):
+    """sha256 of a folder: of the sorted lines '<file sha256>  <relative path>'."""
+    folder = Path(folder)
+    lines = sorted(
+        f"{runtime.sha256_file(path)}  {path.relative_to(folder).as_posix()}\n"
+        for path in folder.rglob("*")
+        if path.is_file()
+    )
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _metadata(model, copy, signatures, batch_size, samples, files, notes):
+    output_range = [0.0, 1.0] if getattr(model, "backbone", model).output_activation == "sigmoid" else None
+    return {
+        "format": FORMAT,
+        "created_with": {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "ai_edge_litert": runtime.find_interpreter().version,
+        },
+        "model": {
+            "name": model.registry_name,
+            "class": type(model).__name__,
+            "config": model.get_config(),
+            "dtype_policy": model.dtype_policy.name,
+            "export_config": copy.get_config(),  # the float32 (LSTM: unrolled) copy that was traced
+        },
+        "input": {
+            "shape": list(model.data_shape),
+            "dtype": "float32",
+            "range": samples.input_range,
+            "note": "int8 files take int8 internally; the edge runtime quantizes float inputs with the "
+            "scale and zero point listed per file",
+        },
+        "output": {"shape": list(model.data_shape), "dtype": "float32", "range": output_range},
+        "latent_dim": model.latent_dim,
+        "batch_size": batch_size,
+        "signatures": {name: dataclasses.asdict(runtime.SIGNATURES[name]) for name in signatures},
+        "calibration": {"data": samples.source, "samples": len(samples.calibration)} if samples.source else None,
+        "verification": {
+            "note": samples.note,
+            "samples": len(samples.verification),
+            "targets": {
+                **{mode: f"max abs diff <= {limit:g} (reconstruct)" for mode, limit in MAX_ABS_TARGETS.items()},
+                "dynamic": f"PSNR >= Keras - {PSNR_DROP_TARGET_DB:g} dB",
+                "int8": f"PSNR >= Keras - {PSNR_DROP_TARGET_DB:g} dB",
+            },
+            "notes": notes,
+        },
+        "files": files,
+    }

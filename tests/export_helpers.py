@@ -1,0 +1,78 @@
+"""Exports shared by tests/test_export.py and tests/test_edge.py: every family and VAE backbone,
+trained briefly on real data (scikit-learn digits, 8x8) and exported once per test session."""
+
+import dataclasses
+import functools
+from pathlib import Path
+
+# name -> (zoo model, options, reads the images as (rows, columns) sequences)
+FAMILIES = {
+    "dense_ae": ("dense_ae", {"hidden_units": (32,)}, False),
+    "conv_ae": ("conv_ae", {"filters": (8, 16)}, False),
+    "lstm_ae": ("lstm_ae", {"units": (16,)}, True),
+    "transformer_ae": (
+        "transformer_ae",
+        {"embed_dim": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 32, "patch_size": 2},
+        False,
+    ),
+    "vae_dense": ("vae", {"backbone": "dense", "backbone_config": {"hidden_units": [32]}}, False),
+    "vae_conv": ("vae", {"backbone": "conv", "backbone_config": {"filters": [8, 16]}}, False),
+    "vae_lstm": ("vae", {"backbone": "lstm", "backbone_config": {"units": [16]}}, True),
+    "vae_transformer": (
+        "vae",
+        {"backbone": "transformer", "backbone_config": {"embed_dim": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 32}},
+        True,
+    ),
+}
+LATENT_DIM = 8
+TRAIN_SAMPLES = 300
+# dense_ae also gets a dynamic-range file: the one tflite_runtime 2.14 cannot run.
+EXTRA_MODES = {"dense_ae": ("dynamic",)}
+
+
+@dataclasses.dataclass
+class Exported:
+    """One trained model, the data it was trained on, and its export."""
+
+    model: object
+    data: object  # zoo.data.DataSplits in the model's input shape
+    out_dir: Path
+    report: object
+
+
+def train_briefly(name, data, seed=0):
+    """A FAMILIES model trained for one epoch on TRAIN_SAMPLES examples of `data`."""
+    import keras
+
+    import zoo
+
+    registry_name, options, _ = FAMILIES[name]
+    keras.utils.set_random_seed(seed)
+    model = zoo.create(registry_name, input_shape=data.input_shape, latent_dim=LATENT_DIM, **options)
+    x = data.x_train[:TRAIN_SAMPLES]
+    # Eager: for ten steps, tracing the train step would cost more than it saves.
+    if registry_name == "vae":
+        model.compile(keras.optimizers.Adam(3e-3), run_eagerly=True)
+        model.fit(x, epochs=1, batch_size=32, verbose=0)
+    else:
+        model.compile(keras.optimizers.Adam(3e-3), loss=zoo.losses.bce, run_eagerly=True)
+        model.fit(x, x, epochs=1, batch_size=32, verbose=0)
+    return model
+
+
+@functools.lru_cache(maxsize=None)
+def exported_models(root):
+    """{family: Exported} for every FAMILIES entry, exported under `root` (once per session)."""
+    import zoo
+    from export import export_model
+
+    digits = zoo.data.load("digits")
+    exports = {}
+    for name, (_, _, sequences) in FAMILIES.items():
+        data = digits.as_sequences() if sequences else digits
+        model = train_briefly(name, data)
+        out_dir = Path(root) / name
+        modes = ("float32", *EXTRA_MODES.get(name, ()), "int8")
+        report = export_model(model, out_dir, quantize=modes, calibration_data=data, calibration_samples=100, verify_samples=32)
+        exports[name] = Exported(model, data, out_dir, report)
+    return exports

@@ -1,0 +1,337 @@
+"""Edge export, TensorFlow side: SavedModel + TFLite artifacts of every family, checked against Keras
+in ai_edge_litert, and the one-line errors of `aezoo export` / `aezoo predict` on bad input."""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from export_helpers import FAMILIES, exported_models
+
+import zoo
+from export import convert, export_model, runtime
+from export.exporter import tflite_name
+from recipes import cli
+from zoo.errors import ZooError
+
+ROOT = Path(__file__).resolve().parents[1]
+VAES = [name for name in FAMILIES if name.startswith("vae")]
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory):
+    return exported_models(tmp_path_factory.getbasetemp() / "exports")
+
+
+def held_out(exported, n=32):
+    return exported.data.x_test[:n]
+
+
+def run_cli(capsys, *argv):
+    """(exit code, stdout, stderr) of `aezoo ARGV` run in this process."""
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aezoo: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def tree_digest(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+
+
+# --- artifacts -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_exports_savedmodel_and_tflite_files(exports, name):
+    import tensorflow as tf
+
+    exported = exports[name]
+    assert (exported.out_dir / tflite_name("float32")).is_file() and (exported.out_dir / tflite_name("int8")).is_file()
+    loaded = tf.saved_model.load(str(exported.out_dir / "saved_model"))
+    expected = {"serving_default", "encode", "decode"} | ({"encode_distribution", "sample"} if name in VAES else set())
+    assert set(loaded.signatures) == expected
+    x = held_out(exported)
+    keras_model = exported.model
+    np.testing.assert_allclose(loaded.signatures["serving_default"](x=x)["reconstruction"], keras_model(x), atol=1e-5)
+    np.testing.assert_allclose(loaded.signatures["encode"](x=x)["code"], keras_model.encode(x), atol=1e-5)
+    # The SavedModel takes any batch: one example works as well as 32.
+    assert loaded.signatures["decode"](z=np.zeros((1, keras_model.latent_dim), "float32"))["reconstruction"].shape[0] == 1
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_tflite_files_hold_builtin_ops_only(exports, name):
+    # Read with the schema of ai_edge_litert, independently of the export's own reader.
+    from ai_edge_litert.schema_py_generated import BuiltinOperator, Model
+
+    builtin_names = {value: key for key, value in vars(BuiltinOperator).items() if not key.startswith("_")}
+    for path in sorted(exports[name].out_dir.glob("*.tflite")):
+        model = Model.GetRootAsModel(path.read_bytes(), 0)
+        codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+        assert all(code.CustomCode() is None for code in codes), path.name  # Flex ops are custom ops
+        ops = {builtin_names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())] for code in codes}
+        assert not ops & {"CUSTOM", "RANDOM_STANDARD_NORMAL", "RANDOM_UNIFORM", "MULTINOMIAL"}, path.name
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_float32_tflite_matches_keras_in_ai_edge_litert(exports, name):
+    exported = exports[name]
+    edge = runtime.load(exported.out_dir / tflite_name("float32"))
+    assert edge.runtime.name == "ai_edge_litert"
+    x, keras_model = held_out(exported), exported.model
+    codes = np.asarray(keras_model.encode(x))
+    np.testing.assert_allclose(edge.reconstruct(x), keras_model(x), atol=1e-4)
+    np.testing.assert_allclose(edge.encode(x), codes, atol=1e-4)
+    np.testing.assert_allclose(edge.decode(codes), keras_model.decode(codes), atol=1e-4)
+    if name in VAES:
+        z_mean, z_log_var = edge.encode_distribution(x)
+        keras_mean, keras_log_var = keras_model.encode_distribution(x)
+        np.testing.assert_allclose(z_mean, keras_mean, atol=1e-4)
+        np.testing.assert_allclose(z_log_var, keras_log_var, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_int8_file_takes_int8_with_scale_and_zero_point_in_metadata(exports, name):
+    from ai_edge_litert.interpreter import Interpreter
+
+    exported = exports[name]
+    path = exported.out_dir / tflite_name("int8")
+    described = json.loads((exported.out_dir / "metadata.json").read_text())["files"][path.name]["signatures"]
+    runner = Interpreter(model_path=str(path)).get_signature_runner("reconstruct")
+    for kind, details in (("inputs", runner.get_input_details()), ("outputs", runner.get_output_details())):
+        for tensor, detail in details.items():
+            assert detail["dtype"] == np.int8
+            recorded = described["reconstruct"][kind][tensor]
+            assert (recorded["scale"], recorded["zero_point"]) == pytest.approx(detail["quantization"])
+    # Quantizing in the runtime keeps reconstructions close to the Keras model's.
+    x = held_out(exported)
+    error = np.abs(runtime.load(path).reconstruct(x) - np.asarray(exported.model(x)))
+    assert error.mean() < 0.05
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_report_states_error_and_psnr_of_every_artifact(exports, name):
+    report = exports[name].report
+    assert [check.file for check in report.checks][:2] == ["saved_model", tflite_name("float32")]
+    text = str(report)
+    for check in report.checks:
+        assert np.isfinite(check.psnr_db) and check.max_abs_diff["reconstruct"] >= 0
+        assert f"| {check.file} |" in text and f"{check.psnr_db:.2f}" in text
+        if check.mode in ("saved_model", "float32"):
+            assert check.met and check.max_abs_diff["reconstruct"] <= 1e-4
+    # Targets that are missed are printed, never hidden.
+    assert text.count("MISSED") == 2 * len(report.missed)
+
+
+def test_metadata_records_shapes_sha256_and_runtimes(exports):
+    exported = exports["dense_ae"]
+    metadata = json.loads((exported.out_dir / "metadata.json").read_text())
+    assert metadata["model"]["name"] == "dense_ae" and metadata["model"]["config"]["hidden_units"] == [32]
+    assert metadata["input"] == {**metadata["input"], "shape": [8, 8, 1], "dtype": "float32", "range": [0.0, 1.0]}
+    assert metadata["calibration"] == {"data": "digits", "samples": 100}
+    for file_name, entry in metadata["files"].items():
+        if entry["kind"] != "saved_model":
+            assert entry["sha256"] == hashlib.sha256((exported.out_dir / file_name).read_bytes()).hexdigest()
+    files = metadata["files"]
+    assert files["model_float32.tflite"]["runtimes"]["verified_on"] == [f"ai_edge_litert {runtime.find_interpreter().version}"]
+    assert files["model_float32.tflite"]["runtimes"]["runs_on"]["tflite_runtime"] is True
+    assert files["model_int8.tflite"]["runtimes"]["runs_on"]["tflite_runtime"] is True
+    assert files["model_dynamic.tflite"]["runtimes"]["runs_on"]["tflite_runtime"] is False
+    assert files["model_dynamic.tflite"]["min_runtime_version"] > "2.14"
+    assert files["saved_model"]["signatures"] == ["serving_default", "encode", "decode"]
+
+
+@pytest.mark.parametrize("name", VAES)
+def test_vae_sample_takes_the_noise_as_input(exports, name):
+    exported = exports[name]
+    edge = runtime.load(exported.out_dir / tflite_name("float32"))
+    eps = np.random.default_rng(5).standard_normal((3, edge.latent_dim)).astype("float32")
+    np.testing.assert_allclose(edge.run("sample", eps)["sample"], exported.model.decode(eps), atol=1e-4)
+    np.testing.assert_array_equal(edge.sample(3, seed=5), edge.sample(3, seed=5))
+
+
+def test_fixed_batch_is_split_and_padded(exports, tmp_path):
+    exported = exports["dense_ae"]
+    report = export_model(exported.model, tmp_path / "batch3", quantize="float32", batch_size=3)
+    assert "random inputs" in str(report)  # no calibration data: float modes check on random inputs
+    edge = runtime.load(tmp_path / "batch3" / tflite_name("float32"))
+    x = held_out(exported, 7)  # 3 + 3 + 1 (padded)
+    assert edge.batch_size == 3
+    np.testing.assert_allclose(edge.reconstruct(x), exported.model(x), atol=1e-4)
+
+
+def test_mixed_precision_model_exports_from_a_float32_copy(digits, tmp_path):
+    model = zoo.create("dense_ae", input_shape=(8, 8, 1), latent_dim=8, hidden_units=(32,), dtype="mixed_float16")
+    report = export_model(model, tmp_path / "mixed", quantize="float32", calibration_data=digits)
+    assert "mixed_float16 model exported from its float32 copy" in str(report)
+    edge = runtime.load(tmp_path / "mixed" / tflite_name("float32"))
+    x = digits.x_test[:16]
+    copy = convert.export_copy(model)
+    np.testing.assert_allclose(edge.reconstruct(x), copy(x), atol=1e-4)
+    np.testing.assert_allclose(edge.reconstruct(x), np.asarray(model(x), "float32"), atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "operation, refused",
+    [("inverse", "MatrixInverse"), ("random", "RANDOM_STANDARD_NORMAL")],
+)
+def test_graph_needing_flex_or_random_ops_is_refused(tmp_path, operation, refused):
+    import tensorflow as tf
+
+    class Graph(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((1, 3, 3), tf.float32, name="x")])
+        def reconstruct(self, x):
+            value = tf.linalg.inv(x) if operation == "inverse" else x + tf.random.normal((1, 3, 3))
+            return {"reconstruction": value}
+
+    graph = Graph()
+    tf.saved_model.save(graph, str(tmp_path / "graph"), signatures={"reconstruct": graph.reconstruct})
+    with pytest.raises(ZooError, match=refused):
+        convert.convert(tmp_path / "graph", ["reconstruct"], "float32")
+
+
+# --- aezoo predict ---------------------------------------------------------------------------------
+def test_predict_reads_and_writes_png_and_npy(exports, tmp_path, capsys):
+    from PIL import Image
+
+    exported = exports["conv_ae"]
+    model_file = exported.out_dir / tflite_name("int8")
+    image = exported.data.x_test[0]
+    Image.fromarray(np.round(image[..., 0] * 255).astype("uint8")).save(tmp_path / "digit.png")
+    code, out, _ = run_cli(capsys, "predict", model_file, tmp_path / "digit.png", "-o", tmp_path / "recon.png")
+    assert code == 0 and "wrote" in out
+    recon_png = np.asarray(Image.open(tmp_path / "recon.png"), "float32") / 255
+    expected = runtime.load(model_file).reconstruct(np.round(image * 255)[None] / 255)[0, ..., 0]
+    np.testing.assert_allclose(recon_png, expected, atol=1 / 255 + 1e-6)
+
+    np.save(tmp_path / "x.npy", exported.data.x_test[:5])
+    code, _, _ = run_cli(capsys, "predict", model_file, tmp_path / "x.npy", "-o", tmp_path / "codes.npy", "--signature", "encode")
+    assert code == 0
+    np.testing.assert_allclose(np.load(tmp_path / "codes.npy"), runtime.load(model_file).encode(exported.data.x_test[:5]))
+
+    vae_file = exports["vae_conv"].out_dir / tflite_name("float32")
+    code, _, _ = run_cli(capsys, "predict", vae_file, "4", "--signature", "sample", "-o", tmp_path / "samples.png")
+    assert code == 0 and Image.open(tmp_path / "samples.png").size == (4 * 8, 8)
+
+
+def test_runtime_imports_without_tensorflow():
+    script = (
+        "import sys, export, export.runtime as r; r.find_interpreter();"
+        "heavy = [m for m in ('tensorflow', 'keras', 'zoo', 'export.exporter') if m in sys.modules];"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True)
+
+
+# --- bad input: one line, exit code 2, nothing left behind ------------------------------------------
+def corrupt_copy(exported, tmp_path, how):
+    """A copy of an int8 file broken in one way; returns its path."""
+    source = exported.out_dir / tflite_name("int8")
+    if how == "missing":
+        return tmp_path / "nowhere.tflite"
+    if how == "sha_mismatch":  # the file beside its metadata, one weight byte changed
+        folder = tmp_path / "export"
+        shutil.copytree(exported.out_dir, folder, ignore=shutil.ignore_patterns("saved_model"))
+        content = bytearray((folder / source.name).read_bytes())
+        content[-100] ^= 0xFF
+        (folder / source.name).write_bytes(bytes(content))
+        return folder / source.name
+    target = tmp_path / "alone.tflite"  # no metadata.json beside it
+    if how == "truncated":
+        target.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    else:  # a file of another kind with the right suffix
+        target.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    return target
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("missing", "no such model file"),
+        ("truncated", "truncated"),
+        ("not_tflite", "not a TFLite model"),
+        ("sha_mismatch", "does not match metadata.json"),
+    ],
+)
+def test_predict_refuses_bad_model_files(exports, tmp_path, capsys, how, message):
+    exported = exports["conv_ae"]
+    np.save(tmp_path / "x.npy", exported.data.x_test[:2])
+    code, _, err = run_cli(capsys, "predict", corrupt_copy(exported, tmp_path, how), tmp_path / "x.npy", "-o", tmp_path / "y.npy")
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "y.npy").exists()
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("wrong_shape", "expects inputs of shape (n, 8, 8, 1)"),
+        ("wrong_dtype", "expects float inputs, got dtype uint8"),
+        ("out_of_range", "outside the model's input range [0, 1]"),
+        ("nan", "NaN"),
+    ],
+)
+def test_predict_refuses_bad_inputs(exports, tmp_path, capsys, how, message):
+    exported = exports["conv_ae"]
+    x = exported.data.x_test[:3].copy()
+    bad = {
+        "wrong_shape": x[:, :7, :7],
+        "wrong_dtype": np.round(x * 255).astype("uint8"),
+        "out_of_range": x * 3 + 0.1,
+        "nan": np.where(np.arange(x.size).reshape(x.shape) == 7, np.nan, x),
+    }[how]
+    np.save(tmp_path / "bad.npy", bad)
+    for mode in ("float32", "int8"):
+        code, _, err = run_cli(capsys, "predict", exported.out_dir / tflite_name(mode), tmp_path / "bad.npy", "-o", tmp_path / "y.npy")
+        assert_one_line_error(code, err, message)
+    assert not (tmp_path / "y.npy").exists()
+
+
+@pytest.mark.parametrize(
+    "quantize, calibration, message",
+    [
+        ("float32,int4", ["--calibration-data", "digits"], "unknown quantize mode 'int4'"),
+        ("float32,int8", [], "int8 needs calibration data"),
+    ],
+)
+def test_export_refuses_bad_requests(exports, tmp_path, capsys, quantize, calibration, message):
+    exports["dense_ae"].model.save(tmp_path / "dense.keras")
+    code, _, err = run_cli(
+        capsys, "export", tmp_path / "dense.keras", "--out", tmp_path / "out", "--quantize", quantize, *calibration
+    )
+    assert_one_line_error(code, err, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dense.keras"]
+
+
+def test_failed_export_leaves_the_previous_export_untouched(exports, tmp_path, monkeypatch):
+    exported = exports["dense_ae"]
+    previous = tmp_path / "export"
+    shutil.copytree(exported.out_dir, previous)
+    before = tree_digest(previous)
+    real_convert = convert.convert
+
+    def int8_needs_flex(saved_model_dir, signatures, mode, representative_dataset=None):
+        if mode == "int8":
+            raise ZooError("the int8 TFLite graph needs ops that are not TFLite builtins (tf.Fake)")
+        return real_convert(saved_model_dir, signatures, mode, representative_dataset)
+
+    monkeypatch.setattr(convert, "convert", int8_needs_flex)
+    with pytest.raises(ZooError, match="tf.Fake"):
+        export_model(exported.model, previous, quantize="float32,int8", calibration_data=exported.data)
+    assert tree_digest(previous) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no partial folder left
+
+
+def test_export_refuses_a_folder_that_is_not_an_export(exports, tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ZooError, match="holds no earlier export"):
+        export_model(exports["dense_ae"].model, tmp_path, quantize="float32")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
