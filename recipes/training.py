@@ -43,6 +43,7 @@ class TrainSettings:
         strategy: "auto" (mirrored over several GPUs, else default), "default", "mirrored",
             "multi_worker" (reads TF_CONFIG).
         seed: seeds weights, data order and noise.
+        deterministic: force deterministic TF kernels (bitwise-repeatable GPU runs; slower).
         verbose: Keras progress output (1: bar, 2: a line per epoch, 0: silent).
     """
 
@@ -55,6 +56,7 @@ class TrainSettings:
     precision: str = "auto"
     strategy: str = "auto"
     seed: int = 0
+    deterministic: bool = False
     verbose: int = 1
 
     def __post_init__(self):
@@ -110,10 +112,14 @@ def _mirrored(devices):
     return tf.distribute.MirroredStrategy(list(devices))
 
 
-def seed_everything(seed):
-    """Seeds Python, NumPy and TensorFlow; on the CPU also makes TF ops deterministic (exact resume)."""
+def seed_everything(seed, deterministic=False):
+    """Seeds Python, NumPy and TensorFlow; `deterministic` also forces deterministic TF kernels.
+
+    On the CPU the kernels used here already repeat bit for bit (the resume test checks it),
+    so the slower deterministic mode is only needed for bitwise-repeatable GPU runs.
+    """
     keras.utils.set_random_seed(seed)
-    if not tf.config.list_physical_devices("GPU"):
+    if deterministic:
         tf.config.experimental.enable_op_determinism()
 
 
@@ -281,7 +287,7 @@ def train(
         validation = transform(*validation, np.random.default_rng([settings.seed, 2**32 - 1]))  # a stream no epoch uses
 
     state = read_state(run_dir, run_name) if resume else _new_state(run_name)
-    seed_everything(settings.seed)
+    seed_everything(settings.seed, settings.deterministic)
     checkpoints.mkdir(parents=True, exist_ok=True)
     strategy = make_strategy(settings.strategy)
     with precision_policy(settings.precision), strategy.scope():
