@@ -37,9 +37,11 @@ def _parser():
     export = commands.add_parser("export", help="SavedModel + TFLite artifacts, verified against Keras")
     export.add_argument("source", help="a .keras file or a preset name")
     export.add_argument("--out", required=True)
-    export.add_argument("--quantize", default="float32,int8", help="comma list of float32,float16,dynamic,int8")
+    export.add_argument(
+        "--quantize", help="comma list of float32,float16,dynamic,int8 (default: float32, and int8 with calibration data)"
+    )
     export.add_argument("--batch-size", type=int, default=1)
-    export.add_argument("--calibration-data", help="data set for int8 calibration and verification")
+    export.add_argument("--calibration-data", help="data set for int8 calibration and verification (presets: fashion_mnist)")
 
     predict = commands.add_parser("predict", help="run a .tflite artifact (no TensorFlow needed)")
     predict.add_argument("artifact", help="a .tflite file from 'aezoo export'")

@@ -119,12 +119,20 @@ def _fractions(text):
 def export(args):
     from export import export_model
 
+    import zoo
+
+    model, calibration = _load_source(args.source), args.calibration_data
+    if calibration is None and args.source in zoo.list_presets():
+        calibration = "fashion_mnist"  # every preset was trained on it
+    quantize = args.quantize or ("float32,int8" if calibration else "float32")
+    if not args.quantize and not calibration:
+        print("aezoo: exporting float32 only; add --calibration-data NAME for int8", file=sys.stderr)
     report = export_model(
-        _load_source(args.source),
+        model,
         args.out,
-        quantize=[m.strip() for m in args.quantize.split(",") if m.strip()],
+        quantize=[m.strip() for m in quantize.split(",") if m.strip()],
         batch_size=args.batch_size,
-        calibration_data=args.calibration_data,
+        calibration_data=calibration,
     )
     print(report)
 

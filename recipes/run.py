@@ -154,6 +154,6 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
     if export:
         from export import export_model
 
-        results.notes.append(str(export_model(model, run_dir / "export", calibration_data=data.x_test)))
+        results.notes.append(str(export_model(model, run_dir / "export", calibration_data=data)))
     report.write_outputs(run_dir, summary, results)
     return run_dir, json.loads((run_dir / "metrics.json").read_text())
