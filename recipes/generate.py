@@ -121,7 +121,10 @@ def run(ctx):
     ctx.model = vae
     # The baseline: the VAE's own backbone family and options, as a plain autoencoder.
     backbone = vae.get_config()["backbone_config"]
-    build_autoencoder = lambda: zoo.create(f"{vae.backbone_name}_ae", data.input_shape, vae.latent_dim, **backbone)  # noqa: E731
+
+    def build_autoencoder():
+        return zoo.create(f"{vae.backbone_name}_ae", data.input_shape, vae.latent_dim, **backbone)
+
     autoencoder, _ = ctx.train(build_autoencoder, data.x_train, tag="autoencoder", transform=binarise)
     models = {"VAE": vae, "plain autoencoder": autoencoder}
 
@@ -157,9 +160,9 @@ def run(ctx):
 
     rows = [(f"{name}: decoder fed N(0, I)" if row == 0 else "", images[8 * row : 8 * row + 8])
             for name, images in samples.items() for row in range(2)]
-    spread = np.linspace(0, len(data.x_test) - 1, 8).astype(int)  # test splits may be ordered by class
+    spread = np.linspace(0, len(data.x_test) - 1, 8).astype(int)  # splits may be ordered by class
     results.plots.append(image_grid(ctx.run_dir, "samples", rows + [("test images", data.x_test[spread])]))
-    results.plots.append(plot_interpolations(ctx.run_dir, models, x_test, data.y_test))
+    results.plots.append(plot_interpolations(ctx.run_dir, models, x_test, seed=params["binarization_seed"]))
     if vae.latent_dim == 2:
         results.plots.append(plot_manifold(ctx.run_dir, vae))
     return results, data
@@ -175,26 +178,26 @@ def sample_quality(ctx, data, samples, n, results):
     )
     accuracy = np.mean(np.argmax(classifier.predict(data.x_test, verbose=0), axis=1) == data.y_test)
     features = keras.Model(classifier.inputs, classifier.get_layer("features").output)
-    embed = lambda x: np.asarray(features.predict(x, batch_size=256, verbose=0), "float64")  # noqa: E731
-    real = embed(data.x_test[:n])
+    rng = np.random.default_rng(ctx.params["binarization_seed"])
+
+    def embed(images):  # n random images: splits may be ordered by class
+        chosen = images[rng.choice(len(images), n, replace=False)]
+        return np.asarray(features.predict(chosen, batch_size=256, verbose=0), "float64")
+
+    real = embed(data.x_test)
     distances = {method: frechet_distance(real, embed(images)) for method, images in samples.items()}
-    distances["training images (reference)"] = frechet_distance(real, embed(data.x_train[:n]))
+    distances["training images (reference)"] = frechet_distance(real, embed(data.x_train))
     results.notes.append(
-        f"sample quality: Fréchet distance between the {n} first test images and {n} samples in the 128-unit "
+        f"sample quality: Fréchet distance between {n} random test images and {n} samples in the 128-unit "
         f"penultimate layer of an MLP classifier trained here on the grey training images (test accuracy {accuracy:.1%}); "
         "lower is better; 'training images' is the distance real images reach with the same n"
     )
     return distances
 
 
-def plot_interpolations(run_dir, models, x, labels, pairs=2, steps=8):
-    """Decoded straight lines between the codes of pairs of test images (of different classes when labelled)."""
-    ends = []
-    for a in range(pairs):  # image a and the next image of another class
-        b = a + 1
-        while labels is not None and labels[b] == labels[a]:
-            b += 1
-        ends.append((a, b))
+def plot_interpolations(run_dir, models, x, seed, pairs=2, steps=8):
+    """Each model's decoded straight lines between the codes of random pairs of test images."""
+    ends = np.random.default_rng(seed).choice(len(x), (pairs, 2), replace=False)
     weights = np.linspace(0, 1, steps)[:, None]
     rows = []
     for name, model in models.items():
