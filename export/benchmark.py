@@ -38,7 +38,7 @@ def _parser():
     parser = argparse.ArgumentParser(prog="aezoo benchmark export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma list of " + ", ".join(FAMILIES))
     parser.add_argument("--modes", default="float32,float16,dynamic,int8", help="comma list of quantize modes")
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs on mnist5k's 4000 training images")
+    parser.add_argument("--epochs", type=int, default=5, help="training epochs on mnist5k's 4000 training images")
     parser.add_argument("--runs", type=int, default=200, help="timed single-sample runs per file and thread count")
     parser.add_argument("--verify-samples", type=int, default=200, help="held-out images the quality is measured on")
     parser.add_argument("--out", help="keep the exports in this folder (default: a temp folder, removed)")
@@ -56,11 +56,11 @@ def train(family, data, epochs, seed):
     keras.utils.set_random_seed(seed)
     model = zoo.create(registry_name, input_shape=data.input_shape, latent_dim=LATENT_DIM, **options)
     if registry_name == "vae":
-        model.compile(keras.optimizers.Adam(1e-3))
-        model.fit(data.x_train, epochs=epochs, batch_size=128, verbose=0)
+        model.compile(keras.optimizers.Adam(2e-3))
+        model.fit(data.x_train, epochs=epochs, batch_size=64, verbose=0)
     else:
-        model.compile(keras.optimizers.Adam(1e-3), loss=zoo.losses.bce)
-        model.fit(data.x_train, data.x_train, epochs=epochs, batch_size=128, verbose=0)
+        model.compile(keras.optimizers.Adam(2e-3), loss=zoo.losses.bce)
+        model.fit(data.x_train, data.x_train, epochs=epochs, batch_size=64, verbose=0)
     return model
 
 

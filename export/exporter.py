@@ -186,22 +186,22 @@ def export_model(
         raise ZooError(f"batch_size must be a positive int, got {batch_size!r}")
     if "int8" in modes and calibration_data is None:
         raise ZooError("int8 needs calibration data: pass --calibration-data NAME (e.g. mnist5k) or drop int8")
-    out_dir = Path(out_dir)
-    _check_target(out_dir)
+    target = Path(out_dir).resolve()
+    _check_target(target)
     model = _as_zoo_model(model)
     samples = _Samples.prepare(model, calibration_data, calibration_samples, verify_samples, batch_size)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     # Beside the target (same file system, so the final move is a rename); mkdir keeps the umask.
-    staging = out_dir.with_name(f".{out_dir.name}.partial-{secrets.token_hex(4)}")
+    staging = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
     staging.mkdir()
     try:
         report = _write_export(model, staging, modes, int(batch_size), samples)
-        _move_into_place(staging, out_dir)
+        _move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    report.out_dir = out_dir
+    report.out_dir = Path(out_dir)
     return report
 
 
@@ -340,6 +340,7 @@ def _write_export(model, folder, modes, batch_size, samples):
         content = convert.convert(source, signatures, mode, representative if mode == "int8" else None)
         path.write_bytes(content)
         edge = runtime.load(path)
+        edge.input_range = samples.input_range  # what metadata.json will declare; not written yet
         outputs = {s: edge.run(s, inputs[runtime.SIGNATURES[s].input]) for s in signatures}
         min_version = read_model_info(content).min_runtime_version
         runs_on_2_14 = parse_version(min_version or "0") <= parse_version(LAST_TFLITE_RUNTIME)

@@ -130,7 +130,9 @@ class EdgeModel:
         batch_size: the fixed batch of the file (inputs of any length are split into it).
         input_shape: one example's shape.
         latent_dim: the code width.
-        input_range: (low, high) that inputs must lie in, or None when unknown.
+        input_range: (low, high) that inputs x must lie in: metadata.json's input range, else
+            what an int8 file's input can represent; None: not checked (float file alone, or a
+            model of unbounded data such as standardised series).
     """
 
     def __init__(self, path, num_threads=None):
