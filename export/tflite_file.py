@@ -34,13 +34,8 @@ class OperatorCode:
     """One operator kind used by a model: a builtin code (schema enum BuiltinOperator) or a custom name."""
 
     builtin_code: int
-    custom_code: str | None
+    custom_code: str | None  # Flex ops (TensorFlow kernels) are custom ops named "Flex<Op>"
     version: int
-
-    @property
-    def is_flex(self):
-        """Flex ops run TensorFlow kernels: edge interpreters without the Flex delegate cannot run them."""
-        return bool(self.custom_code) and self.custom_code.startswith("Flex")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +127,7 @@ def read_model_info(data):
 
     Example:
         >>> info = read_model_info(Path("model_int8.tflite").read_bytes())
-        >>> info.min_runtime_version, [op.custom_code for op in info.operator_codes if op.is_flex]
+        >>> info.min_runtime_version, [op.custom_code for op in info.operator_codes if op.custom_code]
     """
     if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
         raise ModelFileError(f"it is not a TFLite model (no {FILE_IDENTIFIER.decode()} identifier at byte 4)")
