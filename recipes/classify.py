@@ -1,0 +1,184 @@
+"""Classification with few labels: pretrain an autoencoder on every training image (labels
+unused), then fine-tune its encoder with a softmax head on a stratified labelled subset, for
+each fraction in params.label_fractions.
+
+Fine-tuning is linear probe, then fine-tune (Kumar et al., 2022): the head starts as a
+logistic regression fitted on the pretrained codes of the labelled examples, so the first
+gradient steps do not wreck the pretrained features while a random head is still learning.
+
+Baseline: the same network (encoder architecture + head), initialised at random and trained
+on the same labelled examples with the same batches and budget. With --from-preset the
+preset's pretrained autoencoder is the starting point and pretraining is skipped.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import confusion_matrix
+
+from recipes.evaluation import predict
+from recipes.report import Results, pyplot, save_figure
+from zoo.errors import ZooError
+
+PROBE_EXAMPLES = 2000
+
+
+def same_network(model, keep_weights):
+    """A new model with `model`'s architecture, its weights copied (or freshly initialised)."""
+    copy = type(model).from_config(model.get_config())
+    if keep_weights:
+        copy.set_weights(model.get_weights())
+    return copy
+
+
+def classifier(autoencoder, classes, head_weights=None):
+    """The autoencoder's encoder (input -> code) followed by a softmax layer over `classes`.
+
+    `head_weights` (kernel, bias) initialise the softmax layer; default: Keras' random initialisation.
+    """
+    head = keras.layers.Dense(classes, activation="softmax", dtype="float32", name="classes")
+    inputs = keras.Input(autoencoder.data_shape)
+    model = keras.Model(inputs, head(autoencoder.encoder(inputs)), name="classifier")
+    if head_weights is not None:
+        head.set_weights(head_weights)
+    return model
+
+
+def probe_head_weights(codes, labels, classes):
+    """(kernel (M, classes), bias) of a softmax layer equal to a logistic regression fitted on `codes`.
+
+    The regression sees standardised codes (it converges in far fewer steps); the scaling is
+    folded into the returned weights. Classes absent from `labels` get zero weights and a
+    bias below every other class's.
+    """
+    mean, scale = codes.mean(axis=0), codes.std(axis=0) + 1e-6
+    probe = LogisticRegression(max_iter=300).fit((codes - mean) / scale, labels)
+    coef, intercept = probe.coef_, probe.intercept_
+    if len(probe.classes_) == 2:  # one logit for two classes: a softmax over (0, logit) is the same model
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.array([0.0, intercept[0]])
+    kernel = np.zeros((codes.shape[1], classes), "float32")
+    bias = np.full(classes, intercept.min() - 10.0, "float32")
+    kernel[:, probe.classes_] = (coef / scale).T
+    bias[probe.classes_] = intercept - coef @ (mean / scale)
+    return kernel, bias
+
+
+def probed_classifier(pretrained, classes, x, y, seed):
+    """A copy of `pretrained`'s encoder with a softmax head fitted to its codes of (x, y): linear probe, then fine-tune.
+
+    The probe only starts the head, so it sees at most PROBE_EXAMPLES of the examples (a
+    logistic regression on all 54k Fashion-MNIST codes would take minutes).
+    """
+    autoencoder = same_network(pretrained, keep_weights=True)
+    sample = np.random.default_rng(seed).permutation(len(x))[:PROBE_EXAMPLES]
+    codes = predict(autoencoder.encoder, x[sample])
+    return classifier(autoencoder, classes, probe_head_weights(codes, y[sample], classes))
+
+
+def compile_classifier(model, settings):
+    """Adam with sparse categorical cross-entropy (the reconstruction loss in `settings` is unused)."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def labelled_subset(y, fraction, seed):
+    """Indices of a stratified subset: round(fraction x class size) examples of each class, at least one.
+
+    Each class's examples are drawn from one seeded permutation, so smaller fractions are
+    subsets of larger ones.
+    """
+    rng = np.random.default_rng(seed)
+    picks = [
+        rng.permutation(members)[: max(1, round(fraction * len(members)))]
+        for members in (np.flatnonzero(y == c) for c in np.unique(y))
+    ]
+    return np.sort(np.concatenate(picks))
+
+
+def fraction_label(fraction):
+    """0.01 -> '1%'."""
+    return f"{fraction * 100:g}%"
+
+
+def confusion_plot(run_dir, matrices, title):
+    """Confusion matrices (rows: true class, columns: predicted), one panel per method."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4.6 * len(matrices), 4.2), squeeze=False)
+    for ax, (method, matrix) in zip(axes[0], matrices.items()):
+        ax.imshow(matrix, cmap="Blues")
+        for (true, predicted), count in np.ndenumerate(matrix):
+            color = "white" if count > matrix.max() / 2 else "black"
+            ax.text(predicted, true, str(count), ha="center", va="center", fontsize=6, color=color)
+        ax.set_title(f"{method}: {title}", fontsize=9)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_xticks(range(len(matrix))), ax.set_yticks(range(len(matrix)))
+    return save_figure(fig, run_dir, "confusion_matrix")
+
+
+def run(ctx):
+    data = ctx.load_data()
+    if data.y_train is None:
+        raise ZooError(f"the classify recipe needs labels; {data.name} has none (use a labelled data set)")
+    fractions = sorted(ctx.params["label_fractions"])
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise ZooError(f"params.label_fractions must be shares in (0, 1] (1.0: every label), got {fractions}")
+    if ctx.from_preset:
+        pretrained = ctx.build_model(data.input_shape)()
+    else:
+        pretrained, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train, tag="pretrain")
+    ctx.model = pretrained
+
+    params = ctx.params
+    classes = int(max(data.y_train.max(), data.y_test.max())) + 1
+    settings = dataclasses.replace(
+        ctx.settings,
+        epochs=params["classifier_epochs"],
+        learning_rate=params["classifier_learning_rate"],
+        validation_fraction=0.0,  # a 1% subset leaves too few labels to hold some out: fixed budget instead
+        patience=0,
+    )
+    results, predictions, labelled = Results(), {}, {}
+    for fraction in fractions:
+        subset = labelled_subset(data.y_train, fraction, ctx.settings.seed)
+        repeated = np.resize(subset, max(len(subset), params["min_pass_examples"]))
+        x, y = data.x_train[subset], data.y_train[subset]
+        builders = {
+            "autoencoder": ("finetune", lambda: probed_classifier(pretrained, classes, x, y, ctx.settings.seed)),
+            "from scratch": ("scratch", lambda: classifier(same_network(pretrained, keep_weights=False), classes)),
+        }
+        accuracies = {}
+        for method, (tag, build) in builders.items():
+            model, _ = ctx.train(
+                build,
+                data.x_train[repeated],
+                data.y_train[repeated],
+                tag=f"{tag}-{fraction * 100:g}pct",
+                settings=settings,
+                compile_fn=compile_classifier,
+            )
+            predictions[method] = predict(model, data.x_test).argmax(axis=-1)
+            accuracies[method] = np.mean(predictions[method] == data.y_test)
+        results.add(f"accuracy, {fraction_label(fraction)} labels", accuracies)
+        labelled[fraction_label(fraction)] = len(subset)
+
+    # `predictions` now holds the largest fraction's classifiers
+    matrices = {m: confusion_matrix(data.y_test, p, labels=range(classes)) for m, p in predictions.items()}
+    results.plots.append(confusion_plot(ctx.run_dir, matrices, f"{fraction_label(fractions[-1])} labels"))
+    passes = f"{params['classifier_epochs']} passes of at least {params['min_pass_examples']} examples"
+    results.notes += [
+        "autoencoder: "
+        + (f"preset {ctx.from_preset}'s encoder" if ctx.from_preset else "encoder pretrained as an autoencoder on all training images")
+        + " + softmax head initialised by logistic regression on its codes of the labelled examples, "
+        "then fine-tuned end to end; from scratch: the same network, randomly initialised (head included)",
+        f"each classifier trains on the same stratified labelled subset and batches: {passes} "
+        "(smaller subsets are repeated), no early stopping",
+        "labelled examples: " + ", ".join(f"{label}: {count}" for label, count in labelled.items()),
+    ]
+    return results, data

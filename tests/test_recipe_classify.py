@@ -1,0 +1,58 @@
+"""The classify recipe: its helpers on small arrays, then end to end on the embedded MNIST subset (--quick)."""
+
+import numpy as np
+import pytest
+
+from recipes.classify import labelled_subset, probe_head_weights
+from recipes.run import run_recipe
+
+
+def test_labelled_subsets_are_stratified_and_nested():
+    y = np.repeat(np.arange(4), [100, 50, 30, 20])
+    small, large = labelled_subset(y, 0.1, seed=0), labelled_subset(y, 0.5, seed=0)
+    assert np.bincount(y[small]).tolist() == [10, 5, 3, 2]
+    assert np.bincount(y[large]).tolist() == [50, 25, 15, 10]
+    assert set(small) <= set(large)
+    assert np.bincount(y[labelled_subset(y, 0.001, seed=0)]).tolist() == [1, 1, 1, 1]  # every class keeps one
+    assert len(labelled_subset(y, 1.0, seed=0)) == len(y)
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+def test_probe_head_predicts_what_the_logistic_regression_learned(classes):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, classes, 300)
+    codes = rng.normal(size=(300, 6)) * [1, 5, 0.1, 2, 3, 1] + labels[:, None] * 0.8 + 4  # unscaled, off-centre codes
+    kernel, bias = probe_head_weights(codes, labels, classes + 1)  # the last class never occurs
+    logits = codes @ kernel + bias
+    assert kernel.shape == (6, classes + 1) and not kernel[:, -1].any()
+    assert (logits.argmax(axis=1) != classes).all()
+    assert np.mean(logits.argmax(axis=1) == labels) > 0.8
+
+
+@pytest.fixture(scope="module")
+def classify_run(tmp_path_factory):
+    return run_recipe("classify", quick=True, out=tmp_path_factory.mktemp("runs") / "classify", verbose=0)
+
+
+def test_pretrained_encoder_beats_the_same_network_from_scratch_with_few_labels(classify_run):
+    _, metrics = classify_run
+    accuracy = metrics["metrics"]["accuracy, 1% labels"]
+    assert accuracy["autoencoder"] > accuracy["from scratch"] + 0.03  # 3 points on 500 test images: beyond noise
+
+
+def test_every_fraction_reports_both_accuracies(classify_run):
+    _, metrics = classify_run
+    for fraction in ("1%", "10%", "100%"):
+        values = metrics["metrics"][f"accuracy, {fraction} labels"]
+        assert set(values) == {"autoencoder", "from scratch"}
+        assert all(0.0 <= v <= 1.0 for v in values.values())
+
+
+def test_run_folder_holds_every_model_the_confusion_plot_and_report(classify_run):
+    run_dir, metrics = classify_run
+    for tag in ("pretrain", "finetune-1pct", "scratch-1pct", "finetune-100pct", "scratch-100pct"):
+        assert (run_dir / tag / "history.csv").exists(), tag
+    for path in ("model.keras", "plots/confusion_matrix.png", "report.md"):
+        assert (run_dir / path).exists(), path
+    assert metrics["plots"] == ["plots/confusion_matrix.png"]
+    assert metrics["model"] == "conv_ae"  # model.keras is the pretrained autoencoder
