@@ -44,6 +44,8 @@ def metrics_table(metrics):
 def _format(value):
     if value is None:
         return "–"
+    if float(value).is_integer() and abs(value) >= 10:
+        return f"{int(value):,}"  # counts
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
 
 

@@ -288,15 +288,17 @@ def _image_folder(folder):
 def _split(name, x, y, seed=0):
     """A fixed, shuffled split with TEST_FRACTION of the examples held out (per class when labelled)."""
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x))
+    chooser = rng.permutation(len(x))  # picks the test examples ...
     if y is not None:  # stratified: every class keeps its share in the test split
         test = np.concatenate([
-            idx[: round(len(idx) * TEST_FRACTION)] for c in np.unique(y) for idx in [order[y[order] == c]]
+            idx[: round(len(idx) * TEST_FRACTION)] for c in np.unique(y) for idx in [chooser[y[chooser] == c]]
         ])
     else:
-        test = order[: round(len(x) * TEST_FRACTION)]
-    train = np.setdiff1d(order, test, assume_unique=True)
-    test = np.sort(test)
+        test = chooser[: round(len(x) * TEST_FRACTION)]
+    # ... and an independent order lists both splits, so `take(n)` and a validation tail hold every class.
+    order = rng.permutation(len(x))
+    held_out = np.isin(order, test)
+    test, train = order[held_out], order[~held_out]
     pick = lambda a, i: None if a is None else np.asarray(a)[i]  # noqa: E731
     return DataSplits(name, np.asarray(x, "float32")[train], pick(y, train), np.asarray(x, "float32")[test], pick(y, test))
 
