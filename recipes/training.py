@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import keras
@@ -25,6 +26,7 @@ from zoo.errors import ZooError
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 STATE_FILE = "state.json"
+BEST_FILE = "best.keras"
 
 
 @dataclasses.dataclass
@@ -202,15 +204,16 @@ class CheckpointCallback(keras.callbacks.Callback):
         state = self.state
         state["history"].append(row)
         state["epoch"] = epoch + 1
+        name = f"epoch-{epoch + 1:04d}.keras"
+        atomic_write(self.directory / name, self.model.save)
         monitor = "val_loss" if "val_loss" in row else "loss"
         if state["best"] is None or row[monitor] < state["best"]["value"]:
             state["best"] = {"epoch": epoch + 1, "value": row[monitor], "monitor": monitor}
             state["wait"] = 0
-            atomic_write(self.directory / "best.weights.h5", self.model.save_weights)
+            # A file copy, not a second serialisation: checkpoints stay cheap on short epochs.
+            atomic_write(self.directory / BEST_FILE, lambda p: shutil.copyfile(self.directory / name, p))
         else:
             state["wait"] += 1
-        name = f"epoch-{epoch + 1:04d}.keras"
-        atomic_write(self.directory / name, self.model.save)
         previous, state["checkpoint"] = state.get("checkpoint"), name
         atomic_write(self.directory / STATE_FILE, lambda p: Path(p).write_text(json.dumps(state, indent=1)))
         if previous and previous != name:
@@ -323,7 +326,7 @@ def train(
 
 def _restore_best(model, checkpoints, state):
     if state["best"] is not None and state["best"]["epoch"] != state["epoch"]:
-        model.load_weights(checkpoints / "best.weights.h5")
+        model.load_weights(checkpoints / BEST_FILE)
     return model
 
 
