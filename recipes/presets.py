@@ -15,14 +15,22 @@ from zoo import presets
 from zoo.errors import unknown_name
 
 # name -> the recipe run that trains it (nanoGPT-style literal registry).
+VAE_CONV = ["--set", "model.backbone=conv", "--set", "model.backbone_config={filters=[32, 64], hidden_units=128}",
+            "--set", "params.importance_samples=20", "--epochs", "5"]
 PRESETS = {
     "dense_ae_fashion_mnist": ("Fully connected autoencoder, 16-dim codes", ["reduce", "--model", "dense_ae"]),
     "conv_ae_fashion_mnist": ("Convolutional autoencoder, 16-dim codes", ["reduce", "--model", "conv_ae"]),
-    "lstm_ae_fashion_mnist": ("LSTM autoencoder reading image rows as a sequence", ["reduce", "--model", "lstm_ae"]),
-    "transformer_ae_fashion_mnist": ("Transformer autoencoder on 4x4 patches", ["reduce", "--model", "transformer_ae"]),
-    "vae_conv_fashion_mnist": ("Convolutional VAE (sampling, interpolation)", ["generate"]),
-    "vae_conv_2d_fashion_mnist": ("Convolutional VAE with a 2-D latent space (latent map)", ["generate", "--set", "model.latent_dim=2"]),
-    "conv_ae_denoise_fashion_mnist": ("Convolutional denoiser (Gaussian and salt-and-pepper)", ["denoise"]),
+    "lstm_ae_fashion_mnist": ("LSTM autoencoder reading image rows as a sequence, 16-dim codes", ["reduce", "--model", "lstm_ae"]),
+    "transformer_ae_fashion_mnist": ("Transformer autoencoder on 4x4 patches, 16-dim codes", ["reduce", "--model", "transformer_ae"]),
+    "vae_conv_fashion_mnist": ("Convolutional VAE, 16-dim latent (sampling, interpolation)", ["generate", *VAE_CONV]),
+    "vae_conv_2d_fashion_mnist": (
+        "Convolutional VAE with a 2-D latent space (latent map)",
+        ["generate", *VAE_CONV, "--set", "model.latent_dim=2"],
+    ),
+    "conv_ae_denoise_fashion_mnist": (
+        "Convolutional denoiser (Gaussian and salt-and-pepper noise)",
+        ["denoise", "--epochs", "5", "--set", "model.hidden_units=128"],
+    ),
     "conv_ae_inpaint_fashion_mnist": ("Convolutional inpainter (rectangular occlusions)", ["inpaint"]),
 }
 RUNS_DIR = Path("runs/presets")
