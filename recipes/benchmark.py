@@ -2,6 +2,7 @@
 
     aezoo benchmark recipes loop [--examples N] [--epochs E]   # our training loop vs plain fit; float32 vs bf16
     aezoo benchmark recipes full [--readme]                     # every recipe on full data vs its baselines
+    aezoo benchmark recipes reproduce PRESET                    # rerun a preset's card command, compare metrics
 
 `full` runs (or reuses, resuming an interrupted one) each recipe; the Fashion-MNIST runs are
 the presets' runs (runs/presets/<name>), the others go to runs/benchmark/<name>. It prints one
@@ -124,6 +125,32 @@ def write_readme_section(text):
     README.write_text(content[:start] + "\n" + text + "\n" + content[end:])
 
 
+def reproduce(name):
+    """Reruns preset `name`'s card command into runs/reproduce/<name>; prints card vs rerun per metric."""
+    import shlex
+
+    from recipes.cli import main as cli
+    from zoo import presets
+
+    info = presets.preset_info(name)
+    args = shlex.split(info["command"])[1:]
+    out = Path("runs/reproduce") / name
+    args[args.index("--out") + 1] = str(out)
+    if not (out / "metrics.json").exists():
+        cli(args + (["--resume"] if (out / "config.json").exists() else []))
+    rerun = json.loads((out / "metrics.json").read_text())["metrics"]
+    print(f"{name}: `{info['command']}` rerun into {out}\n")
+    print("| metric | method | card | rerun | difference |\n|---|---|---|---|---|")
+    worst = 0.0
+    for metric, values in info["metrics"].items():
+        for method, card_value in values.items():
+            new = rerun[metric][method]
+            change = abs(new - card_value) / max(abs(card_value), 1e-12)
+            worst = max(worst, change)
+            print(f"| {metric} | {method} | {card_value:.4g} | {new:.4g} | {change:.1%} |")
+    print(f"\nlargest difference {worst:.1%} ({'within' if worst <= 0.05 else 'OUTSIDE'} the 5% target)")
+
+
 def main(argv):
     parser = argparse.ArgumentParser(prog="aezoo benchmark recipes")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -133,8 +160,12 @@ def main(argv):
     loop_args.add_argument("--batch-size", type=int, default=128)
     full_args = sub.add_parser("full", help="every recipe on full data")
     full_args.add_argument("--readme", action="store_true", help="write the tables into README.md")
+    reproduce_args = sub.add_parser("reproduce", help="rerun a preset's card command")
+    reproduce_args.add_argument("preset")
     args = parser.parse_args(argv)
     if args.what == "loop":
         loop(args.examples, args.epochs, args.batch_size)
-    else:
+    elif args.what == "full":
         full(args.readme)
+    else:
+        reproduce(args.preset)

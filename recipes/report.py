@@ -19,6 +19,7 @@ class Results:
 
     def __init__(self):
         self.metrics, self.plots, self.notes = {}, [], []
+        self.sections = []  # (title, markdown) pairs appended to the report
 
     def add(self, metric, values_by_method):
         self.metrics[metric] = {method: _plain(v) for method, v in values_by_method.items()}
@@ -72,6 +73,8 @@ def write_outputs(run_dir, summary, results):
         lines += ["## Notes", "", *[f"- {n}" for n in results.notes], ""]
     if results.plots:
         lines += ["## Plots", "", *[f"![{Path(p).stem}]({p})" for p in results.plots], ""]
+    for title, text in results.sections:
+        lines += [f"## {title}", "", text, ""]
     atomic_write(run_dir / "report.md", lambda p: Path(p).write_text("\n".join(lines)))
 
 

@@ -154,6 +154,7 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
     if export:
         from export import export_model
 
-        results.notes.append(str(export_model(model, run_dir / "export", calibration_data=data)))
+        report_text = str(export_model(model, run_dir / "export", calibration_data=data))
+        results.sections.append(("Edge export (export/)", f"```\n{report_text}\n```"))
     report.write_outputs(run_dir, summary, results)
     return run_dir, json.loads((run_dir / "metrics.json").read_text())

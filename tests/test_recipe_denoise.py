@@ -8,7 +8,7 @@ from recipes.run import run_recipe
 @pytest.fixture(scope="module")
 def denoise_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "denoise"
-    return out, run_recipe("denoise", quick=True, out=out, verbose=0)[1]
+    return out, run_recipe("denoise", quick=True, export=True, out=out, verbose=0)[1]
 
 
 def test_denoise_beats_the_noisy_input_and_the_best_filter(denoise_run):
@@ -29,3 +29,5 @@ def test_denoise_writes_the_run_folder(denoise_run):
     report = (out / "report.md").read_text()
     assert "| PSNR (dB)" in report and "![denoise_grid](plots/denoise_grid.png)" in report
     assert metrics["train_examples"] == 2000 and metrics["test_examples"] == 300
+    assert "## Edge export" in report and (out / "export" / "metadata.json").exists()
+    assert (out / "export" / "model_int8.tflite").exists(), "--export calibrates int8 on the run's data"

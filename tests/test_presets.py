@@ -1,0 +1,105 @@
+"""Presets: load offline, match their cards, refuse tampered weights, fine-tune better than scratch."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import zoo
+from recipes.run import run_recipe
+from zoo import presets
+from zoo.errors import ZooError
+
+PRESETS = sorted(zoo.list_presets())
+FAMILIES = {"dense_ae", "conv_ae", "lstm_ae", "transformer_ae", "vae"}
+
+
+def test_every_family_and_the_vae_variants_ship_a_preset_within_the_size_budget():
+    models = {presets.preset_info(name)["model"] for name in PRESETS}
+    assert FAMILIES <= models
+    assert {"vae_conv_fashion_mnist", "vae_conv_2d_fashion_mnist", "conv_ae_denoise_fashion_mnist",
+            "conv_ae_inpaint_fashion_mnist"} <= set(PRESETS)
+    total = sum(p.stat().st_size for p in presets.PRESETS_DIR.iterdir())
+    assert total < 25e6, f"presets take {total / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_loads_offline_and_matches_its_card(name):
+    info = presets.preset_info(name)
+    model = zoo.from_preset(name)
+    assert model.registry_name == info["model"] and model.count_params() == info["parameters"]
+    stored = info["check"]["reconstruction_mse"]
+    assert presets.check_reconstruction(model) == pytest.approx(stored, rel=0.02)
+    card = (presets.PRESETS_DIR / f"{name}.md").read_text()
+    assert info["command"] in card and info["sha256"] in card and f"{stored:.6f}" in card
+
+
+@pytest.fixture
+def copied_preset(tmp_path, monkeypatch):
+    """A private copy of the preset folder, so the test can damage a weights file."""
+    folder = tmp_path / "presets"
+    shutil.copytree(presets.PRESETS_DIR, folder)
+    monkeypatch.setattr(presets, "PRESETS_DIR", folder)
+    return folder
+
+
+def test_tampered_or_truncated_weights_are_refused(copied_preset):
+    weights = copied_preset / "conv_ae_fashion_mnist.weights.h5"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ZooError, match="does not match its sha256") as error:
+        zoo.from_preset("conv_ae_fashion_mnist")
+    assert "\n" not in str(error.value)
+    weights.write_bytes(bytes(data[: len(data) // 3]))
+    with pytest.raises(ZooError, match="tampered or truncated"):
+        zoo.from_preset("conv_ae_fashion_mnist")
+    weights.unlink()
+    with pytest.raises(ZooError, match="missing"):
+        zoo.from_preset("conv_ae_fashion_mnist")
+
+
+def test_unknown_preset_and_architecture_changing_overrides():
+    with pytest.raises(ZooError, match="unknown preset"):
+        zoo.from_preset("resnet_imagenet")
+    with pytest.raises(ZooError, match="change the architecture"):
+        zoo.from_preset("conv_ae_fashion_mnist", hidden_units=32)
+
+
+def test_a_preset_fine_tunes_with_plain_keras_fit(mnist):
+    import keras
+
+    model = zoo.from_preset("conv_ae_fashion_mnist", dtype="mixed_bfloat16")
+    model.compile(keras.optimizers.Adam(1e-3), loss=zoo.losses.bce)
+    x = mnist.x_train[:256]
+    before = model.evaluate(x, x, verbose=0)
+    model.fit(x, x, epochs=2, batch_size=32, verbose=0)
+    assert model.evaluate(x, x, verbose=0) < before
+
+
+def test_finetuning_on_mnist_beats_the_same_network_from_scratch(tmp_path):
+    _, metrics = run_recipe("finetune", quick=True, from_preset="conv_ae_fashion_mnist", out=tmp_path / "ft", verbose=0)
+    mse = metrics["metrics"]["reconstruction MSE"]
+    assert mse["fine-tuned preset"] < mse["from scratch"]
+    assert mse["fine-tuned preset"] < mse["preset as is"]
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["config"]["model"]["name"] == "conv_ae"
+
+
+def test_classify_starts_from_a_preset(tmp_path):
+    _, metrics = run_recipe("classify", quick=True, from_preset="conv_ae_fashion_mnist", out=tmp_path / "c",
+                            sets=["params.label_fractions=[0.1]"], verbose=0)
+    accuracies = [v for row in metrics["metrics"].values() for v in row.values()]
+    assert accuracies and all(0 <= a <= 1 for a in accuracies)
+    assert not (tmp_path / "c" / "pretrain").exists(), "a preset needs no pretraining"
+
+
+def test_export_accepts_a_preset_name(tmp_path, capsys):
+    from recipes.cli import main
+
+    assert main(["export", "dense_ae_fashion_mnist", "--out", str(tmp_path / "e"), "--quantize", "float32",
+                 "--calibration-data", "mnist5k"]) == 0
+    metadata = json.loads((tmp_path / "e" / "metadata.json").read_text())
+    assert metadata["model"]["name"] == "dense_ae"
+    check = metadata["files"]["model_float32.tflite"]["verification"]
+    assert check["max_abs_diff"]["reconstruct"] <= 1e-4
