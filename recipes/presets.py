@@ -53,7 +53,7 @@ def build(name):
     args, run_dir = command_for(name), RUNS_DIR / name
     if not (run_dir / "model.keras").exists():
         main(args + (["--resume"] if (run_dir / "config.json").exists() else []))
-    model = keras.models.load_model(run_dir / "model.keras")
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)  # no optimizer state in the weights
     config = {**model.get_config(), "dtype": "float32"}  # presets load in float32; fine-tune in any policy
     weights = presets.PRESETS_DIR / f"{name}.weights.h5"
     atomic_write(weights, model.save_weights)

@@ -47,11 +47,14 @@ class Autoencoder(keras.Model):
         # Codes, logits and outputs stay float32 under mixed precision: they feed losses and export.
         self.code_head = keras.layers.Dense(self.latent_dim, dtype="float32", name="code")
         self.output_layer = keras.layers.Activation(self.output_activation, dtype="float32", name="output")
+        inputs = keras.Input(self.data_shape)
+        # x -> code as one functional model sharing these weights (classifier heads, export, probes).
+        self.encoder = keras.Model(inputs, self.code_head(encoder_trunk(inputs)), name="encoder")
         self.build((None, *self.data_shape))
 
     def build(self, input_shape=None):
-        # Weights exist from construction on, so save/load and export never meet a lazy model.
-        self.code_head.build(self.encoder_trunk.output.shape)
+        # Weights exist from construction on, so save/load and export never meet a lazy model
+        # (the code head was built by the functional encoder in `_attach`).
         self.output_layer.build(self.decoder_net.output.shape)
         self.built = True
 
@@ -96,12 +99,6 @@ class Autoencoder(keras.Model):
 
     def call(self, x, training=False):
         return self.output_layer(self.decode_logits(self.code_head(self.features(x, training)), training))
-
-    @property
-    def encoder(self):
-        """A functional model x -> code that shares this model's weights (e.g. for a classifier head)."""
-        inputs = keras.Input(self.data_shape)
-        return keras.Model(inputs, self.code_head(self.features(inputs)), name=f"{self.name}_encoder")
 
     def family_config(self):
         """The family's own options (what a VAE backbone_config holds); subclasses extend it."""
