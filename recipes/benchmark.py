@@ -17,8 +17,6 @@ from pathlib import Path
 
 import keras
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-MARKERS = ("<!-- benchmark:start -->", "<!-- benchmark:end -->")
 # (label, preset name or aezoo arguments)
 FULL_RUNS = [
     ("denoise", "conv_ae_denoise_fashion_mnist"),
@@ -94,7 +92,7 @@ def full(readme):
     """Runs every recipe on its full data (reusing finished runs) and prints metric tables."""
     from recipes import presets
     from recipes.cli import main
-    from recipes.report import metrics_table
+    from recipes.report import metrics_table, write_readme_section
 
     sections = []
     for label, spec in FULL_RUNS:
@@ -116,13 +114,7 @@ def full(readme):
     text = "\n".join(sections)
     print(text)
     if readme:
-        write_readme_section(text)
-
-
-def write_readme_section(text):
-    content = README.read_text()
-    start, end = content.index(MARKERS[0]) + len(MARKERS[0]), content.index(MARKERS[1])
-    README.write_text(content[:start] + "\n" + text + "\n" + content[end:])
+        write_readme_section("benchmark", text)
 
 
 def reproduce(name):

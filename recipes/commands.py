@@ -156,10 +156,11 @@ def _load_source(source):
 
 def presets(args):
     if args.build:
-        from recipes.presets import PRESETS, build
+        from recipes.presets import PRESETS, build, readme_table
 
         for name in PRESETS if args.build == ["all"] else args.build:
             print(f"{name}: {build(name)['headline']}")
+        readme_table()
         return
     import zoo
 

@@ -9,7 +9,7 @@ import json
 import shlex
 from pathlib import Path
 
-from recipes.report import metrics_table
+from recipes.report import metrics_table, write_readme_section
 from recipes.training import atomic_write
 from zoo import presets
 from zoo.errors import unknown_name
@@ -110,3 +110,17 @@ def card(name, info):
         "```",
         "",
     ])
+
+
+def readme_table():
+    """The README's preset table, from the shipped preset files; written by `aezoo presets --build`."""
+    rows = [
+        "| preset | model | parameters | size | headline (test split) | check MSE |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, info in presets.list_presets().items():
+        rows.append(
+            f"| [`{name}`](zoo/presets/{name}.md) | `{info['model']}` | {info['parameters']:,} | "
+            f"{info['size_bytes'] / 1e6:.2f} MB | {info['headline']} | {info['check']['reconstruction_mse']:.5f} |"
+        )
+    write_readme_section("presets", "\n".join(rows))

@@ -110,3 +110,14 @@ def image_grid(run_dir, name, rows, columns=8):
                 ax.imshow(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
         axes[r][0].set_title(label, fontsize=8, loc="left")
     return save_figure(fig, run_dir, name)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def write_readme_section(section, text):
+    """Replaces what stands between README.md's `<!-- section:start -->` and `<!-- section:end -->`."""
+    content = README.read_text()
+    start_marker, end_marker = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    start, end = content.index(start_marker) + len(start_marker), content.index(end_marker)
+    README.write_text(content[:start] + "\n" + text.strip() + "\n" + content[end:])
