@@ -90,8 +90,8 @@ def compile_classifier(model, settings):
 def labelled_subset(y, fraction, seed):
     """Indices of a stratified subset: round(fraction x class size) examples of each class, at least one.
 
-    Each class's examples are drawn from one seeded permutation, so smaller fractions are
-    subsets of larger ones.
+    Each class's examples are drawn from one permutation seeded by `seed` (an int or a
+    sequence of ints), so with the same seed smaller fractions are subsets of larger ones.
     """
     rng = np.random.default_rng(seed)
     picks = [
@@ -126,7 +126,8 @@ def run(ctx):
     data = ctx.load_data()
     if data.y_train is None:
         raise ZooError(f"the classify recipe needs labels; {data.name} has none (use a labelled data set)")
-    fractions = sorted(ctx.params["label_fractions"])
+    params = ctx.params
+    fractions = sorted(params["label_fractions"])
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise ZooError(f"params.label_fractions must be shares in (0, 1] (1.0: every label), got {fractions}")
     if ctx.from_preset:
@@ -135,7 +136,7 @@ def run(ctx):
         pretrained, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train, tag="pretrain")
     ctx.model = pretrained
 
-    params = ctx.params
+    seed = ctx.settings.seed
     classes = int(max(data.y_train.max(), data.y_test.max())) + 1
     settings = dataclasses.replace(
         ctx.settings,
@@ -144,41 +145,51 @@ def run(ctx):
         validation_fraction=0.0,  # a 1% subset leaves too few labels to hold some out: fixed budget instead
         patience=0,
     )
-    results, predictions, labelled = Results(), {}, {}
+    results, predictions, details = Results(), {}, []
     for fraction in fractions:
-        subset = labelled_subset(data.y_train, fraction, ctx.settings.seed)
-        repeated = np.resize(subset, max(len(subset), params["min_pass_examples"]))
-        x, y = data.x_train[subset], data.y_train[subset]
-        builders = {
-            "autoencoder": ("finetune", lambda: probed_classifier(pretrained, classes, x, y, ctx.settings.seed)),
-            "from scratch": ("scratch", lambda: classifier(same_network(pretrained, keep_weights=False), classes)),
-        }
-        accuracies = {}
-        for method, (tag, build) in builders.items():
-            model, _ = ctx.train(
-                build,
-                data.x_train[repeated],
-                data.y_train[repeated],
-                tag=f"{tag}-{fraction * 100:g}pct",
-                settings=settings,
-                compile_fn=compile_classifier,
-            )
-            predictions[method] = predict(model, data.x_test).argmax(axis=-1)
-            accuracies[method] = np.mean(predictions[method] == data.y_test)
-        results.add(f"accuracy, {fraction_label(fraction)} labels", accuracies)
-        labelled[fraction_label(fraction)] = len(subset)
+        draws = params["label_draws"] if fraction < 1 else 1  # every label: one possible subset
+        accuracies = {"autoencoder": [], "from scratch": []}
+        for draw in range(draws):
+            subset = labelled_subset(data.y_train, fraction, [seed, draw])
+            repeated = np.resize(subset, max(len(subset), params["min_pass_examples"]))
+            x, y = data.x_train[subset], data.y_train[subset]
+            builders = {
+                "autoencoder": ("finetune", lambda: probed_classifier(pretrained, classes, x, y, seed)),
+                "from scratch": ("scratch", lambda: classifier(same_network(pretrained, keep_weights=False), classes)),
+            }
+            for method, (tag, build) in builders.items():
+                model, _ = ctx.train(
+                    build,
+                    data.x_train[repeated],
+                    data.y_train[repeated],
+                    tag=f"{tag}-{fraction * 100:g}pct" + (f"-draw{draw + 1}" if draws > 1 else ""),
+                    settings=settings,
+                    compile_fn=compile_classifier,
+                )
+                predicted = predict(model, data.x_test).argmax(axis=-1)
+                accuracies[method].append(np.mean(predicted == data.y_test))
+                if draw == 0:
+                    predictions[method] = predicted
+        results.add(f"accuracy, {fraction_label(fraction)} labels", {m: np.mean(a) for m, a in accuracies.items()})
+        per_draw = "; ".join(f"{m} " + " ".join(f"{a:.3f}" for a in values) for m, values in accuracies.items())
+        draw_note = f", {draws} draws ({per_draw})" if draws > 1 else ""
+        details.append(f"{fraction_label(fraction)}: {len(subset)} labelled examples{draw_note}")
 
-    # `predictions` now holds the largest fraction's classifiers
+    # `predictions` now holds the largest fraction's classifiers (its first draw)
     matrices = {m: confusion_matrix(data.y_test, p, labels=range(classes)) for m, p in predictions.items()}
     results.plots.append(confusion_plot(ctx.run_dir, matrices, f"{fraction_label(fractions[-1])} labels"))
     passes = f"{params['classifier_epochs']} passes of at least {params['min_pass_examples']} examples"
+    source = (
+        f"preset {ctx.from_preset}'s encoder"
+        if ctx.from_preset
+        else "encoder pretrained as an autoencoder on all training images"
+    )
     results.notes += [
-        "autoencoder: "
-        + (f"preset {ctx.from_preset}'s encoder" if ctx.from_preset else "encoder pretrained as an autoencoder on all training images")
-        + " + softmax head initialised by logistic regression on its codes of the labelled examples, "
-        "then fine-tuned end to end; from scratch: the same network, randomly initialised (head included)",
-        f"each classifier trains on the same stratified labelled subset and batches: {passes} "
-        "(smaller subsets are repeated), no early stopping",
-        "labelled examples: " + ", ".join(f"{label}: {count}" for label, count in labelled.items()),
+        f"autoencoder: {source} + softmax head initialised by logistic regression on its codes of the labelled "
+        "examples, then fine-tuned end to end; from scratch: the same network, randomly initialised (head included)",
+        f"both train on the same stratified labelled subset and batches: {passes} (smaller subsets are repeated), "
+        "no early stopping; below 100% of the labels each accuracy is the mean over several random labelled "
+        "subsets, since with a few examples per class the draw moves accuracy by several points",
+        *details,
     ]
     return results, data

@@ -35,11 +35,11 @@ def code_map(run_dir, codes_by_method, labels):
     fig, axes = plt.subplots(1, len(codes_by_method), figsize=(5 * len(codes_by_method), 4.5), squeeze=False)
     for ax, (method, codes) in zip(axes[0], codes_by_method.items()):
         if codes.shape[1] == 2:
-            points, how = codes, "codes"
+            points, how = codes, "the 2-dim codes themselves"
         else:
             points, how = PCA(2).fit_transform(codes), f"first 2 principal components of the {codes.shape[1]}-dim codes"
         scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7)
-        ax.set_title(f"{method}: {how}", fontsize=9)
+        ax.set_title(f"{method}\n{how}", fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
     fig.colorbar(scatter, ax=axes[0].tolist(), label="label")
     return save_figure(fig, run_dir, "code_map")
@@ -68,7 +68,7 @@ def run(ctx):
         f"PCA keeps {pca.explained_variance_ratio_.sum():.1%} of the training variance with {latent_dim} components"
     )
     if data.y_train is None:
-        results.notes.append("the data set has no labels: linear-probe and k-NN accuracies and the label map are skipped")
+        results.notes.append("no labels in this data set: no linear-probe or k-NN accuracy and no label map")
     else:
         neighbours = ctx.params["neighbours"]
         accuracies = {
@@ -82,11 +82,13 @@ def run(ctx):
             f"{neighbours}-NN: Euclidean distance between the codes as they are (PCA's are not whitened)"
         )
         shown = slice(0, ctx.params["map_examples"])
+        how = "the codes themselves" if latent_dim == 2 else "the first two principal components of the codes"
+        results.notes.append(f"2-D map: {how}, for the first {len(data.y_test[shown])} test examples")
         results.plots.append(
             code_map(ctx.run_dir, {method: test[shown] for method, (_, test) in codes.items()}, data.y_test[shown])
         )
     for metric, values in results.metrics.items():
-        autoencoder_wins = values["autoencoder"] < values["PCA"] if "MSE" in metric else values["autoencoder"] > values["PCA"]
-        if not autoencoder_wins:
-            results.notes.append(f"PCA does as well or better on {metric}: {values['PCA']:.4f} against {values['autoencoder']:.4f}")
+        ours, pca_value = values["autoencoder"], values["PCA"]
+        if (ours >= pca_value) if "MSE" in metric else (ours <= pca_value):
+            results.notes.append(f"PCA does as well or better on {metric}: {pca_value:.4f} against {ours:.4f}")
     return results, data
