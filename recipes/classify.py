@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix
+from threadpoolctl import threadpool_limits
 
 from recipes.evaluation import predict
 from recipes.report import Results, pyplot, save_figure
@@ -54,7 +55,8 @@ def probe_head_weights(codes, labels, classes):
     bias below every other class's.
     """
     mean, scale = codes.mean(axis=0), codes.std(axis=0) + 1e-6
-    probe = LogisticRegression(max_iter=300).fit((codes - mean) / scale, labels)
+    with threadpool_limits(1):  # on 2 busy cores, BLAS/OpenMP threads waiting on each other made this 15x slower
+        probe = LogisticRegression(max_iter=300).fit((codes - mean) / scale, labels)
     coef, intercept = probe.coef_, probe.intercept_
     if len(probe.classes_) == 2:  # one logit for two classes: a softmax over (0, logit) is the same model
         coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.array([0.0, intercept[0]])

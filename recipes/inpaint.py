@@ -57,8 +57,11 @@ def run(ctx):
     results.add("PSNR (dB), occluded pixels", {k: pooled_psnr(clean, v, mask) for k, v in restored.items()})
     results.add("PSNR (dB), whole image", {k: pooled_psnr(clean, v) for k, v in restored.items()})
     results.add("SSIM, whole image", {k: ssim(clean, v) for k, v in restored.items()})
+    subset = ""
+    if len(clean) < len(data.x_test):
+        subset = f" (the first {len(clean)} of {len(data.x_test)}: biharmonic inpainting is slow)"
     results.notes += [
-        f"every method is scored on the same {len(clean)} test images, each with one rectangle "
+        f"every method is scored on the same {len(clean)} test images{subset}, each with one rectangle "
         f"({sizes['min_fraction']:.0%}-{sizes['max_fraction']:.0%} of each side) drawn with a fixed seed; "
         f"{mask.mean():.1%} of the pixels are occluded",
         "the autoencoder's output fills the hole only; visible pixels are kept from the input, as for the baselines",

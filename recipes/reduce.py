@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from recipes.evaluation import predict
 from recipes.report import Results, pyplot, save_figure
@@ -26,7 +27,8 @@ def probe_accuracies(train_codes, y_train, test_codes, y_test, neighbours):
     """(linear-probe accuracy, k-NN accuracy) of codes on the test split, both fitted on the train codes."""
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     knn = KNeighborsClassifier(n_neighbors=neighbours)
-    return tuple(float(clf.fit(train_codes, y_train).score(test_codes, y_test)) for clf in (probe, knn))
+    with threadpool_limits(1):  # on 2 busy cores, BLAS/OpenMP threads waiting on each other made the probe 15x slower
+        return tuple(float(clf.fit(train_codes, y_train).score(test_codes, y_test)) for clf in (probe, knn))
 
 
 def code_map(run_dir, codes_by_method, labels):
