@@ -1,12 +1,12 @@
 """`aezoo benchmark recipes`: speed and quality figures for the README (a command, not a test).
 
-    aezoo benchmark recipes loop [--examples N] [--epochs E]   # our training loop vs plain fit; float32 vs bf16
-    aezoo benchmark recipes full [--readme]                     # every recipe on full data vs its baselines
+    aezoo benchmark recipes loop [--examples N] [--epochs E] [--readme]  # our loop vs plain fit; float32 vs bf16
+    aezoo benchmark recipes full [--readme]                               # every recipe on full data vs its baselines
     aezoo benchmark recipes reproduce PRESET                    # rerun a preset's card command, compare metrics
 
 `full` runs (or reuses, resuming an interrupted one) each recipe; the Fashion-MNIST runs are
-the presets' runs (runs/presets/<name>), the others go to runs/benchmark/<name>. It prints one
-table per run; `--readme` also writes them into README.md between the benchmark markers.
+the presets' runs (runs/presets/<name>), the others go to runs/benchmark/<name>. Both print
+their tables; `--readme` also writes them into README.md (sections `benchmark` and `loop`).
 """
 
 import argparse
@@ -50,10 +50,11 @@ class EpochClock(keras.callbacks.Callback):
         return examples / (sum(steady) / len(steady))
 
 
-def loop(examples, epochs, batch_size):
+def loop(examples, epochs, batch_size, readme):
     """Training throughput: plain `model.fit` on arrays vs our loop; float32 vs mixed_bfloat16."""
     import zoo
     from recipes import training
+    from recipes.report import write_readme_section
 
     x = zoo.data.load("fashion_mnist").x_train[:examples]
 
@@ -84,8 +85,10 @@ def loop(examples, epochs, batch_size):
         "|---|---|---|",
         *[f"| {name} | {speed:,.0f} | {speed / base - 1:+.1%} |" for name, speed in rows],
     ]
-    print("\n".join(lines))
-    return lines
+    text = "\n".join(lines)
+    print(text)
+    if readme:
+        write_readme_section("loop", text)
 
 
 def full(readme):
@@ -150,13 +153,14 @@ def main(argv):
     loop_args.add_argument("--examples", type=int, default=20000)
     loop_args.add_argument("--epochs", type=int, default=3)
     loop_args.add_argument("--batch-size", type=int, default=128)
+    loop_args.add_argument("--readme", action="store_true", help="write the table into README.md")
     full_args = sub.add_parser("full", help="every recipe on full data")
     full_args.add_argument("--readme", action="store_true", help="write the tables into README.md")
     reproduce_args = sub.add_parser("reproduce", help="rerun a preset's card command")
     reproduce_args.add_argument("preset")
     args = parser.parse_args(argv)
     if args.what == "loop":
-        loop(args.examples, args.epochs, args.batch_size)
+        loop(args.examples, args.epochs, args.batch_size, args.readme)
     elif args.what == "full":
         full(args.readme)
     else:
