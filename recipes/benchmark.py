@@ -50,11 +50,19 @@ class EpochClock(keras.callbacks.Callback):
         return examples / (sum(steady) / len(steady))
 
 
+def publish(text, readme_section):
+    """Prints a benchmark's tables and, when `readme_section` is named, writes them into README.md."""
+    from recipes.report import write_readme_section
+
+    print(text)
+    if readme_section:
+        write_readme_section(readme_section, text)
+
+
 def loop(examples, epochs, batch_size, readme):
     """Training throughput: plain `model.fit` on arrays vs our loop; float32 vs mixed_bfloat16."""
     import zoo
     from recipes import training
-    from recipes.report import write_readme_section
 
     x = zoo.data.load("fashion_mnist").x_train[:examples]
 
@@ -85,17 +93,14 @@ def loop(examples, epochs, batch_size, readme):
         "|---|---|---|",
         *[f"| {name} | {speed:,.0f} | {speed / base - 1:+.1%} |" for name, speed in rows],
     ]
-    text = "\n".join(lines)
-    print(text)
-    if readme:
-        write_readme_section("loop", text)
+    publish("\n".join(lines), "loop" if readme else None)
 
 
 def full(readme):
     """Runs every recipe on its full data (reusing finished runs) and prints metric tables."""
     from recipes import presets
     from recipes.cli import main
-    from recipes.report import metrics_table, write_readme_section
+    from recipes.report import metrics_table
 
     sections = []
     for label, spec in FULL_RUNS:
@@ -114,10 +119,7 @@ def full(readme):
             metrics_table(metrics["metrics"]),
             "",
         ]
-    text = "\n".join(sections)
-    print(text)
-    if readme:
-        write_readme_section("benchmark", text)
+    publish("\n".join(sections), "benchmark" if readme else None)
 
 
 def reproduce(name):
