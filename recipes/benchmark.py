@@ -11,6 +11,7 @@ their tables; `--readme` also writes them into README.md (sections `benchmark` a
 
 import argparse
 import json
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -104,16 +105,16 @@ def full(readme):
 
     sections = []
     for label, spec in FULL_RUNS:
-        if isinstance(spec, str):
-            presets.build(spec)
-            run_dir = presets.RUNS_DIR / spec
-        else:
-            run_dir = Path(spec[spec.index("--out") + 1])
-            if not (run_dir / "metrics.json").exists():
+        args = presets.command_for(spec) if isinstance(spec, str) else spec
+        run_dir = Path(args[args.index("--out") + 1])
+        if not (run_dir / "metrics.json").exists():
+            if isinstance(spec, str):
+                presets.build(spec)  # also writes the preset's files
+            else:
                 main(spec + (["--resume"] if (run_dir / "config.json").exists() else []))
         metrics = json.loads((run_dir / "metrics.json").read_text())
         sections += [
-            f"**{label}** — `{metrics['command']}` ({metrics['train_examples']:,} train / "
+            f"**{label}** — `aezoo {shlex.join(args)}` ({metrics['train_examples']:,} train / "
             f"{metrics['test_examples']:,} test, training {metrics['train_seconds'] / 60:.1f} min)",
             "",
             metrics_table(metrics["metrics"]),
@@ -124,8 +125,6 @@ def full(readme):
 
 def reproduce(name):
     """Reruns preset `name`'s card command into runs/reproduce/<name>; prints card vs rerun per metric."""
-    import shlex
-
     from recipes.cli import main as cli
     from zoo import presets
 

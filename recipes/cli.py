@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import shlex
 import sys
 
 
@@ -86,7 +87,10 @@ def _user_errors():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
+    # What reproduces this run (recorded in config.json / metrics.json); --resume only continues it.
+    args.command_line = "aezoo " + shlex.join(a for a in argv if a != "--resume")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide C++ start-up noise (no GPU found, ...)
     try:
         if args.command == "predict":

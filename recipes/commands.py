@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -64,7 +63,7 @@ def train(args):
         "test_mse": float(np.mean((reconstruction - data.x_test) ** 2)),
         "test_psnr_db": psnr(data.x_test, reconstruction) if data.x_test.min() >= 0 else None,
         "parameters": int(model.count_params()),
-        "command": "aezoo " + shlex.join(sys.argv[1:]),
+        "command": args.command_line,
     }
     atomic_write(out / "model.keras", model.save)
     atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=1)))
@@ -103,6 +102,7 @@ def run(args):
         precision=args.precision,
         strategy=args.strategy,
         seed=args.seed,
+        command=args.command_line,
     )
     from recipes.report import metrics_table
 
@@ -186,6 +186,7 @@ def finetune(args):
             precision=args.precision,
             strategy=args.strategy,
             seed=args.seed,
+            command_line=args.command_line,
         )
     )
 

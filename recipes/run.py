@@ -8,8 +8,6 @@ when asked.
 import dataclasses
 import importlib
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -107,10 +105,14 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
 
     Keyword options: data, model, sets (list of "section.key=value"), epochs, precision,
     strategy, seed, verbose; `from_preset` starts from a pretrained preset's weights.
+    `command` is what the run records as reproducing it (the CLI passes its command line).
 
     Example:
         >>> run_dir, metrics = run_recipe("denoise", quick=True, out="runs/denoise-quick")
     """
+    if command is None:  # called from Python: record the call itself
+        arguments = {"out": out, "export": export, "quick": quick, "from_preset": from_preset, **options}
+        command = f"run_recipe({recipe!r}, " + ", ".join(f"{k}={v!r}" for k, v in arguments.items() if v) + ")"
     train_overrides = {k: options.pop(k, None) for k in ("precision", "strategy", "seed", "verbose")}
     if from_preset:  # the preset decides the model; its config travels with its weights
         options["model"] = zoo.presets.preset_info(from_preset)["model"]
@@ -128,7 +130,6 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
         raise ZooError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
     settings = recipe_config.train_settings(config, **train_overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
-    command = command or "aezoo " + shlex.join(sys.argv[1:])
     training.atomic_write(
         config_path,
         lambda p: Path(p).write_text(json.dumps({"recipe": recipe, "command": command, "config": config}, indent=1)),

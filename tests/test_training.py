@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -69,6 +70,9 @@ def test_resume_after_sigkill_ends_with_the_weights_of_an_uninterrupted_run(tmp_
     assert len(history) == 1 + json.loads(state.read_text())["epoch"]
     for resumed, whole in zip(weights_of(killed / "model.keras"), weights_of(tmp_path / "whole" / "model.keras")):
         np.testing.assert_allclose(resumed, whole, atol=1e-5, rtol=0)
+    # what the run records reproduces it: the command as given, without --resume
+    command = json.loads((killed / "metrics.json").read_text())["command"]
+    assert command == "aezoo " + shlex.join(map(str, [*common, "--out", killed]))
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""

@@ -11,7 +11,6 @@ import math
 
 import keras
 import numpy as np
-from keras import ops
 
 from zoo.errors import ZooError
 
