@@ -7,6 +7,7 @@ and `<name>.md` (the model card). `recipes/presets.py` builds them from `aezoo r
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 from zoo.errors import ZooError, unknown_name
@@ -59,8 +60,11 @@ def from_preset(name, **overrides):
     config = {k: v for k, v in info["config"].items() if k not in ("name", "trainable")}
     model = create(info["model"], **{**config, **overrides})
     try:
-        model.load_weights(weights)
-    except ValueError as error:
+        with warnings.catch_warnings():
+            # Keras only warns when a layer finds no weights and keeps its random ones: refuse that too
+            warnings.simplefilter("error", UserWarning)
+            model.load_weights(weights)
+    except (ValueError, UserWarning) as error:
         raise ZooError(
             f"preset {name}: overrides {sorted(overrides)} change the architecture, so the weights do not fit "
             f"({str(error).splitlines()[0][:120]})"
