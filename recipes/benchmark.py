@@ -2,11 +2,11 @@
 
     aezoo benchmark recipes loop [--examples N] [--epochs E] [--readme]  # our loop vs plain fit; float32 vs bf16
     aezoo benchmark recipes full [--readme]                               # every recipe on full data vs its baselines
-    aezoo benchmark recipes reproduce PRESET                    # rerun a preset's card command, compare metrics
+    aezoo benchmark recipes reproduce PRESET [--readme]                   # rerun a preset's card command, compare
 
 `full` runs (or reuses, resuming an interrupted one) each recipe; the Fashion-MNIST runs are
-the presets' runs (runs/presets/<name>), the others go to runs/benchmark/<name>. Both print
-their tables; `--readme` also writes them into README.md (sections `benchmark` and `loop`).
+the presets' runs (runs/presets/<name>), the others go to runs/benchmark/<name>. All three print
+their tables; `--readme` also writes them into README.md (sections `benchmark`, `loop`, `reproduce`).
 """
 
 import argparse
@@ -123,7 +123,7 @@ def full(readme):
     publish("\n".join(sections), "benchmark" if readme else None)
 
 
-def reproduce(name):
+def reproduce(name, readme):
     """Reruns preset `name`'s card command into runs/reproduce/<name>; prints card vs rerun per metric."""
     from recipes.cli import main as cli
     from zoo import presets
@@ -135,16 +135,22 @@ def reproduce(name):
     if not (out / "metrics.json").exists():
         cli(args + (["--resume"] if (out / "config.json").exists() else []))
     rerun = json.loads((out / "metrics.json").read_text())["metrics"]
-    print(f"{name}: `{info['command']}` rerun into {out}\n")
-    print("| metric | method | card | rerun | difference |\n|---|---|---|---|---|")
+    lines = [
+        f"`{name}`: its card's command `{info['command']}` rerun into {out} "
+        "(`aezoo benchmark recipes reproduce " + name + "`):",
+        "",
+        "| metric | method | card | rerun | difference |",
+        "|---|---|---|---|---|",
+    ]
     worst = 0.0
     for metric, values in info["metrics"].items():
         for method, card_value in values.items():
             new = rerun[metric][method]
             change = abs(new - card_value) / max(abs(card_value), 1e-12)
             worst = max(worst, change)
-            print(f"| {metric} | {method} | {card_value:.4g} | {new:.4g} | {change:.1%} |")
-    print(f"\nlargest difference {worst:.1%} ({'within' if worst <= 0.05 else 'OUTSIDE'} the 5% target)")
+            lines.append(f"| {metric} | {method} | {card_value:.4g} | {new:.4g} | {change:.1%} |")
+    lines += ["", f"Largest difference {worst:.1%} ({'within' if worst <= 0.05 else 'OUTSIDE'} the 5% target)."]
+    publish("\n".join(lines), "reproduce" if readme else None)
 
 
 def main(argv):
@@ -159,10 +165,11 @@ def main(argv):
     full_args.add_argument("--readme", action="store_true", help="write the tables into README.md")
     reproduce_args = sub.add_parser("reproduce", help="rerun a preset's card command")
     reproduce_args.add_argument("preset")
+    reproduce_args.add_argument("--readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
     if args.what == "loop":
         loop(args.examples, args.epochs, args.batch_size, args.readme)
     elif args.what == "full":
         full(args.readme)
     else:
-        reproduce(args.preset)
+        reproduce(args.preset, args.readme)
