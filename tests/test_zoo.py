@@ -74,7 +74,7 @@ def test_model_trains_saves_and_reloads_exactly(name, kind, options, mnist, tmp_
 
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
-@pytest.mark.parametrize("name,kind,options", [CASES[1], CASES[6], CASES[8]], ids=["conv_ae", "vae-conv", "vae-transformer"])
+@pytest.mark.parametrize("name,kind,options", CASES, ids=IDS)
 def test_mixed_precision_step_is_finite_with_float32_weights_and_outputs(name, kind, options, precision, mnist):
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
