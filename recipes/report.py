@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from recipes.training import atomic_write
+from zoo.errors import ZooError
 
 
 class Results:
@@ -117,7 +118,10 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def write_readme_section(section, text):
     """Replaces what stands between README.md's `<!-- section:start -->` and `<!-- section:end -->`."""
-    content = README.read_text()
+    content = README.read_text() if README.exists() else ""
     start_marker, end_marker = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    if start_marker not in content or end_marker not in content:
+        raise ZooError(f"{README} has no {start_marker} ... {end_marker} section; run this from a checkout of the repository")
     start, end = content.index(start_marker) + len(start_marker), content.index(end_marker)
-    README.write_text(content[:start] + "\n" + text.strip() + "\n" + content[end:])
+    updated = content[:start] + "\n" + text.strip() + "\n" + content[end:]
+    atomic_write(README, lambda p: Path(p).write_text(updated))  # the README is never left half-written
