@@ -201,11 +201,7 @@ class EdgeModel:
         Example:
             >>> model.run("encode_distribution", x)["z_log_var"].shape  # (n, latent_dim)
         """
-        if signature not in self.signatures:
-            extra = " (encode_distribution and sample exist for VAE exports only)" if signature in VAE_SIGNATURES else ""
-            raise EdgeError(
-                f"{self.path.name} has no {signature!r} signature{extra}; it has: {', '.join(self.signatures)}"
-            )
+        self.require(signature)
         spec = SIGNATURES[signature]
         runner = self._runner(signature)
         in_details = runner.get_input_details()[spec.input]
@@ -222,6 +218,14 @@ class EdgeModel:
         return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
     # --- checks ---------------------------------------------------------------------------------
+    def require(self, signature):
+        """Refuses a signature the file does not have, saying which it has."""
+        if signature not in self.signatures:
+            extra = " (encode_distribution and sample exist for VAE exports only)" if signature in VAE_SIGNATURES else ""
+            raise EdgeError(
+                f"{self.path.name} has no {signature!r} signature{extra}; it has: {', '.join(self.signatures)}"
+            )
+
     def _checked(self, values, input_name, example_shape):
         what = {"x": "inputs", "z": "codes", "eps": "noise eps"}[input_name]
         values = np.asarray(values)
@@ -372,6 +376,7 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
     if signature not in PREDICT_SIGNATURES:
         raise EdgeError(f"unknown signature {signature!r}; choose one of: {', '.join(PREDICT_SIGNATURES)}")
     model = load(artifact)
+    model.require(signature)  # before the input is read: its shape depends on the signature
     if signature == "sample" and str(input_path).isdigit():
         result = model.sample(int(input_path), seed=0)
         source = f"{int(input_path)} draws of eps (seed 0)"
@@ -392,6 +397,8 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
 
 def _read_input(path, example_shape):
     """(n, *example_shape) float array from a .npy (n examples or one) or a .png (one image)."""
+    if path.is_dir():
+        raise EdgeError(f"{path} is a folder; give one .png image or a .npy array of examples")
     if not path.is_file():
         raise EdgeError(f"{path}: no such input file")
     suffix = path.suffix.lower()

@@ -6,63 +6,91 @@ import shlex
 import sys
 
 
+VERBOSE_ENV = "AEZOO_VERBOSE"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line in one line with exit code 2, like every other aezoo error."""
+
+    def error(self, message):
+        self.exit(2, f"aezoo: error: {message} (see '{self.prog} --help')\n")
+
+
+def _count(text):
+    """argparse type of counts (epochs, batch sizes, code widths): a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _parser():
-    parser = argparse.ArgumentParser(prog="aezoo", description="Keras autoencoder zoo: train, run recipes, export, predict.")
+    parser = _Parser(prog="aezoo", description="Keras autoencoder zoo: train, run recipes, export, predict.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--verbose", action="store_true", help=f"show TensorFlow's C++ log messages (also {VERBOSE_ENV}=1)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("list", help="models with parameter counts for a default config")
+    def add_command(name, **kwargs):
+        return commands.add_parser(name, parents=[common], **kwargs)
 
-    train = commands.add_parser("train", help="train one model on one data set")
+    add_command("list", help="models with parameter counts for a default config")
+
+    train = add_command("train", help="train one model on one data set")
     train.add_argument("model", help="model name (see 'aezoo list')")
     train.add_argument("--data", default="mnist5k", help="data set name or path (default: mnist5k)")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--latent-dim", type=int, default=16)
+    train.add_argument("--epochs", type=_count, default=10)
+    train.add_argument("--batch-size", type=_count, default=128)
+    train.add_argument("--latent-dim", type=_count, default=16)
     train.add_argument("--loss", default="bce", help="reconstruction loss: bce or mse (plain autoencoders)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option, e.g. filters=[32,64]")
     _add_training_flags(train)
 
-    run = commands.add_parser("run", help="run a recipe (see 'aezoo run --list')")
+    run = add_command("run", help="run a recipe (see 'aezoo run --list')")
     run.add_argument("recipe", nargs="?", help="recipe name")
     run.add_argument("--list", action="store_true", help="list the recipes")
     run.add_argument("--data", help="data set name or path")
     run.add_argument("--model", help="model name")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
-    run.add_argument("--epochs", type=int)
+    run.add_argument("--epochs", type=_count)
     run.add_argument("--quick", action="store_true", help="small data and few epochs (tests, smoke runs)")
     run.add_argument("--export", action="store_true", help="also export edge artifacts into OUT/export")
     run.add_argument("--from-preset", help="start from a pretrained preset's weights")
     run.add_argument("--labels", help="classify: label fractions, e.g. 1%%,10%%,100%%")
     _add_training_flags(run)
 
-    export = commands.add_parser("export", help="SavedModel + TFLite artifacts, verified against Keras")
+    export = add_command("export", help="SavedModel + TFLite artifacts, verified against Keras")
     export.add_argument("source", help="a .keras file or a preset name")
     export.add_argument("--out", required=True)
     export.add_argument(
         "--quantize", help="comma list of float32,float16,dynamic,int8 (default: float32, and int8 with calibration data)"
     )
-    export.add_argument("--batch-size", type=int, default=1)
+    export.add_argument("--batch-size", type=_count, default=1)
     export.add_argument("--calibration-data", help="data set for int8 calibration and verification (presets: fashion_mnist)")
 
-    predict = commands.add_parser("predict", help="run a .tflite artifact (no TensorFlow needed)")
+    predict = add_command("predict", help="run a .tflite artifact (no TensorFlow needed)")
     predict.add_argument("artifact", help="a .tflite file from 'aezoo export'")
     predict.add_argument("input", help="a .png or .npy file")
     predict.add_argument("-o", "--output", help="where to write the result (.png or .npy)")
     predict.add_argument("--signature", default="reconstruct", help="reconstruct, encode, decode or sample")
 
-    presets = commands.add_parser("presets", help="pretrained presets with their headline metric")
+    presets = add_command("presets", help="pretrained presets with their headline metric")
     presets.add_argument("--build", nargs="+", metavar="NAME", help="(maintainers) train presets and write their files")
 
-    finetune = commands.add_parser("finetune", help="continue training a preset on new data")
+    finetune = add_command("finetune", help="continue training a preset on new data")
     finetune.add_argument("preset")
     finetune.add_argument("--data", required=True)
-    finetune.add_argument("--epochs", type=int, default=5)
-    finetune.add_argument("--batch-size", type=int, default=128)
+    finetune.add_argument("--epochs", type=_count, default=5)
+    finetune.add_argument("--batch-size", type=_count, default=128)
     finetune.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
     finetune.add_argument("--quick", action="store_true", help="small data and few epochs")
     _add_training_flags(finetune)
 
-    bench = commands.add_parser("benchmark", help="print a benchmark table (export or recipes)")
+    bench = add_command("benchmark", help="print a benchmark table (export or recipes)")
     bench.add_argument("suite", choices=["export", "recipes"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -86,12 +114,46 @@ def _user_errors():
     return tuple(types)
 
 
+def _needs_tensorflow(args):
+    """False for the commands that only read files: predict, listing recipes or presets."""
+    if args.command == "run":
+        return bool(args.recipe and not args.list)
+    if args.command == "presets":
+        return bool(args.build)
+    return args.command != "predict"
+
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow with stderr closed at the file-descriptor level.
+
+    TF 2.21 writes its start-up lines (absl's preamble, CUDA probing, CPU features) from C++
+    straight to fd 2, some of them whatever TF_CPP_MIN_LOG_LEVEL says; they came before every
+    one-line error. Python exceptions raised by the import still reach the user: they are
+    printed after stderr is restored.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parser().parse_args(argv)
-    # What reproduces this run (recorded in config.json / metrics.json); --resume only continues it.
-    args.command_line = "aezoo " + shlex.join(a for a in argv if a != "--resume")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide C++ start-up noise (no GPU found, ...)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or a bad command line (already reported in one line)
+        return stop.code
+    # What reproduces this run (recorded in config.json / metrics.json); --resume and --verbose do not change it.
+    args.command_line = "aezoo " + shlex.join(a for a in argv if a not in ("--resume", "--verbose"))
+    verbose = args.verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+    if _needs_tensorflow(args) and not verbose:
+        _import_tensorflow_quietly()
     try:
         if args.command == "predict":
             from export.runtime import predict_file

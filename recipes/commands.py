@@ -36,24 +36,22 @@ def train(args):
     import numpy as np
 
     import zoo
+    from recipes import training
     from recipes.evaluation import predict, psnr
-    from recipes.training import atomic_write
-    from recipes.training import train as train_model
 
     options = {k: v for k, v in (_assignment(s) for s in args.set)}
     zoo.registry.check_options(zoo.model_class(args.model), options)
     data = _as_model_input(args.model, options, zoo.data.load(args.data))
     out = Path(args.out or Path("runs") / f"{args.model}-{Path(args.data).stem}")
-    if not args.resume and out.exists() and any(out.iterdir()):
-        raise zoo.ZooError(f"{out} already holds a run; continue it with --resume or choose another --out")
+    resume = training.claim_run_dir(out, args.resume, marker="checkpoints")
     settings = _settings(args, epochs=args.epochs, batch_size=args.batch_size, loss=args.loss)
-    model, history = train_model(
+    model, history = training.train(
         lambda: zoo.create(args.model, input_shape=data.input_shape, latent_dim=args.latent_dim, **options),
         data.x_train,
         settings=settings,
         run_dir=out,
         run_name=f"train/{args.model}",
-        resume=args.resume,
+        resume=resume,
     )
     reconstruction = predict(model, data.x_test)
     metrics = {
@@ -63,10 +61,11 @@ def train(args):
         "test_mse": float(np.mean((reconstruction - data.x_test) ** 2)),
         "test_psnr_db": psnr(data.x_test, reconstruction) if data.x_test.min() >= 0 else None,
         "parameters": int(model.count_params()),
+        "train_seconds": training.train_seconds(out),
         "command": args.command_line,
     }
-    atomic_write(out / "model.keras", model.save)
-    atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=1)))
+    training.atomic_write(out / "model.keras", model.save)
+    training.atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=1)))
     print(json.dumps({k: metrics[k] for k in ("test_mse", "test_psnr_db", "epochs")}), f"-> {out}")
 
 
@@ -81,13 +80,14 @@ def _assignment(text):
 
 
 def run(args):
-    from recipes.config import list_recipes
-    from recipes.run import run_recipe
-
     if args.list or not args.recipe:
+        from recipes.catalog import list_recipes
+
         for name, description in list_recipes().items():
             print(f"{name:<12}{description}")
         return
+    from recipes.run import run_recipe
+
     run_dir, metrics = run_recipe(
         args.recipe,
         out=args.out,
@@ -162,9 +162,9 @@ def presets(args):
             print(f"{name}: {build(name)['headline']}")
         readme_table()
         return
-    import zoo
+    from recipes.catalog import preset_cards
 
-    for name, info in zoo.list_presets().items():
+    for name, info in preset_cards().items():
         print(f"{name:<32}{info['model']:<16}{info['headline']}")
 
 

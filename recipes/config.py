@@ -8,24 +8,13 @@ for `--quick`).
 
 import copy
 import dataclasses
-from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
+from recipes.catalog import RECIPES_DIR, list_recipes, tomllib
 from recipes.training import TrainSettings
 from zoo.errors import ZooError, unknown_name
 
-RECIPES_DIR = Path(__file__).parent
 DATA_KEYS = {"name": str, "path": str, "window": int, "stride": int, "label_column": str}
 QUICK_KEYS = {"epochs": int, "train_examples": int, "test_examples": int}
-
-
-def list_recipes():
-    """{name: description} for every recipe config shipped in `recipes/`."""
-    return {p.stem: tomllib.loads(p.read_text())["description"] for p in sorted(RECIPES_DIR.glob("*.toml"))}
 
 
 def load_recipe(name):

@@ -31,19 +31,26 @@ def probe_accuracies(train_codes, y_train, test_codes, y_test, neighbours):
         return tuple(float(clf.fit(train_codes, y_train).score(test_codes, y_test)) for clf in (probe, knn))
 
 
-def code_map(run_dir, codes_by_method, labels):
-    """Scatter plots of codes coloured by label, one panel per method; >2-dim codes via their first 2 PCs."""
+def code_map(run_dir, codes_by_method, labels, class_names=None):
+    """Scatter plots of codes, one colour per class with a legend of class names, one panel per
+    method; >2-dim codes via their first 2 PCs."""
     plt = pyplot()
+    classes = np.unique(labels)
+    names = [class_names[c] if class_names and 0 <= c < len(class_names) else str(c) for c in classes]
+    colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     fig, axes = plt.subplots(1, len(codes_by_method), figsize=(5 * len(codes_by_method), 4.5), squeeze=False)
     for ax, (method, codes) in zip(axes[0], codes_by_method.items()):
         if codes.shape[1] == 2:
             points, how = codes, "the 2-dim codes themselves"
         else:
             points, how = PCA(2).fit_transform(codes), f"first 2 principal components of the {codes.shape[1]}-dim codes"
-        scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7)
+        for i, (label, name) in enumerate(zip(classes, names)):
+            chosen = labels == label
+            ax.scatter(points[chosen, 0], points[chosen, 1], color=colours(i % colours.N), s=4, alpha=0.7, label=name)
         ax.set_title(f"{method}\n{how}", fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
-    fig.colorbar(scatter, ax=axes[0].tolist(), label="label")
+    handles, _ = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), title="class", markerscale=3, frameon=False)
     return save_figure(fig, run_dir, "code_map")
 
 
@@ -87,7 +94,8 @@ def run(ctx):
         how = "the codes themselves" if latent_dim == 2 else "the first two principal components of the codes"
         results.notes.append(f"2-D map: {how}, for the first {len(data.y_test[shown])} test examples")
         results.plots.append(
-            code_map(ctx.run_dir, {method: test[shown] for method, (_, test) in codes.items()}, data.y_test[shown])
+            code_map(ctx.run_dir, {method: test[shown] for method, (_, test) in codes.items()}, data.y_test[shown],
+                     data.info.get("classes"))
         )
     for metric, values in results.metrics.items():
         ours, pca_value = values["autoencoder"], values["PCA"]

@@ -8,13 +8,14 @@ when asked.
 import dataclasses
 import importlib
 import json
-import time
 from pathlib import Path
 
 import zoo
 from recipes import config as recipe_config
 from recipes import report, training
 from zoo.errors import ZooError
+
+CONFIG_FILE = "config.json"
 
 
 @dataclasses.dataclass
@@ -28,7 +29,6 @@ class RunContext:
     resume: bool = False
     quick: bool = False
     from_preset: str | None = None
-    train_seconds: float = 0.0
     model: object = None
 
     @property
@@ -63,8 +63,7 @@ class RunContext:
 
     def train(self, build_model, x, y=None, tag="model", settings=None, **kwargs):
         """training.train in run_dir/<tag>/ (its own checkpoints, so --resume continues every model)."""
-        started = time.perf_counter()
-        model, history = training.train(
+        return training.train(
             build_model,
             x,
             y,
@@ -74,8 +73,6 @@ class RunContext:
             resume=self.resume and (self.run_dir / tag / "checkpoints" / training.STATE_FILE).exists(),
             **kwargs,
         )
-        self.train_seconds += time.perf_counter() - started
-        return model, history
 
 
 def _reads_sequences(model_name, config):
@@ -94,7 +91,7 @@ def resolve(recipe, *, data=None, model=None, sets=(), epochs=None, quick=False)
     config = recipe_config.apply_overrides(config, sets)
     if quick:
         config["train"]["epochs"] = config.get("quick", {}).get("epochs", 2)
-    if epochs:
+    if epochs is not None:
         config["train"]["epochs"] = epochs
     zoo.model_class(config["model"]["name"])  # unknown model names fail before any work
     return config
@@ -118,16 +115,15 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
         options["model"] = zoo.presets.preset_info(from_preset)["model"]
     config = resolve(recipe, quick=quick, **options)
     run_dir = Path(out or Path("runs") / recipe)
-    config_path = run_dir / "config.json"
+    config_path = run_dir / CONFIG_FILE
+    resume = training.claim_run_dir(run_dir, resume, marker=CONFIG_FILE)
     if resume:
         if not config_path.exists():
-            raise ZooError(f"nothing to resume in {run_dir} (no config.json); run without --resume")
+            raise ZooError(f"nothing to resume in {run_dir} (no {CONFIG_FILE}); run without --resume")
         saved = json.loads(config_path.read_text())
         if saved.get("recipe") != recipe:
             raise ZooError(f"{run_dir} holds a {saved.get('recipe')!r} run, not {recipe!r}; choose another --out")
         config = saved["config"]
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise ZooError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
     settings = recipe_config.train_settings(config, **train_overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
     training.atomic_write(
@@ -150,7 +146,7 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
         "train_examples": len(data.x_train),
         "test_examples": len(data.x_test),
         "precision": precision,
-        "train_seconds": context.train_seconds,
+        "train_seconds": training.train_seconds(run_dir),  # every model, all resumes
     }
     if export:
         from export import export_model

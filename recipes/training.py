@@ -14,6 +14,8 @@ import json
 import math
 import os
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import keras
@@ -46,7 +48,8 @@ class TrainSettings:
             "multi_worker" (reads TF_CONFIG).
         seed: seeds weights, data order and noise.
         deterministic: force deterministic TF kernels (bitwise-repeatable GPU runs; slower).
-        verbose: Keras progress output (1: bar, 2: a line per epoch, 0: silent).
+        verbose: Keras progress output (1: a bar on a terminal, a line per epoch when stdout is
+            redirected to a file or pipe; 2: always a line per epoch; 0: silent).
     """
 
     epochs: int = 10
@@ -190,20 +193,30 @@ class CheckpointCallback(keras.callbacks.Callback):
         super().__init__()
         self.directory, self.run_name, self.settings = Path(directory), run_name, settings
         self.state = state
-        self.nan_at = None
+        self.non_finite = None
 
     def on_train_batch_end(self, batch, logs=None):
         if logs and not math.isfinite(float(logs.get("loss", 0.0))):
-            self.nan_at = (self.state["epoch"] + 1, batch + 1)
+            self.non_finite = f"loss became NaN or infinite at epoch {self.state['epoch'] + 1}, step {batch + 1}"
             self.model.stop_training = True
 
+    def on_train_begin(self, logs=None):
+        self.started, self.earlier_seconds = time.perf_counter(), self.state.get("train_seconds", 0.0)
+
     def on_epoch_end(self, epoch, logs=None):
-        if self.nan_at:
-            return  # this epoch's weights are not finite: keep the last good checkpoint
+        # The logged loss alone is not enough: depending on the CPU's NaN handling in min/max and
+        # clipping, a loss can stay finite while the weights have already turned NaN. No
+        # checkpoint is written unless every weight is finite.
+        if not self.non_finite and not all(np.isfinite(w).all() for w in self.model.get_weights()):
+            self.non_finite = f"weights became NaN or infinite during epoch {epoch + 1}"
+            self.model.stop_training = True
+        if self.non_finite:
+            return  # keep the last good checkpoint
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         state = self.state
         state["history"].append(row)
         state["epoch"] = epoch + 1
+        state["train_seconds"] = self.earlier_seconds + time.perf_counter() - self.started  # summed over resumes
         name = f"epoch-{epoch + 1:04d}.keras"
         atomic_write(self.directory / name, self.model.save)
         monitor = "val_loss" if "val_loss" in row else "loss"
@@ -224,7 +237,42 @@ class CheckpointCallback(keras.callbacks.Callback):
 
 
 def _new_state(run_name):
-    return {"run": run_name, "epoch": 0, "history": [], "best": None, "wait": 0, "checkpoint": None}
+    return {"run": run_name, "epoch": 0, "history": [], "best": None, "wait": 0, "checkpoint": None, "train_seconds": 0.0}
+
+
+def _states(run_dir):
+    """The checkpoint states of every model trained in run_dir (a recipe trains one per tag)."""
+    return list(Path(run_dir).glob(f"**/checkpoints/{STATE_FILE}"))
+
+
+def train_seconds(run_dir):
+    """Training time of every model in run_dir, summed over all resumes of the run."""
+    return sum(json.loads(path.read_text()).get("train_seconds", 0.0) for path in _states(run_dir))
+
+
+def claim_run_dir(run_dir, resume, marker):
+    """Checks `run_dir` before a run writes to it and returns whether the run resumes.
+
+    A folder holding `marker` (the first thing a run writes, e.g. config.json) but no completed
+    epoch, no model and no metrics is a run that failed before it trained: nothing in it is worth
+    keeping, so it is cleared and the run starts afresh, with or without --resume. Any other
+    non-empty folder is refused unless the run resumes it.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return resume
+    if (run_dir / marker).exists() and not any((run_dir / name).exists() for name in ("model.keras", "metrics.json")):
+        try:
+            completed = any(json.loads(path.read_text()).get("epoch", 0) > 0 for path in _states(run_dir))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            completed = True  # unreadable: not ours to delete
+        if not completed:
+            shutil.rmtree(run_dir)
+            print(f"aezoo: {run_dir} holds a run that never completed an epoch; starting afresh", file=sys.stderr)
+            return False
+    if not resume:
+        raise ZooError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
+    return True
 
 
 def read_state(run_dir, run_name):
@@ -311,13 +359,13 @@ def train(
             validation_data=validation,
             validation_batch_size=settings.batch_size,
             callbacks=[checkpoint, keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False), *callbacks],
-            verbose=settings.verbose,
+            # A progress bar redirected to a file is one long line of control codes.
+            verbose=2 if settings.verbose == 1 and not sys.stdout.isatty() else settings.verbose,
         )
-    if checkpoint.nan_at:
-        epoch, step = checkpoint.nan_at
+    if checkpoint.non_finite:
         last = f"{checkpoints / state['checkpoint']}" if state["checkpoint"] else "none yet"
         raise ZooError(
-            f"loss became NaN at epoch {epoch}, step {step}: training stopped; last good checkpoint: {last}; "
+            f"{checkpoint.non_finite}: training stopped; last good checkpoint: {last}; "
             "lower train.learning_rate or use --precision float32"
         )
     write_history(run_dir / "history.csv", state["history"])

@@ -1,6 +1,7 @@
 """The command line: user errors are one line on stderr with exit code 2, never a traceback."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,13 @@ def run_cli(capsys, *args):
     (["run", "finetune"], "starts from a preset"),
     (["presets", "--build", "no_such_preset"], "unknown preset"),
     (["export", "missing.keras", "--out", "x"], "does not exist"),
+    (["run", "reduce", "--quick", "--epochs", 0], "argument --epochs: must be >= 1, got 0"),
+    (["run", "reduce", "--epochs", -3], "argument --epochs: must be >= 1, got -3"),
+    (["train", "dense_ae", "--batch-size", 0], "argument --batch-size: must be >= 1, got 0"),
+    (["train", "dense_ae", "--latent-dim", "two"], "argument --latent-dim: expected a whole number >= 1, got 'two'"),
+    (["finetune", "dense_ae_fashion_mnist", "--data", "digits", "--epochs", 0], "argument --epochs: must be >= 1"),
+    (["export", "missing.keras", "--out", "x", "--batch-size", 0], "argument --batch-size: must be >= 1, got 0"),
+    (["no_such_command"], "invalid choice: 'no_such_command'"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(capsys, tmp_path, monkeypatch, args, expected):
     monkeypatch.chdir(tmp_path)
@@ -48,8 +56,9 @@ def test_a_model_that_does_not_fit_the_data_shape(capsys, tmp_path):
 
 
 def test_resuming_a_folder_of_another_recipe_is_refused(capsys, tmp_path):
-    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "config.json").write_text(json.dumps({"recipe": "inpaint", "config": {}}))
+    (tmp_path / "run" / "model" / "checkpoints" / "state.json").write_text(json.dumps({"run": "inpaint/model", "epoch": 1}))
     code, _, err = run_cli(capsys, "run", "denoise", "--resume", "--out", tmp_path / "run")
     assert code == 2 and "holds a 'inpaint' run, not 'denoise'" in err
 
@@ -62,15 +71,59 @@ def test_an_existing_run_folder_is_never_overwritten(capsys, tmp_path):
     assert (tmp_path / "run" / "model.keras").read_text() == "an earlier result"
 
 
+def aezoo_process(*args, **env):
+    environment = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "AEZOO_VERBOSE")}
+    return subprocess.run([sys.executable, "-m", "recipes.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, env={**environment, **env})
+
+
 def test_the_installed_entry_point_lists_models_and_prints_no_traceback_on_errors(tmp_path):
-    listing = subprocess.run([sys.executable, "-m", "recipes.cli", "list"], capture_output=True, text=True, cwd=REPO)
+    listing = aezoo_process("list")
     assert listing.returncode == 0
     for name in ("dense_ae", "conv_ae", "lstm_ae", "transformer_ae", "vae"):
         assert name in listing.stdout
-    bad = subprocess.run([sys.executable, "-m", "recipes.cli", "train", "conv_ae", "--data", str(tmp_path / "x.npy")],
-                         capture_output=True, text=True, cwd=REPO)
+    bad = aezoo_process("train", "conv_ae", "--data", tmp_path / "x.npy")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("aezoo: error: data path")
+
+
+def test_tensorflow_start_up_logging_is_off_unless_asked_for(tmp_path):
+    # What TensorFlow alone writes to stderr on import in this environment (none on some machines).
+    tf_lines = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, text=True,
+                              env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}).stderr.splitlines()
+    for verbose in ({}, {"AEZOO_VERBOSE": "1"}):
+        bad = aezoo_process("train", "conv_ae", "--data", tmp_path / "x.npy", **verbose)
+        lines = bad.stderr.strip().splitlines()
+        assert bad.returncode == 2 and lines[-1].startswith("aezoo: error: data path")
+        assert len(lines) == (1 + len(tf_lines) if verbose else 1), bad.stderr
+
+
+def test_listing_recipes_and_presets_does_not_import_tensorflow():
+    script = ("import sys; from recipes.cli import main; "
+              "assert main(['presets']) == 0 and main(['run', '--list']) == 0 and main(['--help']) == 0; "
+              "print(sorted(m for m in ('tensorflow', 'keras', 'zoo') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert "conv_ae_fashion_mnist" in result.stdout and "quickstart" in result.stdout
+
+
+def test_a_run_that_never_completed_an_epoch_does_not_block_its_folder(capsys, tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("L", (8, 8)).save(images / "a.png")
+    Image.new("L", (9, 8)).save(images / "b.png")
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "run", "reduce", "--quick", "--data", images, "--out", out)
+    assert code == 2 and "give images of one size" in err
+    assert [p.name for p in out.iterdir()] == ["config.json"]
+    # --resume too: there is nothing to resume, and the new --data must be the one used
+    code, _, err = run_cli(capsys, "run", "reduce", "--quick", "--epochs", 1, "--data", "digits", "--set", "model.hidden_units=32",
+                           "--out", out, "--resume")
+    assert code == 0, err
+    assert f"aezoo: {out} holds a run that never completed an epoch; starting afresh" in err.splitlines()
+    assert json.loads((out / "metrics.json").read_text())["data"] == "digits"
 
 
 def test_run_list_names_every_recipe(capsys):

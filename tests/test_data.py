@@ -77,7 +77,10 @@ def test_an_image_folder_with_class_subfolders(tmp_path, digits):
     assert set(splits.info["classes"]) == {f"class_{y}" for y in digits.y_train[:30]}
     odd = tmp_path / f"class_{digits.y_train[0]}" / "odd.png"
     Image.new("L", (9, 8)).save(odd)
-    with pytest.raises(ZooError, match="resize all images"):
+    with pytest.raises(ZooError, match="odd.png is 9x8 grayscale but .*0.png is 8x8 grayscale; give images of one size"):
+        data.load(str(tmp_path))
+    Image.new("RGB", (8, 8)).save(odd)
+    with pytest.raises(ZooError, match="odd.png is 8x8 RGB but .*0.png is 8x8 grayscale; give images of one size and one colour mode"):
         data.load(str(tmp_path))
     odd.write_bytes(b"garbage")
     with pytest.raises(ZooError, match="cannot read image"):
@@ -100,12 +103,22 @@ def test_npy_and_npz_files(tmp_path, digits):
         data.load(str(tmp_path / "broken.npy"))
 
 
-def test_nan_in_a_users_file_is_refused(tmp_path):
+def test_nan_in_a_users_file_is_refused_naming_its_place_in_the_file(tmp_path):
     x = np.random.default_rng(0).random((20, 4, 4)).astype("float32")
-    x[5, 1, 1] = np.nan
+    x[15, 1, 2] = np.nan
     np.save(tmp_path / "x.npy", x)
-    with pytest.raises(ZooError, match="NaN"):
+    with pytest.raises(ZooError, match=r"x.npy has 1 NaN/infinite values \(first at index \(15, 1, 2\)\)"):
         data.load(str(tmp_path / "x.npy"))
+    np.savez(tmp_path / "x.npz", x=x)
+    with pytest.raises(ZooError, match=r"x.npz x has 1 NaN/infinite values \(first at index \(15, 1, 2\)\)"):
+        data.load(str(tmp_path / "x.npz"))
+    (tmp_path / "series.csv").write_text("time,a,b\n" + "".join(f"{i},{i},{'' if i == 6 else i}\n" for i in range(12)))
+    with pytest.raises(ZooError, match="series.csv has 1 empty, NaN or infinite values \\(first on line 8, column 'b'\\)"):
+        data.load(str(tmp_path / "series.csv"))
+
+
+def test_labelled_data_sets_name_their_classes(digits, mnist):
+    assert digits.info["classes"] == mnist.info["classes"] == [str(d) for d in range(10)]
 
 
 def test_a_csv_series_becomes_standardised_windows_with_labels(tmp_path):

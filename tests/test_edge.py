@@ -24,6 +24,8 @@ pytestmark = pytest.mark.edge
 ROOT = Path(__file__).resolve().parents[1]
 # The board install of the README, with the checkout in place of the package index's copy.
 EDGE_REQUIREMENTS = ["numpy<2", "pillow", "tflite-runtime"]
+# Their versions as last passed; AEZOO_EDGE_CONSTRAINTS="" installs the newest (.ci/refresh-constraints).
+EDGE_CONSTRAINTS = os.environ.get("AEZOO_EDGE_CONSTRAINTS", str(ROOT / "constraints-edge.txt"))
 INSTALLED_SOURCES = ["pyproject.toml", "recipes/__init__.py", "recipes/cli.py", "export/__init__.py",
                      "export/runtime.py", "export/tflite_file.py"]  # what `aezoo predict` runs
 # int8 outputs of tflite_runtime 2.14 and ai_edge_litert differ by up to one quantization step, and on
@@ -44,11 +46,13 @@ def edge_venv():
     venv = Path(os.environ.get("AEZOO_EDGE_VENV", ROOT / ".venv-edge-test"))
     bin_dir = venv / "bin"
     stamp = venv / "aezoo-sources.sha256"
-    digest = hashlib.sha256(b"".join((ROOT / name).read_bytes() for name in INSTALLED_SOURCES)).hexdigest()
+    sources = [ROOT / name for name in INSTALLED_SOURCES] + ([Path(EDGE_CONSTRAINTS)] if EDGE_CONSTRAINTS else [])
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
     if not (bin_dir / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     if not stamp.exists() or stamp.read_text() != digest:
-        command = [str(bin_dir / "pip"), "install", "--quiet", "--no-deps", str(ROOT), *EDGE_REQUIREMENTS]
+        pins = ["-c", EDGE_CONSTRAINTS] if EDGE_CONSTRAINTS else []
+        command = [str(bin_dir / "pip"), "install", "--quiet", "--no-deps", str(ROOT), *EDGE_REQUIREMENTS, *pins]
         subprocess.run(command, check=True, cwd=venv)
         stamp.write_text(digest)
     return bin_dir

@@ -295,6 +295,17 @@ def test_predict_refuses_bad_inputs(exports, tmp_path, capsys, how, message):
     assert not (tmp_path / "y.npy").exists()
 
 
+def test_predict_names_the_real_problem(exports, tmp_path, capsys):
+    from PIL import Image
+
+    model_file = exports["conv_ae"].out_dir / tflite_name("float32")
+    Image.fromarray(np.zeros((8, 8), "uint8")).save(tmp_path / "digit.png")
+    code, _, err = run_cli(capsys, "predict", model_file, tmp_path / "digit.png", "--signature", "sample")
+    assert_one_line_error(code, err, "has no 'sample' signature (encode_distribution and sample exist for VAE exports only)")
+    code, _, err = run_cli(capsys, "predict", model_file, tmp_path)
+    assert_one_line_error(code, err, "is a folder; give one .png image or a .npy array")
+
+
 @pytest.mark.parametrize(
     "quantize, calibration, message",
     [

@@ -1,7 +1,9 @@
 """The reduce recipe end to end on the embedded MNIST subset (--quick)."""
 
+import numpy as np
 import pytest
 
+from recipes import reduce
 from recipes.run import run_recipe
 
 
@@ -29,3 +31,14 @@ def test_run_folder_holds_model_history_map_and_report(reduce_run):
         assert (run_dir / path).exists(), path
     assert metrics["plots"] == ["plots/code_map.png"]
     assert "PCA" in (run_dir / "report.md").read_text()
+
+
+def test_the_code_map_has_a_legend_of_class_names(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(reduce, "save_figure", lambda fig, run_dir, name: figures.append(fig))
+    codes = np.random.default_rng(0).normal(size=(30, 4))
+    labels = np.repeat([0, 2], 15)  # a folder of two classes, the second named "dogs"
+    reduce.code_map(tmp_path, {"autoencoder": codes, "PCA": codes[:, :2]}, labels, ["cats", "birds", "dogs"])
+    (legend,) = figures[0].legends
+    assert [text.get_text() for text in legend.get_texts()] == ["cats", "dogs"]
+    assert not [ax for ax in figures[0].axes if ax.get_label() == "<colorbar>"]

@@ -48,7 +48,10 @@ def test_batches_are_a_pure_function_of_seed_epoch_and_step():
 def test_resume_after_sigkill_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     common = ["train", "dense_ae", "--data", "digits", "--epochs", 20, "--batch-size", 32, "--latent-dim", 4,
               "--precision", "float32", "--seed", 3, "--set", "hidden_units=[24]"]
-    subprocess.run(aezoo(*common, "--out", tmp_path / "whole"), check=True, env=ENV, cwd=REPO, capture_output=True)
+    whole = subprocess.run(aezoo(*common, "--out", tmp_path / "whole"), check=True, env=ENV, cwd=REPO,
+                           capture_output=True, text=True)
+    # stdout is a pipe, not a terminal: one line per epoch, no progress-bar control codes
+    assert "Epoch 20/20" in whole.stdout and not any(c in whole.stdout for c in "\r\x08\x1b━")
 
     killed = tmp_path / "killed"
     state = killed / "checkpoints" / "state.json"
@@ -120,23 +123,82 @@ def build_tiny():
     return zoo.create("dense_ae", (8, 8, 1), 4, hidden_units=[16])
 
 
-def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    x, kwargs = tiny_run(tmp_path, epochs=6)
-    calls = []
+BUILDERS = {
+    "dense_ae": build_tiny,
+    "vae": lambda: zoo.create("vae", (8, 8, 1), 4, backbone="dense", backbone_config={"hidden_units": [16]}),
+}
 
-    def poison_after_two_epochs(xb, yb, rng):  # 8 steps per epoch; later batches carry NaN
-        calls.append(1)
-        return (xb * np.nan if len(calls) > 20 else xb), yb
 
-    with pytest.raises(ZooError) as error:
-        training.train(build_tiny, x, transform=poison_after_two_epochs, **kwargs)
+def poison_batch(epoch, step, element_only=False, seed=0):
+    """A batch transform that puts NaN into batch `step` of `epoch` (0-based; 8 batches an epoch).
+
+    The batch is recognised by its generator, seeded from (seed, epoch, step), not by counting
+    calls: Keras reads batches ahead and peeks at the first one, more or less often by version.
+    """
+    target = np.random.default_rng([seed, epoch, step]).bit_generator.state
+
+    def transform(xb, yb, rng):
+        if rng.bit_generator.state != target:
+            return xb, yb
+        xb = xb.copy()
+        if element_only:
+            xb[0, 3, 3, 0] = np.nan
+        else:
+            xb[:] = np.nan
+        return xb, yb
+
+    return transform
+
+
+def assert_stopped_with_finite_checkpoint(tmp_path, error, completed_epochs):
     message = str(error.value)
     assert "NaN" in message and "\n" not in message and "last good checkpoint" in message
-    state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
-    assert 1 <= state["epoch"] < 6
+    state = json.loads((tmp_path / "checkpoints" / "state.json").read_text()) if completed_epochs else None
+    if not completed_epochs:
+        assert "none yet" in message
+        assert not list((tmp_path / "checkpoints").glob("*.keras"))
+        return
+    assert state["epoch"] == completed_epochs and str(tmp_path / "checkpoints" / state["checkpoint"]) in message
     assert all(np.isfinite(row["loss"]) for row in state["history"])
-    restored = keras.models.load_model(tmp_path / "checkpoints" / state["checkpoint"])
-    assert all(np.isfinite(w).all() for w in restored.get_weights())
+    for name in (state["checkpoint"], training.BEST_FILE):
+        restored = keras.models.load_model(tmp_path / "checkpoints" / name)
+        assert all(np.isfinite(w).all() for w in restored.get_weights()), name
+
+
+@pytest.mark.parametrize("model", sorted(BUILDERS))
+@pytest.mark.parametrize("epoch,step,element_only", [
+    (0, 0, False),  # the very first batch
+    (2, 3, False),  # mid-epoch
+    (1, 5, True),  # one value of one batch
+], ids=["first-batch", "mid-epoch", "one-element"])
+def test_nan_stops_the_run_and_keeps_only_finite_checkpoints(tmp_path, model, epoch, step, element_only):
+    x, kwargs = tiny_run(tmp_path, epochs=5)
+    with pytest.raises(ZooError) as error:
+        training.train(BUILDERS[model], x, transform=poison_batch(epoch, step, element_only), **kwargs)
+    assert_stopped_with_finite_checkpoint(tmp_path, error, completed_epochs=epoch)
+
+
+class CorruptWeightsSilently(keras.callbacks.Callback):
+    """Turns weights NaN after an epoch's last batch, so no logged loss ever sees them: as when a
+    CPU's NaN handling in clipping keeps the loss finite. The guard must look at the weights."""
+
+    def __init__(self, at_batch):
+        super().__init__()
+        self.at_batch, self.seen = at_batch, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.at_batch:
+            kernel = self.model.trainable_weights[0]
+            kernel.assign(keras.ops.where(keras.ops.arange(kernel.shape[-1]) == 0, np.nan, kernel))
+
+
+@pytest.mark.parametrize("model", sorted(BUILDERS))
+def test_weights_turning_nan_under_a_finite_loss_stop_the_run(tmp_path, model):
+    x, kwargs = tiny_run(tmp_path, epochs=4)
+    with pytest.raises(ZooError, match="weights became NaN or infinite during epoch 2") as error:
+        training.train(BUILDERS[model], x, callbacks=[CorruptWeightsSilently(at_batch=16)], **kwargs)
+    assert_stopped_with_finite_checkpoint(tmp_path, error, completed_epochs=1)
 
 
 def test_a_full_disk_while_saving_fails_cleanly_and_keeps_earlier_checkpoints(tmp_path, monkeypatch):
@@ -159,6 +221,24 @@ def test_a_full_disk_while_saving_fails_cleanly_and_keeps_earlier_checkpoints(tm
     assert state["epoch"] == 2 and state["checkpoint"] in files
     monkeypatch.setattr(keras.Model, "save", real_save)
     keras.models.load_model(tmp_path / "checkpoints" / state["checkpoint"])
+
+
+class SlowEpochs(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(0.5)
+
+
+def test_training_time_is_summed_over_resumes(tmp_path):
+    x, kwargs = tiny_run(tmp_path, epochs=2)
+    training.train(build_tiny, x, callbacks=[SlowEpochs()], **kwargs)
+    before = training.train_seconds(tmp_path)
+    assert before >= 1.0
+    started = time.perf_counter()
+    training.train(build_tiny, x, **{**kwargs, "settings": TrainSettings(**{**vars(kwargs["settings"]), "epochs": 4})},
+                   resume=True)
+    resumed_part = time.perf_counter() - started
+    total = training.train_seconds(tmp_path)
+    assert before < total <= before + resumed_part
 
 
 def test_resume_refuses_a_folder_of_another_run(tmp_path):

