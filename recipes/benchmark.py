@@ -77,7 +77,8 @@ def loop(examples, epochs, batch_size, readme):
         with training.precision_policy(precision):
             keras.utils.set_random_seed(0)
             clock = EpochClock()
-            model = training.compile_model(build(), training.TrainSettings())
+            settings = training.TrainSettings()
+            model = training.compile_model(build(), settings, training.make_optimizer(settings, len(images) // batch_size))
             model.fit(images, images, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[clock])
             rows.append(
                 (f"plain `model.fit` on arrays, {precision} ({len(images):,} images)", clock.samples_per_second(len(images)))

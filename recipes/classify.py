@@ -19,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix
 from threadpoolctl import threadpool_limits
 
+from recipes import training
 from recipes.evaluation import predict
 from recipes.report import Results, pyplot, save_figure
 from zoo.errors import ZooError
@@ -77,16 +78,6 @@ def probed_classifier(pretrained, classes, x, y, seed):
     sample = np.random.default_rng(seed).permutation(len(x))[:PROBE_EXAMPLES]
     codes = predict(autoencoder.encoder, x[sample])
     return classifier(autoencoder, classes, probe_head_weights(codes, y[sample], classes))
-
-
-def compile_classifier(model, settings):
-    """Adam with sparse categorical cross-entropy (the reconstruction loss in `settings` is unused)."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(settings.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
 
 
 def labelled_subset(y, fraction, seed):
@@ -166,7 +157,7 @@ def run(ctx):
                     data.y_train[repeated],
                     tag=f"{tag}-{fraction * 100:g}pct" + (f"-draw{draw + 1}" if draws > 1 else ""),
                     settings=settings,
-                    compile_fn=compile_classifier,
+                    compile_fn=training.compile_classifier,
                 )
                 predicted = predict(model, data.x_test).argmax(axis=-1)
                 accuracies[method].append(np.mean(predicted == data.y_test))

@@ -23,6 +23,7 @@ from scipy import special, stats
 
 import zoo
 from recipes import config as recipe_config
+from recipes import training
 from recipes.report import Results, image_grid, pyplot, save_figure
 from zoo.errors import ZooError
 
@@ -82,11 +83,6 @@ def feature_classifier(input_shape, classes, feature_units=128):
     h = keras.layers.Dense(feature_units, activation="relu", name="features")(h)
     outputs = keras.layers.Dense(classes, activation="softmax", dtype="float32")(h)
     return keras.Model(inputs, outputs, name="feature_classifier")
-
-
-def compile_classifier(model, settings):
-    model.compile(keras.optimizers.Adam(settings.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
 
 
 def frechet_distance(a, b):
@@ -174,7 +170,7 @@ def sample_quality(ctx, data, samples, n, results):
     classes = int(max(data.y_train.max(), data.y_test.max())) + 1
     classifier, _ = ctx.train(
         lambda: feature_classifier(data.input_shape, classes), data.x_train, data.y_train,
-        tag="classifier", settings=settings, compile_fn=compile_classifier,
+        tag="classifier", settings=settings, compile_fn=training.compile_classifier,
     )
     accuracy = np.mean(np.argmax(classifier.predict(data.x_test, verbose=0), axis=1) == data.y_test)
     features = keras.Model(classifier.inputs, classifier.get_layer("features").output)

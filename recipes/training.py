@@ -27,6 +27,8 @@ from zoo.errors import ZooError
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine")
 STATE_FILE = "state.json"
 BEST_FILE = "best.keras"
 
@@ -38,7 +40,16 @@ class TrainSettings:
     Args:
         epochs: passes over the training data.
         batch_size: global batch (split over replicas under a distribution strategy).
-        learning_rate: Adam's learning rate.
+        learning_rate: the optimizer's (peak) learning rate.
+        optimizer: "adam", or "adamw" (Adam with decoupled weight decay `weight_decay`).
+        weight_decay: AdamW's decoupled weight decay per step, relative to the learning rate.
+        lr_schedule: "constant", or "cosine" (decays to 0 over the run's steps).
+        warmup_epochs: the learning rate ramps linearly from 0 over this many epochs (may be
+            fractional; 0: no warm-up).
+        gradient_clip_norm: gradients are rescaled to at most this global norm (0: no clipping).
+        use_ema: keep an exponential moving average of the weights (Keras' `use_ema`), validate
+            with it, and return it: the averaged weights of the best epoch.
+        ema_momentum: the average's momentum (closer to 1: a longer memory).
         loss: reconstruction loss of plain autoencoders, "bce" or "mse" (a VAE brings its own).
         patience: epochs without validation improvement before stopping (0: never stop early);
             the best epoch's weights are kept.
@@ -55,6 +66,13 @@ class TrainSettings:
     epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 1e-4
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    gradient_clip_norm: float = 0.0
+    use_ema: bool = False
+    ema_momentum: float = 0.99
     loss: str = "bce"
     patience: int = 5
     validation_fraction: float = 0.1
@@ -75,6 +93,14 @@ class TrainSettings:
                 raise ZooError(f"train.{key} must be >= 1, got {getattr(self, key)}")
         if not 0 <= self.validation_fraction < 1:
             raise ZooError(f"train.validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        for key, choices in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES)):
+            if getattr(self, key) not in choices:
+                raise ZooError(f"train.{key} must be one of {', '.join(choices)}, got {getattr(self, key)!r}")
+        for key in ("learning_rate", "weight_decay", "warmup_epochs", "gradient_clip_norm"):
+            if float(getattr(self, key)) < 0 or not math.isfinite(getattr(self, key)):
+                raise ZooError(f"train.{key} must be a finite number >= 0, got {getattr(self, key)}")
+        if not 0 < self.ema_momentum < 1:
+            raise ZooError(f"train.ema_momentum must be in (0, 1), got {self.ema_momentum}")
 
 
 def resolve_precision(precision):
@@ -161,13 +187,46 @@ class EpochBatches(keras.utils.PyDataset):
         return x, y
 
 
-def compile_model(model, settings):
-    """Adam at the configured rate; a plain autoencoder gets the reconstruction loss, a VAE its own."""
-    optimizer = keras.optimizers.Adam(settings.learning_rate)
+def make_optimizer(settings, steps_per_epoch):
+    """The optimizer of `settings`: Adam or AdamW, the learning-rate schedule with its warm-up,
+    global-norm gradient clipping and the weight average, for runs of `steps_per_epoch` steps an epoch.
+
+    The schedule is a function of the optimizer's step count, which checkpoints hold, so a
+    resumed run continues it where it stopped.
+    """
+    warmup_steps = round(settings.warmup_epochs * steps_per_epoch)
+    learning_rate = settings.learning_rate
+    if settings.lr_schedule == "cosine" or warmup_steps:
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup_steps else settings.learning_rate,
+            decay_steps=max(1, settings.epochs * steps_per_epoch - warmup_steps),
+            alpha=0.0 if settings.lr_schedule == "cosine" else 1.0,  # alpha=1: no decay, a constant rate after warm-up
+            warmup_target=settings.learning_rate if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
+    options = {
+        "learning_rate": learning_rate,
+        "global_clipnorm": settings.gradient_clip_norm or None,
+        "use_ema": settings.use_ema,
+        "ema_momentum": settings.ema_momentum,
+    }
+    if settings.optimizer == "adamw":
+        return keras.optimizers.AdamW(weight_decay=settings.weight_decay, **options)
+    return keras.optimizers.Adam(**options)
+
+
+def compile_model(model, settings, optimizer):
+    """A plain autoencoder gets the reconstruction loss of `settings`, a VAE its own objective."""
     if isinstance(model, zoo.VAE):
         model.compile(optimizer=optimizer)
     else:
         model.compile(optimizer=optimizer, loss=zoo.losses.get(settings.loss))
+    return model
+
+
+def compile_classifier(model, settings, optimizer):
+    """Sparse categorical cross-entropy and accuracy, for recipes that train a classifier (`compile_fn`)."""
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -316,8 +375,9 @@ def train(
         resume: continue from the last complete epoch in run_dir/checkpoints.
         transform: per-batch `f(x, y, rng) -> (inputs, targets)`, also applied to validation data.
         validation: (x_val, y_val); default the last `validation_fraction` of (x, y).
-        compile_fn: `f(model, settings)` compiling the model (default `compile_model`: Adam and
-            the reconstruction loss); e.g. a classifier compiles with cross-entropy here.
+        compile_fn: `f(model, settings, optimizer)` compiling the model with the optimizer of
+            `settings` (default `compile_model`: the reconstruction loss); e.g.
+            `compile_classifier` for cross-entropy.
         callbacks: more Keras callbacks for `fit`.
 
     Returns:
@@ -342,14 +402,18 @@ def train(
     checkpoints.mkdir(parents=True, exist_ok=True)
     strategy = make_strategy(settings.strategy)
     with precision_policy(settings.precision), strategy.scope():
+        batches = EpochBatches(x, y, settings.batch_size, settings.seed, state["epoch"], settings.epochs, transform)
         if resume:
             model = keras.models.load_model(checkpoints / state["checkpoint"])
         else:
-            model = (compile_fn or compile_model)(build_model(), settings)
+            optimizer = make_optimizer(settings, batches.steps_per_epoch)
+            model = (compile_fn or compile_model)(build_model(), settings, optimizer)
         if state["epoch"] >= settings.epochs or state.get("stopped_early"):
-            return _restore_best(model, checkpoints, state), state["history"]
-        batches = EpochBatches(x, y, settings.batch_size, settings.seed, state["epoch"], settings.epochs, transform)
+            return _restore_best(model, checkpoints, state, settings), state["history"]
         checkpoint = CheckpointCallback(checkpoints, run_name, settings, state)
+        # Validation sees the averaged weights; checkpoints keep the raw ones (and the average in
+        # the optimizer's state) so that a resumed run continues exactly.
+        ema = [keras.callbacks.SwapEMAWeights()] if settings.use_ema else []
         model.fit(
             batches,
             epochs=settings.epochs,
@@ -358,7 +422,7 @@ def train(
             shuffle=False,  # EpochBatches already orders each epoch; Keras would reshuffle across epochs
             validation_data=validation,
             validation_batch_size=settings.batch_size,
-            callbacks=[checkpoint, keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False), *callbacks],
+            callbacks=[*ema, checkpoint, keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False), *callbacks],
             # A progress bar redirected to a file is one long line of control codes.
             verbose=2 if settings.verbose == 1 and not sys.stdout.isatty() else settings.verbose,
         )
@@ -369,11 +433,17 @@ def train(
             "lower train.learning_rate or use --precision float32"
         )
     write_history(run_dir / "history.csv", state["history"])
-    return _restore_best(model, checkpoints, state), state["history"]
+    return _restore_best(model, checkpoints, state, settings), state["history"]
 
 
-def _restore_best(model, checkpoints, state):
-    if state["best"] is not None and state["best"]["epoch"] != state["epoch"]:
+def _restore_best(model, checkpoints, state, settings):
+    if state["best"] is None:
+        return model
+    if settings.use_ema:  # the best checkpoint's averaged weights, which its optimizer state holds
+        best = keras.models.load_model(checkpoints / BEST_FILE)
+        best.optimizer.finalize_variable_values(best.trainable_variables)
+        model.set_weights(best.get_weights())
+    elif state["best"]["epoch"] != state["epoch"]:
         model.load_weights(checkpoints / BEST_FILE)
     return model
 

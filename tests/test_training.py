@@ -241,6 +241,58 @@ def test_training_time_is_summed_over_resumes(tmp_path):
     assert before < total <= before + resumed_part
 
 
+def schedule_of(optimizer):
+    """The optimizer's learning rate as a function of the step."""
+    return keras.optimizers.schedules.deserialize(optimizer.get_config()["learning_rate"])
+
+
+def test_optimizer_keys_build_adamw_with_warm_up_cosine_decay_and_clipping():
+    settings = TrainSettings(epochs=10, learning_rate=0.01, optimizer="adamw", weight_decay=0.05, lr_schedule="cosine",
+                             warmup_epochs=2, gradient_clip_norm=1.0, use_ema=True, ema_momentum=0.9)
+    optimizer = training.make_optimizer(settings, steps_per_epoch=10)
+    assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.weight_decay == 0.05
+    assert optimizer.global_clipnorm == 1.0 and optimizer.use_ema and optimizer.ema_momentum == 0.9
+    rate = schedule_of(optimizer)
+    assert float(rate(0)) == 0 and float(rate(10)) == pytest.approx(0.005) and float(rate(20)) == pytest.approx(0.01)
+    assert float(rate(60)) == pytest.approx(0.005, rel=1e-3) and float(rate(100)) == pytest.approx(0, abs=1e-6)
+    constant = training.make_optimizer(TrainSettings(epochs=10, learning_rate=0.01, warmup_epochs=1), 10)
+    assert isinstance(constant, keras.optimizers.Adam) and not isinstance(constant, keras.optimizers.AdamW)
+    assert float(schedule_of(constant)(5)) == pytest.approx(0.005) and float(schedule_of(constant)(90)) == pytest.approx(0.01)
+    assert training.make_optimizer(TrainSettings(learning_rate=0.01), 10).get_config()["learning_rate"] == pytest.approx(0.01)
+
+
+class StopAfter(keras.callbacks.Callback):
+    """Ends `fit` after `epochs` epochs, as an interruption would (no early-stopping mark)."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            self.model.stop_training = True
+
+
+def test_resume_is_exact_with_schedule_clipping_and_weight_average(tmp_path):
+    keys = dict(optimizer="adamw", lr_schedule="cosine", warmup_epochs=1, gradient_clip_norm=0.5, use_ema=True,
+                ema_momentum=0.8, validation_fraction=0.25)
+    x, kwargs = tiny_run(tmp_path / "whole", epochs=4, **keys)
+    whole, _ = training.train(build_tiny, x, **kwargs)
+    x, kwargs = tiny_run(tmp_path / "resumed", epochs=4, **keys)
+    training.train(build_tiny, x, callbacks=[StopAfter(2)], **kwargs)
+    resumed, history = training.train(build_tiny, x, resume=True, **kwargs)
+    assert len(history) == 4
+    for a, b in zip(whole.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    # what is returned is the best epoch's weight average, not its raw weights
+    best = keras.models.load_model(tmp_path / "whole" / "checkpoints" / training.BEST_FILE)
+    raw = best.get_weights()
+    best.optimizer.finalize_variable_values(best.trainable_variables)
+    for average, returned in zip(best.get_weights(), whole.get_weights()):
+        np.testing.assert_allclose(returned, average, atol=1e-7, rtol=0)
+    assert any(not np.allclose(a, b) for a, b in zip(best.get_weights(), raw))
+
+
 def test_resume_refuses_a_folder_of_another_run(tmp_path):
     x, kwargs = tiny_run(tmp_path, epochs=1)
     training.train(build_tiny, x, **kwargs)
@@ -274,6 +326,10 @@ def test_precision_auto_is_float32_on_a_cpu_and_is_restored_after():
     ({"strategy": "tpu"}, "strategy must be one of"),
     ({"loss": "huber"}, "unknown reconstruction loss"),
     ({"epochs": 0}, "train.epochs must be >= 1"),
+    ({"optimizer": "sgd"}, "train.optimizer must be one of adam, adamw"),
+    ({"lr_schedule": "step"}, "train.lr_schedule must be one of constant, cosine"),
+    ({"warmup_epochs": -1}, "train.warmup_epochs must be a finite number >= 0"),
+    ({"ema_momentum": 1.0}, "train.ema_momentum must be in"),
 ])
 def test_bad_train_settings(bad, expected):
     with pytest.raises(ZooError, match=expected):
