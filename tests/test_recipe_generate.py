@@ -8,7 +8,7 @@ import pytest
 from scipy import linalg
 
 import zoo
-from recipes.generate import bernoulli_draw, frechet_distance, likelihood_bounds, plot_manifold
+from recipes.generate import active_units, bernoulli_draw, frechet_distance, likelihood_bounds, plot_manifold
 from recipes.run import run_recipe
 
 
@@ -29,6 +29,16 @@ def test_likelihood_bounds_agree_with_the_vae_objective(small_vae, digits):
 
     _, _, nll = likelihood_bounds(small_vae, x, k=200, seed=3)
     assert np.all(np.isfinite(nll)) and np.all(nll > 0)
+
+
+def test_active_units_count_the_latent_dimensions_that_depend_on_the_input(digits):
+    vae = zoo.create("vae", input_shape=(8, 8, 1), latent_dim=6, backbone="dense", seed=0)
+    head = vae.backbone.code_head  # z_mean
+    kernel = np.random.default_rng(0).normal(0, 3, head.kernel.shape).astype("float32")
+    kernel[:, 3:] = 0  # dimensions 3-5: the same mean code for every input, as after posterior collapse
+    head.kernel.assign(kernel)
+    head.bias.assign(np.zeros(head.bias.shape, "float32"))
+    assert active_units(vae, digits.x_test) == 3
 
 
 def test_frechet_distance_matches_the_matrix_square_root_formula():
@@ -54,6 +64,7 @@ def test_quick_run_vae_beats_plain_autoencoder_samples(tmp_path):
         columns = csv.DictReader(f).fieldnames
     assert {"loss", "reconstruction_loss", "kl_loss"} <= set(columns)
 
+    assert 1 <= values["active latent units (of 16)"]["VAE"] <= 16
     elbo = values["negative ELBO (nats)"]["VAE"]
     nll = values["NLL, importance-sampled (nats)"]["VAE"]
     assert math.isfinite(elbo) and math.isfinite(nll)

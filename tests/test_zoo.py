@@ -198,3 +198,15 @@ def test_model_encoder_is_a_functional_model_sharing_weights(mnist):
     x = mnist.x_train[:4]
     np.testing.assert_allclose(model.encoder(x), model.encode(x), atol=1e-6)
     assert {id(w) for w in model.encoder.weights} <= {id(w) for w in model.weights}
+
+
+def test_free_bits_charge_each_latent_dimension_at_least_its_allowance_and_log_the_true_kl(digits):
+    x = digits.x_test[:64]
+    for free_bits in (0.0, 50.0):
+        vae = zoo.create("vae", input_shape=(8, 8, 1), latent_dim=2, backbone="dense", seed=0, free_bits=free_bits)
+        vae.compile(keras.optimizers.Adam(1e-3))
+        logs = vae.evaluate(x, batch_size=64, verbose=0, return_dict=True)
+        assert logs["kl_loss"] < 50  # an untrained encoder's true KL is far below the allowance
+        charged_kl = 2 * free_bits if free_bits else logs["kl_loss"]
+        assert logs["loss"] == pytest.approx(logs["reconstruction_loss"] + charged_kl, rel=1e-5)
+    assert type(vae).from_config(vae.get_config()).free_bits == 50.0

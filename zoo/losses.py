@@ -35,10 +35,12 @@ def bce(y_true, y_pred, reduce="mean", from_logits=False):
     return _reduce_features(ops.cast(values, "float32"), reduce)
 
 
-def kl_divergence(z_mean, z_log_var):
-    """KL(N(mu, sigma^2) || N(0, I)) per example: 0.5 * sum(exp(lv) + mu^2 - 1 - lv)."""
+def kl_divergence(z_mean, z_log_var, per_dimension=False):
+    """KL(N(mu, sigma^2) || N(0, I)) per example: 0.5 * sum(exp(lv) + mu^2 - 1 - lv);
+    with `per_dimension`, the terms of each latent dimension, unsummed."""
     z_mean, z_log_var = ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
-    return 0.5 * ops.sum(ops.exp(z_log_var) + ops.square(z_mean) - 1.0 - z_log_var, axis=-1)
+    terms = 0.5 * (ops.exp(z_log_var) + ops.square(z_mean) - 1.0 - z_log_var)
+    return terms if per_dimension else ops.sum(terms, axis=-1)
 
 
 RECONSTRUCTION_LOSSES = {"mse": mse, "bce": bce}

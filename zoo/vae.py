@@ -36,6 +36,10 @@ class VAE(keras.Model):
         backbone_config: that family's options (see its class), e.g. {"filters": [32, 64]}.
         beta: weight of the KL term (beta-VAE; 1 is the ELBO).
         kl_warmup_steps: the KL weight ramps linearly from 0 to beta over this many steps (0: off).
+        free_bits: nats of KL each latent dimension gets free (Kingma et al. 2016): the objective
+            charges max(KL_d, free_bits) with KL_d averaged over the batch, so a dimension below
+            it is not pushed onto the prior, which guards against posterior collapse. 0: off.
+            The logged `kl_loss` is the true KL.
         reconstruction_loss: "bce" (from logits, data in [0, 1]) or "mse" (squared error summed).
         seed: seed of the training noise; draws are a function of (seed, step), so a resumed
             run repeats them exactly.
@@ -54,6 +58,7 @@ class VAE(keras.Model):
         backbone_config=None,
         beta=1.0,
         kl_warmup_steps=0,
+        free_bits=0.0,
         reconstruction_loss="bce",
         seed=None,
         **kwargs,
@@ -67,13 +72,15 @@ class VAE(keras.Model):
         check_options(family, backbone_config)
         if reconstruction_loss == "bce" and backbone_config.get("output_activation", "sigmoid") != "sigmoid":
             raise ZooError("reconstruction_loss='bce' needs output_activation='sigmoid'; use 'mse' for linear outputs")
-        if float(beta) < 0 or int(kl_warmup_steps) < 0:
-            raise ZooError(f"beta and kl_warmup_steps must be >= 0, got {beta} and {kl_warmup_steps}")
+        if float(beta) < 0 or int(kl_warmup_steps) < 0 or float(free_bits) < 0:
+            raise ZooError(
+                f"beta, kl_warmup_steps and free_bits must be >= 0, got {beta}, {kl_warmup_steps} and {free_bits}"
+            )
         self.backbone = family(input_shape, latent_dim, dtype=self.dtype_policy, name="backbone", **backbone_config)
         self.data_shape, self.input_size = self.backbone.data_shape, self.backbone.input_size
         self.latent_dim = self.backbone.latent_dim
         self.backbone_name = backbone
-        self.beta, self.kl_warmup_steps = float(beta), int(kl_warmup_steps)
+        self.beta, self.kl_warmup_steps, self.free_bits = float(beta), int(kl_warmup_steps), float(free_bits)
         self.reconstruction_loss = reconstruction_loss
         self.seed = int(np.random.randint(2**31 - 1) if seed is None else seed)
 
@@ -129,15 +136,16 @@ class VAE(keras.Model):
             return self.beta
         return self.beta * ops.minimum(1.0, ops.cast(step + 1, "float32") / self.kl_warmup_steps)
 
-    def elbo_terms(self, x, target, eps, training=False):
-        """(reconstruction, kl) per example for z = mu + sigma * eps."""
+    def elbo_terms(self, x, target, eps, training=False, per_dimension=False):
+        """(reconstruction, kl) per example for z = mu + sigma * eps; kl per latent dimension too
+        with `per_dimension` (shape (batch, latent_dim))."""
         z_mean, z_log_var = self.encode_distribution(x, training=training)
         logits = self.decode_logits(reparameterize(z_mean, z_log_var, eps), training=training)
         if self.reconstruction_loss == "bce":
             reconstruction = losses.bce(target, logits, reduce="sum", from_logits=True)
         else:
             reconstruction = losses.mse(target, self.backbone.output_layer(logits), reduce="sum")
-        return reconstruction, losses.kl_divergence(z_mean, z_log_var)
+        return reconstruction, losses.kl_divergence(z_mean, z_log_var, per_dimension)
 
     def _noise(self, batch_size, stream):
         # Stateless draws keyed by (seed, step, stream, replica): restored exactly on resume.
@@ -154,10 +162,11 @@ class VAE(keras.Model):
             raise ZooError("the VAE does not take sample weights; pass (x,) or (x, target)")
         target = x if target is None else target
         batch_size = tf.shape(x)[0]
-        reconstruction, kl = self.elbo_terms(x, target, self._noise(batch_size, int(training)), training)
-        reconstruction, kl = ops.mean(reconstruction), ops.mean(kl)
-        loss = reconstruction + self.kl_weight(self.optimizer.iterations) * kl
-        return loss, reconstruction, kl, batch_size
+        reconstruction, kl = self.elbo_terms(x, target, self._noise(batch_size, int(training)), training, True)
+        reconstruction, kl = ops.mean(reconstruction), ops.mean(kl, axis=0)  # batch means; kl per dimension
+        charged = ops.sum(ops.maximum(kl, self.free_bits)) if self.free_bits else ops.sum(kl)
+        loss = reconstruction + self.kl_weight(self.optimizer.iterations) * charged
+        return loss, reconstruction, ops.sum(kl), batch_size
 
     def _track(self, loss, reconstruction, kl, batch_size):
         weight = ops.cast(batch_size, "float32")  # per-example epoch means, partial batches included
@@ -196,6 +205,7 @@ class VAE(keras.Model):
             },
             "beta": self.beta,
             "kl_warmup_steps": self.kl_warmup_steps,
+            "free_bits": self.free_bits,
             "reconstruction_loss": self.reconstruction_loss,
             "seed": self.seed,
         }
