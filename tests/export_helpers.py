@@ -9,6 +9,11 @@ from pathlib import Path
 FAMILIES = {
     "dense_ae": ("dense_ae", {"hidden_units": (32,)}, False),
     "conv_ae": ("conv_ae", {"filters": (8, 16)}, False),
+    "conv_ae_residual": (
+        "conv_ae",
+        {"filters": (8, 16), "normalization": "group", "activation": "silu", "blocks_per_stage": 1, "upsampling": "resize"},
+        False,
+    ),
     "lstm_ae": ("lstm_ae", {"units": (16,)}, True),
     "transformer_ae": (
         "transformer_ae",

@@ -1,41 +1,93 @@
-"""Convolutional autoencoder: strided Conv2D encoder, Conv2DTranspose decoder, any H x W x C."""
+"""Convolutional autoencoder: strided Conv2D encoder, upsampling decoder, any H x W x C; optional
+normalization, SiLU and residual blocks per stage."""
 
+import dataclasses
 import math
 
 import keras
 
 from zoo.autoencoder import Autoencoder, check_hidden_widths
-from zoo.errors import ZooError
+from zoo.errors import ZooError, unknown_name
 from zoo.layers import auto_width, pad_crop_2d
 from zoo.registry import register_model
 
 
-def conv_networks(input_shape, latent_dim, filters, kernel_size, hidden_units, dtype):
-    """(trunk, decoder) for `ConvAutoencoder`: one stride-2 conv per entry of `filters`."""
+NORMALIZATIONS = ("none", "batch", "group")
+ACTIVATIONS = ("relu", "silu")
+UPSAMPLINGS = ("transpose", "resize")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvStyle:
+    """How each convolution stage is built (the options beyond widths; defaults: the plain network).
+
+    normalization: "none", "batch" (folded into the convolutions at export) or "group"
+        (GroupNorm, independent of the batch); activation: "relu" or "silu"; blocks: residual
+        blocks (two 3x3 convolutions and a skip) after each stride-2 stage; upsampling:
+        "transpose" (Conv2DTranspose) or "resize" (nearest-neighbour resize + Conv2D, free of
+        the checkerboard artefacts of strided transposed convolutions).
+    """
+
+    kernel_size: int = 3
+    normalization: str = "none"
+    activation: str = "relu"
+    blocks: int = 0
+    upsampling: str = "transpose"
+    dtype: object = None
+
+    def normalize(self, h, name):
+        if self.normalization == "batch":
+            return keras.layers.BatchNormalization(dtype=self.dtype, name=f"{name}_norm")(h)
+        # Groups of (at most) 8 channels' worth: GroupNorm(1) would be LayerNorm, one per channel InstanceNorm.
+        groups = math.gcd(h.shape[-1], 8)
+        return keras.layers.GroupNormalization(groups, dtype=self.dtype, name=f"{name}_norm")(h)
+
+    def conv(self, h, filters, name, strides=1, transpose=False, kernel_size=None):
+        """Convolution -> normalization -> activation (the activation fused when there is no normalization)."""
+        layer = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
+        plain = self.normalization == "none"
+        h = layer(filters, kernel_size or self.kernel_size, strides=strides, padding="same",
+                  activation=self.activation if plain else None, dtype=self.dtype, name=name)(h)
+        if plain:
+            return h
+        return keras.layers.Activation(self.activation, dtype=self.dtype, name=f"{name}_act")(self.normalize(h, name))
+
+    def residual_blocks(self, h, name):
+        for j in range(self.blocks):
+            branch = self.conv(h, h.shape[-1], f"{name}_block_{j}_a", kernel_size=3)
+            branch = self.conv(branch, h.shape[-1], f"{name}_block_{j}_b", kernel_size=3)
+            h = keras.layers.Add(dtype=self.dtype, name=f"{name}_block_{j}_add")([h, branch])
+        return h
+
+    def upsample(self, h, filters, name):
+        if self.upsampling == "transpose":
+            return self.conv(h, filters, name, strides=2, transpose=True)
+        h = keras.layers.UpSampling2D(2, interpolation="nearest", dtype=self.dtype, name=f"{name}_resize")(h)
+        return self.conv(h, filters, name)
+
+
+def conv_networks(input_shape, latent_dim, filters, hidden_units, style):
+    """(trunk, decoder) for `ConvAutoencoder`: one stride-2 stage per entry of `filters`."""
     height, width, channels = input_shape
     stride = 2 ** len(filters)
-    pad, crop = pad_crop_2d(height, width, stride, dtype)
+    pad, crop = pad_crop_2d(height, width, stride, style.dtype)
     inner = (math.ceil(height / stride), math.ceil(width / stride), filters[-1])
 
     inputs = keras.Input(input_shape)
     h = pad(inputs) if pad else inputs
     for i, f in enumerate(filters):
-        h = keras.layers.Conv2D(
-            f, kernel_size, strides=2, padding="same", activation="relu", dtype=dtype, name=f"conv_{i}"
-        )(h)
-    h = keras.layers.Flatten(dtype=dtype)(h)
-    h = keras.layers.Dense(hidden_units, activation="relu", dtype=dtype, name="hidden")(h)
+        h = style.residual_blocks(style.conv(h, f, f"conv_{i}", strides=2), f"conv_{i}")
+    h = keras.layers.Flatten(dtype=style.dtype)(h)
+    h = keras.layers.Dense(hidden_units, activation=style.activation, dtype=style.dtype, name="hidden")(h)
     trunk = keras.Model(inputs, h, name="encoder_trunk")
 
     codes = keras.Input((latent_dim,))
-    h = keras.layers.Dense(hidden_units, activation="relu", dtype=dtype, name="decoder_hidden")(codes)
-    h = keras.layers.Dense(math.prod(inner), activation="relu", dtype=dtype, name="expand")(h)
-    h = keras.layers.Reshape(inner, dtype=dtype)(h)
+    h = keras.layers.Dense(hidden_units, activation=style.activation, dtype=style.dtype, name="decoder_hidden")(codes)
+    h = keras.layers.Dense(math.prod(inner), activation=style.activation, dtype=style.dtype, name="expand")(h)
+    h = keras.layers.Reshape(inner, dtype=style.dtype)(h)
     for i, f in enumerate(reversed(filters)):
-        h = keras.layers.Conv2DTranspose(
-            f, kernel_size, strides=2, padding="same", activation="relu", dtype=dtype, name=f"deconv_{i}"
-        )(h)
-    logits = keras.layers.Conv2D(channels, kernel_size, padding="same", dtype="float32", name="logits")(h)
+        h = style.residual_blocks(style.upsample(h, f, f"deconv_{i}"), f"deconv_{i}")
+    logits = keras.layers.Conv2D(channels, style.kernel_size, padding="same", dtype="float32", name="logits")(h)
     if crop:
         logits = crop(logits)
     return trunk, keras.Model(codes, logits, name="decoder")
@@ -52,10 +104,16 @@ class ConvAutoencoder(Autoencoder):
         kernel_size: convolution kernel size.
         hidden_units: dense width N between the convolutions and the code (default between K and M).
         output_activation: "sigmoid" (data in [0, 1]) or "linear".
+        normalization: "none", "batch" or "group" after each convolution.
+        activation: "relu" or "silu".
+        blocks_per_stage: residual blocks after each stride-2 stage, in encoder and decoder.
+        upsampling: "transpose" (Conv2DTranspose) or "resize" (nearest resize + Conv2D).
 
     Example:
         >>> model = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64))
         >>> model.encode(x).shape  # (n, 16)
+        >>> residual = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=16, normalization="group",
+        ...                       activation="silu", blocks_per_stage=1, upsampling="resize")
     """
 
     input_rank = 3
@@ -68,20 +126,37 @@ class ConvAutoencoder(Autoencoder):
         kernel_size=3,
         hidden_units=None,
         output_activation="sigmoid",
+        normalization="none",
+        activation="relu",
+        blocks_per_stage=0,
+        upsampling="transpose",
         **kwargs,
     ):
         super().__init__(input_shape, latent_dim, output_activation, **kwargs)
         self.filters = [int(f) for f in filters]
         if not self.filters:
             raise ZooError("filters must list at least one convolution width, e.g. filters=(32, 64)")
-        self.kernel_size = int(kernel_size)
+        for option, value, choices in (
+            ("normalization", normalization, NORMALIZATIONS),
+            ("activation", activation, ACTIVATIONS),
+            ("upsampling", upsampling, UPSAMPLINGS),
+        ):
+            if value not in choices:
+                raise unknown_name(f"conv_ae {option}", value, choices)
+        if int(blocks_per_stage) < 0:
+            raise ZooError(f"blocks_per_stage must be >= 0, got {blocks_per_stage}")
+        self.style = ConvStyle(int(kernel_size), normalization, activation, int(blocks_per_stage), upsampling, self.dtype_policy)
         self.hidden_units = int(hidden_units or auto_width(self.input_size, self.latent_dim))
         check_hidden_widths([self.hidden_units], self.input_size, self.latent_dim, "hidden_units")
-        self._attach(
-            *conv_networks(
-                self.data_shape, self.latent_dim, self.filters, self.kernel_size, self.hidden_units, self.dtype_policy
-            )
-        )
+        self._attach(*conv_networks(self.data_shape, self.latent_dim, self.filters, self.hidden_units, self.style))
 
     def family_config(self):
-        return {"filters": list(self.filters), "kernel_size": self.kernel_size, "hidden_units": self.hidden_units}
+        return {
+            "filters": list(self.filters),
+            "kernel_size": self.style.kernel_size,
+            "hidden_units": self.hidden_units,
+            "normalization": self.style.normalization,
+            "activation": self.style.activation,
+            "blocks_per_stage": self.style.blocks,
+            "upsampling": self.style.upsampling,
+        }
