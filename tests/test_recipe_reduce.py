@@ -1,9 +1,12 @@
 """The reduce recipe end to end on the embedded MNIST subset (--quick)."""
 
+import json
+
+import keras
 import numpy as np
 import pytest
 
-from recipes import reduce
+from recipes import reduce, tutorials
 from recipes.run import run_recipe
 
 
@@ -16,6 +19,21 @@ def test_autoencoder_reconstructs_better_than_pca_with_the_same_m(reduce_run):
     _, metrics = reduce_run
     mse = metrics["metrics"]["reconstruction MSE (M=16)"]
     assert mse["autoencoder"] < 0.9 * mse["PCA"]  # a clear margin, not a tie
+
+
+def test_the_tutorial_conv_autoencoder_is_trained_beside_ours_and_compared(reduce_run, mnist):
+    run_dir, metrics = reduce_run
+    mse = metrics["metrics"]["reconstruction MSE (M=16)"]
+    keras.utils.set_random_seed(0)
+    untrained = tutorials.conv_autoencoder((28, 28, 1), 16)
+    untrained_mse = float(np.mean((untrained.predict(mnist.x_test[:500], verbose=0) - mnist.x_test[:500]) ** 2))
+    assert 0 < mse["tutorial conv AE"] < 0.5 * untrained_mse  # trained, not left at its random init
+    ratio = metrics["metrics"]["reconstruction MSE, ours / tutorial conv AE"]["autoencoder"]
+    assert ratio == pytest.approx(mse["autoencoder"] / mse["tutorial conv AE"])
+    assert "tutorial conv AE" in metrics["metrics"]["5-NN accuracy"]
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    epochs = len((run_dir / "tutorial" / "history.csv").read_text().splitlines()) - 1
+    assert 1 <= epochs <= config["train"]["epochs"]  # the run's epochs, in its own folder
 
 
 def test_codes_carry_label_information_for_both_methods(reduce_run):

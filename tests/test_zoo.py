@@ -13,17 +13,17 @@ from zoo.vae import reparameterize
 CASES = [
     ("dense_ae", "image", {"hidden_units": [128, 48]}),
     ("conv_ae", "image", {"filters": [8, 16], "hidden_units": 64}),
-    ("conv_ae", "image", {"filters": [8, 16], "hidden_units": 64, "normalization": "group", "activation": "silu",
-                          "blocks_per_stage": 1, "upsampling": "resize"}),
     ("lstm_ae", "sequence", {"units": [32]}),
     ("transformer_ae", "image", {"embed_dim": 32, "num_heads": 2, "num_layers": 1, "ff_dim": 64, "patch_size": 7}),
     ("transformer_ae", "sequence", {"embed_dim": 32, "num_heads": 2, "num_layers": 1, "ff_dim": 64}),
     ("vae", "image", {"backbone": "dense", "backbone_config": {"hidden_units": [128]}}),
     ("vae", "image", {"backbone": "conv", "backbone_config": {"filters": [8, 16], "hidden_units": 64}}),
-    ("vae", "image", {"backbone": "conv", "backbone_config": {"filters": [8, 16], "hidden_units": 64,
-                                                              "normalization": "batch", "blocks_per_stage": 1}}),
     ("vae", "sequence", {"backbone": "lstm", "backbone_config": {"units": [32]}}),
     ("vae", "image", {"backbone": "transformer", "backbone_config": {"embed_dim": 32, "num_heads": 2, "num_layers": 1, "patch_size": 7}}),
+    ("conv_ae", "image", {"filters": [8, 16], "hidden_units": 64, "normalization": "group", "activation": "silu",
+                          "blocks_per_stage": 1, "upsampling": "resize"}),
+    ("vae", "image", {"backbone": "conv", "backbone_config": {"filters": [8, 16], "hidden_units": 64,
+                                                              "normalization": "batch", "blocks_per_stage": 1}}),
 ]
 IDS = [
     f"{name}-{kind}-{options.get('backbone', '')}".rstrip("-") + ("-residual" if "blocks_per_stage" in str(options) else "")
