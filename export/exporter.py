@@ -346,6 +346,8 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False)
     reference.update(_flatten_outputs("keras", keras_outputs, REFERENCE_SAMPLES))
     source = folder / ".tflite_source"
     convert.write_saved_model(copy, source, batch_size=batch_size, reconstruct_key="reconstruct")
+    # Micro first: a graph TFLite Micro cannot run fails the export before the longer conversions.
+    micro_checks = _write_micro(folder, copy, functions, signatures, samples, inputs, source, batch_size) if micro_target else []
     representative = _representative_dataset(functions, signatures, samples, batch_size, copy.latent_dim)
     for mode in modes:
         path = folder / tflite_name(mode)
@@ -375,7 +377,6 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False)
             },
             "verification": check.to_json(),
         }
-    micro_checks = _write_micro(folder, copy, functions, signatures, samples, inputs, source, batch_size) if micro_target else []
     shutil.rmtree(source)
     if micro_checks:
         files[micro.MICRO_DIR] = {"kind": "micro", "content": f"{micro.MICRO_DIR}/{micro.MICRO_FILE} lists the files"}

@@ -74,8 +74,9 @@ def board_signatures(signatures):
 
 def resolver_registration(op):
     """The `tflite::MicroMutableOpResolver` call that registers a builtin op: CONV_2D -> 'AddConv2D()'."""
-    name = RESOLVER_EXCEPTIONS.get(op) or "Add" + "".join(part.capitalize() for part in op.split("_"))
-    return f"{name}()" if name.startswith("Add") else name
+    # Parts starting with a digit keep their case: CONV_2D -> Conv2D, MAX_POOL_2D -> MaxPool2D.
+    parts = (part if part[0].isdigit() else part.capitalize() for part in op.split("_"))
+    return f"{RESOLVER_EXCEPTIONS.get(op) or 'Add' + ''.join(parts)}()"
 
 
 def find_tflm():
