@@ -135,7 +135,7 @@ class _ArenaProbe:
         self.child = None
 
     def runs(self, arena):
-        if self.child is None or self.child.poll() is not None:
+        if self.child is None:
             self.child = subprocess.Popen(
                 [sys.executable, "-m", "export.micro", "probe", str(self.path)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
@@ -147,19 +147,27 @@ class _ArenaProbe:
             answer = self.child.stdout.readline().strip()
         except BrokenPipeError:
             answer = ""
-        if answer not in ("ok", "fail"):  # the child died on this arena
-            self.child.wait()
+        if answer not in ("ok", "fail"):  # the child died on this arena; the next probe starts another
+            self._stop()
             return False
         return answer == "ok"
+
+    def _stop(self):
+        for pipe in (self.child.stdin, self.child.stdout):
+            try:
+                pipe.close()
+            except BrokenPipeError:
+                pass
+        self.child.wait()
+        self.child = None
 
     def stderr(self):
         self.log.seek(0)
         return self.log.read()
 
     def close(self):
-        if self.child is not None and self.child.poll() is None:
-            self.child.stdin.close()
-            self.child.wait()
+        if self.child is not None:
+            self._stop()  # closing stdin ends the child's loop
         self.log.close()
 
 
