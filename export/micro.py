@@ -240,16 +240,21 @@ class MicroModel(EdgeModel):
     """One micro file in the TFLM interpreter, with the arena micro.json gives; batch 1, one signature.
 
     It takes float inputs of any length like `EdgeModel` (same checks, same int8 quantization)
-    and runs them one example at a time, as a board does.
+    and runs them one example at a time, as a board does. Only the EdgeModel methods that go
+    through `run` apply (no signature runners here).
+
+    Args:
+        path: a file of an export's micro/ folder.
+        entry: its micro.json entry (the export passes it before micro.json is written);
+            None reads micro.json beside the file.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, entry=None):
         self.path = Path(path)
         if not self.path.is_file():
             raise EdgeError(f"{self.path}: no such model file")
         listing = self.path.parent / MICRO_FILE
-        entry = None
-        if listing.is_file():
+        if entry is None and listing.is_file():
             try:
                 entry = json.loads(listing.read_text())["files"].get(self.path.name)
             except (ValueError, KeyError, TypeError, AttributeError):
@@ -285,15 +290,9 @@ class MicroModel(EdgeModel):
                 f"{self.path.name} holds only the {self.signatures[0]!r} signature, not {signature!r}; "
                 f"pick {file_name(signature)} from the same folder"
             )
-        spec = SIGNATURES[signature]
-        values = self._checked(values, spec.input, tuple(self.metadata["input_shape"]))
-        results = {name: [] for name, _ in self._outputs}
-        for example in values:
-            self._interpreter.set_input(_quantize(example[None], self._input), 0)
-            self._interpreter.invoke()
-            for index, (name, details) in enumerate(self._outputs):
-                results[name].append(_dequantize(self._interpreter.get_output(index), details))
-        return {name: np.concatenate(parts) for name, parts in results.items()}
+        values = self._checked(values, SIGNATURES[signature].input, tuple(self.metadata["input_shape"]))
+        raw = self.run_quantized(_quantize(values, self._input))
+        return {name: _dequantize(raw[name], details) for name, details in self._outputs}
 
     def run_quantized(self, values):
         """Raw int8 outputs for int8 inputs (n, *shape): what the verification compares step by step."""
@@ -436,8 +435,7 @@ def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_d
             "input": _tensor(input_details, spec.input),
             "outputs": [_tensor(details, output) for output, details in ordered],
         }
-        (folder / MICRO_FILE).write_text(json.dumps({"files": {name: entry}}))  # MicroModel reads it
-        tflm = MicroModel(folder / name).run_quantized(quantized)
+        tflm = MicroModel(folder / name, entry).run_quantized(quantized)
         steps = [int(np.abs(tflm[o].astype(int) - reference[o].astype(int)).max()) for o in reference if o in CODE_OUTPUTS]
         reconstructions = [o for o in reference if o not in CODE_OUTPUTS]
         scores = [

@@ -351,6 +351,7 @@ def _dequantize(values, details):
 
 # --- files in, files out (`aezoo predict`) ----------------------------------------------------------
 PREDICT_SIGNATURES = ("reconstruct", "encode", "decode", "sample")
+PREDICT_RUNTIMES = ("tflite", "micro")
 
 
 def predict_file(artifact, input_path, output_path=None, signature="reconstruct", runtime="tflite"):
@@ -373,6 +374,8 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
     """
     if signature not in PREDICT_SIGNATURES:
         raise EdgeError(f"unknown signature {signature!r}; choose one of: {', '.join(PREDICT_SIGNATURES)}")
+    if runtime not in PREDICT_RUNTIMES:
+        raise EdgeError(f"unknown runtime {runtime!r}; choose one of: {', '.join(PREDICT_RUNTIMES)}")
     if runtime == "micro":
         from export import micro
 

@@ -50,7 +50,7 @@ def _parser():
     predict.add_argument("input", help="a .png or .npy file")
     predict.add_argument("-o", "--output", help="where to write the result (.png or .npy)")
     predict.add_argument("--signature", default="reconstruct", help="reconstruct, encode, decode or sample")
-    predict.add_argument("--runtime", choices=["tflite", "micro"], default="tflite", help="micro: a micro/ file in TFLite Micro")
+    predict.add_argument("--runtime", choices=("tflite", "micro"), default="tflite", help="micro: a micro/ file in TFLite Micro")
 
     presets = commands.add_parser("presets", help="pretrained presets with their headline metric")
     presets.add_argument("--build", nargs="+", metavar="NAME", help="(maintainers) train presets and write their files")
