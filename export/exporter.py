@@ -182,8 +182,10 @@ def export_model(
 
     Raises:
         ZooError: unknown mode, bad batch size, no calibration data for int8, data that does
-            not fit the model, an out_dir that is not an export folder, or a graph that needs
-            non-builtin ops. Nothing is left behind in out_dir.
+            not fit the model, an out_dir that is not an export folder, a graph that needs
+            non-builtin ops, or (micro_target) an op TFLite Micro lacks. Nothing is left
+            behind in out_dir.
+        EdgeError: micro_target without tflite-micro installed.
 
     Example:
         >>> report = export_model(model, "out", quantize="float32,int8", calibration_data="mnist5k")

@@ -216,10 +216,10 @@ def measure_arena(path, ceiling=ARENA_CEILING):
 def _refusal(path, stderr, ceiling):
     missing = sorted(set(MISSING_OP.findall(stderr)))
     if missing:
-        avoid = "; ".join(f"{op}: {AVOIDED_BY[op]}" for op in missing if op in AVOIDED_BY)
+        avoid = "; ".join(f"to avoid {op}, {AVOIDED_BY[op]}" for op in missing if op in AVOIDED_BY)
         return EdgeError(
             f"{path.name} needs {', '.join(missing)}, which TFLite Micro has no kernel for; "
-            + (f"to avoid it, {avoid}" if avoid else "change the model so it avoids that op")
+            + (avoid or "change the model so it avoids that op")
         )
     first = next((line for line in stderr.splitlines() if line.strip()), "no message")
     return EdgeError(f"{path.name} does not run in TFLite Micro even with a {ceiling >> 20} MB arena ({first.strip()})")
