@@ -156,7 +156,10 @@ def main(argv=None):
             f"\nmicro/ files (int8, batch 1) in tflite-micro {micro.tflm_version()}: flash = the model array; arena = "
             f"the smallest that ran in its interpreter, and with the {micro.ARENA_MARGIN:.0%} margin micro.json states\n"
         )
-        print("| model | file | flash bytes | arena bytes measured | arena bytes (+margin) | code diff int8 steps | PSNR dB (reference kernels) | ops |")
+        print(
+            "| model | file | flash bytes | arena bytes measured | arena bytes (+margin) | code diff int8 steps | "
+            "PSNR dB (reference kernels) | ops |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         print("\n".join(micro_rows))
     return 0

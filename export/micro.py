@@ -385,7 +385,11 @@ def report_lines(checks):
         "|---|---|---|---|---|---|",
     ]
     lines += [check.row() for check in checks]
-    lines += [f"MISSED: {MICRO_DIR}/{check.file}: {check.to_json()['target']} not met; check it before flashing" for check in checks if not check.met]
+    lines += [
+        f"MISSED: {MICRO_DIR}/{check.file}: {check.to_json()['target']} not met; check it before flashing"
+        for check in checks
+        if not check.met
+    ]
     return lines
 
 
