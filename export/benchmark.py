@@ -6,8 +6,14 @@ held-out examples at 1 and 2 interpreter threads. Latency is per sample (batch 1
 `export.runtime` (input checks and int8 quantization included); quality is the export's own
 verification against the Keras model.
 
+With `--micro`, each export also gets its micro/ folder (TFLite Micro), and a second table gives
+every micro file's flash bytes, tensor arena measured in the TFLM interpreter, and its check
+against the reference kernels; lstm_ae and transformer_ae are then built with the options that
+avoid the kernels TFLM lacks (`MICRO_OPTIONS`).
+
 Example:
     aezoo benchmark export
+    aezoo benchmark export --micro --modes int8
     python -m export.benchmark --families conv_ae,vae --modes float32,int8 --epochs 1
 """
 
@@ -29,6 +35,8 @@ FAMILIES = {
     "transformer_ae": ("transformer_ae", {"embed_dim": 32, "num_heads": 2, "num_layers": 1, "ff_dim": 64}, False),
     "vae": ("vae", {"backbone": "conv", "backbone_config": {"filters": [16, 32]}}, False),
 }
+# The options each family needs for TFLite Micro (it has no TILE or GELU kernel).
+MICRO_OPTIONS = {"lstm_ae": {"repeat": "broadcast"}, "transformer_ae": {"activation": "relu"}}
 LATENT_DIM = 16
 THREADS = (1, 2)
 WARMUP_RUNS = 10
@@ -43,16 +51,18 @@ def _parser():
     parser.add_argument("--verify-samples", type=int, default=200, help="held-out images the quality is measured on")
     parser.add_argument("--out", help="keep the exports in this folder (default: a temp folder, removed)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--micro", action="store_true", help="also micro/ files: flash and measured TFLM arena per file")
     return parser
 
 
-def train(family, data, epochs, seed):
-    """The benchmark's model of `family`, trained on `data` for `epochs`."""
+def train(family, data, epochs, seed, micro_target=False):
+    """The benchmark's model of `family` (with `MICRO_OPTIONS` for a micro target), trained on `data` for `epochs`."""
     import keras
 
     import zoo
 
     registry_name, options, _ = FAMILIES[family]
+    options = {**options, **(MICRO_OPTIONS.get(family, {}) if micro_target else {})}
     keras.utils.set_random_seed(seed)
     model = zoo.create(registry_name, input_shape=data.input_shape, latent_dim=LATENT_DIM, **options)
     if registry_name == "vae":
@@ -103,15 +113,17 @@ def main(argv=None):
     modes = parse_modes(args.modes)
     images = zoo.data.load("mnist5k")
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="aezoo-benchmark-"))
-    rows = []
+    rows, micro_rows = [], []
     try:
         for family in families:
             data = images.as_sequences() if FAMILIES[family][2] else images
             started = time.perf_counter()
-            model = train(family, data, args.epochs, args.seed)
+            model = train(family, data, args.epochs, args.seed, args.micro)
             report = export_model(
-                model, root / family, quantize=modes, calibration_data=data, verify_samples=args.verify_samples
+                model, root / family, quantize=modes, calibration_data=data, verify_samples=args.verify_samples,
+                micro_target=args.micro,
             )
+            micro_rows += _micro_rows(family, root / family)
             print(f"{family}: trained and exported in {time.perf_counter() - started:.0f} s", file=sys.stderr)
             checks = {check.mode: check for check in report.checks}
             samples = data.x_test[: args.verify_samples]
@@ -137,7 +149,41 @@ def main(argv=None):
     )
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
+    if args.micro:
+        from export import micro
+
+        print(
+            f"\nmicro/ files (int8, batch 1) in tflite-micro {micro.tflm_version()}: flash = the model array; arena = "
+            f"the smallest that ran in its interpreter, and with the {micro.ARENA_MARGIN:.0%} margin micro.json states\n"
+        )
+        print(
+            "| model | file | flash bytes | arena bytes measured | arena bytes (+margin) | code diff int8 steps | "
+            "PSNR dB (reference kernels) | ops |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        print("\n".join(micro_rows))
     return 0
+
+
+def _micro_rows(family, out_dir):
+    """Table rows of an export's micro.json (none when the export has no micro/ folder)."""
+    import json
+
+    from export import micro
+
+    listing = out_dir / micro.MICRO_DIR / micro.MICRO_FILE
+    if not listing.is_file():
+        return []
+    rows = []
+    for file, entry in json.loads(listing.read_text())["files"].items():
+        check = entry["verification"]
+        steps = "-" if check["max_code_steps"] is None else str(check["max_code_steps"])
+        quality = "-" if check["psnr_db"] is None else f"{check['psnr_db']:.2f} ({check['reference_psnr_db']:.2f})"
+        rows.append(
+            f"| {family} | {file} | {entry['flash_bytes']:,} | {entry['arena_measured_bytes']:,} | "
+            f"{entry['arena_bytes']:,} | {steps} | {quality} | {len(entry['ops'])} |"
+        )
+    return rows
 
 
 if __name__ == "__main__":

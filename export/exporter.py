@@ -5,6 +5,7 @@ Layout of an export folder:
     model_<mode>.tflite       one file per mode, all signatures in it, fixed batch
     reference.npz             a few held-out inputs with the Keras and per-file outputs
     metadata.json             model, shapes, dtypes, ranges, quantization, runtimes, checks, sha256s
+    micro/                    with micro=True: TFLite Micro files and C arrays (see export.micro)
 
 Everything is written to a temp folder beside the target and moved into place when complete,
 so a failed export leaves the target as it was.
@@ -24,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
-from export import convert, runtime
+from export import convert, micro, runtime
 from export.convert import MODES
 from export.tflite_file import parse_version, read_model_info
 from zoo.errors import ZooError, unknown_name
@@ -92,6 +93,7 @@ class ExportReport:
     checks: list
     verification_note: str
     notes: list
+    micro_checks: list = dataclasses.field(default_factory=list)
 
     @property
     def missed(self):
@@ -111,6 +113,8 @@ class ExportReport:
                 f"{check.max_abs_diff['reconstruct']:.2e} | {check.psnr_db:.2f} ({check.keras_psnr_db:.2f}) | "
                 f"{check.target}: {'met' if check.met else 'MISSED'} | {runs_there} |"
             )
+        if self.micro_checks:
+            rows += micro.report_lines(self.micro_checks)
         rows += self.notes
         rows += [
             f"MISSED: {check.file}: {_miss_description(check)}; the file was kept, check the quality before use"
@@ -154,6 +158,7 @@ def export_model(
     calibration_data=None,
     calibration_samples=200,
     verify_samples=64,
+    micro_target=False,
 ):
     """Writes a SavedModel and one TFLite file per mode for a zoo model, each verified against Keras.
 
@@ -167,6 +172,9 @@ def export_model(
             Required for int8; without it float artifacts are verified on random inputs.
         calibration_samples: training examples used for int8 calibration.
         verify_samples: held-out examples every artifact is checked on.
+        micro_target: also write micro/: single-signature int8 files for TensorFlow Lite Micro,
+            as C arrays, with arenas measured and outputs verified in its interpreter
+            (needs calibration data and `pip install tflite-micro`).
 
     Returns:
         ExportReport; `str(report)` is the table `aezoo export` prints. Targets that are
@@ -174,8 +182,10 @@ def export_model(
 
     Raises:
         ZooError: unknown mode, bad batch size, no calibration data for int8, data that does
-            not fit the model, an out_dir that is not an export folder, or a graph that needs
-            non-builtin ops. Nothing is left behind in out_dir.
+            not fit the model, an out_dir that is not an export folder, a graph that needs
+            non-builtin ops, or (micro_target) an op TFLite Micro lacks. Nothing is left
+            behind in out_dir.
+        EdgeError: micro_target without tflite-micro installed.
 
     Example:
         >>> report = export_model(model, "out", quantize="float32,int8", calibration_data="mnist5k")
@@ -186,6 +196,10 @@ def export_model(
         raise ZooError(f"batch_size must be a positive int, got {batch_size!r}")
     if "int8" in modes and calibration_data is None:
         raise ZooError("int8 needs calibration data: pass --calibration-data NAME (e.g. mnist5k) or drop int8")
+    if micro_target and calibration_data is None:
+        raise ZooError("--micro writes int8 files, which need calibration data: pass --calibration-data NAME")
+    if micro_target:
+        micro.find_tflm()  # before any work: say what to install
     target = Path(out_dir).resolve()
     _check_target(target)
     model = _as_zoo_model(model)
@@ -196,7 +210,7 @@ def export_model(
     staging = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
     staging.mkdir()
     try:
-        report = _write_export(model, staging, modes, int(batch_size), samples)
+        report = _write_export(model, staging, modes, int(batch_size), samples, micro_target)
         _move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -294,7 +308,7 @@ class _Samples:
         return {"x": x, "z": codes[: len(x)], "eps": eps}
 
 
-def _write_export(model, folder, modes, batch_size, samples):
+def _write_export(model, folder, modes, batch_size, samples, micro_target=False):
     copy = convert.export_copy(model)
     signatures = convert.signature_names(copy)
     functions = convert.signature_functions(copy)
@@ -334,6 +348,8 @@ def _write_export(model, folder, modes, batch_size, samples):
     reference.update(_flatten_outputs("keras", keras_outputs, REFERENCE_SAMPLES))
     source = folder / ".tflite_source"
     convert.write_saved_model(copy, source, batch_size=batch_size, reconstruct_key="reconstruct")
+    # Micro first: a graph TFLite Micro cannot run fails the export before the longer conversions.
+    micro_checks = _write_micro(folder, copy, functions, signatures, samples, inputs, source, batch_size) if micro_target else []
     representative = _representative_dataset(functions, signatures, samples, batch_size, copy.latent_dim)
     for mode in modes:
         path = folder / tflite_name(mode)
@@ -364,6 +380,8 @@ def _write_export(model, folder, modes, batch_size, samples):
             "verification": check.to_json(),
         }
     shutil.rmtree(source)
+    if micro_checks:
+        files[micro.MICRO_DIR] = {"kind": "micro", "content": f"{micro.MICRO_DIR}/{micro.MICRO_FILE} lists the files"}
 
     np.savez(folder / REFERENCE_FILE, **reference)
     files[REFERENCE_FILE] = {
@@ -374,7 +392,31 @@ def _write_export(model, folder, modes, batch_size, samples):
     }
     metadata = _metadata(model, copy, signatures, batch_size, samples, files, notes)
     (folder / runtime.METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    return ExportReport(folder, model.registry_name, checks, samples.note, notes)
+    return ExportReport(folder, model.registry_name, checks, samples.note, notes, micro_checks)
+
+
+def _write_micro(folder, copy, functions, signatures, samples, inputs, source, batch_size):
+    """The micro/ folder: each board signature converted alone, at batch 1 (a board runs one example)."""
+    if batch_size != 1:
+        source = folder / ".micro_source"
+        convert.write_saved_model(copy, source, batch_size=1, reconstruct_key="reconstruct")
+    representative = _representative_dataset(functions, signatures, samples, 1, copy.latent_dim)
+
+    def convert_one(signature):
+        def batches():
+            return (item for item in representative() if item[0] == signature)
+
+        return convert.convert(source, [signature], "int8", batches)
+
+    try:
+        return micro.write_micro(
+            folder / micro.MICRO_DIR, signatures, convert_one, inputs, samples.verification, samples.peak, copy.latent_dim
+        )
+    except runtime.EdgeError as error:
+        raise ZooError(str(error)) from None
+    finally:
+        if batch_size != 1:
+            shutil.rmtree(source)
 
 
 def _run_functions(functions, signatures, inputs, by_keyword=False):

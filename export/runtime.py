@@ -355,9 +355,10 @@ def _dequantize(values, details):
 
 # --- files in, files out (`aezoo predict`) ----------------------------------------------------------
 PREDICT_SIGNATURES = ("reconstruct", "encode", "decode", "sample")
+PREDICT_RUNTIMES = ("tflite", "micro")
 
 
-def predict_file(artifact, input_path, output_path=None, signature="reconstruct"):
+def predict_file(artifact, input_path, output_path=None, signature="reconstruct", runtime="tflite"):
     """Runs `artifact` on a .png or .npy file and writes the result; what `aezoo predict` does.
 
     Args:
@@ -366,6 +367,8 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
             or of n examples; for `sample`, a .npy of noise eps (n, latent_dim) or a count n.
         output_path: a .npy file (any result) or .png file (images in [0, 1]); None: only report.
         signature: reconstruct, encode, decode or sample.
+        runtime: "tflite" (ai_edge_litert / tflite_runtime) or "micro" (a micro/ file of
+            `aezoo export --micro` in the TFLite Micro interpreter, as a board runs it).
 
     Returns:
         A one-line summary of what ran and where the result went.
@@ -375,7 +378,14 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
     """
     if signature not in PREDICT_SIGNATURES:
         raise EdgeError(f"unknown signature {signature!r}; choose one of: {', '.join(PREDICT_SIGNATURES)}")
-    model = load(artifact)
+    if runtime not in PREDICT_RUNTIMES:
+        raise EdgeError(f"unknown runtime {runtime!r}; choose one of: {', '.join(PREDICT_RUNTIMES)}")
+    if runtime == "micro":
+        from export import micro
+
+        model = micro.load(artifact)
+    else:
+        model = load(artifact)
     model.require(signature)  # before the input is read: its shape depends on the signature
     if signature == "sample" and str(input_path).isdigit():
         result = model.sample(int(input_path), seed=0)

@@ -71,12 +71,14 @@ def _parser():
     )
     export.add_argument("--batch-size", type=_count, default=1)
     export.add_argument("--calibration-data", help="data set for int8 calibration and verification (presets: fashion_mnist)")
+    export.add_argument("--micro", action="store_true", help="also micro/: TFLite Micro int8 files as C arrays, arenas measured")
 
     predict = add_command("predict", help="run a .tflite artifact (no TensorFlow needed)")
     predict.add_argument("artifact", help="a .tflite file from 'aezoo export'")
     predict.add_argument("input", help="a .png or .npy file")
     predict.add_argument("-o", "--output", help="where to write the result (.png or .npy)")
     predict.add_argument("--signature", default="reconstruct", help="reconstruct, encode, decode or sample")
+    predict.add_argument("--runtime", choices=("tflite", "micro"), default="tflite", help="micro: a micro/ file in TFLite Micro")
 
     presets = add_command("presets", help="pretrained presets with their headline metric")
     presets.add_argument("--build", nargs="+", metavar="NAME", help="(maintainers) train presets and write their files")
@@ -158,7 +160,7 @@ def main(argv=None):
         if args.command == "predict":
             from export.runtime import predict_file
 
-            print(predict_file(args.artifact, args.input, args.output, args.signature))
+            print(predict_file(args.artifact, args.input, args.output, args.signature, args.runtime))
             return 0
         from recipes import commands
 

@@ -125,7 +125,7 @@ def export(args):
     if calibration is None and args.source in zoo.list_presets():
         calibration = "fashion_mnist"  # every preset was trained on it
     quantize = args.quantize or ("float32,int8" if calibration else "float32")
-    if not args.quantize and not calibration:
+    if not args.quantize and not calibration and not args.micro:  # --micro without data is refused below
         print("aezoo: exporting float32 only; add --calibration-data NAME for int8", file=sys.stderr)
     report = export_model(
         model,
@@ -133,6 +133,7 @@ def export(args):
         quantize=[m.strip() for m in quantize.split(",") if m.strip()],
         batch_size=args.batch_size,
         calibration_data=calibration,
+        micro_target=args.micro,
     )
     print(report)
 

@@ -47,15 +47,16 @@ class Exported:
     report: object
 
 
-def train_briefly(name, data, seed=0):
-    """A FAMILIES model trained for one epoch on TRAIN_SAMPLES examples of `data`."""
+def train_briefly(name, data, seed=0, **extra_options):
+    """A FAMILIES model (with `extra_options` on top of its options) trained for one epoch on
+    TRAIN_SAMPLES examples of `data`."""
     import keras
 
     import zoo
 
     registry_name, options, _ = FAMILIES[name]
     keras.utils.set_random_seed(seed)
-    model = zoo.create(registry_name, input_shape=data.input_shape, latent_dim=LATENT_DIM, **options)
+    model = zoo.create(registry_name, input_shape=data.input_shape, latent_dim=LATENT_DIM, **{**options, **extra_options})
     x = data.x_train[:TRAIN_SAMPLES]
     # Eager: for ten steps, tracing the train step would cost more than it saves.
     if registry_name == "vae":

@@ -3,6 +3,11 @@
 import keras
 from keras import ops
 
+from zoo.errors import ZooError
+
+# Feed-forward activations of `TransformerBlock`: gelu (the default), relu (TFLite Micro has no GELU kernel).
+FF_ACTIVATIONS = ("gelu", "relu")
+
 
 @keras.saving.register_keras_serializable(package="zoo")
 class PositionEmbedding(keras.layers.Layer):
@@ -31,20 +36,58 @@ class PositionEmbedding(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
+class BroadcastRepeat(keras.layers.Layer):
+    """`keras.layers.RepeatVector` without a TILE op: (n, d) -> (n, steps, d) by a broadcasting multiply.
+
+    TensorFlow Lite Micro has no TILE kernel, which RepeatVector converts to; it has MUL with
+    broadcasting. Both layers are weight-free and compute the same values, so a model built with
+    either takes the other's weights.
+
+    Example:
+        >>> BroadcastRepeat(28)(codes).shape  # (n, 28, d)
+    """
+
+    def __init__(self, steps, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = int(steps)
+
+    def call(self, inputs):
+        return ops.expand_dims(inputs, 1) * ops.ones((1, self.steps, 1), dtype=inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.steps, *input_shape[1:])
+
+    def get_config(self):
+        return {**super().get_config(), "steps": self.steps}
+
+
+def repeat_layer(repeat, steps, dtype):
+    """The layer that repeats a code per time step: "tile" (RepeatVector) or "broadcast" (no TILE op)."""
+    if repeat == "tile":
+        return keras.layers.RepeatVector(steps, dtype=dtype)
+    if repeat == "broadcast":
+        return BroadcastRepeat(steps, dtype=dtype)
+    raise ZooError(f"unknown repeat {repeat!r}; choose tile (RepeatVector) or broadcast (no TILE op, for TFLite Micro)")
+
+
+@keras.saving.register_keras_serializable(package="zoo")
 class TransformerBlock(keras.layers.Layer):
     """Pre-norm self-attention block: x + MHA(LN(x)), then x + FFN(LN(x)).
 
     Args:
         num_heads: attention heads; the model width is the input's last axis.
         ff_dim: width of the feed-forward hidden layer.
+        activation: the feed-forward activation, one of `FF_ACTIVATIONS`.
 
     Example:
         >>> y = TransformerBlock(num_heads=4, ff_dim=128)(x)  # x: (n, T, 64) -> (n, T, 64)
     """
 
-    def __init__(self, num_heads, ff_dim, **kwargs):
+    def __init__(self, num_heads, ff_dim, activation="gelu", **kwargs):
         super().__init__(**kwargs)
-        self.num_heads, self.ff_dim = num_heads, ff_dim
+        if activation not in FF_ACTIVATIONS:
+            raise ZooError(f"unknown activation {activation!r}; choose one of: {', '.join(FF_ACTIVATIONS)}")
+        self.num_heads, self.ff_dim, self.activation = num_heads, ff_dim, activation
 
     def build(self, input_shape):
         width = input_shape[-1]
@@ -56,7 +99,7 @@ class TransformerBlock(keras.layers.Layer):
             self.num_heads, width // self.num_heads, dtype=policy, name="attention"
         )
         self.ff_norm = keras.layers.LayerNormalization(epsilon=1e-6, dtype=policy, name="ff_norm")
-        self.ff_hidden = keras.layers.Dense(self.ff_dim, activation="gelu", dtype=policy, name="ff_hidden")
+        self.ff_hidden = keras.layers.Dense(self.ff_dim, activation=self.activation, dtype=policy, name="ff_hidden")
         self.ff_out = keras.layers.Dense(width, dtype=policy, name="ff_out")
         self.attention_norm.build(input_shape)
         self.attention.build(input_shape, input_shape)
@@ -70,7 +113,7 @@ class TransformerBlock(keras.layers.Layer):
         return x + self.ff_out(self.ff_hidden(self.ff_norm(x)))
 
     def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads, "ff_dim": self.ff_dim}
+        return {**super().get_config(), "num_heads": self.num_heads, "ff_dim": self.ff_dim, "activation": self.activation}
 
 
 def padding_to_multiple(size, multiple):

@@ -4,10 +4,11 @@ import keras
 
 from zoo.autoencoder import Autoencoder, check_hidden_widths
 from zoo.errors import ZooError
+from zoo.layers import repeat_layer
 from zoo.registry import register_model
 
 
-def lstm_networks(input_shape, latent_dim, units, unroll, dtype):
+def lstm_networks(input_shape, latent_dim, units, unroll, dtype, repeat="tile"):
     """(trunk, decoder) for `LSTMAutoencoder`; `units` lists the stacked LSTM widths, input side first."""
     steps, channels = input_shape
     inputs = keras.Input(input_shape)
@@ -19,7 +20,7 @@ def lstm_networks(input_shape, latent_dim, units, unroll, dtype):
 
     codes = keras.Input((latent_dim,))
     # The code is repeated once per time step: the decoder unrolls it back into a sequence.
-    h = keras.layers.RepeatVector(steps, dtype=dtype)(codes)
+    h = repeat_layer(repeat, steps, dtype)(codes)
     for i, width in enumerate(reversed(units)):
         h = keras.layers.LSTM(width, return_sequences=True, unroll=unroll, dtype=dtype, name=f"decoder_lstm_{i}")(h)
     logits = keras.layers.Dense(channels, dtype="float32", name="logits")(h)
@@ -36,6 +37,9 @@ class LSTMAutoencoder(Autoencoder):
         units: widths of the stacked encoder LSTMs (the decoder mirrors them); the last is N.
         unroll: unroll the recurrence (longer graphs, no loop op: used for edge export).
         output_activation: "sigmoid" (data in [0, 1]) or "linear" (standardised series).
+        repeat: how the decoder repeats the code per step: "tile" (RepeatVector) or "broadcast"
+            (a broadcasting multiply: the same values and weights, and no TILE op, which
+            TensorFlow Lite Micro lacks).
 
     Example:
         >>> model = zoo.create("lstm_ae", input_shape=(28, 28), latent_dim=16, units=(64,))
@@ -45,15 +49,24 @@ class LSTMAutoencoder(Autoencoder):
     input_rank = 2
 
     def __init__(
-        self, input_shape, latent_dim=16, units=(64,), unroll=False, output_activation="sigmoid", **kwargs
+        self,
+        input_shape,
+        latent_dim=16,
+        units=(64,),
+        unroll=False,
+        output_activation="sigmoid",
+        repeat="tile",
+        **kwargs,
     ):
         super().__init__(input_shape, latent_dim, output_activation, **kwargs)
         self.units = [int(u) for u in units]
         if not self.units:
             raise ZooError("units must list at least one LSTM width, e.g. units=(64,)")
         check_hidden_widths(self.units[-1:], self.input_size, self.latent_dim, "units")
-        self.unroll = bool(unroll)
-        self._attach(*lstm_networks(self.data_shape, self.latent_dim, self.units, self.unroll, self.dtype_policy))
+        self.unroll, self.repeat = bool(unroll), repeat
+        self._attach(
+            *lstm_networks(self.data_shape, self.latent_dim, self.units, self.unroll, self.dtype_policy, self.repeat)
+        )
 
     def family_config(self):
-        return {"units": list(self.units), "unroll": self.unroll}
+        return {"units": list(self.units), "unroll": self.unroll, "repeat": self.repeat}

@@ -14,13 +14,15 @@ from zoo.layers import PositionEmbedding, TransformerBlock, pad_crop_2d
 from zoo.registry import register_model
 
 
-def _blocks(h, num_layers, num_heads, ff_dim, dtype, prefix):
+def _blocks(h, num_layers, num_heads, ff_dim, activation, dtype, prefix):
     for i in range(num_layers):
-        h = TransformerBlock(num_heads, ff_dim, dtype=dtype, name=f"{prefix}block_{i}")(h)
+        h = TransformerBlock(num_heads, ff_dim, activation, dtype=dtype, name=f"{prefix}block_{i}")(h)
     return keras.layers.LayerNormalization(epsilon=1e-6, dtype=dtype, name=f"{prefix}final_norm")(h)
 
 
-def transformer_networks(input_shape, latent_dim, embed_dim, num_heads, num_layers, ff_dim, patch_size, dtype):
+def transformer_networks(
+    input_shape, latent_dim, embed_dim, num_heads, num_layers, ff_dim, patch_size, dtype, activation="gelu"
+):
     """(trunk, decoder) for `TransformerAutoencoder`; images are cut into patch_size x patch_size tokens."""
     inputs = keras.Input(input_shape)
     if len(input_shape) == 3:
@@ -36,7 +38,7 @@ def transformer_networks(input_shape, latent_dim, embed_dim, num_heads, num_laye
         h = keras.layers.Dense(embed_dim, dtype=dtype, name="step_embed")(inputs)
     tokens = h.shape[1]
     h = PositionEmbedding(tokens, dtype=dtype, name="positions")(h)
-    h = _blocks(h, num_layers, num_heads, ff_dim, dtype, prefix="")
+    h = _blocks(h, num_layers, num_heads, ff_dim, activation, dtype, prefix="")
     h = keras.layers.GlobalAveragePooling1D(dtype=dtype)(h)
     trunk = keras.Model(inputs, h, name="encoder_trunk")
 
@@ -44,7 +46,7 @@ def transformer_networks(input_shape, latent_dim, embed_dim, num_heads, num_laye
     h = keras.layers.Dense(embed_dim, dtype=dtype, name="expand")(codes)
     h = keras.layers.RepeatVector(tokens, dtype=dtype)(h)
     h = PositionEmbedding(tokens, dtype=dtype, name="decoder_positions")(h)
-    h = _blocks(h, num_layers, num_heads, ff_dim, dtype, prefix="decoder_")
+    h = _blocks(h, num_layers, num_heads, ff_dim, activation, dtype, prefix="decoder_")
     if len(input_shape) == 3:
         h = keras.layers.Reshape((*grid, embed_dim), dtype=dtype)(h)
         logits = keras.layers.Conv2DTranspose(
@@ -70,6 +72,8 @@ class TransformerAutoencoder(Autoencoder):
         ff_dim: feed-forward width inside each block.
         patch_size: side of the square image patches (ignored for sequences).
         output_activation: "sigmoid" (data in [0, 1]) or "linear".
+        activation: the blocks' feed-forward activation: "gelu" or "relu" (TensorFlow Lite Micro
+            has no GELU kernel; a ReLU model exports for microcontrollers).
 
     Example:
         >>> model = zoo.create("transformer_ae", input_shape=(28, 28, 1), latent_dim=16, patch_size=4)
@@ -88,11 +92,12 @@ class TransformerAutoencoder(Autoencoder):
         ff_dim=128,
         patch_size=4,
         output_activation="sigmoid",
+        activation="gelu",
         **kwargs,
     ):
         super().__init__(input_shape, latent_dim, output_activation, **kwargs)
         self.embed_dim, self.num_heads, self.num_layers = int(embed_dim), int(num_heads), int(num_layers)
-        self.ff_dim, self.patch_size = int(ff_dim), int(patch_size)
+        self.ff_dim, self.patch_size, self.activation = int(ff_dim), int(patch_size), activation
         check_hidden_widths([self.embed_dim], self.input_size, self.latent_dim, "embed_dim")
         if self.embed_dim % self.num_heads:
             raise ZooError(f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}")
@@ -106,6 +111,7 @@ class TransformerAutoencoder(Autoencoder):
                 self.ff_dim,
                 self.patch_size,
                 self.dtype_policy,
+                self.activation,
             )
         )
 
@@ -116,4 +122,5 @@ class TransformerAutoencoder(Autoencoder):
             "num_layers": self.num_layers,
             "ff_dim": self.ff_dim,
             "patch_size": self.patch_size,
+            "activation": self.activation,
         }

@@ -1,0 +1,479 @@
+"""Microcontroller target: single-signature int8 files for TensorFlow Lite Micro (TFLM), as C arrays.
+
+`aezoo export --micro` adds a `micro/` folder to an export:
+    model_<signature>_int8.tflite   one signature per file (TFLM runs only a file's subgraph 0,
+                                    and some multi-subgraph int8 files crash its allocator)
+    model_<signature>_int8.cc/.h    the same bytes as an aligned const array and its length
+    micro.json                      per file: signature, input shape, arena and flash bytes,
+                                    the resolver registrations a firmware needs, verification
+
+The tensor arena is measured in the TFLM interpreter itself: the smallest arena that loads and
+invokes the file, found by binary search in a child process (an arena a few bytes too small
+segfaults TFLM instead of raising), plus `ARENA_MARGIN`. Each file is then verified in TFLM
+against ai-edge-litert's reference kernels on held-out examples.
+
+This module imports only the standard library and numpy at the top (TFLM and ai-edge-litert on
+use), so `MicroModel` works where TensorFlow is absent; the exporter passes the conversion in.
+
+Example:
+    >>> from export import micro
+    >>> model = micro.load("out/micro/model_encode_int8.tflite")  # needs pip install tflite-micro
+    >>> codes = model.encode(x)
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from export.runtime import SIGNATURES, EdgeError, EdgeModel, _dequantize, _quantize, _representable_range
+
+MICRO_DIR = "micro"
+MICRO_FILE = "micro.json"
+# The signatures a board runs: anomaly scores (reconstruct) and features (encode); a VAE's
+# distribution and its generator too (`sample` is `decode` of noise the board draws itself).
+BOARD_SIGNATURES = ("reconstruct", "encode")
+VAE_BOARD_SIGNATURES = ("encode_distribution", "decode")
+# Host TFLM (64-bit pointers) and a board's build (CMSIS-NN kernels' scratch buffers, another
+# TFLM version) need different arenas for one file; the margin covers that drift.
+ARENA_MARGIN = 0.10
+ARENA_ALIGNMENT = 16  # TFLM aligns arena allocations to 16 bytes; the search stops at this step
+ARENA_CEILING = 64 << 20  # a file that needs more is not a microcontroller model
+CODE_STEPS_TARGET = 2  # int8 steps between TFLM's and the reference kernels' codes
+PSNR_MARGIN_DB = 0.5  # TFLM's reconstruction PSNR may lie this far below the reference kernels'
+CODE_OUTPUTS = ("code", "z_mean", "z_log_var")
+MISSING_OP = re.compile(r"Didn't find op for builtin opcode '(\w+)'")
+# TFLM kernels the zoo's default graphs need but TFLM lacks, and the model option avoiding each.
+AVOIDED_BY = {
+    "TILE": "build the model with repeat='broadcast' (lstm_ae, or a VAE's backbone_config with backbone='lstm'; "
+    "same weights, so load them into it)",
+    "GELU": "train the model with activation='relu' (transformer_ae, or a VAE's backbone_config with "
+    "backbone='transformer')",
+}
+# Resolver methods whose names are not the op name in CamelCase.
+RESOLVER_EXCEPTIONS = {"BATCH_MATMUL": "AddBatchMatMul", "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM"}
+
+
+def file_name(signature):
+    """Name of a signature's micro file, e.g. model_encode_int8.tflite."""
+    return f"model_{signature}_int8.tflite"
+
+
+def board_signatures(signatures):
+    """The signatures of an export that get micro files: `BOARD_SIGNATURES`, and a VAE's two more."""
+    return BOARD_SIGNATURES + (VAE_BOARD_SIGNATURES if "encode_distribution" in signatures else ())
+
+
+def resolver_registration(op):
+    """The `tflite::MicroMutableOpResolver` call that registers a builtin op: CONV_2D -> 'AddConv2D()'."""
+    # Parts starting with a digit keep their case: CONV_2D -> Conv2D, MAX_POOL_2D -> MaxPool2D.
+    parts = (part if part[0].isdigit() else part.capitalize() for part in op.split("_"))
+    return f"{RESOLVER_EXCEPTIONS.get(op) or 'Add' + ''.join(parts)}()"
+
+
+def find_tflm():
+    """TFLM's Python `runtime` module; an EdgeError saying what to install when it is absent."""
+    try:
+        from tflite_micro.python.tflite_micro import runtime as tflm
+    except ImportError:
+        raise EdgeError("the micro target needs the TFLite Micro interpreter: pip install tflite-micro") from None
+    return tflm
+
+
+def tflm_version():
+    """The installed tflite-micro version, e.g. '0.dev20261023182759'."""
+    from importlib import metadata
+
+    return metadata.version("tflite-micro")
+
+
+# --- C arrays ---------------------------------------------------------------------------------------
+def write_c_array(content, folder, stem):
+    """Writes `<stem>.h` (declarations) and `<stem>.cc` (the bytes, 16-byte aligned); returns the names.
+
+    TFLM reads the model in place from flash, and its flatbuffer needs 16-byte aligned buffers.
+    """
+    symbol = "g_" + re.sub(r"\W", "_", stem)
+    guard = f"AEZOO_{symbol.upper()}_H_"
+    header = (
+        f"// {stem}.tflite as a C array (written by aezoo export --micro).\n"
+        f"#ifndef {guard}\n#define {guard}\n\n"
+        f"extern const unsigned char {symbol}[];\nextern const unsigned int {symbol}_len;\n\n#endif  // {guard}\n"
+    )
+    rows = ",\n".join(
+        "    " + ", ".join(f"0x{byte:02x}" for byte in content[start : start + 12]) for start in range(0, len(content), 12)
+    )
+    source = (
+        f'#include "{stem}.h"\n\n'
+        f"alignas(16) const unsigned char {symbol}[] = {{\n{rows}\n}};\n"
+        f"const unsigned int {symbol}_len = {len(content)};\n"
+    )
+    (folder / f"{stem}.h").write_text(header)
+    (folder / f"{stem}.cc").write_text(source)
+    return {"source": f"{stem}.cc", "header": f"{stem}.h", "array": symbol, "length": f"{symbol}_len"}
+
+
+# --- arena measurement ------------------------------------------------------------------------------
+class _ArenaProbe:
+    """A child process that loads and invokes one file in TFLM at each arena size it is sent.
+
+    A crash (too small an arena can segfault TFLM) ends only the child; the next probe starts
+    a new one. Its stderr, where TFLM reports a missing kernel, is kept in a temp file.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.child = None
+
+    def runs(self, arena):
+        if self.child is None:
+            self.child = subprocess.Popen(
+                [sys.executable, "-m", "export.micro", "probe", str(self.path)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                cwd=Path(__file__).resolve().parents[1],
+            )
+        try:
+            self.child.stdin.write(f"{arena}\n")
+            self.child.stdin.flush()
+            answer = self.child.stdout.readline().strip()
+        except BrokenPipeError:
+            answer = ""
+        if answer not in ("ok", "fail"):  # the child died on this arena; the next probe starts another
+            self._stop()
+            return False
+        return answer == "ok"
+
+    def _stop(self):
+        for pipe in (self.child.stdin, self.child.stdout):
+            try:
+                pipe.close()
+            except BrokenPipeError:
+                pass
+        self.child.wait()
+        self.child = None
+
+    def stderr(self):
+        self.log.seek(0)
+        return self.log.read()
+
+    def close(self):
+        if self.child is not None:
+            self._stop()  # closing stdin ends the child's loop
+        self.log.close()
+
+
+def _probe_main(path):
+    """The child of `_ArenaProbe`: for each arena size on stdin, 'ok' if the file runs in it, else 'fail'."""
+    tflm = find_tflm()
+    content = Path(path).read_bytes()
+    for line in sys.stdin:
+        try:
+            interpreter = tflm.Interpreter.from_bytes(content, arena_size=int(line))
+            interpreter.invoke()  # kernels' scratch buffers are claimed in prepare; invoke proves them
+            answer = "ok"
+        except RuntimeError:
+            answer = "fail"
+        print(answer, flush=True)
+
+
+def measure_arena(path, ceiling=ARENA_CEILING):
+    """The smallest tensor arena (bytes, a multiple of 16) in which TFLM loads and invokes `path`.
+
+    Raises:
+        EdgeError: the file needs a kernel TFLM lacks (naming the op and the model option that
+            avoids it), or does not run even in `ceiling` bytes.
+
+    Example:
+        >>> measure_arena("out/micro/model_reconstruct_int8.tflite")  # e.g. 20048
+    """
+    find_tflm()
+    path = Path(path)
+    probe = _ArenaProbe(path)
+    try:
+        if not probe.runs(ceiling):
+            raise _refusal(path, probe.stderr(), ceiling)
+        # Double up to the first arena that runs, then halve the gap down to the alignment step.
+        low, high = 0, min(4096, ceiling)
+        while not probe.runs(high):
+            low, high = high, min(high * 2, ceiling)
+        while high - low > ARENA_ALIGNMENT:
+            middle = (low + high) // 2 // ARENA_ALIGNMENT * ARENA_ALIGNMENT
+            low, high = (low, middle) if probe.runs(middle) else (middle, high)
+        return high
+    finally:
+        probe.close()
+
+
+def _refusal(path, stderr, ceiling):
+    missing = sorted(set(MISSING_OP.findall(stderr)))
+    if missing:
+        avoid = "; ".join(f"to avoid {op}, {AVOIDED_BY[op]}" for op in missing if op in AVOIDED_BY)
+        return EdgeError(
+            f"{path.name} needs {', '.join(missing)}, which TFLite Micro has no kernel for; "
+            + (avoid or "change the model so it avoids that op")
+        )
+    first = next((line for line in stderr.splitlines() if line.strip()), "no message")
+    return EdgeError(f"{path.name} does not run in TFLite Micro even with a {ceiling >> 20} MB arena ({first.strip()})")
+
+
+def with_margin(arena):
+    """The arena a firmware should reserve: the measured one plus `ARENA_MARGIN`, 16-byte aligned."""
+    return math.ceil(arena * (1 + ARENA_MARGIN) / ARENA_ALIGNMENT) * ARENA_ALIGNMENT
+
+
+# --- running micro files ----------------------------------------------------------------------------
+def load(path):
+    """Opens a micro file (with its micro.json beside it) in the TFLM interpreter; see `MicroModel`."""
+    return MicroModel(path)
+
+
+class MicroModel(EdgeModel):
+    """One micro file in the TFLM interpreter, with the arena micro.json gives; batch 1, one signature.
+
+    It takes float inputs of any length like `EdgeModel` (same checks, same int8 quantization)
+    and runs them one example at a time, as a board does. Only the EdgeModel methods that go
+    through `run` apply (no signature runners here).
+
+    Args:
+        path: a file of an export's micro/ folder.
+        entry: its micro.json entry (the export passes it before micro.json is written);
+            None reads micro.json beside the file.
+    """
+
+    def __init__(self, path, entry=None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EdgeError(f"{self.path}: no such model file")
+        listing = self.path.parent / MICRO_FILE
+        if entry is None and listing.is_file():
+            try:
+                entry = json.loads(listing.read_text())["files"].get(self.path.name)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise EdgeError(f"{listing} is not an aezoo micro.json; re-export with --micro") from None
+        if entry is None:
+            raise EdgeError(
+                f"{self.path.name} is not listed in a {MICRO_FILE} beside it; --runtime micro runs the files "
+                f"of an export's {MICRO_DIR}/ folder (aezoo export --micro)"
+            )
+        content = self.path.read_bytes()
+        if hashlib.sha256(content).hexdigest() != entry["sha256"]:
+            raise EdgeError(f"{self.path.name} does not match {MICRO_FILE}: the file was changed; copy the micro folder again")
+        tflm = find_tflm()
+        self.metadata, self.runtime, self.min_runtime_version = entry, f"tflite-micro {tflm_version()}", None
+        self.arena_bytes = entry["arena_bytes"]
+        try:
+            self._interpreter = tflm.Interpreter.from_bytes(content, arena_size=self.arena_bytes)
+        except RuntimeError as error:
+            raise EdgeError(f"{self.path.name} does not load in TFLite Micro ({error}); re-export with --micro") from None
+        self.signatures = (entry["signature"],)
+        self.batch_size = 1
+        self._input = _details(entry["input"])
+        self._outputs = [(output["name"], _details(output)) for output in entry["outputs"]]
+        shape = tuple(entry["input_shape"])
+        self.input_shape = shape if SIGNATURES[entry["signature"]].input == "x" else None
+        self.latent_dim = shape[0] if self.input_shape is None else entry.get("latent_dim")
+        self.input_range = _representable_range(self._input) if self.input_shape else None
+
+    def require(self, signature):
+        if signature not in self.signatures:
+            raise EdgeError(
+                f"{self.path.name} holds only the {self.signatures[0]!r} signature, not {signature!r}; "
+                f"pick {file_name(signature)} from the same folder"
+            )
+
+    def run(self, signature, values):
+        """Runs the file's signature on `values` (n examples), one invoke per example; {output: float32}."""
+        self.require(signature)
+        values = self._checked(values, SIGNATURES[signature].input, tuple(self.metadata["input_shape"]))
+        raw = self.run_quantized(_quantize(values, self._input))
+        return {name: _dequantize(raw[name], details) for name, details in self._outputs}
+
+    def run_quantized(self, values):
+        """Raw int8 outputs for int8 inputs (n, *shape): what the verification compares step by step."""
+        results = {name: [] for name, _ in self._outputs}
+        for example in values:
+            self._interpreter.set_input(example[None], 0)
+            self._interpreter.invoke()
+            for index, (name, _) in enumerate(self._outputs):
+                results[name].append(np.array(self._interpreter.get_output(index)))
+        return {name: np.concatenate(parts) for name, parts in results.items()}
+
+
+def _details(tensor):
+    """A micro.json tensor entry as the interpreter-style details `_quantize` / `_dequantize` take."""
+    return {"dtype": np.dtype(tensor["dtype"]).type, "quantization": (tensor["scale"], tensor["zero_point"])}
+
+
+def _tensor(details, name=None):
+    scale, zero_point = details["quantization"]
+    entry = {"name": name, "shape": [int(d) for d in details["shape"]], "dtype": np.dtype(details["dtype"]).name}
+    entry.update(scale=float(scale), zero_point=int(zero_point))
+    return entry
+
+
+def _reference_kernels(content, signature, values):
+    """ai-edge-litert's reference kernels (BUILTIN_REF, the portable C code TFLM's kernels come from)
+    on float `values`: (input details, [(output name, details)] in TFLM's output order, the int8
+    inputs, {output name: raw int8 outputs})."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    runner = interpreter.get_signature_runner(signature)
+    input_name = SIGNATURES[signature].input
+    input_details, output_details = runner.get_input_details()[input_name], runner.get_output_details()
+    by_index = {details["index"]: name for name, details in output_details.items()}
+    # TFLM's get_output(i) follows the subgraph's output list, not the signature's names.
+    ordered = [(by_index[d["index"]], output_details[by_index[d["index"]]]) for d in interpreter.get_output_details()]
+    quantized = _quantize(values, input_details)
+    outputs = {name: [] for name, _ in ordered}
+    for example in quantized:
+        result = runner(**{input_name: example[None]})
+        for name, _ in ordered:
+            outputs[name].append(result[name])
+    return input_details, ordered, quantized, {name: np.concatenate(parts) for name, parts in outputs.items()}
+
+
+# --- the micro/ folder ------------------------------------------------------------------------------
+@dataclasses.dataclass
+class MicroCheck:
+    """How one micro file ran in TFLM against the reference kernels."""
+
+    file: str
+    signature: str
+    flash_bytes: int
+    arena_bytes: int
+    max_code_steps: int | None  # code outputs: max |TFLM - reference| in int8 steps
+    psnr_db: float | None  # reconstruction outputs: PSNR of TFLM's result
+    reference_psnr_db: float | None
+
+    @property
+    def met(self):
+        codes_met = self.max_code_steps is None or self.max_code_steps <= CODE_STEPS_TARGET
+        psnr_met = self.psnr_db is None or self.psnr_db >= self.reference_psnr_db - PSNR_MARGIN_DB
+        return codes_met and psnr_met
+
+    def to_json(self):
+        return {
+            "max_code_steps": self.max_code_steps,
+            "psnr_db": self.psnr_db,
+            "reference_psnr_db": self.reference_psnr_db,
+            "target": f"codes within {CODE_STEPS_TARGET} int8 steps, PSNR >= reference - {PSNR_MARGIN_DB:g} dB",
+            "met": self.met,
+        }
+
+    def row(self):
+        steps = "-" if self.max_code_steps is None else str(self.max_code_steps)
+        psnr = "-" if self.psnr_db is None else f"{self.psnr_db:.2f} ({self.reference_psnr_db:.2f})"
+        return (
+            f"| {MICRO_DIR}/{self.file} | {self.flash_bytes:,} | {self.arena_bytes:,} | {steps} | {psnr} | "
+            f"{'met' if self.met else 'MISSED'} |"
+        )
+
+
+def report_lines(checks):
+    """The rows `aezoo export --micro` prints below the TFLite table."""
+    lines = [
+        f"micro files, verified in tflite-micro against ai-edge-litert's reference kernels "
+        f"(arena: measured + {ARENA_MARGIN:.0%}):",
+        "| file | flash bytes | arena bytes | code diff (int8 steps) | PSNR dB (reference) | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [check.row() for check in checks]
+    lines += [
+        f"MISSED: {MICRO_DIR}/{check.file}: {check.to_json()['target']} not met; check it before flashing"
+        for check in checks
+        if not check.met
+    ]
+    return lines
+
+
+def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_dim):
+    """Writes the micro/ folder of an export: files, C arrays, measured arenas, TFLM verification.
+
+    Args:
+        folder: the micro/ folder to create (inside the export's staging folder).
+        signatures: the export's signatures; `board_signatures` of them get files.
+        convert_one: fn(signature) -> bytes of a batch-1 single-signature int8 .tflite file.
+        inputs: {input name: float array} of held-out verification inputs (x, z).
+        targets: what reconstructions are compared with (the held-out x).
+        peak: the PSNR peak value.
+        latent_dim: the code width (recorded for decode files).
+
+    Returns:
+        The list of `MicroCheck`s, one per file.
+
+    Raises:
+        EdgeError: a file needs an op TFLM lacks (naming the model option that avoids it).
+    """
+    # Export time only (TensorFlow is there): the export's own op reader and PSNR, so tables agree.
+    from export.convert import op_names
+    from export.exporter import psnr
+
+    folder.mkdir()
+    listing, checks = {}, []
+    for signature in board_signatures(signatures):
+        name = file_name(signature)
+        content = convert_one(signature)
+        (folder / name).write_bytes(content)
+        measured = measure_arena(folder / name)
+        arena = with_margin(measured)
+        spec = SIGNATURES[signature]
+        x = inputs[spec.input]
+        input_details, ordered, quantized, reference = _reference_kernels(content, signature, x)
+        entry = {
+            "signature": signature,
+            "input_shape": list(x.shape[1:]),
+            "latent_dim": latent_dim,
+            "arena_bytes": arena,
+            "arena_measured_bytes": measured,
+            "flash_bytes": len(content),
+            "ops": [resolver_registration(op) for op in op_names(content)],
+            "c_source": write_c_array(content, folder, name.removesuffix(".tflite")),
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "input": _tensor(input_details, spec.input),
+            "outputs": [_tensor(details, output) for output, details in ordered],
+        }
+        tflm = MicroModel(folder / name, entry).run_quantized(quantized)
+        steps = [int(np.abs(tflm[o].astype(int) - reference[o].astype(int)).max()) for o in reference if o in CODE_OUTPUTS]
+        reconstructions = [o for o in reference if o not in CODE_OUTPUTS]
+        scores = [
+            (psnr(targets, _dequantize(tflm[o], details), peak), psnr(targets, _dequantize(reference[o], details), peak))
+            for o, details in ordered if o in reconstructions
+        ]
+        check = MicroCheck(
+            name, signature, len(content), arena, max(steps) if steps else None,
+            scores[0][0] if scores else None, scores[0][1] if scores else None,
+        )
+        entry["verification"] = check.to_json()
+        listing[name] = entry
+        checks.append(check)
+    (folder / MICRO_FILE).write_text(json.dumps(_listing(listing), indent=2) + "\n")
+    return checks
+
+
+def _listing(files):
+    return {
+        "format": "aezoo-micro/1",
+        "tflite_micro": tflm_version(),
+        "arena_note": f"arena_bytes: the smallest tensor arena that ran in the tflite-micro interpreter on this "
+        f"host (arena_measured_bytes, 16-byte steps) plus {ARENA_MARGIN:.0%}; a board's build may differ",
+        "flash_note": "flash_bytes: the model array only; the interpreter and kernels add their own code size",
+        "files": files,
+    }
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["probe"] and len(sys.argv) == 3:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        _probe_main(sys.argv[2])
+    else:
+        sys.exit("usage: python -m export.micro probe FILE.tflite  (the arena probe's child process)")

@@ -1,0 +1,265 @@
+"""Microcontroller target (`aezoo export --micro`): single-signature int8 files for TensorFlow Lite
+Micro, their C arrays, arenas measured in the TFLM interpreter, verification against the reference
+kernels, the refusal of ops TFLM lacks, the model options that avoid them, and `--runtime micro`."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from export_helpers import FAMILIES, train_briefly
+
+import zoo
+from export import micro
+from recipes import cli
+from zoo.errors import ZooError
+
+pytest.importorskip("tflite_micro", reason="the micro target needs pip install tflite-micro")
+
+ROOT = Path(__file__).resolve().parents[1]
+# Families exported here, each with the option its micro export needs (the LSTM: no TILE).
+MICRO_FAMILIES = {
+    "dense_ae": {},
+    "lstm_ae": {"repeat": "broadcast"},
+    "vae_dense": {},
+}
+
+
+def with_options(name, options):
+    """A FAMILIES model with extra options, trained briefly on digits (as sequences if it reads them)."""
+    digits = zoo.data.load("digits")
+    data = digits.as_sequences() if FAMILIES[name][2] else digits
+    return train_briefly(name, data, **options), data
+
+
+@pytest.fixture(scope="module")
+def micro_exports(tmp_path_factory):
+    """{family: (model, data, micro folder)}: each exported once with micro_target=True."""
+    root = tmp_path_factory.mktemp("micro")
+    exports = {}
+    for name, options in MICRO_FAMILIES.items():
+        model, data = with_options(name, options)
+        zoo_export(model, root / name, data)
+        exports[name] = (model, data, root / name / micro.MICRO_DIR)
+    return exports
+
+
+def zoo_export(model, out_dir, data):
+    from export import export_model
+
+    # float32 for the main file: the micro files are int8 regardless, and it converts fastest.
+    return export_model(
+        model, out_dir, quantize="float32", calibration_data=data, calibration_samples=100, verify_samples=32,
+        micro_target=True,
+    )
+
+
+def listing(folder):
+    return json.loads((folder / micro.MICRO_FILE).read_text())["files"]
+
+
+def run_cli(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_error(code, err):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aezoo: error: "), err
+    return lines[0]
+
+
+def builtin_ops(path):
+    """Op names of a .tflite file read with ai_edge_litert's schema (independent of the export's reader)."""
+    from ai_edge_litert.schema_py_generated import BuiltinOperator, Model
+
+    names = {value: key for key, value in vars(BuiltinOperator).items() if not key.startswith("_")}
+    model = Model.GetRootAsModel(path.read_bytes(), 0)
+    codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+    return {names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())] for code in codes}
+
+
+def runs_in_tflm(path, arena):
+    """Whether a fresh process loads and invokes `path` in TFLM with `arena` bytes (a crash counts as no)."""
+    script = textwrap.dedent(f"""
+        from tflite_micro.python.tflite_micro import runtime
+        interpreter = runtime.Interpreter.from_file({str(path)!r}, arena_size={arena})
+        interpreter.invoke()
+    """)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True).returncode == 0
+
+
+# --- the micro/ folder -----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", MICRO_FAMILIES)
+def test_micro_folder_has_one_single_signature_file_per_board_signature(micro_exports, name):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model, _, folder = micro_exports[name]
+    expected = ("reconstruct", "encode") + (("encode_distribution", "decode") if name.startswith("vae") else ())
+    files = listing(folder)
+    assert sorted(files) == sorted(micro.file_name(s) for s in expected)
+    for file, entry in files.items():
+        path = folder / file
+        assert list(Interpreter(model_path=str(path)).get_signature_list()) == [entry["signature"]]
+        assert entry["flash_bytes"] == path.stat().st_size
+        shape = model.data_shape if entry["signature"] != "decode" else (model.latent_dim,)
+        assert tuple(entry["input_shape"]) == tuple(shape)
+        assert entry["input"]["dtype"] == "int8" and all(o["dtype"] == "int8" for o in entry["outputs"])
+        # Resolver registrations: one per op the file holds, TFLM's method names.
+        ops = builtin_ops(path)
+        assert len(entry["ops"]) == len(ops)
+        assert "AddFullyConnected()" in entry["ops"] and all(op.startswith("Add") and op.endswith("()") for op in entry["ops"])
+        assert entry["verification"]["met"], (file, entry["verification"])
+
+
+def test_resolver_registration_names():
+    assert micro.resolver_registration("FULLY_CONNECTED") == "AddFullyConnected()"
+    assert micro.resolver_registration("CONV_2D") == "AddConv2D()"
+    assert micro.resolver_registration("MAX_POOL_2D") == "AddMaxPool2D()"
+    assert micro.resolver_registration("BATCH_MATMUL") == "AddBatchMatMul()"
+
+
+def test_arena_is_the_smallest_that_runs_plus_the_stated_margin(micro_exports):
+    _, _, folder = micro_exports["dense_ae"]
+    for file, entry in listing(folder).items():
+        measured = entry["arena_measured_bytes"]
+        assert entry["arena_bytes"] == micro.with_margin(measured) >= measured * (1 + micro.ARENA_MARGIN)
+        # Measured in TFLM: it runs there, and one alignment step less does not.
+        assert runs_in_tflm(folder / file, measured), file
+        assert not runs_in_tflm(folder / file, measured - micro.ARENA_ALIGNMENT), file
+
+
+def test_larger_model_needs_a_larger_arena(micro_exports):
+    # The LSTM keeps per-step states; the dense model two small layers: the measurement tells them apart.
+    dense = listing(micro_exports["dense_ae"][2])[micro.file_name("reconstruct")]["arena_measured_bytes"]
+    lstm = listing(micro_exports["lstm_ae"][2])[micro.file_name("reconstruct")]["arena_measured_bytes"]
+    assert lstm > 2 * dense
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed: the C arrays cannot be compiled here")
+def test_c_arrays_compile_and_hold_the_file_bytes_aligned(micro_exports, tmp_path):
+    _, _, folder = micro_exports["vae_dense"]
+    for file, entry in listing(folder).items():
+        source = entry["c_source"]
+        main = tmp_path / f"main_{source['array']}.cc"
+        # A host program that writes the array back out and checks its alignment and length.
+        main.write_text(textwrap.dedent(f"""
+            #include <cstdint>
+            #include <cstdio>
+            #include "{source['header']}"
+            int main() {{
+              if (reinterpret_cast<std::uintptr_t>({source['array']}) % 16 != 0) return 3;
+              return std::fwrite({source['array']}, 1, {source['length']}, stdout) == {source['length']} ? 0 : 4;
+            }}
+        """))
+        objects = []
+        for cc in (folder / source["source"], main):
+            objects.append(tmp_path / (cc.stem + ".o"))
+            subprocess.run(["g++", "-std=c++17", "-c", str(cc), "-I", str(folder), "-o", str(objects[-1])], check=True)
+        binary = tmp_path / source["array"]
+        subprocess.run(["g++", *map(str, objects), "-o", str(binary)], check=True)
+        result = subprocess.run([str(binary)], capture_output=True)
+        assert result.returncode == 0
+        assert result.stdout == (folder / file).read_bytes()
+
+
+# --- verification and running micro files ----------------------------------------------------------
+def test_predict_runtime_micro_matches_the_reference_kernels(micro_exports, tmp_path, capsys):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    model, data, folder = micro_exports["dense_ae"]
+    path = folder / micro.file_name("encode")
+    x = data.x_test[:16]
+    np.save(tmp_path / "x.npy", x)
+    code, out, _ = run_cli(capsys, "predict", path, tmp_path / "x.npy", "--signature", "encode", "--runtime", "micro",
+                           "-o", tmp_path / "codes.npy")
+    assert code == 0 and "tflite-micro" in out
+    codes = np.load(tmp_path / "codes.npy")
+
+    runner = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF).get_signature_runner("encode")
+    in_scale, in_zero = runner.get_input_details()["x"]["quantization"]
+    out_scale, out_zero = runner.get_output_details()["code"]["quantization"]
+    quantized = np.clip(np.round(x / in_scale + in_zero), -128, 127).astype(np.int8)
+    reference = np.concatenate([runner(x=example[None])["code"] for example in quantized])
+    steps = np.abs(np.round(codes / out_scale + out_zero) - reference)
+    assert codes.shape == (16, model.latent_dim)
+    assert steps.max() <= micro.CODE_STEPS_TARGET
+
+
+def test_runtime_micro_refuses_the_wrong_signature_and_files_outside_micro(micro_exports, tmp_path, capsys):
+    _, data, folder = micro_exports["dense_ae"]
+    np.save(tmp_path / "x.npy", data.x_test[:2])
+    line = one_line_error(*run_cli(capsys, "predict", folder / micro.file_name("encode"), tmp_path / "x.npy", "--runtime", "micro")[::2])
+    assert "'encode' signature, not 'reconstruct'" in line and micro.file_name("reconstruct") in line
+    alone = tmp_path / "alone.tflite"
+    shutil.copy(folder / micro.file_name("encode"), alone)
+    line = one_line_error(*run_cli(capsys, "predict", alone, tmp_path / "x.npy", "--runtime", "micro")[::2])
+    assert "micro.json" in line and "--micro" in line
+
+
+# --- refusals --------------------------------------------------------------------------------------
+def test_lstm_with_tile_is_refused_naming_the_op_and_the_option(tmp_path, capsys):
+    # The refusal does not depend on the weights: an untrained model shows it (and saves minutes).
+    model = zoo.create("lstm_ae", (8, 8), 8, units=[16])
+    assert model.repeat == "tile"  # the default, unchanged
+    model.save(tmp_path / "lstm.keras")
+    out = tmp_path / "out"
+    line = one_line_error(*run_cli(capsys, "export", tmp_path / "lstm.keras", "--out", out, "--quantize", "float32",
+                                   "--calibration-data", "digits", "--micro")[::2])
+    assert "TILE" in line and "repeat='broadcast'" in line
+    assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_transformer_with_gelu_is_refused_naming_the_op_and_the_option(tmp_path):
+    from export import export_model
+
+    model = zoo.create("transformer_ae", (8, 8, 1), 8, **FAMILIES["transformer_ae"][1])
+    with pytest.raises(ZooError, match=r"GELU.*activation='relu'") as refused:
+        export_model(model, tmp_path / "out", quantize="float32", calibration_data="digits", calibration_samples=20,
+                     verify_samples=4, micro_target=True)
+    assert "\n" not in str(refused.value)
+
+
+def test_micro_needs_calibration_data(tmp_path, capsys):
+    model = zoo.create("dense_ae", (8, 8, 1), 4)
+    model.save(tmp_path / "dense.keras")
+    line = one_line_error(*run_cli(capsys, "export", tmp_path / "dense.keras", "--out", tmp_path / "out", "--micro")[::2])
+    assert "--calibration-data" in line
+
+
+# --- the model options that avoid TFLM's missing ops -------------------------------------------------
+def test_broadcast_repeat_computes_what_repeatvector_does_with_the_same_weights(tmp_path):
+    x = zoo.data.load("digits").as_sequences().x_test[:8]
+    tile = zoo.create("lstm_ae", (8, 8), 4, units=[16])
+    broadcast = zoo.create("lstm_ae", (8, 8), 4, units=[16], repeat="broadcast")
+    broadcast.set_weights(tile.get_weights())
+    np.testing.assert_allclose(broadcast(x), tile(x), atol=1e-6, rtol=0)
+    broadcast.save(tmp_path / "broadcast.keras")
+    reloaded = keras.models.load_model(tmp_path / "broadcast.keras")
+    assert reloaded.get_config() == broadcast.get_config() and reloaded.repeat == "broadcast"
+    np.testing.assert_array_equal(reloaded(x), broadcast(x))
+    with pytest.raises(ZooError, match="repeat"):
+        zoo.create("lstm_ae", (8, 8), 4, units=[16], repeat="loop")
+
+
+def test_transformer_relu_option_saves_and_reloads_and_gelu_stays_the_default(tmp_path):
+    x = zoo.data.load("digits").as_sequences().x_test[:8]
+    options = {"embed_dim": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 32}
+    assert zoo.create("transformer_ae", (8, 8), 4, **options).get_config()["activation"] == "gelu"
+    relu = zoo.create("transformer_ae", (8, 8), 4, activation="relu", **options)
+    gelu = zoo.create("transformer_ae", (8, 8), 4, **options)
+    gelu.set_weights(relu.get_weights())
+    assert not np.allclose(relu(x), gelu(x))  # the option changes the computation
+    relu.save(tmp_path / "relu.keras")
+    reloaded = keras.models.load_model(tmp_path / "relu.keras")
+    np.testing.assert_array_equal(reloaded(x), relu(x))
+    assert reloaded.get_config()["activation"] == "relu"
+    with pytest.raises(ZooError, match="activation"):
+        zoo.create("transformer_ae", (8, 8), 4, activation="swish", **options)
