@@ -20,7 +20,7 @@ _LAZY = {
     "EdgeError": "export.runtime",
 }
 
-_SUBMODULES = ("benchmark", "convert", "exporter", "runtime", "tflite_file")
+_SUBMODULES = ("benchmark", "convert", "exporter", "onnx_runtime", "onnx_target", "runtime", "tflite_file")
 
 __all__ = sorted(_LAZY)
 

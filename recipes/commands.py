@@ -133,6 +133,7 @@ def export(args):
         quantize=[m.strip() for m in quantize.split(",") if m.strip()],
         batch_size=args.batch_size,
         calibration_data=calibration,
+        onnx=args.onnx,
     )
     print(report)
 
