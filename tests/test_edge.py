@@ -33,7 +33,8 @@ INT8_MAX_STEPS, INT8_MEAN_STEPS = 6, 2
 
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory):
-    return exported_models(tmp_path_factory.getbasetemp() / "exports")
+    # The same exports as tests/test_export.py (with ONNX files), so one process exports once.
+    return exported_models(tmp_path_factory.getbasetemp() / "exports", onnx=True)
 
 
 @pytest.fixture(scope="session")
