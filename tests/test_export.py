@@ -456,3 +456,23 @@ def test_onnx_runtime_runs_without_tensorflow(exports):
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True)
+
+
+def test_cli_export_onnx_writes_and_reports_the_onnx_files(exports, tmp_path, capsys):
+    exports["dense_ae"].model.save(tmp_path / "dense.keras")
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(
+        capsys, "export", tmp_path / "dense.keras", "--out", out, "--quantize", "float32", "--calibration-data", "digits", "--onnx"
+    )
+    assert code == 0
+    row = next(line for line in stdout.splitlines() if line.startswith("| onnx/ |"))
+    assert "onnxruntime" in row and "max abs diff <= 1e-05: met" in row
+    assert sorted(p.name for p in (out / "onnx").iterdir()) == ["decode.onnx", "encode.onnx", "reconstruct.onnx"]
+
+
+def test_onnx_export_without_the_converter_is_one_line_error(exports, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed: importing it raises ImportError
+    exports["dense_ae"].model.save(tmp_path / "dense.keras")
+    code, _, err = run_cli(capsys, "export", tmp_path / "dense.keras", "--out", tmp_path / "out", "--quantize", "float32", "--onnx")
+    assert_one_line_error(code, err, "--onnx needs tf2onnx", "autoencoder-zoo[onnx]")
+    assert not (tmp_path / "out").exists()
