@@ -9,6 +9,8 @@ present, must match the file's sha256; it also gives the input's value range.
 
 This module imports only the standard library, numpy, the interpreter and (for PNG files)
 Pillow, so it works on boards where TensorFlow is not installed.
+`load` hands .onnx files (`aezoo export --onnx`) to `export.onnx_runtime`, which runs them in
+onnxruntime behind the same API.
 
 Example:
     >>> from export import runtime
