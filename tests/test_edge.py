@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The board install of the README, with the checkout in place of the package index's copy.
 EDGE_REQUIREMENTS = ["numpy<2", "pillow", "tflite-runtime"]
 INSTALLED_SOURCES = ["pyproject.toml", "recipes/__init__.py", "recipes/cli.py", "export/__init__.py",
-                     "export/runtime.py", "export/tflite_file.py"]  # what `aezoo predict` runs
+                     "export/runtime.py", "export/onnx_runtime.py", "export/tflite_file.py"]  # what `aezoo predict` runs
 # int8 outputs of tflite_runtime 2.14 and ai_edge_litert differ by up to one quantization step, and on
 # attention models (their int8 softmax/GELU kernels differ) by up to five, about one on average.
 INT8_MAX_STEPS, INT8_MEAN_STEPS = 6, 2
