@@ -89,9 +89,7 @@ def convert_function(function, spec, what="the graph"):
             tf.function(function), input_signature=[spec], opset=OPSET, custom_op_handlers=CUSTOM_OP_HANDLERS
         )
     except Exception as error:  # tf2onnx raises bare ValueError/KeyError/... on graphs it cannot map
-        raise ZooError(
-            f"tf2onnx could not convert {what} ({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''})"
-        ) from None
+        raise ZooError(f"tf2onnx could not convert {what}: {_first_line(error)}") from None
     _name_batch_axis(proto)
     content = proto.SerializeToString()
     check_runnable(content, what)
@@ -129,8 +127,13 @@ def check_runnable(content, what="the graph"):
     try:
         onnxruntime.InferenceSession(content, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime's pybind errors (Fail, InvalidGraph, ...) share no base class
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ZooError(f"ONNX Runtime cannot load the ONNX graph of {what}: {first_line}") from None
+        raise ZooError(f"ONNX Runtime cannot load the ONNX graph of {what}: {_first_line(error)}") from None
+
+
+def _first_line(error):
+    """An exception's first message line (its type name when empty), for one-line errors."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def op_names(content):
