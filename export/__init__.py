@@ -1,6 +1,7 @@
-"""Edge export: SavedModel and TFLite artifacts of zoo models, and a TensorFlow-free runtime for them.
+"""Edge export: SavedModel, TFLite and ONNX artifacts of zoo models, and a TensorFlow-free runtime for them.
 
-`export.runtime` (the edge side) needs only numpy and a TFLite interpreter; everything else
+`export.runtime` (the edge side) needs only numpy and a TFLite interpreter (or onnxruntime for
+.onnx files, `export.onnx_runtime`); everything else
 here needs TensorFlow, so it is imported on first use (PEP 562) and `import export.runtime`
 stays light on a board.
 
@@ -20,7 +21,7 @@ _LAZY = {
     "EdgeError": "export.runtime",
 }
 
-_SUBMODULES = ("benchmark", "convert", "exporter", "micro", "runtime", "tflite_file")
+_SUBMODULES = ("benchmark", "convert", "exporter", "micro", "onnx_runtime", "onnx_target", "runtime", "tflite_file")
 
 __all__ = sorted(_LAZY)
 

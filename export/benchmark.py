@@ -1,10 +1,11 @@
-"""`aezoo benchmark export`: size, latency and quality of every family's TFLite files, as a table.
+"""`aezoo benchmark export`: size, latency and quality of every family's TFLite and ONNX files, as a table.
 
 Not a test. Each family is trained briefly on mnist5k (so the quality columns mean something),
 exported in every requested mode, and each file is timed in the edge runtime on single
 held-out examples at 1 and 2 interpreter threads. Latency is per sample (batch 1) through
 `export.runtime` (input checks and int8 quantization included); quality is the export's own
-verification against the Keras model.
+verification against the Keras model. The ONNX row times onnx/reconstruct.onnx in onnxruntime
+(its size: all signature files together, as the TFLite file holds every signature).
 
 With `--micro`, each export also gets its micro/ folder (TFLite Micro), and a second table gives
 every micro file's flash bytes, tensor arena measured in the TFLM interpreter, and its check
@@ -18,6 +19,7 @@ Example:
 """
 
 import argparse
+import importlib
 import os
 import shutil
 import sys
@@ -49,6 +51,7 @@ def _parser():
     parser.add_argument("--epochs", type=int, default=5, help="training epochs on mnist5k's 4000 training images")
     parser.add_argument("--runs", type=int, default=200, help="timed single-sample runs per file and thread count")
     parser.add_argument("--verify-samples", type=int, default=200, help="held-out images the quality is measured on")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX row (no tf2onnx installed)")
     parser.add_argument("--out", help="keep the exports in this folder (default: a temp folder, removed)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--micro", action="store_true", help="also micro/ files: flash and measured TFLM arena per file")
@@ -74,7 +77,7 @@ def train(family, data, epochs, seed, micro_target=False):
     return model
 
 
-def latency_ms(path, samples, threads, runs):
+def latency_ms(path, samples, threads, runs):  # a .tflite or .onnx file
     """(p50, p95) milliseconds of one `reconstruct` call on a single example."""
     from export import runtime
 
@@ -104,6 +107,7 @@ def main(argv=None):
     import zoo
     from export import runtime
     from export.exporter import export_model, format_size, parse_modes, tflite_name
+    from export.onnx_target import onnx_name
     from zoo.errors import unknown_name
 
     families = [name.strip() for name in args.families.split(",") if name.strip()]
@@ -122,29 +126,34 @@ def main(argv=None):
             report = export_model(
                 model, root / family, quantize=modes, calibration_data=data, verify_samples=args.verify_samples,
                 micro_target=args.micro,
+                onnx=not args.no_onnx,
             )
             micro_rows += _micro_rows(family, root / family)
             print(f"{family}: trained and exported in {time.perf_counter() - started:.0f} s", file=sys.stderr)
             checks = {check.mode: check for check in report.checks}
             samples = data.x_test[: args.verify_samples]
-            for mode in modes:
+            files = {mode: tflite_name(mode) for mode in modes}
+            if not args.no_onnx:
+                files["onnx"] = onnx_name("reconstruct")
+            for mode, file_name in files.items():
                 check = checks[mode]
-                timings = [latency_ms(root / family / tflite_name(mode), samples, t, args.runs) for t in THREADS]
+                timings = [latency_ms(root / family / file_name, samples, t, args.runs) for t in THREADS]
+                runs_on_2_14 = {None: "-", True: "yes", False: "no"}[check.tflite_runtime_2_14]
                 rows.append(
                     f"| {family} | {mode} | {format_size(check.size_bytes)} | "
                     + " | ".join(f"{p50:.3f} / {p95:.3f}" for p50, p95 in timings)
-                    + f" | {check.max_abs_diff['reconstruct']:.1e} | {check.psnr_db:.2f} ({check.keras_psnr_db:.2f}) | "
-                    f"{'yes' if check.tflite_runtime_2_14 else 'no'} |"
+                    + f" | {check.judged_diff:.1e} | {check.psnr_db:.2f} ({check.keras_psnr_db:.2f}) | {runs_on_2_14} |"
                 )
     finally:
         if not args.out:
             shutil.rmtree(root, ignore_errors=True)
+    onnx_runtime = "" if args.no_onnx else f" (ONNX: onnxruntime {importlib.import_module('onnxruntime').__version__})"
     print(
-        f"{runtime.find_interpreter()}, {os.cpu_count()} CPU cores, batch 1, {args.runs} runs after {WARMUP_RUNS} "
+        f"{runtime.find_interpreter()}{onnx_runtime}, {os.cpu_count()} CPU cores, batch 1, {args.runs} runs after {WARMUP_RUNS} "
         f"warm-up; models trained {args.epochs} epochs on mnist5k, quality on {args.verify_samples} held-out images\n"
     )
     print(
-        "| model | mode | size | latency ms p50 / p95, 1 thread | 2 threads | max abs diff vs Keras | "
+        "| model | mode | size | latency ms p50 / p95, 1 thread | 2 threads | max abs diff vs Keras (ONNX: all signatures) | "
         "PSNR dB (Keras) | tflite_runtime 2.14 |"
     )
     print("|---|---|---|---|---|---|---|---|")

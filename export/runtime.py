@@ -9,6 +9,8 @@ present, must match the file's sha256; it also gives the input's value range.
 
 This module imports only the standard library, numpy, the interpreter and (for PNG files)
 Pillow, so it works on boards where TensorFlow is not installed.
+`load` hands .onnx files (`aezoo export --onnx`) to `export.onnx_runtime`, which runs them in
+onnxruntime behind the same API.
 
 Example:
     >>> from export import runtime
@@ -101,7 +103,8 @@ def load(path, num_threads=None):
 
     Args:
         path: a .tflite file written by `export.export_model` (its metadata.json beside it is
-            checked when present; a file alone works too).
+            checked when present; a file alone works too), or one of its onnx/<signature>.onnx
+            files (run in onnxruntime by `export.onnx_runtime`, same API).
         num_threads: interpreter threads (None: the interpreter's default).
 
     Returns:
@@ -115,6 +118,10 @@ def load(path, num_threads=None):
         >>> model = load("out/model_float32.tflite", num_threads=2)
         >>> model.reconstruct(x).shape == x.shape
     """
+    if Path(path).suffix.lower() == ".onnx":
+        from export.onnx_runtime import OnnxModel  # onnxruntime instead of a TFLite interpreter
+
+        return OnnxModel(path, num_threads=num_threads)
     return EdgeModel(path, num_threads=num_threads)
 
 
@@ -302,14 +309,18 @@ class EdgeModel:
         return described
 
 
-def _matching_metadata(path, content):
-    """The export's metadata with this file's entry, checked against the file's sha256; None if not listed."""
-    metadata_path = path.parent / METADATA_FILE
+def _matching_metadata(path, content, key=None, export_dir=None):
+    """The export's metadata with this file's entry, checked against the file's sha256; None if not listed.
+
+    `key` is the file's entry in metadata.json's "files" (default: its name) and `export_dir` the
+    folder holding metadata.json (default: the file's own), for files in a subfolder (onnx/).
+    """
+    metadata_path = Path(export_dir or path.parent) / METADATA_FILE
     if not metadata_path.is_file():
         return None
     try:
         metadata = json.loads(metadata_path.read_text())
-        entry = metadata["files"].get(path.name)
+        entry = metadata["files"].get(key or path.name)
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise EdgeError(f"{metadata_path} is not an aezoo export's metadata ({type(error).__name__}); re-export") from None
     if entry is None:
@@ -362,7 +373,7 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
     """Runs `artifact` on a .png or .npy file and writes the result; what `aezoo predict` does.
 
     Args:
-        artifact: a .tflite file from `aezoo export`.
+        artifact: a .tflite file from `aezoo export`, or one of its onnx/<signature>.onnx files.
         input_path: a .png image (8-bit, scaled to [0, 1]) or a .npy float array of one example
             or of n examples; for `sample`, a .npy of noise eps (n, latent_dim) or a count n.
         output_path: a .npy file (any result) or .png file (images in [0, 1]); None: only report.

@@ -72,9 +72,10 @@ def _parser():
     export.add_argument("--batch-size", type=_count, default=1)
     export.add_argument("--calibration-data", help="data set for int8 calibration and verification (presets: fashion_mnist)")
     export.add_argument("--micro", action="store_true", help="also micro/: TFLite Micro int8 files as C arrays, arenas measured")
+    export.add_argument("--onnx", action="store_true", help="also write onnx/<signature>.onnx, verified in ONNX Runtime")
 
-    predict = add_command("predict", help="run a .tflite artifact (no TensorFlow needed)")
-    predict.add_argument("artifact", help="a .tflite file from 'aezoo export'")
+    predict = add_command("predict", help="run a .tflite or .onnx artifact (no TensorFlow needed)")
+    predict.add_argument("artifact", help="a .tflite file or onnx/<signature>.onnx file from 'aezoo export'")
     predict.add_argument("input", help="a .png or .npy file")
     predict.add_argument("-o", "--output", help="where to write the result (.png or .npy)")
     predict.add_argument("--signature", default="reconstruct", help="reconstruct, encode, decode or sample")

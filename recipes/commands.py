@@ -134,6 +134,7 @@ def export(args):
         batch_size=args.batch_size,
         calibration_data=calibration,
         micro_target=args.micro,
+        onnx=args.onnx,
     )
     print(report)
 

@@ -69,8 +69,8 @@ def train_briefly(name, data, seed=0, **extra_options):
 
 
 @functools.lru_cache(maxsize=None)
-def exported_models(root):
-    """{family: Exported} for every FAMILIES entry, exported under `root` (once per session)."""
+def exported_models(root, onnx=False):
+    """{family: Exported} for every FAMILIES entry, exported under `root` (once per session); onnx: with ONNX files."""
     import zoo
     from export import export_model
 
@@ -81,6 +81,8 @@ def exported_models(root):
         model = train_briefly(name, data)
         out_dir = Path(root) / name
         modes = ("float32", *EXTRA_MODES.get(name, ()), "int8")
-        report = export_model(model, out_dir, quantize=modes, calibration_data=data, calibration_samples=100, verify_samples=32)
+        report = export_model(
+            model, out_dir, quantize=modes, calibration_data=data, calibration_samples=100, verify_samples=32, onnx=onnx
+        )
         exports[name] = Exported(model, data, out_dir, report)
     return exports

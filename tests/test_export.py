@@ -13,8 +13,9 @@ import pytest
 from export_helpers import FAMILIES, exported_models
 
 import zoo
-from export import convert, export_model, runtime
+from export import convert, export_model, onnx_target, runtime
 from export.exporter import tflite_name
+from export.onnx_target import onnx_name
 from recipes import cli
 from zoo.errors import ZooError
 
@@ -24,7 +25,7 @@ VAES = [name for name in FAMILIES if name.startswith("vae")]
 
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory):
-    return exported_models(tmp_path_factory.getbasetemp() / "exports")
+    return exported_models(tmp_path_factory.getbasetemp() / "exports", onnx=True)
 
 
 def held_out(exported, n=32):
@@ -346,3 +347,143 @@ def test_export_refuses_a_folder_that_is_not_an_export(exports, tmp_path):
     with pytest.raises(ZooError, match="holds no earlier export"):
         export_model(exports["dense_ae"].model, tmp_path, quantize="float32")
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+# --- ONNX ------------------------------------------------------------------------------------------
+def signatures_of(name):
+    return ("reconstruct", "encode", "decode") + (("encode_distribution", "sample") if name in VAES else ())
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_onnx_file_of_every_signature_matches_keras_in_onnxruntime(exports, name):
+    exported = exports[name]
+    keras_model = exported.model
+    edge = runtime.load(exported.out_dir / onnx_name("reconstruct"))
+    assert edge.runtime.name == "onnxruntime" and edge.signatures == signatures_of(name)
+    x = held_out(exported)
+    codes = np.asarray(keras_model.encode(x))
+    eps = np.random.default_rng(3).standard_normal(codes.shape).astype("float32")
+    expected = {
+        ("reconstruct", "reconstruction"): (x, keras_model(x)),
+        ("encode", "code"): (x, codes),
+        ("decode", "reconstruction"): (codes, keras_model.decode(codes)),
+    }
+    if name in VAES:
+        z_mean, z_log_var = keras_model.encode_distribution(x)
+        expected[("encode_distribution", "z_mean")] = (x, z_mean)
+        expected[("encode_distribution", "z_log_var")] = (x, z_log_var)
+        expected[("sample", "sample")] = (eps, keras_model.decode(eps))
+    for (signature, output), (value, keras_value) in expected.items():
+        np.testing.assert_allclose(edge.run(signature, value)[output], keras_value, atol=1e-5, err_msg=signature)
+    # Any batch: the files have a free batch axis.
+    np.testing.assert_allclose(edge.reconstruct(x[:3]), keras_model(x[:3]), atol=1e-5)
+
+    metadata = json.loads((exported.out_dir / "metadata.json").read_text())
+    check = next(check for check in exported.report.checks if check.mode == "onnx")
+    assert check.met and set(check.max_abs_diff) == set(signatures_of(name))
+    for signature in signatures_of(name):
+        entry = metadata["files"][onnx_name(signature)]
+        assert entry["opset"] == onnx_target.OPSET and entry["verification"]["met"]
+        assert entry["runtimes"]["verified_on"] == [str(edge.runtime)]
+        assert entry["inputs"][runtime.SIGNATURES[signature].input]["shape"][0] == "batch"
+        assert not set(entry["ops"]) & {"Erfc", "Igamma"}  # only ONNX operators
+
+
+def test_transformer_gelu_converts_through_the_erfc_handler(exports):
+    # Keras' exact GELU is 0.5 * x * erfc(-x / sqrt(2)): the ONNX graph holds Erf instead of Erfc.
+    metadata = json.loads((exports["transformer_ae"].out_dir / "metadata.json").read_text())
+    assert "Erf" in metadata["files"][onnx_name("reconstruct")]["ops"]
+
+
+@pytest.mark.parametrize("operation, refused", [("igamma", "Igamma"), ("erfc_without_handler", "Erfc")])
+def test_onnx_conversion_refuses_ops_onnx_runtime_cannot_run(monkeypatch, operation, refused):
+    import tensorflow as tf
+
+    if operation == "erfc_without_handler":  # what tf2onnx alone does with the Transformer's GELU
+        monkeypatch.setattr(onnx_target, "CUSTOM_OP_HANDLERS", {})
+    spec = tf.TensorSpec((None, 3), tf.float32, name="x")
+    function = {
+        "igamma": lambda x: {"y": tf.math.igamma(x + 1, x + 1)},
+        "erfc_without_handler": lambda x: {"y": tf.math.erfc(x)},
+    }[operation]
+    with pytest.raises(ZooError, match=f"not ONNX operators \\({refused}\\)"):
+        onnx_target.convert_function(function, spec)
+
+
+def test_erfc_handler_matches_tensorflow():
+    import onnxruntime
+    import tensorflow as tf
+
+    x = np.linspace(-6, 6, 241, dtype="float32")[None]
+    content = onnx_target.convert_function(lambda x: {"y": tf.math.erfc(x)}, tf.TensorSpec((None, 241), tf.float32, name="x"))
+    (y,) = onnxruntime.InferenceSession(content, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(y, tf.math.erfc(x), atol=1e-6)
+
+
+def test_failed_onnx_conversion_fails_the_export_and_leaves_nothing(exports, tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_target, "CUSTOM_OP_HANDLERS", {})
+    with pytest.raises(ZooError, match="Erfc"):
+        export_model(exports["transformer_ae"].model, tmp_path / "out", quantize="float32", onnx=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_runs_onnx_files(exports, tmp_path, capsys):
+    exported = exports["conv_ae"]
+    np.save(tmp_path / "x.npy", exported.data.x_test[:5])
+    model_file = exported.out_dir / onnx_name("reconstruct")
+    code, out, _ = run_cli(capsys, "predict", model_file, tmp_path / "x.npy", "-o", tmp_path / "recon.npy")
+    assert code == 0 and "onnxruntime" in out
+    np.testing.assert_allclose(np.load(tmp_path / "recon.npy"), exported.model(exported.data.x_test[:5]), atol=1e-5)
+    code, _, _ = run_cli(capsys, "predict", model_file, tmp_path / "x.npy", "-o", tmp_path / "codes.npy", "--signature", "encode")
+    assert code == 0
+    np.testing.assert_allclose(np.load(tmp_path / "codes.npy"), exported.model.encode(exported.data.x_test[:5]), atol=1e-5)
+
+
+@pytest.mark.parametrize("how, message", [("truncated", "cannot load it"), ("sha_mismatch", "does not match metadata.json")])
+def test_predict_refuses_bad_onnx_files(exports, tmp_path, capsys, how, message):
+    exported = exports["conv_ae"]
+    folder = tmp_path / "export"
+    shutil.copytree(exported.out_dir, folder, ignore=shutil.ignore_patterns("saved_model"))
+    path = folder / onnx_name("reconstruct")
+    content = path.read_bytes()
+    if how == "truncated":
+        (folder / "metadata.json").unlink()  # the file alone: onnxruntime itself must refuse it
+        path.write_bytes(content[: len(content) // 2])
+    else:
+        path.write_bytes(content[:-100] + bytes(b ^ 0xFF for b in content[-100:-99]) + content[-99:])
+    np.save(tmp_path / "x.npy", exported.data.x_test[:2])
+    code, _, err = run_cli(capsys, "predict", path, tmp_path / "x.npy", "-o", tmp_path / "y.npy")
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_onnx_runtime_runs_without_tensorflow(exports):
+    path = exports["dense_ae"].out_dir / onnx_name("reconstruct")
+    script = (
+        "import sys, numpy as np, export.runtime as r;"
+        f"m = r.load({str(path)!r}); y = m.reconstruct(np.zeros((2, 8, 8, 1), 'float32'));"
+        "assert y.shape == (2, 8, 8, 1) and str(m.runtime).startswith('onnxruntime'), (y.shape, m.runtime);"
+        "heavy = [m for m in ('tensorflow', 'keras', 'zoo', 'tf2onnx', 'onnx') if m in sys.modules];"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True)
+
+
+def test_cli_export_onnx_writes_and_reports_the_onnx_files(exports, tmp_path, capsys):
+    exports["dense_ae"].model.save(tmp_path / "dense.keras")
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(
+        capsys, "export", tmp_path / "dense.keras", "--out", out, "--quantize", "float32", "--calibration-data", "digits", "--onnx"
+    )
+    assert code == 0
+    row = next(line for line in stdout.splitlines() if line.startswith("| onnx/ |"))
+    assert "onnxruntime" in row and "max abs diff <= 1e-05: met" in row
+    assert sorted(p.name for p in (out / "onnx").iterdir()) == ["decode.onnx", "encode.onnx", "reconstruct.onnx"]
+
+
+def test_onnx_export_without_the_converter_is_one_line_error(exports, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed: importing it raises ImportError
+    exports["dense_ae"].model.save(tmp_path / "dense.keras")
+    code, _, err = run_cli(capsys, "export", tmp_path / "dense.keras", "--out", tmp_path / "out", "--quantize", "float32", "--onnx")
+    assert_one_line_error(code, err, "--onnx needs tf2onnx", "autoencoder-zoo[onnx]")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,104 @@
+"""Edge runtime for ONNX exports: `runtime.load("export/onnx/reconstruct.onnx")` runs them in onnxruntime.
+
+An export's ONNX files are one per signature (`onnx/<signature>.onnx`); loading any of them
+gives an `OnnxModel` with the API of `runtime.EdgeModel` (reconstruct, encode, decode, and a
+VAE's encode_distribution and sample) that opens the sibling file of each signature on first
+use. The same input checks apply; ONNX files are float32 with a free batch, so nothing is
+quantized or split. `metadata.json` one folder up must match each file's sha256.
+
+Imports only the standard library, numpy and onnxruntime (no TensorFlow).
+
+Example:
+    >>> model = runtime.load("export/onnx/reconstruct.onnx")
+    >>> model.reconstruct(x); model.encode(x)    # encode runs export/onnx/encode.onnx
+"""
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+
+from export.runtime import SIGNATURES, EdgeError, EdgeModel, InterpreterPackage, _matching_metadata
+
+
+def find_onnxruntime():
+    """The installed onnxruntime as an `InterpreterPackage`; an EdgeError saying what to install otherwise."""
+    try:
+        module = importlib.import_module("onnxruntime")
+    except ImportError:
+        raise EdgeError("no ONNX Runtime installed: pip install onnxruntime (or run a .tflite file)") from None
+    return InterpreterPackage("onnxruntime", module.__version__, module.InferenceSession)
+
+
+class OnnxModel(EdgeModel):
+    """An export's ONNX files opened in onnxruntime; see `runtime.load`.
+
+    Attributes as `EdgeModel`'s; `batch_size` is None (any batch) and `min_runtime_version` None.
+    """
+
+    def __init__(self, path, num_threads=None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EdgeError(f"{self.path}: no such model file")
+        if self.path.stem not in SIGNATURES:
+            raise EdgeError(
+                f"{self.path.name} was not written by 'aezoo export --onnx': its files are named "
+                f"<signature>.onnx with a signature of {', '.join(SIGNATURES)}"
+            )
+        self.runtime = find_onnxruntime()
+        self._num_threads = num_threads
+        self.min_runtime_version = None
+        self.batch_size = None
+        folder = self.path.parent
+        self.signatures = tuple(name for name in SIGNATURES if (folder / f"{name}.onnx").is_file())
+        if "reconstruct" not in self.signatures or "decode" not in self.signatures:
+            raise EdgeError(
+                f"{folder} lacks reconstruct.onnx or decode.onnx; copy the whole onnx/ folder of the export"
+            )
+        self._sessions = {}
+        self.metadata = self._session(self.path.stem)[1]
+        self.input_shape = self._example_shape("reconstruct")
+        self.latent_dim = self._example_shape("decode")[0]
+        declared = (self.metadata or {}).get("input", {}).get("range")
+        self.input_range = tuple(declared) if declared else None
+
+    def run(self, signature, values):
+        """Runs one signature on `values` (n examples) and returns {output name: float32 array}; see EdgeModel.run."""
+        self.require(signature)
+        spec = SIGNATURES[signature]
+        values = self._checked(values, spec.input, self._example_shape(signature))
+        outputs = self._session(signature)[0].run(list(spec.outputs), {spec.input: values})
+        return {name: np.asarray(value, np.float32) for name, value in zip(spec.outputs, outputs)}
+
+    def describe_signatures(self):
+        """{signature: {"inputs"|"outputs": {name: {shape, dtype}}}}; the batch axis is "batch" (free)."""
+        def described(values):
+            return {
+                value.name: {"shape": list(value.shape), "dtype": value.type[len("tensor("):-1].replace("float", "float32")}
+                for value in values
+            }
+
+        return {
+            signature: {"inputs": described(session.get_inputs()), "outputs": described(session.get_outputs())}
+            for signature, session in ((s, self._session(s)[0]) for s in self.signatures)
+        }
+
+    def _example_shape(self, signature):
+        return tuple(int(d) for d in self._session(signature)[0].get_inputs()[0].shape[1:])
+
+    def _session(self, signature):
+        """(InferenceSession, metadata with this file's entry or None) of a signature's file, opened once."""
+        if signature not in self._sessions:
+            path = self.path.parent / f"{signature}.onnx"
+            content = path.read_bytes()
+            metadata = _matching_metadata(path, content, f"{path.parent.name}/{path.name}", path.parent.parent)
+            options = importlib.import_module("onnxruntime").SessionOptions()
+            if self._num_threads:
+                options.intra_op_num_threads = int(self._num_threads)
+            try:
+                session = self.runtime.cls(content, options, providers=["CPUExecutionProvider"])
+            except Exception as error:  # onnxruntime's pybind errors (InvalidProtobuf, Fail, ...) share no base
+                message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise EdgeError(f"{path}: {self.runtime} cannot load it: {message}") from None
+            self._sessions[signature] = (session, metadata)
+        return self._sessions[signature]
