@@ -327,13 +327,14 @@ class _Samples:
 
 @dataclasses.dataclass
 class ExportContext:
-    """What a further target (export.onnx_target) needs to write and verify its files in an export.
+    """What a further target (micro/, onnx/) gets to write and verify its files in an export.
 
     `compare` checks a target's outputs against the Keras ones the same way every artifact is.
     """
 
     folder: Path  # the staging folder
     copy: object  # the float32 export copy the signatures are traced from
+    functions: dict  # its signature functions, by name
     signatures: tuple
     inputs: dict  # verification inputs by name (x, z, eps)
     keras_outputs: dict
@@ -386,7 +387,8 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
     source = folder / ".tflite_source"
     convert.write_saved_model(copy, source, batch_size=batch_size, reconstruct_key="reconstruct")
     # Micro first: a graph TFLite Micro cannot run fails the export before the longer conversions.
-    micro_checks = _write_micro(folder, copy, functions, signatures, samples, inputs, source, batch_size) if micro_target else []
+    context = ExportContext(folder, copy, functions, signatures, inputs, keras_outputs, samples, keras_psnr)
+    micro_checks = _write_micro(context, source, batch_size) if micro_target else []
     representative = _representative_dataset(functions, signatures, samples, batch_size, copy.latent_dim)
     for mode in modes:
         path = folder / tflite_name(mode)
@@ -422,7 +424,7 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
     if onnx:
         from export import onnx_target
 
-        written = onnx_target.export(ExportContext(folder, copy, signatures, inputs, keras_outputs, samples, keras_psnr))
+        written = onnx_target.export(context)
         checks.append(written.check)
         files.update(written.files)
         reference.update(_flatten_outputs(onnx_target.FOLDER, written.outputs, REFERENCE_SAMPLES))
@@ -439,12 +441,16 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
     return ExportReport(folder, model.registry_name, checks, samples.note, notes, micro_checks)
 
 
-def _write_micro(folder, copy, functions, signatures, samples, inputs, source, batch_size):
-    """The micro/ folder: each board signature converted alone, at batch 1 (a board runs one example)."""
+def _write_micro(context, source, batch_size):
+    """The micro/ folder: each board signature converted alone, at batch 1 (a board runs one example).
+
+    `source` is the TFLite files' SavedModel, traced at `batch_size`.
+    """
+    folder, copy, signatures, samples = context.folder, context.copy, context.signatures, context.samples
     if batch_size != 1:
         source = folder / ".micro_source"
         convert.write_saved_model(copy, source, batch_size=1, reconstruct_key="reconstruct")
-    representative = _representative_dataset(functions, signatures, samples, 1, copy.latent_dim)
+    representative = _representative_dataset(context.functions, signatures, samples, 1, copy.latent_dim)
 
     def convert_one(signature):
         def batches():
@@ -454,7 +460,8 @@ def _write_micro(folder, copy, functions, signatures, samples, inputs, source, b
 
     try:
         return micro.write_micro(
-            folder / micro.MICRO_DIR, signatures, convert_one, inputs, samples.verification, samples.peak, copy.latent_dim
+            folder / micro.MICRO_DIR, signatures, convert_one, context.inputs, samples.verification, samples.peak,
+            copy.latent_dim,
         )
     except runtime.EdgeError as error:
         raise ZooError(str(error)) from None
