@@ -70,7 +70,7 @@ def _parser():
         "--quantize", help="comma list of float32,float16,dynamic,int8 (default: float32, and int8 with calibration data)"
     )
     export.add_argument("--batch-size", type=_count, default=1)
-    export.add_argument("--calibration-data", help="data set for int8 calibration and verification (presets: fashion_mnist)")
+    export.add_argument("--calibration-data", help="data set for int8 calibration and verification (presets: the one they were trained on)")
     export.add_argument("--micro", action="store_true", help="also micro/: TFLite Micro int8 files as C arrays, arenas measured")
     export.add_argument("--onnx", action="store_true", help="also write onnx/<signature>.onnx, verified in ONNX Runtime")
 

@@ -123,7 +123,7 @@ def export(args):
 
     model, calibration = _load_source(args.source), args.calibration_data
     if calibration is None and args.source in zoo.list_presets():
-        calibration = "fashion_mnist"  # every preset was trained on it
+        calibration = zoo.presets.preset_info(args.source)["dataset"]  # the data it was trained on
     quantize = args.quantize or ("float32,int8" if calibration else "float32")
     if not args.quantize and not calibration and not args.micro:  # --micro without data is refused below
         print("aezoo: exporting float32 only; add --calibration-data NAME for int8", file=sys.stderr)

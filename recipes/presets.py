@@ -1,4 +1,4 @@
-"""Builds the shipped presets: each is the model of one `aezoo run` on full Fashion-MNIST.
+"""Builds the shipped presets: each is the model of one `aezoo run` (full Fashion-MNIST, or a series).
 
 `aezoo presets --build NAME ...` runs the preset's recipe command (or resumes it) into
 runs/presets/NAME, then writes zoo/presets/NAME.{weights.h5,json,md}. The card's command is
@@ -8,77 +8,153 @@ exactly the one that ran, so anyone can reproduce it.
 import json
 import shlex
 from pathlib import Path
+from typing import NamedTuple
 
+from recipes import training
 from recipes.report import metrics_table, write_readme_section
 from recipes.training import atomic_write
 from zoo import presets
-from zoo.errors import unknown_name
+from zoo.errors import ZooError, unknown_name
 
-# name -> the recipe run that trains it (nanoGPT-style literal registry).
+class Preset(NamedTuple):
+    """One shipped preset: the `aezoo run` arguments that train it and what its card adds."""
+
+    description: str
+    args: list  # after `aezoo run`, before `--data`
+    dataset: str = "fashion_mnist"
+    headline: str | None = None  # the metric the README shows; None: the recipe's first
+    micro: bool = False  # export int8 for TFLite Micro and put its flash and arena bytes on the card
+    compare: tuple = ()  # other model families run by the same recipe, reported beside it
+
+
 VAE_CONV = ["--set", "model.backbone=conv", "--set", "model.backbone_config={filters=[32, 64], hidden_units=128}",
             "--set", "params.importance_samples=20", "--epochs", "5"]
+# Sequence families are compared with PCA, not with the tutorial conv AE (an image network).
+CONVERGE = ["--set", "train.optimizer=adamw", "--set", "train.lr_schedule=cosine", "--set", "train.warmup_epochs=1",
+            "--set", "train.patience=0", "--set", "params.tutorial_baseline=false"]
+# name -> its recipe run (nanoGPT-style literal registry).
 PRESETS = {
-    "dense_ae_fashion_mnist": ("Fully connected autoencoder, 16-dim codes", ["reduce", "--model", "dense_ae"]),
-    "conv_ae_fashion_mnist": ("Convolutional autoencoder, 16-dim codes", ["reduce", "--model", "conv_ae"]),
-    "lstm_ae_fashion_mnist": ("LSTM autoencoder reading image rows as a sequence, 16-dim codes", ["reduce", "--model", "lstm_ae"]),
-    "transformer_ae_fashion_mnist": ("Transformer autoencoder on 4x4 patches, 16-dim codes", ["reduce", "--model", "transformer_ae"]),
-    "vae_conv_fashion_mnist": ("Convolutional VAE, 16-dim latent (sampling, interpolation)", ["generate", *VAE_CONV]),
-    "vae_conv_2d_fashion_mnist": (
+    "dense_ae_fashion_mnist": Preset("Fully connected autoencoder, 16-dim codes", ["reduce", "--model", "dense_ae"]),
+    "conv_ae_fashion_mnist": Preset("Convolutional autoencoder, 16-dim codes", ["reduce", "--model", "conv_ae"]),
+    "lstm_ae_fashion_mnist": Preset(
+        "LSTM autoencoder reading image rows as a sequence, 16-dim codes (TFLite Micro ready: no TILE)",
+        ["reduce", "--model", "lstm_ae", "--set", "model.units=[128]", "--set", "model.repeat=broadcast",
+         *CONVERGE, "--epochs", "20"],
+    ),
+    "transformer_ae_fashion_mnist": Preset(
+        "Transformer autoencoder on 7x7 patches, 16-dim codes (TFLite Micro ready: ReLU feed-forward)",
+        ["reduce", "--model", "transformer_ae", "--set", "model.patch_size=7", "--set", "model.activation=relu",
+         "--set", "train.learning_rate=0.002", *CONVERGE, "--epochs", "15"],
+    ),
+    "vae_conv_fashion_mnist": Preset("Convolutional VAE, 16-dim latent (sampling, interpolation)", ["generate", *VAE_CONV]),
+    "vae_conv_2d_fashion_mnist": Preset(
         "Convolutional VAE with a 2-D latent space (latent map)",
         ["generate", *VAE_CONV, "--set", "model.latent_dim=2"],
     ),
-    "conv_ae_denoise_fashion_mnist": (
+    "conv_ae_denoise_fashion_mnist": Preset(
         "Convolutional denoiser (Gaussian and salt-and-pepper noise)",
         ["denoise", "--epochs", "5", "--set", "model.hidden_units=128"],
     ),
-    "conv_ae_inpaint_fashion_mnist": ("Convolutional inpainter (rectangular occlusions)", ["inpaint"]),
+    "conv_ae_inpaint_fashion_mnist": Preset("Convolutional inpainter (rectangular occlusions)", ["inpaint"]),
+    "dense_ae_co2_micro": Preset(
+        "Dense autoencoder for time-series anomaly detection on microcontrollers (Cortex-M4 class: int8 model "
+        "<= 256 KB flash, <= 64 KB arena), trained on normal 32-step windows of the Mauna Loa CO2 series",
+        ["anomaly", "--model", "dense_ae"],
+        dataset="co2", headline="ROC-AUC", micro=True, compare=("lstm_ae", "transformer_ae"),
+    ),
 }
+DATA_DESCRIPTIONS = {
+    "fashion_mnist": "fashion_mnist (60,000 train / 10,000 test images)",
+    "co2": "co2 (weekly Mauna Loa CO2, 32-step windows; labelled anomalies injected into the test half)",
+}
+MICRO_LIMITS = {"flash_bytes": 256 * 1024, "arena_bytes": 64 * 1024}  # a Cortex-M4 class board
 RUNS_DIR = Path("runs/presets")
 
 
-def command_for(name):
-    description, args = PRESETS[name]
+def command_for(name, model=None, out=None):
+    """The `aezoo run` arguments of preset `name` (with `model`: the same recipe for another family)."""
+    preset = PRESETS[name]
+    args = preset.args if model is None else [preset.args[0], "--model", model]
     # Batches of 128: the recipes' small default batches suit a few thousand images, not 60,000.
-    return ["run", *args, "--data", "fashion_mnist", "--set", "train.batch_size=128", "--out", str(RUNS_DIR / name)]
+    batch = ["--set", "train.batch_size=128"] if preset.dataset == "fashion_mnist" else []
+    return ["run", *args, "--data", preset.dataset, *batch, "--out", str(out or RUNS_DIR / name)]
+
+
+def _train(args):
+    """Runs (or resumes) one recipe command; returns its run folder."""
+    from recipes.cli import main
+
+    run_dir = Path(args[-1])
+    if not (run_dir / "model.keras").exists():
+        main(args + (["--resume"] if (run_dir / "config.json").exists() else []))
+    return run_dir
 
 
 def build(name):
     """Trains (or resumes) preset `name` and writes its weights, description and card."""
     import keras
 
-    from recipes.cli import main
-
     if name not in PRESETS:
         raise unknown_name("preset", name, PRESETS)
-    args, run_dir = command_for(name), RUNS_DIR / name
-    if not (run_dir / "model.keras").exists():
-        main(args + (["--resume"] if (run_dir / "config.json").exists() else []))
+    preset, args = PRESETS[name], command_for(name)
+    run_dir = _train(args)
     model = keras.models.load_model(run_dir / "model.keras", compile=False)  # no optimizer state in the weights
     config = {**model.get_config(), "dtype": "float32"}  # presets load in float32; fine-tune in any policy
     weights = presets.PRESETS_DIR / f"{name}.weights.h5"
     atomic_write(weights, model.save_weights)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    first_metric, values = next(iter(metrics["metrics"].items()))
+    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    headline = preset.headline or next(iter(metrics))
     info = {
-        "description": PRESETS[name][0],
+        "description": preset.description,
         "model": model.registry_name,
         "config": config,
         "command": "aezoo " + shlex.join(args),
-        "data": "fashion_mnist (60,000 train / 10,000 test images)",
+        "dataset": preset.dataset,
+        "data": DATA_DESCRIPTIONS[preset.dataset],
         "parameters": int(model.count_params()),
         "size_bytes": weights.stat().st_size,
         "sha256": presets.sha256(weights),
-        "train_seconds": round(metrics.get("train_seconds", 0.0)),
-        "metrics": metrics["metrics"],
-        "headline": f"{first_metric}: {next(iter(values.values())):.4g}",
+        "train_seconds": round(training.train_seconds(run_dir)),
+        "metrics": metrics,
+        "headline": f"{headline}: {next(iter(metrics[headline].values())):.4g}",
         "check": {
-            "what": "mean squared reconstruction error on the first 200 Fashion-MNIST test images",
-            "reconstruction_mse": presets.check_reconstruction(model),
+            "what": f"mean squared reconstruction error on {presets.CHECK_DESCRIPTIONS[preset.dataset]}",
+            "reconstruction_mse": presets.check_reconstruction(model, preset.dataset),
         },
     }
+    if preset.micro:
+        info["micro"] = _micro_footprint(model, preset.dataset, run_dir / "export")
+    if preset.compare:
+        info["compare"] = {family: _compare(name, family, headline) for family in preset.compare}
     atomic_write(presets.PRESETS_DIR / f"{name}.json", lambda p: Path(p).write_text(json.dumps(info, indent=1)))
     atomic_write(presets.PRESETS_DIR / f"{name}.md", lambda p: Path(p).write_text(card(name, info)))
     return info
+
+
+def _micro_footprint(model, dataset, out_dir):
+    """{file: flash and measured arena bytes} of the preset's TFLite Micro export."""
+    from export import export_model
+
+    export_model(model, out_dir, quantize="int8", calibration_data=dataset, micro_target=True)
+    files = json.loads((out_dir / "micro" / "micro.json").read_text())["files"]
+    footprint = {file: {key: entry[key] for key in MICRO_LIMITS} for file, entry in files.items()}
+    for file, entry in footprint.items():
+        for key, limit in MICRO_LIMITS.items():
+            if entry[key] > limit:
+                raise ZooError(f"{file} needs {entry[key]:,} {key.split('_')[0]} bytes, over the board's {limit:,}")
+    return footprint
+
+
+def _compare(name, family, headline):
+    """The same recipe and data with another model family: its parameters and headline metric."""
+    import keras
+
+    args = command_for(name, model=family, out=RUNS_DIR / name / f"compare_{family}")
+    run_dir = _train(args)
+    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    return {"parameters": int(model.count_params()), headline: metrics[headline]["autoencoder"],
+            "command": "aezoo " + shlex.join(args)}
 
 
 def card(name, info):
@@ -92,12 +168,14 @@ def card(name, info):
         f"(sha256 `{info['sha256']}`)",
         f"- Data: {info['data']}",
         f"- Reproduce: `{info['command']}` (training took {info['train_seconds']} s on 2 CPU cores)",
-        f"- Load: `zoo.from_preset(\"{name}\")`; export: `aezoo export {name} --out DIR`",
+        f"- Load: `zoo.from_preset(\"{name}\")`; export: `aezoo export {name} --out DIR{' --micro' * ('micro' in info)}`",
         "",
         "## Test metrics from that run",
         "",
         metrics_table(info["metrics"]),
         "",
+        *_micro_section(name, info.get("micro")),
+        *_compare_section(info.get("compare")),
         "## Check",
         "",
         f"{info['check']['what']}: {info['check']['reconstruction_mse']:.6f} "
@@ -110,6 +188,40 @@ def card(name, info):
         "```",
         "",
     ])
+
+
+def _micro_section(name, footprint):
+    if not footprint:
+        return []
+    rows = [f"| `{file}` | {entry['flash_bytes']:,} | {entry['arena_bytes']:,} |" for file, entry in footprint.items()]
+    return [
+        "## On a microcontroller",
+        "",
+        f"`aezoo export {name} --out DIR --micro` writes these int8 files (and C arrays) to DIR/micro/; the arena "
+        "is measured in the TFLite Micro interpreter (smallest that runs, plus a 10% margin). Limits of the "
+        f"target board: {MICRO_LIMITS['flash_bytes']:,} B flash, {MICRO_LIMITS['arena_bytes']:,} B arena.",
+        "",
+        "| file | flash (bytes) | arena (bytes) |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def _compare_section(compare):
+    if not compare:
+        return []
+    metric = next(key for key in next(iter(compare.values())) if key not in ("parameters", "command"))
+    rows = [f"| `{family}` | {entry['parameters']:,} | {entry[metric]:.4g} | `{entry['command']}` |"
+            for family, entry in compare.items()]
+    return [
+        "## The same recipe with other families",
+        "",
+        f"| model | parameters | {metric} | command |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def readme_table():

@@ -263,3 +263,28 @@ def test_transformer_relu_option_saves_and_reloads_and_gelu_stays_the_default(tm
     assert reloaded.get_config()["activation"] == "relu"
     with pytest.raises(ZooError, match="activation"):
         zoo.create("transformer_ae", (8, 8), 4, activation="swish", **options)
+
+
+def test_the_microcontroller_preset_fits_its_board_and_flags_anomalies_like_keras(tmp_path):
+    from recipes.anomaly import reconstruction_error
+    from recipes.presets import MICRO_LIMITS
+    from sklearn.metrics import roc_auc_score
+
+    name = "dense_ae_co2_micro"
+    card = zoo.presets.preset_info(name)
+    assert cli.main(["export", name, "--out", str(tmp_path / "e"), "--quantize", "float32", "--micro"]) == 0
+    files = json.loads((tmp_path / "e" / "micro" / "micro.json").read_text())["files"]
+    assert set(files) == set(card["micro"])
+    for file, entry in files.items():
+        assert entry["verification"]["met"]
+        for key, limit in MICRO_LIMITS.items():
+            assert entry[key] <= limit
+            assert entry[key] == pytest.approx(card["micro"][file][key], rel=0.05), (file, key)
+
+    # The board's int8 model, one window per invoke in TFLM, ranks the test windows as Keras does.
+    data = zoo.data.load("co2")
+    board = micro.load(tmp_path / "e" / "micro" / "model_reconstruct_int8.tflite")
+    board_errors = np.mean((board.reconstruct(data.x_test) - data.x_test) ** 2, axis=(1, 2))
+    keras_auc = roc_auc_score(data.y_test, reconstruction_error(zoo.from_preset(name), data.x_test))
+    assert roc_auc_score(data.y_test, board_errors) >= keras_auc - 0.02
+    assert keras_auc == pytest.approx(card["metrics"]["ROC-AUC"]["autoencoder"], abs=1e-3)

@@ -29,7 +29,7 @@ def test_preset_loads_offline_and_matches_its_card(name):
     model = zoo.from_preset(name)
     assert model.registry_name == info["model"] and model.count_params() == info["parameters"]
     stored = info["check"]["reconstruction_mse"]
-    assert presets.check_reconstruction(model) == pytest.approx(stored, rel=0.02)
+    assert presets.check_reconstruction(model, info["dataset"]) == pytest.approx(stored, rel=0.02)
     card = (presets.PRESETS_DIR / f"{name}.md").read_text()
     assert info["command"] in card and info["sha256"] in card and f"{stored:.6f}" in card
 

@@ -24,9 +24,13 @@ CASES = [
                           "blocks_per_stage": 1, "upsampling": "resize"}),
     ("vae", "image", {"backbone": "conv", "backbone_config": {"filters": [8, 16], "hidden_units": 64,
                                                               "normalization": "batch", "blocks_per_stage": 1}}),
+    ("dense_ae", "image", {"hidden_units": [64], "blocks_per_stage": 1}),
+    ("lstm_ae", "sequence", {"units": [16], "bidirectional": True}),
 ]
 IDS = [
-    f"{name}-{kind}-{options.get('backbone', '')}".rstrip("-") + ("-residual" if "blocks_per_stage" in str(options) else "")
+    f"{name}-{kind}-{options.get('backbone', '')}".rstrip("-")
+    + ("-residual" if "blocks_per_stage" in str(options) else "")
+    + ("-bidirectional" if "bidirectional" in options else "")
     for name, kind, options in CASES
 ]
 LATENT = 8

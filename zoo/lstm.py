@@ -8,14 +8,16 @@ from zoo.layers import repeat_layer
 from zoo.registry import register_model
 
 
-def lstm_networks(input_shape, latent_dim, units, unroll, dtype, repeat="tile"):
+def lstm_networks(input_shape, latent_dim, units, unroll, dtype, repeat="tile", bidirectional=False):
     """(trunk, decoder) for `LSTMAutoencoder`; `units` lists the stacked LSTM widths, input side first."""
     steps, channels = input_shape
     inputs = keras.Input(input_shape)
     h = inputs
     for i, width in enumerate(units):
         last = i == len(units) - 1
-        h = keras.layers.LSTM(width, return_sequences=not last, unroll=unroll, dtype=dtype, name=f"lstm_{i}")(h)
+        lstm = keras.layers.LSTM(width, return_sequences=not last, unroll=unroll, dtype=dtype, name=f"lstm_{i}")
+        # Each direction has `width` units; their outputs are concatenated.
+        h = (keras.layers.Bidirectional(lstm, dtype=dtype, name=f"bidirectional_{i}") if bidirectional else lstm)(h)
     trunk = keras.Model(inputs, h, name="encoder_trunk")
 
     codes = keras.Input((latent_dim,))
@@ -40,6 +42,8 @@ class LSTMAutoencoder(Autoencoder):
         repeat: how the decoder repeats the code per step: "tile" (RepeatVector) or "broadcast"
             (a broadcasting multiply: the same values and weights, and no TILE op, which
             TensorFlow Lite Micro lacks).
+        bidirectional: each encoder LSTM also reads the sequence backwards (Bidirectional,
+            outputs concatenated: the hidden width N is 2 x units[-1]); the decoder stays causal.
 
     Example:
         >>> model = zoo.create("lstm_ae", input_shape=(28, 28), latent_dim=16, units=(64,))
@@ -56,17 +60,21 @@ class LSTMAutoencoder(Autoencoder):
         unroll=False,
         output_activation="sigmoid",
         repeat="tile",
+        bidirectional=False,
         **kwargs,
     ):
         super().__init__(input_shape, latent_dim, output_activation, **kwargs)
         self.units = [int(u) for u in units]
         if not self.units:
             raise ZooError("units must list at least one LSTM width, e.g. units=(64,)")
-        check_hidden_widths(self.units[-1:], self.input_size, self.latent_dim, "units")
+        self.bidirectional = bool(bidirectional)
+        check_hidden_widths([self.units[-1] * (1 + self.bidirectional)], self.input_size, self.latent_dim, "units")
         self.unroll, self.repeat = bool(unroll), repeat
         self._attach(
-            *lstm_networks(self.data_shape, self.latent_dim, self.units, self.unroll, self.dtype_policy, self.repeat)
+            *lstm_networks(
+                self.data_shape, self.latent_dim, self.units, self.unroll, self.dtype_policy, self.repeat, self.bidirectional
+            )
         )
 
     def family_config(self):
-        return {"units": list(self.units), "unroll": self.unroll, "repeat": self.repeat}
+        return {"units": list(self.units), "unroll": self.unroll, "repeat": self.repeat, "bidirectional": self.bidirectional}

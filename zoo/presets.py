@@ -72,18 +72,28 @@ def from_preset(name, **overrides):
     return model
 
 
-def check_slice(for_model):
-    """The fixed Fashion-MNIST test slice every card's check figure is measured on."""
+CHECK_DESCRIPTIONS = {
+    "fashion_mnist": "the first 200 Fashion-MNIST test images",
+    "co2": "the first 200 test windows of the co2 series",
+}
+
+
+def check_slice(for_model, dataset="fashion_mnist"):
+    """The fixed test slice a card's check figure is measured on (Fashion-MNIST's ships with the package)."""
     import numpy as np
 
+    if dataset != "fashion_mnist":
+        from zoo import data
+
+        return data.load(dataset).x_test[:200]
     with np.load(CHECK_SLICE) as arrays:
         images = arrays["images"].astype("float32") / 255.0
     return images[..., 0] if len(for_model.data_shape) == 2 else images
 
 
-def check_reconstruction(model):
-    """Mean squared reconstruction error on the check slice: the figure a card stores."""
+def check_reconstruction(model, dataset="fashion_mnist"):
+    """Mean squared reconstruction error on the check slice of `dataset`: the figure a card stores."""
     import numpy as np
 
-    x = check_slice(model)
+    x = check_slice(model, dataset)
     return float(np.mean((np.asarray(model.predict(x, batch_size=100, verbose=0)) - x) ** 2))
