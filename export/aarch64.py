@@ -1,18 +1,19 @@
 """`aezoo verify EXPORT_DIR --platform aarch64|x86_64`: an export's .tflite files re-run and recorded.
 
-`--platform aarch64` runs every .tflite file of an export in ai-edge-litert and in tflite-runtime
-2.14 for aarch64, each in a Debian arm64 CPython 3.11 emulated by qemu-user on a Cortex-A72 (Pi 4)
-and/or Cortex-A76 (Pi 5), and compares the outputs with the x86 ones the export saved in
-reference.npz: float files within `FLOAT_TARGET`, int8 files within `INT8_STEPS_TARGET`
-quantization steps. `--platform x86_64` re-runs the files in this machine's interpreter against
-the same reference. Each result is added to metadata.json as a `runtimes.verified_on` entry
+`--platform x86_64` re-runs every .tflite file of an export in ai-edge-litert and in
+tflite-runtime 2.14 on this machine against the outputs the export saved in reference.npz.
+`--platform aarch64` does that too, then runs the files in both interpreters for aarch64, in a
+Debian arm64 CPython 3.11 emulated by qemu-user on a Cortex-A72 (Pi 4) and/or Cortex-A76 (Pi 5),
+and compares each with the same interpreter's x86_64 outputs: float files within `FLOAT_TARGET`,
+int8 files within `INT8_STEPS_TARGET` quantization steps. Each result is added to metadata.json as a `runtimes.verified_on` entry
 (runtime, version, platform, CPU, the difference found), written atomically.
 
-The emulated environment is built once and cached in $AEZOO_AARCH64_CACHE (default
-~/.cache/aezoo/aarch64): the Debian packages of an arm64 Python unpacked with `dpkg -x` into a
-sysroot, and one site folder of unpacked aarch64 wheels per interpreter (pinned by
-export/constraints-aarch64-*.txt; tflite-runtime 2.14 needs numpy < 2, hence two). It needs
-qemu-user-static, dpkg, apt-get (run as root) and pip. Two traps are handled here:
+Each platform's environment is built once and cached in $AEZOO_VERIFY_CACHE/<platform> (default
+~/.cache/aezoo/<platform>): one site folder of unpacked wheels per interpreter (pinned by
+export/constraints-verify-*.txt; tflite-runtime 2.14 needs numpy < 2, hence two), run by this
+Python with -S on x86_64; for aarch64 also the Debian packages of an arm64 CPython 3.11 unpacked
+with `dpkg -x` into a sysroot. It needs Python 3.11 on an x86_64 host, pip, and for aarch64
+qemu-user-static, dpkg and apt-get (as root). Two traps are handled here:
 ai-edge-litert >= 2.2 reads /proc/cpuinfo when the interpreter is created and crashes on the
 host's x86 one, so the sysroot carries an ARM /proc/cpuinfo (qemu's -L serves sysroot files
 first); qemu's default CPU (`max`, with newer vector extensions) gives wrong int8 results in
@@ -44,9 +45,9 @@ from export.runtime import EdgeError
 
 PLATFORMS = ("x86_64", "aarch64")
 CPUS = ("cortex-a72", "cortex-a76")  # Raspberry Pi 4, Raspberry Pi 5
-CACHE_ENV = "AEZOO_AARCH64_CACHE"
+CACHE_ENV = "AEZOO_VERIFY_CACHE"
 QEMU = "qemu-aarch64-static"
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding export/, put on the emulated PYTHONPATH
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding export/, put on the run's PYTHONPATH
 # An arm64 CPython 3.11 and the shared libraries it and the interpreters' wheels load.
 DEBIAN_PACKAGES = (
     "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "libc6", "libexpat1", "zlib1g",
@@ -54,93 +55,93 @@ DEBIAN_PACKAGES = (
 )
 # interpreter -> (package, its pins); each gets its own site folder (tflite-runtime needs numpy < 2).
 SITES = {
-    "ai_edge_litert": ("ai-edge-litert", Path(__file__).with_name("constraints-aarch64-ai-edge-litert.txt")),
-    "tflite_runtime": ("tflite-runtime", Path(__file__).with_name("constraints-aarch64-tflite-runtime.txt")),
+    "ai_edge_litert": ("ai-edge-litert", Path(__file__).with_name("constraints-verify-ai-edge-litert.txt")),
+    "tflite_runtime": ("tflite-runtime", Path(__file__).with_name("constraints-verify-tflite-runtime.txt")),
 }
-WHEEL_TAGS = ("manylinux_2_34_aarch64", "manylinux_2_27_aarch64", "manylinux2014_aarch64")  # Debian 12: glibc 2.36
+# Wheel tags (2.17 under its legacy name too: pip does not alias them); Debian 12 has glibc 2.36.
+WHEEL_GLIBC = ("manylinux_2_34", "manylinux_2_27", "manylinux_2_17", "manylinux2014")
 # A Cortex-A72's /proc/cpuinfo: ai-edge-litert >= 2.2 parses it in Interpreter() and crashes on the host's x86 one.
 CPUINFO = (
     "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n"
     "CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n"
 )
-FLOAT_TARGET = 1e-5  # max abs diff of float outputs from the x86 ones
-INT8_STEPS_TARGET = 2  # int8 outputs: quantization steps from the x86 ones
+# Outputs of the same interpreter on aarch64 and x86_64, or x86_64 against reference.npz:
+FLOAT_TARGET = 1e-5  # float files, max abs diff
+INT8_STEPS_TARGET = 2  # int8 files, output quantization steps
+# tflite_runtime 2.14 against ai_edge_litert (reference.npz): their int8 kernels differ (tests/test_edge.py).
+CROSS_RUNTIME_FLOAT_TARGET, CROSS_RUNTIME_STEPS_TARGET = 1e-4, 6
 REFERENCE_FILE = "reference.npz"
 
 
 @dataclasses.dataclass(frozen=True)
 class Environment:
-    """The cached emulated aarch64 Python: how to start it, and its site folder per interpreter."""
+    """The cached interpreters of one platform (aarch64: with the emulated Python) and how to start them."""
 
+    platform: str
     folder: Path
-    qemu: str
-
-    @property
-    def sysroot(self):
-        return self.folder / "sysroot"
+    qemu: str | None  # aarch64 only
 
     def command(self, cpu):
-        return [self.qemu, "-cpu", cpu, "-L", str(self.sysroot), str(self.sysroot / "usr/bin/python3.11")]
+        """The Python to run `export.run_files` with: emulated on `cpu`, or this one without its site-packages."""
+        if self.platform == "x86_64":
+            return [sys.executable, "-S"]  # -S: only the pinned site folder, not this virtualenv's packages
+        sysroot = self.folder / "sysroot"
+        return [self.qemu, "-cpu", cpu, "-L", str(sysroot), str(sysroot / "usr/bin/python3.11")]
 
     def site(self, interpreter):
         return self.folder / "site" / interpreter
 
 
-def cache_folder():
-    """Where the emulated environment lives: $AEZOO_AARCH64_CACHE, else ~/.cache/aezoo/aarch64."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "aezoo" / "aarch64")
+def cache_folder(platform):
+    """Where a platform's environment lives: $AEZOO_VERIFY_CACHE/<platform>, else ~/.cache/aezoo/<platform>."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "aezoo") / platform
 
 
-def _recipe_digest():
+def _recipe_digest(platform):
     """Changes whenever what the environment is built from changes (packages, pins, cpuinfo)."""
-    parts = [" ".join(DEBIAN_PACKAGES), " ".join(WHEEL_TAGS), CPUINFO]
+    parts = [platform, " ".join(WHEEL_GLIBC)] + ([" ".join(DEBIAN_PACKAGES), CPUINFO] if platform == "aarch64" else [])
     parts += [f"{name} {package} {pins.read_text()}" for name, (package, pins) in SITES.items()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def environment():
-    """The emulated environment, built into the cache folder first if missing or outdated.
+def environment(platform):
+    """A platform's environment, built into its cache folder first if missing or outdated.
 
     Raises:
-        EdgeError: qemu-user-static, dpkg, apt-get or pip missing, or a step failing (one line each).
+        EdgeError: qemu-user-static, dpkg, apt-get or pip missing, a host that cannot run the
+            platform, or a step failing (one line each).
     """
-    qemu = shutil.which(QEMU)
-    if qemu is None:
-        raise EdgeError(f"{QEMU} not found: apt-get install qemu-user-static (aarch64 emulation)")
-    folder = cache_folder()
+    if host_platform.machine() != "x86_64" or sys.version_info[:2] != (3, 11):
+        raise EdgeError(
+            f"aezoo verify runs the cp311 wheels on an x86_64 host with Python 3.11; this is "
+            f"{host_platform.machine()} with Python {sys.version_info[0]}.{sys.version_info[1]}"
+        )
+    qemu = None
+    if platform == "aarch64":
+        qemu = shutil.which(QEMU)
+        if qemu is None:
+            raise EdgeError(f"{QEMU} not found: apt-get install qemu-user-static (aarch64 emulation)")
+    folder = cache_folder(platform)
     stamp = folder / "recipe.sha256"
-    digest = _recipe_digest()
+    digest = _recipe_digest(platform)
     if not (stamp.is_file() and stamp.read_text() == digest):
-        _build(folder, digest)
-    return Environment(folder, qemu)
+        _build(platform, folder, digest)
+    return Environment(platform, folder, qemu)
 
 
-def _build(folder, digest):
-    """Builds the environment in a temp folder beside `folder`, then renames it into place."""
-    for tool, hint in (("dpkg", "a Debian or Ubuntu host"), ("apt-get", "a Debian or Ubuntu host")):
-        if shutil.which(tool) is None:
-            raise EdgeError(f"{tool} not found: building the aarch64 sysroot needs {hint}")
+def _build(platform, folder, digest):
+    """Builds an environment in a temp folder beside `folder`, then renames it into place."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
     try:
-        if "arm64" not in _run(["dpkg", "--print-foreign-architectures"]).split():
-            _run(["dpkg", "--add-architecture", "arm64"], "adding the arm64 architecture (run as root)")
-            _run(["apt-get", "update", "-q"], "apt-get update")
-        debs = staging / "debs"
-        debs.mkdir()
-        _run(["apt-get", "download", "-q", *(f"{name}:arm64" for name in DEBIAN_PACKAGES)],
-             "downloading the arm64 Python packages (apt-get update first?)", cwd=debs)
-        for deb in sorted(debs.glob("*.deb")):
-            _run(["dpkg", "-x", str(deb), str(staging / "sysroot")], f"unpacking {deb.name}")
-        shutil.rmtree(debs)
-        (staging / "sysroot/proc").mkdir()
-        (staging / "sysroot/proc/cpuinfo").write_text(CPUINFO)
+        if platform == "aarch64":
+            _build_sysroot(staging / "sysroot")
         for name, (package, pins) in SITES.items():
             wheels = staging / "wheels" / name
-            platforms = [option for tag in WHEEL_TAGS for option in ("--platform", tag)]
-            _run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", *platforms, "--python-version",
+            tags = [option for glibc in WHEEL_GLIBC for option in ("--platform", f"{glibc}_{platform}")]
+            _run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", *tags, "--python-version",
                   "3.11", "--implementation", "cp", "-c", str(pins), "-d", str(wheels), package],
-                 f"downloading the aarch64 wheels of {package}")
+                 f"downloading the {platform} wheels of {package}")
             for wheel in sorted(wheels.glob("*.whl")):
                 with zipfile.ZipFile(wheel) as archive:
                     archive.extractall(staging / "site" / name)
@@ -152,6 +153,25 @@ def _build(folder, digest):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _build_sysroot(sysroot):
+    """Debian's arm64 Python unpacked (dpkg -x) into `sysroot`, with an ARM /proc/cpuinfo."""
+    for tool in ("dpkg", "apt-get"):
+        if shutil.which(tool) is None:
+            raise EdgeError(f"{tool} not found: the aarch64 sysroot is built from Debian packages (a Debian or Ubuntu host)")
+    if "arm64" not in _run(["dpkg", "--print-foreign-architectures"]).split():
+        _run(["dpkg", "--add-architecture", "arm64"], "dpkg --add-architecture arm64 (run as root)")
+        _run(["apt-get", "update", "-q"], "apt-get update")
+    debs = sysroot.with_name("debs")
+    debs.mkdir()
+    _run(["apt-get", "download", "-q", *(f"{name}:arm64" for name in DEBIAN_PACKAGES)],
+         "apt-get download of the arm64 Python (try apt-get update)", cwd=debs)
+    for deb in sorted(debs.glob("*.deb")):
+        _run(["dpkg", "-x", str(deb), str(sysroot)], f"dpkg -x {deb.name}")
+    shutil.rmtree(debs)
+    (sysroot / "proc").mkdir()
+    (sysroot / "proc/cpuinfo").write_text(CPUINFO)
 
 
 def _run(command, what="", cwd=None):
@@ -166,7 +186,7 @@ def _run(command, what="", cwd=None):
 # --- verification ----------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Result:
-    """One .tflite file run by one interpreter on one platform and CPU, against reference.npz."""
+    """One .tflite file run by one interpreter on one platform and CPU, against a baseline's outputs."""
 
     file: str
     mode: str
@@ -175,27 +195,35 @@ class Result:
     platform: str
     cpu: str
     emulated: str | None  # the emulator, e.g. "qemu-aarch64 7.2.22"; None: run natively
-    max_abs_diff: float | None
-    max_int8_steps: float | None  # int8 files: the largest difference in output quantization steps
-    emulated_ms: float | None  # a single-example reconstruct, under emulation (not a board's latency)
-    refused: str | None = None  # the runtime's error when it cannot run the file (e.g. 2.14 and dynamic)
+    compared_with: str
+    cross_runtime: bool  # the baseline came from another interpreter (looser targets)
+    max_abs_diff: float | None = None
+    max_int8_steps: float | None = None  # int8 files: the largest difference in output quantization steps
+    ms: float | None = None  # median single-example reconstruct; under emulation when `emulated`
+    refused: str | None = None  # the interpreter's error when it cannot run the file (2.14 and a dynamic file)
+
+    @property
+    def target(self):
+        if self.max_int8_steps is not None:
+            return f"<= {CROSS_RUNTIME_STEPS_TARGET if self.cross_runtime else INT8_STEPS_TARGET} steps"
+        return f"max abs diff <= {CROSS_RUNTIME_FLOAT_TARGET if self.cross_runtime else FLOAT_TARGET:g}"
 
     @property
     def met(self):
         if self.refused:
             return None
         if self.max_int8_steps is not None:
-            return self.max_int8_steps <= INT8_STEPS_TARGET
-        return self.max_abs_diff <= FLOAT_TARGET
+            return self.max_int8_steps <= (CROSS_RUNTIME_STEPS_TARGET if self.cross_runtime else INT8_STEPS_TARGET)
+        return self.max_abs_diff <= (CROSS_RUNTIME_FLOAT_TARGET if self.cross_runtime else FLOAT_TARGET)
 
     def to_json(self):
         entry = {"runtime": self.runtime, "version": self.version, "platform": self.platform, "cpu": self.cpu,
-                 "emulated": self.emulated, "compared_with": f"{REFERENCE_FILE} (x86_64 outputs of the export)"}
+                 "emulated": self.emulated, "compared_with": self.compared_with}
         if self.refused:
             return {**entry, "refused": self.refused}
+        timing = {("emulated_ms" if self.emulated else "ms"): self.ms} if self.ms is not None else {}
         return {**entry, "max_abs_diff": self.max_abs_diff, "max_int8_steps": self.max_int8_steps,
-                "target": f"<= {INT8_STEPS_TARGET} steps" if self.max_int8_steps is not None else f"max abs diff <= {FLOAT_TARGET:g}",
-                "met": self.met, "emulated_ms": self.emulated_ms}
+                "target": self.target, "met": self.met, **timing}
 
     def summary(self):
         """A few words for report tables: 'match (0 steps)', 'MISMATCH (67 steps)', 'refused'."""
@@ -217,17 +245,29 @@ class VerifyReport:
     def missed(self):
         return [result for result in self.results if result.met is False]
 
+    def summary(self, file, platform):
+        """One table cell for `file` on `platform`: every CPU and interpreter, e.g. 'match (0 steps), 42 ms emulated'."""
+        results = [r for r in self.results if r.file == file and r.platform == platform and not r.refused]
+        if not results:
+            return "-"
+        worst = max(results, key=lambda r: (r.met is False, r.max_int8_steps or 0, r.max_abs_diff))
+        timings = [r.ms for r in results if r.ms is not None and r.runtime == "ai_edge_litert"]
+        timing = f", {min(timings):.1f} ms emulated" if timings and worst.emulated else ""
+        return worst.summary() + timing
+
     def __str__(self):
         rows = [
-            f"verified {self.export_dir} on {self.platform} against {REFERENCE_FILE}; results added to {runtime.METADATA_FILE}",
-            "| file | runtime | platform | CPU | result | emulated ms (reconstruct, 1 example) |",
-            "|---|---|---|---|---|---|",
+            f"verified {self.export_dir} on {self.platform}; results added to {runtime.METADATA_FILE}",
+            "| file | runtime | platform | CPU | compared with | result | ms (reconstruct, 1 example) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in self.results:
-            timing = "-" if r.emulated_ms is None else f"{r.emulated_ms:.1f}" + ("" if r.emulated else " (native)")
-            rows.append(f"| {r.file} | {r.runtime} {r.version} | {r.platform} | {r.cpu} | {r.summary()} | {timing} |")
-        rows += [f"refused: {r.file} on {r.runtime}: {r.refused}" for r in self.results if r.refused]
-        rows += [f"MISSED: {r.file} on {r.runtime} {r.cpu}: {r.summary()}" for r in self.missed]
+            timing = "-" if r.ms is None else f"{r.ms:.1f}" + (" emulated" if r.emulated else "")
+            rows.append(f"| {r.file} | {r.runtime} {r.version} | {r.platform} | {r.cpu} | {r.compared_with} | "
+                        f"{r.summary()} | {timing} |")
+        rows += [f"refused: {r.file} on {r.runtime} {r.version}: {r.refused}" for r in self.results if r.refused]
+        rows += [f"MISSED: {r.file} on {r.runtime} {r.platform} {r.cpu}: {r.summary()}, target {r.target}"
+                 for r in self.missed]
         return "\n".join(rows)
 
 
@@ -243,19 +283,22 @@ def parse_cpus(text):
 def verify(export_dir, platform="aarch64", cpus=CPUS[:1], timing_runs=0):
     """Runs every .tflite file of an export on `platform` and records the results in its metadata.json.
 
+    Every interpreter of `SITES` runs natively on x86_64 against reference.npz (the outputs the
+    export saved); with platform "aarch64" each also runs emulated on every CPU of `cpus`,
+    against its own x86_64 outputs.
+
     Args:
         export_dir: a folder written by `aezoo export`.
-        platform: "aarch64" (emulated, every interpreter of `SITES` on each CPU) or "x86_64"
-            (this machine's interpreter; needs an x86_64 host).
-        cpus: aarch64 only: CPUs of `CPUS` to emulate.
+        platform: "x86_64" or "aarch64".
+        cpus: the CPUs of `CPUS` to emulate (aarch64).
         timing_runs: timed single-example reconstruct calls per file (0: no timing).
 
     Returns:
-        VerifyReport.
+        VerifyReport; differences beyond the targets are reported (`missed`), not raised.
 
     Raises:
         EdgeError: no such export, no reference.npz or .tflite files, an unknown platform or CPU,
-            a missing piece of the emulated environment, a run that failed.
+            a missing piece of the environment, a run that failed.
 
     Example:
         >>> print(verify("export/conv", "aarch64", ("cortex-a72", "cortex-a76")))
@@ -264,24 +307,38 @@ def verify(export_dir, platform="aarch64", cpus=CPUS[:1], timing_runs=0):
     metadata = _read_export(export_dir)
     if platform not in PLATFORMS:
         raise EdgeError(f"unknown --platform {platform!r}; choose from: {', '.join(PLATFORMS)}")
+    cpus = parse_cpus(",".join(cpus))
+    x86 = environment("x86_64")
+    runs = [(x86, host_cpu(), name) for name in SITES]
+    emulator = None
     if platform == "aarch64":
-        env = environment()
-        version = _run([env.qemu, "--version"]).split()[2]
-        runs = [(env.command(cpu), env.site(name), cpu, f"qemu-aarch64 {version}") for cpu in cpus for name in SITES]
-    else:
-        if host_platform.machine() != "x86_64":
-            raise EdgeError(f"--platform x86_64 re-runs the files natively, and this machine is {host_platform.machine()}")
-        runs = [([sys.executable], None, _host_cpu(), None)]
+        arm = environment("aarch64")
+        emulator = f"qemu-aarch64 {_run([arm.qemu, '--version']).split()[2]}"
+        runs += [(arm, cpu, name) for cpu in cpus for name in SITES]
     with tempfile.TemporaryDirectory(prefix="aezoo-verify-") as scratch:
-        processes = [_start(command, site, export_dir, Path(scratch) / str(i), timing_runs)
-                     for i, (command, site, _, _) in enumerate(runs)]
-        results = []
-        for (process, out_dir), (_, _, cpu, emulated) in zip(processes, runs):
+        processes = [_start(env, cpu, name, export_dir, Path(scratch) / str(i), timing_runs)
+                     for i, (env, cpu, name) in enumerate(runs)]
+        outputs = {}
+        for (process, out_dir), (env, cpu, name) in zip(processes, runs):
             _, stderr = process.communicate()
             if process.returncode != 0:
                 lines = stderr.strip().splitlines()
-                raise EdgeError(f"the {platform} run failed on {cpu}: {lines[-1] if lines else f'exit code {process.returncode}'}")
-            results += _compare(export_dir, metadata, out_dir, platform, cpu, emulated)
+                raise EdgeError(f"{name} on {env.platform} {cpu} failed: {lines[-1] if lines else f'exit code {process.returncode}'}")
+            with np.load(out_dir / "outputs.npz") as saved:
+                outputs[env.platform, cpu, name] = (json.loads((out_dir / "run.json").read_text()), dict(saved))
+    with np.load(export_dir / REFERENCE_FILE) as saved:
+        reference = dict(saved)
+    reference_runtime = metadata.get("created_with", {}).get("ai_edge_litert")
+    results = []
+    for (run_platform, cpu, name), (run, values) in outputs.items():
+        if run_platform == "x86_64":
+            baseline, against = reference, f"{REFERENCE_FILE} (the export's)"
+            cross = not (name == "ai_edge_litert" and run["version"] == reference_runtime)
+        else:
+            baseline, against, cross = outputs["x86_64", host_cpu(), name][1], f"{name} on x86_64", False
+        fields = dict(platform=run_platform, cpu=cpu, compared_with=against, cross_runtime=cross,
+                      emulated=emulator if run_platform == "aarch64" else None)
+        results += _compare(metadata, run, values, baseline, fields)
     _record(export_dir, results)
     return VerifyReport(export_dir, platform, results)
 
@@ -300,7 +357,7 @@ def _read_export(export_dir):
         raise EdgeError(f"{metadata_path} is not valid JSON ({error}); re-export") from None
 
 
-def _host_cpu():
+def host_cpu():
     """This machine's CPU model name (from /proc/cpuinfo), else its architecture."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -311,38 +368,32 @@ def _host_cpu():
     return host_platform.machine()
 
 
-def _start(command, site, export_dir, out_dir, timing_runs):
-    """Starts `python -m export.run_files` (the emulated Python sees only its site folder and this package)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in (site, PACKAGE_ROOT) if p)}
-    if site is not None:
-        env["PYTHONNOUSERSITE"] = "1"
+def _start(env, cpu, interpreter, export_dir, out_dir, timing_runs):
+    """Starts `python -m export.run_files` seeing only the interpreter's site folder and this package."""
+    variables = {**os.environ, "PYTHONPATH": f"{env.site(interpreter)}{os.pathsep}{PACKAGE_ROOT}", "PYTHONNOUSERSITE": "1"}
     arguments = ["-m", "export.run_files", str(export_dir.resolve()), str(out_dir), "--timing-runs", str(timing_runs)]
-    process = subprocess.Popen([*command, *arguments], env=env, cwd=PACKAGE_ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([*env.command(cpu), *arguments], env=variables, cwd=PACKAGE_ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return process, out_dir
 
 
-def _compare(export_dir, metadata, out_dir, platform, cpu, emulated):
-    run = json.loads((out_dir / "run.json").read_text())
+def _compare(metadata, run, values, baseline, fields):
+    """Results of one run's files against the baseline outputs (int8: in the file's output steps)."""
     results = []
-    with np.load(export_dir / REFERENCE_FILE) as reference, np.load(out_dir / "outputs.npz") as outputs:
-        for file, ran in run["files"].items():
-            entry = metadata["files"].get(file, {})
-            base = dict(file=file, mode=entry.get("mode", "?"), runtime=run["runtime"], version=run["version"],
-                        platform=run["machine"], cpu=cpu, emulated=emulated)
-            if "refused" in ran:
-                results.append(Result(**base, max_abs_diff=None, max_int8_steps=None, emulated_ms=None, refused=ran["refused"]))
-                continue
-            diffs, steps = [], []
-            for key in (k for k in outputs.files if k.startswith(f"{file}/")):
-                _, signature, name = key.split("/")
-                diff = float(np.abs(outputs[key] - reference[key]).max())
-                diffs.append(diff)
-                scale = entry["signatures"][signature]["outputs"][name].get("scale")
-                if scale:
-                    steps.append(round(diff / scale, 3))
-            results.append(Result(**base, max_abs_diff=max(diffs), max_int8_steps=max(steps) if steps else None,
-                                  emulated_ms=ran["ms"] if emulated else None))
+    for file, ran in run["files"].items():
+        entry = metadata["files"].get(file, {})
+        base = dict(file=file, mode=entry.get("mode", "?"), runtime=run["runtime"], version=run["version"], **fields)
+        if "refused" in ran:
+            results.append(Result(**base, refused=ran["refused"]))
+            continue
+        diffs, steps = [], []
+        for key in (k for k in values if k.startswith(f"{file}/")):
+            _, signature, name = key.split("/")
+            diffs.append(float(np.abs(values[key] - baseline[key]).max()))
+            scale = entry["signatures"][signature]["outputs"][name].get("scale")
+            if scale:
+                steps.append(round(diffs[-1] / scale, 2))
+        results.append(Result(**base, max_abs_diff=max(diffs), max_int8_steps=max(steps) if steps else None, ms=ran["ms"]))
     return results
 
 
@@ -355,13 +406,7 @@ def _record(export_dir, results):
         same = (result.runtime, result.version, result.platform, result.cpu)
         runtimes["verified_on"] = [
             entry for entry in runtimes.get("verified_on", [])
-            if not isinstance(entry, dict) or (entry["runtime"], entry["version"], entry["platform"], entry["cpu"]) != same
+            # Strings: exports written before the entries named platform and CPU.
+            if isinstance(entry, str) or (entry["runtime"], entry["version"], entry.get("platform"), entry.get("cpu")) != same
         ] + [result.to_json()]
-    handle, temp = tempfile.mkstemp(dir=export_dir, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as f:
-            f.write(json.dumps(metadata, indent=2) + "\n")
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
+    runtime.write_atomically(path, lambda f: f.write((json.dumps(metadata, indent=2) + "\n").encode()))
