@@ -280,31 +280,31 @@ def parse_cpus(text):
     return cpus
 
 
-def verify(export_dir, platform="aarch64", cpus=CPUS[:1], timing_runs=0):
-    """Runs every .tflite file of an export on `platform` and records the results in its metadata.json.
+def verify(export_dirs, platform="aarch64", cpus=CPUS[:1], timing_runs=0):
+    """Runs every .tflite file of exports on `platform` and records the results in their metadata.json.
 
     Every interpreter of `SITES` runs natively on x86_64 against reference.npz (the outputs the
     export saved); with platform "aarch64" each also runs emulated on every CPU of `cpus`,
-    against its own x86_64 outputs.
+    against its own x86_64 outputs. One process per interpreter and CPU runs every export.
 
     Args:
-        export_dir: a folder written by `aezoo export`.
+        export_dirs: folders written by `aezoo export` (one path or a list).
         platform: "x86_64" or "aarch64".
         cpus: the CPUs of `CPUS` to emulate (aarch64).
         timing_runs: timed single-example reconstruct calls per file (0: no timing).
 
     Returns:
-        VerifyReport; differences beyond the targets are reported (`missed`), not raised.
+        [VerifyReport] per export; differences beyond the targets are reported (`missed`), not raised.
 
     Raises:
         EdgeError: no such export, no reference.npz or .tflite files, an unknown platform or CPU,
             a missing piece of the environment, a run that failed.
 
     Example:
-        >>> print(verify("export/conv", "aarch64", ("cortex-a72", "cortex-a76")))
+        >>> [report] = verify("export/conv", "aarch64", ("cortex-a72", "cortex-a76"))
     """
-    export_dir = Path(export_dir)
-    metadata = _read_export(export_dir)
+    export_dirs = [Path(export_dirs)] if isinstance(export_dirs, (str, os.PathLike)) else [Path(d) for d in export_dirs]
+    metadata = [_read_export(export_dir) for export_dir in export_dirs]
     if platform not in PLATFORMS:
         raise EdgeError(f"unknown --platform {platform!r}; choose from: {', '.join(PLATFORMS)}")
     cpus = parse_cpus(",".join(cpus))
@@ -316,31 +316,39 @@ def verify(export_dir, platform="aarch64", cpus=CPUS[:1], timing_runs=0):
         emulator = f"qemu-aarch64 {_run([arm.qemu, '--version']).split()[2]}"
         runs += [(arm, cpu, name) for cpu in cpus for name in SITES]
     with tempfile.TemporaryDirectory(prefix="aezoo-verify-") as scratch:
-        processes = [_start(env, cpu, name, export_dir, Path(scratch) / str(i), timing_runs)
+        processes = [_start(env, cpu, name, export_dirs, Path(scratch) / str(i), timing_runs)
                      for i, (env, cpu, name) in enumerate(runs)]
-        outputs = {}
+        outputs = {}  # (platform, cpu, interpreter) -> [(run.json, outputs)] per export
         for (process, out_dir), (env, cpu, name) in zip(processes, runs):
             _, stderr = process.communicate()
             if process.returncode != 0:
                 lines = stderr.strip().splitlines()
                 raise EdgeError(f"{name} on {env.platform} {cpu} failed: {lines[-1] if lines else f'exit code {process.returncode}'}")
-            with np.load(out_dir / "outputs.npz") as saved:
-                outputs[env.platform, cpu, name] = (json.loads((out_dir / "run.json").read_text()), dict(saved))
-    with np.load(export_dir / REFERENCE_FILE) as saved:
-        reference = dict(saved)
-    reference_runtime = metadata.get("created_with", {}).get("ai_edge_litert")
-    results = []
-    for (run_platform, cpu, name), (run, values) in outputs.items():
-        if run_platform == "x86_64":
-            baseline, against = reference, f"{REFERENCE_FILE} (the export's)"
-            cross = not (name == "ai_edge_litert" and run["version"] == reference_runtime)
-        else:
-            baseline, against, cross = outputs["x86_64", host_cpu(), name][1], f"{name} on x86_64", False
-        fields = dict(platform=run_platform, cpu=cpu, compared_with=against, cross_runtime=cross,
-                      emulated=emulator if run_platform == "aarch64" else None)
-        results += _compare(metadata, run, values, baseline, fields)
-    _record(export_dir, results)
-    return VerifyReport(export_dir, platform, results)
+            outputs[env.platform, cpu, name] = [_read_run(out_dir / str(i)) for i in range(len(export_dirs))]
+    reports = []
+    for i, export_dir in enumerate(export_dirs):
+        with np.load(export_dir / REFERENCE_FILE) as saved:
+            reference = dict(saved)
+        results = []
+        for (run_platform, cpu, name), per_export in outputs.items():
+            run, values = per_export[i]
+            if run_platform == "x86_64":
+                baseline, against = reference, f"{REFERENCE_FILE} (the export's)"
+                cross = not (name == "ai_edge_litert" and run["version"] == metadata[i]["created_with"]["ai_edge_litert"])
+            else:
+                baseline, against, cross = outputs["x86_64", host_cpu(), name][i][1], f"{name} on x86_64", False
+            fields = dict(platform=run_platform, cpu=cpu, compared_with=against, cross_runtime=cross,
+                          emulated=emulator if run_platform == "aarch64" else None)
+            results += _compare(metadata[i], run, values, baseline, fields)
+        _record(export_dir, results)
+        reports.append(VerifyReport(export_dir, platform, results))
+    return reports
+
+
+def _read_run(out_dir):
+    """(run.json, {key: array}) that `export.run_files` wrote for one export."""
+    with np.load(out_dir / "outputs.npz") as saved:
+        return json.loads((out_dir / "run.json").read_text()), dict(saved)
 
 
 def _read_export(export_dir):
@@ -368,10 +376,11 @@ def host_cpu():
     return host_platform.machine()
 
 
-def _start(env, cpu, interpreter, export_dir, out_dir, timing_runs):
+def _start(env, cpu, interpreter, export_dirs, out_dir, timing_runs):
     """Starts `python -m export.run_files` seeing only the interpreter's site folder and this package."""
     variables = {**os.environ, "PYTHONPATH": f"{env.site(interpreter)}{os.pathsep}{PACKAGE_ROOT}", "PYTHONNOUSERSITE": "1"}
-    arguments = ["-m", "export.run_files", str(export_dir.resolve()), str(out_dir), "--timing-runs", str(timing_runs)]
+    arguments = ["-m", "export.run_files", *(str(d.resolve()) for d in export_dirs), "--out", str(out_dir),
+                 "--timing-runs", str(timing_runs)]
     process = subprocess.Popen([*env.command(cpu), *arguments], env=variables, cwd=PACKAGE_ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return process, out_dir
