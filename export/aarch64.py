@@ -407,15 +407,17 @@ def _compare(metadata, run, values, baseline, fields):
 
 
 def _record(export_dir, results):
-    """Adds each result to its file's runtimes.verified_on (replacing the same runtime, platform and CPU), atomically."""
+    """Adds each result to its file's runtimes.verified_on, atomically; an earlier entry of the same runtime,
+    platform, CPU and baseline is replaced (the export's own entry, against Keras, stays)."""
     path = export_dir / runtime.METADATA_FILE
     metadata = json.loads(path.read_text())
     for result in results:
         runtimes = metadata["files"][result.file].setdefault("runtimes", {})
-        same = (result.runtime, result.version, result.platform, result.cpu)
+        fields = ("runtime", "version", "platform", "cpu", "compared_with")
+        same = tuple(result.to_json()[field] for field in fields)
         runtimes["verified_on"] = [
             entry for entry in runtimes.get("verified_on", [])
             # Strings: exports written before the entries named platform and CPU.
-            if isinstance(entry, str) or (entry["runtime"], entry["version"], entry.get("platform"), entry.get("cpu")) != same
+            if isinstance(entry, str) or tuple(entry.get(field) for field in fields) != same
         ] + [result.to_json()]
     runtime.write_atomically(path, lambda f: f.write((json.dumps(metadata, indent=2) + "\n").encode()))
