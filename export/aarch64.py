@@ -245,16 +245,6 @@ class VerifyReport:
     def missed(self):
         return [result for result in self.results if result.met is False]
 
-    def summary(self, file, platform):
-        """One table cell for `file` on `platform`: every CPU and interpreter, e.g. 'match (0 steps), 42 ms emulated'."""
-        results = [r for r in self.results if r.file == file and r.platform == platform and not r.refused]
-        if not results:
-            return "-"
-        worst = max(results, key=lambda r: (r.met is False, r.max_int8_steps or 0, r.max_abs_diff))
-        timings = [r.ms for r in results if r.ms is not None and r.runtime == "ai_edge_litert"]
-        timing = f", {min(timings):.1f} ms emulated" if timings and worst.emulated else ""
-        return worst.summary() + timing
-
     def __str__(self):
         rows = [
             f"verified {self.export_dir} on {self.platform}; results added to {runtime.METADATA_FILE}",
