@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 import secrets
 import shutil
 from pathlib import Path
@@ -27,6 +28,7 @@ import tensorflow as tf
 
 import zoo
 from export import convert, micro, runtime
+from export.aarch64 import host_cpu
 from export.convert import MODES
 from export.tflite_file import parse_version, read_model_info
 from zoo.errors import ZooError, unknown_name
@@ -83,6 +85,12 @@ class ArtifactCheck:
         if self.mode in MAX_ABS_TARGETS:
             return self.judged_diff <= MAX_ABS_TARGETS[self.mode]
         return self.psnr_db >= self.keras_psnr_db - PSNR_DROP_TARGET_DB
+
+    def verified_on_entry(self):
+        """Its metadata.json `runtimes.verified_on` entry: the runtime on this machine, against Keras."""
+        name, _, version = self.verified_on.partition(" ")
+        return {"runtime": name, "version": version, "platform": platform.machine(), "cpu": host_cpu(),
+                "compared_with": "keras"}
 
     def to_json(self):
         return {
@@ -378,7 +386,7 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
         "sha256_of": "the lines '<sha256>  <relative path>' of every file, sorted by path",
         "signatures": ["serving_default" if s == "reconstruct" else s for s in signatures],
         "batch_size": None,
-        "runtimes": {"verified_on": [check.verified_on]},
+        "runtimes": {"verified_on": [check.verified_on_entry()]},
         "verification": check.to_json(),
     }
 
@@ -413,7 +421,7 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
             "ops": convert.op_names(content),
             "min_runtime_version": min_version,
             "runtimes": {
-                "verified_on": [check.verified_on],
+                "verified_on": [check.verified_on_entry()],
                 "runs_on": {"ai_edge_litert": True, "tflite_runtime": runs_on_2_14},
             },
             "verification": check.to_json(),

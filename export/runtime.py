@@ -459,9 +459,9 @@ def _read_png(path, example_shape):
 def _write_output(path, result, is_image):
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        _write_atomically(path, lambda f: np.save(f, result))
+        write_atomically(path, lambda f: np.save(f, result))
     elif suffix == ".png":
-        _write_atomically(path, lambda f: _png_strip(result, is_image).save(f, format="PNG"))
+        write_atomically(path, lambda f: _png_strip(result, is_image).save(f, format="PNG"))
     else:
         raise EdgeError(f"{path}: unsupported output type {suffix or '(none)'}; use .npy or .png")
 
@@ -481,7 +481,7 @@ def _png_strip(images, is_image):
     return Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels)
 
 
-def _write_atomically(path, write):
+def write_atomically(path, write):
     """Writes through a temp file in the target's folder, so a failure leaves no partial file."""
     if not path.parent.is_dir():
         raise EdgeError(f"{path.parent}: no such output folder")

@@ -27,6 +27,17 @@ def _count(text):
     return value
 
 
+def _cpus(text):
+    """argparse type of --cpu: the emulated CPUs, each one qemu knows by that name."""
+    from export.aarch64 import parse_cpus
+    from export.runtime import EdgeError
+
+    try:
+        return parse_cpus(text)
+    except EdgeError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _parser():
     parser = _Parser(prog="aezoo", description="Keras autoencoder zoo: train, run recipes, export, predict.")
     common = argparse.ArgumentParser(add_help=False)
@@ -81,6 +92,12 @@ def _parser():
     predict.add_argument("--signature", default="reconstruct", help="reconstruct, encode, decode or sample")
     predict.add_argument("--runtime", choices=("tflite", "micro"), default="tflite", help="micro: a micro/ file in TFLite Micro")
 
+    verify = add_command("verify", help="re-run an export's .tflite files on x86_64 or emulated aarch64 (no TensorFlow)")
+    verify.add_argument("export_dirs", nargs="+", metavar="EXPORT_DIR", help="folders written by 'aezoo export'")
+    verify.add_argument("--platform", choices=("x86_64", "aarch64"), default="aarch64")
+    verify.add_argument("--cpu", type=_cpus, default="cortex-a72", help="aarch64: comma list of cortex-a72 (Pi 4), cortex-a76 (Pi 5)")
+    verify.add_argument("--timing-runs", type=int, default=0, help="time this many single-example reconstruct calls per file")
+
     presets = add_command("presets", help="pretrained presets with their headline metric")
     presets.add_argument("--build", nargs="+", metavar="NAME", help="(maintainers) train presets and write their files")
 
@@ -118,12 +135,12 @@ def _user_errors():
 
 
 def _needs_tensorflow(args):
-    """False for the commands that only read files: predict, listing recipes or presets."""
+    """False for the commands that only read or run files: predict, verify, listing recipes or presets."""
     if args.command == "run":
         return bool(args.recipe and not args.list)
     if args.command == "presets":
         return bool(args.build)
-    return args.command != "predict"
+    return args.command not in ("predict", "verify")
 
 
 def _import_tensorflow_quietly():
@@ -163,6 +180,12 @@ def main(argv=None):
 
             print(predict_file(args.artifact, args.input, args.output, args.signature, args.runtime))
             return 0
+        if args.command == "verify":
+            from export.aarch64 import verify
+
+            reports = verify(args.export_dirs, args.platform, args.cpu, args.timing_runs)
+            print("\n\n".join(map(str, reports)))
+            return 1 if any(report.missed for report in reports) else 0
         from recipes import commands
 
         return getattr(commands, args.command)(args) or 0

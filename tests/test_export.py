@@ -3,6 +3,7 @@ in ai_edge_litert, and the one-line errors of `aezoo export` / `aezoo predict` o
 
 import hashlib
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -143,7 +144,9 @@ def test_metadata_records_shapes_sha256_and_runtimes(exports):
         if entry["kind"] != "saved_model":
             assert entry["sha256"] == hashlib.sha256((exported.out_dir / file_name).read_bytes()).hexdigest()
     files = metadata["files"]
-    assert files["model_float32.tflite"]["runtimes"]["verified_on"] == [f"ai_edge_litert {runtime.find_interpreter().version}"]
+    [entry] = files["model_float32.tflite"]["runtimes"]["verified_on"]
+    assert entry == {**entry, "runtime": "ai_edge_litert", "version": runtime.find_interpreter().version,
+                     "platform": platform.machine(), "compared_with": "keras"} and entry["cpu"]
     assert files["model_float32.tflite"]["runtimes"]["runs_on"]["tflite_runtime"] is True
     assert files["model_int8.tflite"]["runtimes"]["runs_on"]["tflite_runtime"] is True
     assert files["model_dynamic.tflite"]["runtimes"]["runs_on"]["tflite_runtime"] is False
@@ -384,7 +387,8 @@ def test_onnx_file_of_every_signature_matches_keras_in_onnxruntime(exports, name
     for signature in signatures_of(name):
         entry = metadata["files"][onnx_name(signature)]
         assert entry["opset"] == onnx_target.OPSET and entry["verification"]["met"]
-        assert entry["runtimes"]["verified_on"] == [str(edge.runtime)]
+        [verified] = entry["runtimes"]["verified_on"]
+        assert (verified["runtime"], verified["version"]) == (edge.runtime.name, edge.runtime.version)
         assert entry["inputs"][runtime.SIGNATURES[signature].input]["shape"][0] == "batch"
         assert not set(entry["ops"]) & {"Erfc", "Igamma"}  # only ONNX operators
 
