@@ -469,7 +469,7 @@ def _write_micro(context, source, batch_size):
     try:
         return micro.write_micro(
             folder / micro.MICRO_DIR, signatures, convert_one, context.inputs, samples.verification, samples.peak,
-            copy.latent_dim,
+            copy.latent_dim, samples.input_range,
         )
     except runtime.EdgeError as error:
         raise ZooError(str(error)) from None

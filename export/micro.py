@@ -281,7 +281,7 @@ class MicroModel(EdgeModel):
         shape = tuple(entry["input_shape"])
         self.input_shape = shape if SIGNATURES[entry["signature"]].input == "x" else None
         self.latent_dim = shape[0] if self.input_shape is None else entry.get("latent_dim")
-        self.input_range = _representable_range(self._input) if self.input_shape else None
+        self.input_range = tuple(entry["input_range"]) if entry.get("input_range") else None
 
     def require(self, signature):
         if signature not in self.signatures:
@@ -396,7 +396,7 @@ def report_lines(checks):
     return lines
 
 
-def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_dim):
+def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_dim, input_range):
     """Writes the micro/ folder of an export: files, C arrays, measured arenas, TFLM verification.
 
     Args:
@@ -407,6 +407,8 @@ def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_d
         targets: what reconstructions are compared with (the held-out x).
         peak: the PSNR peak value.
         latent_dim: the code width (recorded for decode files).
+        input_range: the data's bounds that `MicroModel` enforces on x ([0, 1] images), or None
+            (standardised data: values beyond the int8 range saturate, as on a board).
 
     Returns:
         The list of `MicroCheck`s, one per file.
@@ -432,6 +434,7 @@ def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_d
         entry = {
             "signature": signature,
             "input_shape": list(x.shape[1:]),
+            "input_range": input_range if spec.input == "x" else None,
             "latent_dim": latent_dim,
             "arena_bytes": arena,
             "arena_measured_bytes": measured,

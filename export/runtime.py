@@ -137,9 +137,10 @@ class EdgeModel:
         batch_size: the fixed batch of the file (inputs of any length are split into it).
         input_shape: one example's shape.
         latent_dim: the code width.
-        input_range: (low, high) that inputs x must lie in: metadata.json's input range, else
-            what an int8 file's input can represent; None: not checked (float file alone, or a
-            model of unbounded data such as standardised series).
+        input_range: (low, high) that inputs x must lie in: metadata.json's input range; for a
+            file without metadata.json, what its int8 input can represent; None: not checked
+            (a model of unbounded data such as standardised series, whose int8 inputs saturate
+            as on a board, or a float file alone).
     """
 
     def __init__(self, path, num_threads=None):
@@ -170,8 +171,11 @@ class EdgeModel:
         self.batch_size = int(x_details["shape"][0])
         self.input_shape = tuple(int(d) for d in x_details["shape"][1:])
         self.latent_dim = int(self._runner("decode").get_input_details()["z"]["shape"][1])
-        declared = (self.metadata or {}).get("input", {}).get("range")
-        self.input_range = tuple(declared) if declared else _representable_range(x_details)
+        if self.metadata is None:  # a file without its metadata.json: at least what int8 can hold
+            self.input_range = _representable_range(x_details)
+        else:  # the data's bounds ([0, 1] images); None for standardised data, which int8 saturates as a board does
+            declared = self.metadata.get("input", {}).get("range")
+            self.input_range = tuple(declared) if declared else None
 
     # --- public signatures ---------------------------------------------------------------------
     def reconstruct(self, x):

@@ -3,10 +3,12 @@
     aezoo benchmark recipes loop [--examples N] [--epochs E] [--readme]  # our loop vs plain fit; float32 vs bf16
     aezoo benchmark recipes full [--readme]                               # every recipe on full data vs its baselines
     aezoo benchmark recipes reproduce PRESET [--readme]                   # rerun a preset's card command, compare
+    aezoo benchmark recipes micro [--readme]                              # every preset exported for TFLite Micro
 
 `full` runs (or reuses, resuming an interrupted one) each recipe; the Fashion-MNIST runs are
 the presets' runs (runs/presets/<name>), the others go to runs/benchmark/<name>. All three print
-their tables; `--readme` also writes them into README.md (sections `benchmark`, `loop`, `reproduce`).
+their tables; `--readme` also writes them into README.md (sections `benchmark`, `loop`, `reproduce`,
+`micro-presets`).
 """
 
 import argparse
@@ -159,6 +161,45 @@ def reproduce(name, readme):
     publish("\n".join(lines), "reproduce" if readme else None)
 
 
+def micro_presets(readme):
+    """Exports every shipped preset for TensorFlow Lite Micro (int8, calibrated on its own data) into
+    runs/benchmark/micro/<name>, compiles its C arrays, and tables flash, arena and verification per file."""
+    import shutil
+    import subprocess
+
+    from export import export_model
+    from zoo import ZooError, from_preset, presets
+
+    compiler = shutil.which("g++")
+    rows = []
+    for name, info in presets.list_presets().items():
+        out = Path("runs/benchmark/micro") / name
+        try:
+            export_model(from_preset(name), out, quantize="int8", calibration_data=info["dataset"], micro_target=True)
+        except ZooError as error:
+            rows.append(f"| `{name}` | refused: {error} | | | | | |")
+            continue
+        for file, entry in json.loads((out / "micro" / "micro.json").read_text())["files"].items():
+            check = entry["verification"]
+            quality = (f"code within {check['max_code_steps']} steps" if check["psnr_db"] is None
+                       else f"{check['psnr_db']:.2f} dB ({check['reference_psnr_db']:.2f})")
+            compiled = "-" if compiler is None else "yes" if subprocess.run(
+                [compiler, "-std=c++17", "-c", entry["c_source"]["source"], "-o", "/dev/null"], cwd=out / "micro",
+            ).returncode == 0 else "NO"
+            rows.append(f"| `{name}` | {file} | {entry['flash_bytes']:,} | {entry['arena_bytes']:,} | {quality} | "
+                        f"{'met' if check['met'] else 'MISSED'} | {compiled} |")
+    lines = [
+        "Every shipped preset exported with `--micro` (`aezoo benchmark recipes micro`; int8, batch 1, calibrated "
+        "on the preset's own data): flash = the model array, arena = measured in the TFLite Micro interpreter + 10%; "
+        "quality in TFLM (reference kernels in brackets); C array compiled with `g++ -std=c++17 -c`.",
+        "",
+        "| preset | file | flash bytes | arena bytes | TFLM quality | target | C compiles |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+    publish("\n".join(lines), "micro-presets" if readme else None)
+
+
 def main(argv):
     parser = argparse.ArgumentParser(prog="aezoo benchmark recipes")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -172,8 +213,12 @@ def main(argv):
     reproduce_args = sub.add_parser("reproduce", help="rerun a preset's card command")
     reproduce_args.add_argument("preset")
     reproduce_args.add_argument("--readme", action="store_true", help="write the table into README.md")
+    micro_args = sub.add_parser("micro", help="every preset exported for TensorFlow Lite Micro")
+    micro_args.add_argument("--readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
-    if args.what == "loop":
+    if args.what == "micro":
+        micro_presets(args.readme)
+    elif args.what == "loop":
         loop(args.examples, args.epochs, args.batch_size, args.readme)
     elif args.what == "full":
         full(args.readme)

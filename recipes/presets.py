@@ -44,7 +44,7 @@ PRESETS = {
     "transformer_ae_fashion_mnist": Preset(
         "Transformer autoencoder on 7x7 patches, 16-dim codes (TFLite Micro ready: ReLU feed-forward)",
         ["reduce", "--model", "transformer_ae", "--set", "model.patch_size=7", "--set", "model.activation=relu",
-         "--set", "train.learning_rate=0.002", *CONVERGE, "--epochs", "15"],
+         "--set", "train.learning_rate=0.002", *CONVERGE, "--epochs", "8"],
     ),
     "vae_conv_fashion_mnist": Preset("Convolutional VAE, 16-dim latent (sampling, interpolation)", ["generate", *VAE_CONV]),
     "vae_conv_2d_fashion_mnist": Preset(
