@@ -199,7 +199,7 @@ def load(name, path=None, **options):
     """
     is_path = name not in DATASETS and (os.sep in str(name) or Path(name).suffix or Path(name).exists())
     if not (is_path and Path(name).is_dir()):
-        given = [key for key in FOLDER_OPTIONS if options.get(key) is not None]
+        given = [key for key in FOLDER_OPTIONS if options.get(key) not in (None, False)]
         if given:
             raise ZooError(f"data.{given[0]} applies to image folders, not {name}; remove it or give a folder of images")
         options = {k: v for k, v in options.items() if k not in FOLDER_OPTIONS}
