@@ -210,6 +210,8 @@ def finetune(args):
 def benchmark(args):
     if args.suite == "export":
         from export.benchmark import main
+    elif args.suite == "data":
+        from recipes.data_benchmark import main
     else:
         from recipes.benchmark import main
     return main(args.args)
