@@ -442,7 +442,7 @@ def train(
             y_all = x if y is None else y
             validation, x, y = (x[cut:], y_all[cut:]), x[:cut], y_all[:cut]
     never_an_epoch = [settings.seed, 2**32 - 1]  # seeds the validation transform with a stream no epoch uses
-    if validation is not None and streaming:
+    if validation is not None and isinstance(validation[0], ImageFiles):
         batches = validation[0].examples(labels=validation[1]).batch(settings.batch_size)
         validation = with_transform(batches, transform, never_an_epoch).prefetch(tf.data.AUTOTUNE)
     elif validation is not None and transform is not None:

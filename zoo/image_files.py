@@ -30,7 +30,7 @@ def _raw_image(path):
     return tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # eq would compare file arrays element-wise
 class ImageFiles:
     """Image files read as float32 images in [0, 1] of shape `image_shape`, decoded on demand.
 
