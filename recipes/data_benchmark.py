@@ -17,6 +17,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 STREAM_SPEED_TARGET = 0.8  # streamed samples/s at least this share of in-memory samples/s
@@ -43,8 +44,6 @@ def write_folder(folder, count):
 
 def measure(folder, stream, epochs, batch_size):
     """Loads `folder` (streamed or into memory), trains conv_ae; samples/s of the last epoch, peak RSS."""
-    import time
-
     import zoo
     from recipes import training
     from recipes.benchmark import EpochClock
