@@ -58,7 +58,7 @@ def _parser():
     train.add_argument("--batch-size", type=_count, default=128)
     train.add_argument("--latent-dim", type=_count, default=16)
     train.add_argument("--loss", default="bce", help="reconstruction loss: bce or mse (plain autoencoders)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option, e.g. filters=[32,64]")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option (filters=[32,64]) or data option (data.image_size=[64,64])")
     _add_training_flags(train)
 
     run = add_command("run", help="run a recipe (see 'aezoo run --list')")
@@ -110,8 +110,8 @@ def _parser():
     finetune.add_argument("--quick", action="store_true", help="small data and few epochs")
     _add_training_flags(finetune)
 
-    bench = add_command("benchmark", help="print a benchmark table (export or recipes)")
-    bench.add_argument("suite", choices=["export", "recipes"])
+    bench = add_command("benchmark", help="print a benchmark table (export, recipes or data)")
+    bench.add_argument("suite", choices=["export", "recipes", "data"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 

@@ -37,11 +37,18 @@ def train(args):
 
     import zoo
     from recipes import training
-    from recipes.evaluation import predict, psnr
+    from recipes.config import data_option
+    from recipes.evaluation import batches, psnr
 
-    options = {k: v for k, v in (_assignment(s) for s in args.set)}
+    options, data_options = {}, {}
+    for key, value in map(_assignment, args.set):
+        section, dot, field = key.partition(".")
+        if section == "data" and dot:
+            data_options[field] = data_option(field, value)
+        else:
+            options[key] = value
     zoo.registry.check_options(zoo.model_class(args.model), options)
-    data = _as_model_input(args.model, options, zoo.data.load(args.data))
+    data = _as_model_input(args.model, options, zoo.data.load(data_options.pop("name", args.data), **data_options))
     out = Path(args.out or Path("runs") / f"{args.model}-{Path(args.data).stem}")
     resume = training.claim_run_dir(out, args.resume, marker="checkpoints")
     settings = _settings(args, epochs=args.epochs, batch_size=args.batch_size, loss=args.loss)
@@ -53,13 +60,20 @@ def train(args):
         run_name=f"train/{args.model}",
         resume=resume,
     )
-    reconstruction = predict(model, data.x_test)
+    # Summed batch by batch: streamed test images stay in their files.
+    squared, psnr_sum, values, in_unit_range = 0.0, 0.0, 0, True
+    for clean in batches(data.x_test):
+        restored = np.asarray(model.predict_on_batch(clean), "float32")
+        squared += float(((restored - clean).astype("float64") ** 2).sum())
+        psnr_sum += psnr(clean, restored) * len(clean)
+        values += clean.size
+        in_unit_range = in_unit_range and clean.min() >= 0
     metrics = {
         "model": args.model,
         "data": args.data,
         "epochs": len(history),
-        "test_mse": float(np.mean((reconstruction - data.x_test) ** 2)),
-        "test_psnr_db": psnr(data.x_test, reconstruction) if data.x_test.min() >= 0 else None,
+        "test_mse": squared / values,
+        "test_psnr_db": psnr_sum / len(data.x_test) if in_unit_range else None,
         "parameters": int(model.count_params()),
         "train_seconds": training.train_seconds(out),
         "command": args.command_line,
@@ -196,6 +210,8 @@ def finetune(args):
 def benchmark(args):
     if args.suite == "export":
         from export.benchmark import main
+    elif args.suite == "data":
+        from recipes.data_benchmark import main
     else:
         from recipes.benchmark import main
     return main(args.args)

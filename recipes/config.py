@@ -13,7 +13,10 @@ from recipes.catalog import RECIPES_DIR, list_recipes, tomllib
 from recipes.training import TrainSettings
 from zoo.errors import ZooError, unknown_name
 
-DATA_KEYS = {"name": str, "path": str, "window": int, "stride": int, "label_column": str}
+DATA_KEYS = {
+    "name": str, "path": str, "window": int, "stride": int, "label_column": str,
+    "image_size": list, "color_mode": str, "stream": bool,
+}
 QUICK_KEYS = {"epochs": int, "train_examples": int, "test_examples": int}
 
 
@@ -62,9 +65,7 @@ def apply_overrides(config, assignments):
                 raise unknown_name(f"params key of task {config['task']!r}", field, defaults)
             value = _check_type(key, value, type(defaults[field]))
         elif section == "data":
-            if field not in DATA_KEYS:
-                raise unknown_name("data key", field, DATA_KEYS)
-            value = _check_type(key, value, DATA_KEYS[field])
+            value = data_option(field, value)
         elif section == "quick":
             if field not in QUICK_KEYS:
                 raise unknown_name("quick key", field, QUICK_KEYS)
@@ -73,6 +74,13 @@ def apply_overrides(config, assignments):
             raise unknown_name("config section", section, ["data", "model", "train", "params", "quick"])
         config.setdefault(section, {})[field] = value
     return config
+
+
+def data_option(key, value):
+    """A `data.KEY` value checked against DATA_KEYS (unknown keys and wrong types refused)."""
+    if key not in DATA_KEYS:
+        raise unknown_name("data key", key, DATA_KEYS)
+    return _check_type(f"data.{key}", value, DATA_KEYS[key])
 
 
 def model_options(config):

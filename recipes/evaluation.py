@@ -26,6 +26,17 @@ def ssim(clean, restored):
     )
 
 
+def batches(x, batch_size=256):
+    """x batch by batch as NumPy: slices of an array, or `ImageFiles` decoded in parallel."""
+    if isinstance(x, np.ndarray):
+        for start in range(0, len(x), batch_size):
+            yield x[start : start + batch_size]
+    else:
+        yield from x.dataset(batch_size).as_numpy_iterator()
+
+
 def predict(model, x, batch_size=256):
-    """model(x) in batches as float32 NumPy."""
+    """model(x) in batches as float32 NumPy (x: an array or `ImageFiles`)."""
+    if not isinstance(x, np.ndarray):
+        return np.asarray(model.predict(x.dataset(batch_size), verbose=0), dtype="float32")
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype="float32")

@@ -4,10 +4,14 @@ Both methods are judged on the test split by how well they reconstruct (MSE per 
 by how much label information their M numbers keep: a linear probe (standardised codes,
 logistic regression fitted on the training codes) and k-NN accuracy (Euclidean, codes as
 they are). A 2-D map shows the test codes coloured by label.
+
+Streamed data (image folders in files) is never loaded whole: metrics are summed over test
+batches, PCA is an IncrementalPCA fitted batch by batch on every training image, and the
+probe and k-NN are fitted on the codes of the first FIT_LIMIT training images.
 """
 
 import numpy as np
-from sklearn.decomposition import PCA
+from sklearn.decomposition import PCA, IncrementalPCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
@@ -15,10 +19,12 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from recipes import tutorials
-from recipes.evaluation import predict
+from recipes.evaluation import batches
 from recipes.report import Results, pyplot, save_figure
 
 TUTORIAL = "tutorial conv AE"
+FIT_LIMIT = 10_000  # streamed data: training codes the probe and k-NN are fitted on
+PCA_BATCH = 1024  # streamed data: images per IncrementalPCA step
 
 
 def flat(x):
@@ -57,26 +63,48 @@ def code_map(run_dir, codes_by_method, labels, class_names=None):
     return save_figure(fig, run_dir, "code_map")
 
 
+def fit_pca(x, components, seed):
+    """PCA of the images x: exact on an array, incremental batch by batch on streamed files."""
+    if isinstance(x, np.ndarray):
+        return PCA(components, random_state=seed).fit(flat(x))
+    pca = IncrementalPCA(components)
+    for batch in batches(x, PCA_BATCH):
+        if len(batch) >= components:  # a last batch smaller than that (< M images) is left out
+            pca.partial_fit(flat(batch))
+    return pca
+
+
+def codes_and_errors(x, encoders, reconstructors):
+    """Every method's codes of x, and the reconstruction MSE of the methods in `reconstructors`,
+    in one pass over x's batches (functions of a NumPy batch)."""
+    codes, squared, values = {method: [] for method in encoders}, dict.fromkeys(reconstructors, 0.0), 0
+    for batch in batches(x):
+        for method, encode in encoders.items():
+            codes[method].append(np.asarray(encode(batch), "float32"))
+        for method, reconstruct in reconstructors.items():
+            squared[method] += float(((flat(np.asarray(reconstruct(batch), "float64")) - flat(batch)) ** 2).sum())
+        values += batch.size
+    return {method: np.concatenate(c) for method, c in codes.items()}, {m: s / values for m, s in squared.items()}
+
+
+STREAMS = True  # takes streamed image folders (see RunContext.load_data)
+
+
 def run(ctx):
     data = ctx.load_data()
     model, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train)
     ctx.model = model
     latent_dim = model.latent_dim
 
-    x_train, x_test = flat(data.x_train), flat(data.x_test)
-    pca = PCA(latent_dim, random_state=ctx.settings.seed).fit(x_train)
-    codes = {
-        "autoencoder": (predict(model.encoder, data.x_train), predict(model.encoder, data.x_test)),
-        "PCA": (pca.transform(x_train), pca.transform(x_test)),
-    }
-    reconstructions = {"autoencoder": flat(predict(model, data.x_test)), "PCA": pca.inverse_transform(codes["PCA"][1])}
+    pca = fit_pca(data.x_train, latent_dim, ctx.settings.seed)
+    encoders = {"autoencoder": model.encoder.predict_on_batch, "PCA": lambda x: pca.transform(flat(x))}
+    reconstructors = {"autoencoder": model.predict_on_batch, "PCA": lambda x: pca.inverse_transform(pca.transform(flat(x)))}
     results = Results()
     if ctx.params["tutorial_baseline"] and tutorials.conv_autoencoder_fits(data.input_shape):
         tutorial, _ = ctx.train(lambda: tutorials.conv_autoencoder(data.input_shape, latent_dim), data.x_train,
                                 tag="tutorial", settings=tutorials.tutorial_settings(ctx.settings))
-        encoder = tutorials.code_model(tutorial)
-        codes[TUTORIAL] = (predict(encoder, data.x_train), predict(encoder, data.x_test))
-        reconstructions[TUTORIAL] = flat(predict(tutorial, data.x_test))
+        encoders[TUTORIAL] = tutorials.code_model(tutorial).predict_on_batch
+        reconstructors[TUTORIAL] = tutorial.predict_on_batch
         results.notes.append(
             f"{TUTORIAL}: keras.io's convolutional autoencoder (Conv2D 32 and 64, stride 2, a Dense code, mirrored "
             "Conv2DTranspose decoder) trained on the same images for the same epochs with the tutorial's Adam 1e-3, "
@@ -84,10 +112,17 @@ def run(ctx):
         )
     elif ctx.params["tutorial_baseline"] and len(data.input_shape) == 3:
         results.notes.append(f"no {TUTORIAL}: it needs images with sides divisible by 4, got {data.input_shape}")
-    results.add(
-        f"reconstruction MSE (M={latent_dim})",
-        {method: np.mean((r - x_test) ** 2) for method, r in reconstructions.items()},
-    )
+    fitted = slice(0, FIT_LIMIT if data.streaming else None)
+    train_codes, _ = codes_and_errors(data.x_train[fitted], encoders, {})
+    test_codes, mse = codes_and_errors(data.x_test, encoders, reconstructors)
+    codes = {method: (train_codes[method], test_codes[method]) for method in encoders}
+    if data.streaming:
+        results.notes.append(
+            f"streamed from files: PCA is an IncrementalPCA over the {len(data.x_train):,} training images "
+            f"({PCA_BATCH} a step); the probe and k-NN are fitted on the codes of the first "
+            f"{len(train_codes['PCA']):,} training images"
+        )
+    results.add(f"reconstruction MSE (M={latent_dim})", mse)
     results.notes.append(
         f"PCA keeps {pca.explained_variance_ratio_.sum():.1%} of the training variance with {latent_dim} components"
     )
@@ -96,7 +131,7 @@ def run(ctx):
     else:
         neighbours = ctx.params["neighbours"]
         accuracies = {
-            method: probe_accuracies(train, data.y_train, test, data.y_test, neighbours)
+            method: probe_accuracies(train, data.y_train[fitted], test, data.y_test, neighbours)
             for method, (train, test) in codes.items()
         }
         results.add("linear-probe accuracy", {method: acc[0] for method, acc in accuracies.items()})

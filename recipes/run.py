@@ -8,6 +8,7 @@ when asked.
 import dataclasses
 import importlib
 import json
+import sys
 from pathlib import Path
 
 import zoo
@@ -16,6 +17,7 @@ from recipes import report, training
 from zoo.errors import ZooError
 
 CONFIG_FILE = "config.json"
+EXPORT_EXAMPLES = 2000
 
 
 @dataclasses.dataclass
@@ -30,6 +32,7 @@ class RunContext:
     quick: bool = False
     from_preset: str | None = None
     model: object = None
+    streams: bool = False  # the task takes streamed image folders (its module sets STREAMS = True)
 
     @property
     def params(self):
@@ -40,16 +43,28 @@ class RunContext:
         return self.config["model"]["name"]
 
     def load_data(self, for_model=None):
-        """The configured data set (cut for --quick), as sequences when the model reads (T, F)."""
+        """The configured data set (cut for --quick), as sequences when the model reads (T, F).
+
+        A large image folder streams from its files if the task can take that; otherwise it is
+        loaded into memory, as are folders for models that read sequences.
+        """
         data_config = dict(self.config["data"])
         name = data_config.pop("name")
+        if data_config.get("stream") and not self.streams:
+            raise ZooError(
+                f"the {self.config['task']} task does not stream image folders yet; "
+                "remove data.stream=true to load the images into memory"
+            )
         data = zoo.data.load(name, **data_config)
         if self.quick:
             quick = self.config.get("quick", {})
             data = data.take(quick.get("train_examples"), quick.get("test_examples"))
         model_name = for_model or self.model_name
         if _reads_sequences(model_name, self.config) and data.x_train.ndim == 4:
-            data = data.as_sequences()
+            return data.as_sequences()
+        if data.streaming and not self.streams:
+            print(f"aezoo: the {self.config['task']} task loads {name} into memory (it does not stream yet)", file=sys.stderr)
+            return data.in_memory()
         return data
 
     def build_model(self, input_shape, **overrides):
@@ -130,8 +145,9 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
         config_path,
         lambda p: Path(p).write_text(json.dumps({"recipe": recipe, "command": command, "config": config}, indent=1)),
     )
-    context = RunContext(recipe, config, run_dir, settings, resume=resume, quick=quick, from_preset=from_preset)
     task = importlib.import_module(f"recipes.{config['task']}")
+    context = RunContext(recipe, config, run_dir, settings, resume=resume, quick=quick, from_preset=from_preset,
+                         streams=getattr(task, "STREAMS", False))
     with training.precision_policy(settings.precision) as precision:
         results, data = task.run(context)
     model = context.model
@@ -151,7 +167,9 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
     if export:
         from export import export_model
 
-        report_text = str(export_model(model, run_dir / "export", calibration_data=data))
+        # Export calibrates and verifies on a few thousand examples: those of streamed data are loaded.
+        calibration = data.take(EXPORT_EXAMPLES, EXPORT_EXAMPLES).in_memory() if data.streaming else data
+        report_text = str(export_model(model, run_dir / "export", calibration_data=calibration))
         results.sections.append(("Edge export (export/)", f"```\n{report_text}\n```"))
     report.write_outputs(run_dir, summary, results)
     return run_dir, json.loads((run_dir / "metrics.json").read_text())

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 import zoo
 from zoo.errors import ZooError
+from zoo.image_files import ImageFiles
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
@@ -154,6 +155,16 @@ def seed_everything(seed, deterministic=False):
         tf.config.experimental.enable_op_determinism()
 
 
+@functools.lru_cache(maxsize=1)  # every batch of an epoch asks for the same order
+def epoch_order(seed, epoch, n, batch_size):
+    """The example indices of `epoch`: a permutation seeded by (seed, epoch), each batch's slice
+    sorted (contiguous reads from arrays, nearby files from folders)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    for start in range(0, n, batch_size):
+        order[start : start + batch_size].sort()
+    return order
+
+
 class EpochBatches(keras.utils.PyDataset):
     """Mini-batches for epochs initial_epoch .. epochs-1 as one sequence.
 
@@ -179,12 +190,40 @@ class EpochBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         epoch, step = divmod(index, self.steps_per_epoch)
         epoch += self.initial_epoch
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
-        batch = np.sort(order[step * self.batch_size : (step + 1) * self.batch_size])
+        batch = epoch_order(self.seed, epoch, len(self.x), self.batch_size)[step * self.batch_size : (step + 1) * self.batch_size]
         x, y = self.x[batch], self.y[batch]
         if self.transform is not None:
             x, y = self.transform(x, y, np.random.default_rng([self.seed, epoch, step]))
         return x, y
+
+
+def stream_batches(images, labels, batch_size, seed, initial_epoch, epochs, transform=None):
+    """The tf.data counterpart of `EpochBatches` for `ImageFiles`: the same order and transform
+    seeds, so streamed and in-memory training see the same batches; files are decoded in parallel."""
+    n = len(images)
+
+    def epoch_batches(epoch):
+        order = tf.numpy_function(lambda e: epoch_order(seed, int(e), n, batch_size), [epoch], tf.int64)
+        batches = images.examples(tf.ensure_shape(order, [n]), labels).batch(batch_size)
+        return with_transform(batches, transform, [seed, epoch])
+
+    return tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
+
+
+def with_transform(batches, transform, seed):
+    """`batches` with `transform(x, y, rng)` applied to each, rng seeded by (*seed, batch number)."""
+    if transform is None:
+        return batches
+
+    def apply(batch, step):
+        x, y = batch
+        seeds = tf.stack([tf.cast(s, tf.int64) for s in seed] + [step])
+        inputs, targets = tf.numpy_function(
+            lambda xb, yb, s: transform(xb, yb, np.random.default_rng(s.tolist())), [x, y, seeds], [x.dtype, y.dtype]
+        )
+        return tf.ensure_shape(inputs, x.shape), tf.ensure_shape(targets, y.shape)
+
+    return tf.data.Dataset.zip(batches, tf.data.Dataset.range(2**62)).map(apply)
 
 
 def make_optimizer(settings, steps_per_epoch):
@@ -368,12 +407,15 @@ def train(
 
     Args:
         build_model: returns an uncompiled zoo model.
-        x, y: training inputs and targets (y defaults to x).
+        x, y: training inputs and targets (y defaults to x); x may be `ImageFiles`, streamed
+            through tf.data with the same per-epoch order and transform seeds (y then None or
+            labels as an array).
         settings: a `TrainSettings`.
         run_dir: where checkpoints/, logs/ and history.csv go.
         run_name: names the run (recipe or model) so `resume` refuses another run's folder.
         resume: continue from the last complete epoch in run_dir/checkpoints.
-        transform: per-batch `f(x, y, rng) -> (inputs, targets)`, also applied to validation data.
+        transform: per-batch `f(x, y, rng) -> (inputs, targets)`, also applied to validation data
+            (to streamed validation data batch by batch, each batch seeded by its number).
         validation: (x_val, y_val); default the last `validation_fraction` of (x, y).
         compile_fn: `f(model, settings, optimizer)` compiling the model with the optimizer of
             `settings` (default `compile_model`: the reconstruction loss); e.g.
@@ -389,24 +431,35 @@ def train(
     """
     run_dir = Path(run_dir)
     checkpoints = run_dir / "checkpoints"
-    zoo.data.check_finite(x, "training data")
+    streaming = isinstance(x, ImageFiles)
+    if not streaming:
+        zoo.data.check_finite(x, "training data")
     if validation is None and settings.validation_fraction:
         cut = len(x) - max(1, int(len(x) * settings.validation_fraction))
-        y_all = x if y is None else y
-        validation, x, y = (x[cut:], y_all[cut:]), x[:cut], y_all[:cut]
-    if validation is not None and transform is not None:
-        validation = transform(*validation, np.random.default_rng([settings.seed, 2**32 - 1]))  # a stream no epoch uses
+        if streaming:
+            validation, x, y = (x[cut:], None if y is None else y[cut:]), x[:cut], None if y is None else y[:cut]
+        else:
+            y_all = x if y is None else y
+            validation, x, y = (x[cut:], y_all[cut:]), x[:cut], y_all[:cut]
+    never_an_epoch = [settings.seed, 2**32 - 1]  # seeds the validation transform with a stream no epoch uses
+    if validation is not None and isinstance(validation[0], ImageFiles):
+        batches = validation[0].examples(labels=validation[1]).batch(settings.batch_size)
+        validation = with_transform(batches, transform, never_an_epoch).prefetch(tf.data.AUTOTUNE)
+    elif validation is not None and transform is not None:
+        validation = transform(*validation, np.random.default_rng(never_an_epoch))
 
     state = read_state(run_dir, run_name) if resume else _new_state(run_name)
     seed_everything(settings.seed, settings.deterministic)
     checkpoints.mkdir(parents=True, exist_ok=True)
     strategy = make_strategy(settings.strategy)
     with precision_policy(settings.precision), strategy.scope():
-        batches = EpochBatches(x, y, settings.batch_size, settings.seed, state["epoch"], settings.epochs, transform)
+        steps_per_epoch = math.ceil(len(x) / settings.batch_size)
+        make_batches = stream_batches if streaming else EpochBatches
+        batches = make_batches(x, y, settings.batch_size, settings.seed, state["epoch"], settings.epochs, transform)
         if resume:
             model = keras.models.load_model(checkpoints / state["checkpoint"])
         else:
-            optimizer = make_optimizer(settings, batches.steps_per_epoch)
+            optimizer = make_optimizer(settings, steps_per_epoch)
             model = (compile_fn or compile_model)(build_model(), settings, optimizer)
         if state["epoch"] >= settings.epochs or state.get("stopped_early"):
             return _restore_best(model, checkpoints, state, settings), state["history"]
@@ -418,10 +471,10 @@ def train(
             batches,
             epochs=settings.epochs,
             initial_epoch=state["epoch"],
-            steps_per_epoch=batches.steps_per_epoch,
-            shuffle=False,  # EpochBatches already orders each epoch; Keras would reshuffle across epochs
+            steps_per_epoch=steps_per_epoch,
+            shuffle=False,  # the batches already order each epoch; Keras would reshuffle across epochs
             validation_data=validation,
-            validation_batch_size=settings.batch_size,
+            validation_batch_size=None if streaming else settings.batch_size,
             callbacks=[*ema, checkpoint, keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False), *callbacks],
             # A progress bar redirected to a file is one long line of control codes.
             verbose=2 if settings.verbose == 1 and not sys.stdout.isatty() else settings.verbose,

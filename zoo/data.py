@@ -5,6 +5,9 @@ Images come scaled to [0, 1] with shape (n, height, width, channels); series com
 (scikit-learn), `fashion_mnist` (IDX files), `co2` (statsmodels' Mauna Loa series with
 injected anomalies), any TensorFlow Datasets name (online), or a path: a folder of images
 (sub-folders = classes), a `.npy`/`.npz` file, or a `.csv` time series.
+
+A folder whose images would take more than STREAM_ABOVE_BYTES as float32 (or any folder with
+`stream=True`) is not loaded: its splits are `ImageFiles`, decoded batch by batch with tf.data.
 """
 
 import dataclasses
@@ -19,7 +22,9 @@ from zoo.errors import DataNotFoundError, ZooError, unknown_name
 
 FASHION_MNIST_ENV = "AEZOO_FASHION_MNIST_DIR"
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
+# Folders larger than this as float32 arrays stream; 512 MiB is ~170,000 28x28 or ~3,500 224x224 RGB images.
+STREAM_ABOVE_BYTES = 512 * 2**20
+FOLDER_OPTIONS = ("image_size", "color_mode", "stream")
 TEST_FRACTION = 0.2
 TIME_COLUMNS = {"time", "timestamp", "date", "datetime", "year", "index", "step"}
 DIGIT_CLASSES = [str(digit) for digit in range(10)]
@@ -43,11 +48,23 @@ class DataSplits:
     def input_shape(self):
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def streaming(self):
+        """Whether the images stay in files (`ImageFiles`), decoded batch by batch."""
+        return not isinstance(self.x_train, np.ndarray)
+
+    def in_memory(self):
+        """The splits as arrays (streamed images decoded into memory)."""
+        if not self.streaming:
+            return self
+        return dataclasses.replace(self, x_train=self.x_train.numpy(), x_test=self.x_test.numpy())
+
     def as_sequences(self):
-        """Single-channel images (n, H, W, 1) as sequences (n, H, W): rows are time steps."""
+        """Single-channel images (n, H, W, 1) as sequences (n, H, W): rows are time steps (in memory)."""
         if self.x_train.ndim != 4 or self.x_train.shape[-1] != 1:
             raise ZooError(f"{self.name}: only single-channel images read as sequences, got {self.input_shape}")
-        return dataclasses.replace(self, x_train=self.x_train[..., 0], x_test=self.x_test[..., 0])
+        arrays = self.in_memory()
+        return dataclasses.replace(arrays, x_train=arrays.x_train[..., 0], x_test=arrays.x_test[..., 0])
 
     def take(self, n_train=None, n_test=None):
         """The first n_train / n_test examples of each split (for quick runs)."""
@@ -171,20 +188,31 @@ def load(name, path=None, **options):
         name: a name from `list_datasets()`, a TensorFlow Datasets name, or a path.
         path: folder of the files for `fashion_mnist` (default: $AEZOO_FASHION_MNIST_DIR, then
             the Debian package's folder, then TensorFlow Datasets online).
-        options: `window`, `stride` for series (co2, .csv); `label_column` for .csv.
+        options: `window`, `stride` for series (co2, .csv); `label_column` for .csv;
+            `image_size` ([height, width] to resize to), `color_mode` ("grayscale" or "rgb")
+            and `stream` (True: stream, False: load, default: stream above STREAM_ABOVE_BYTES)
+            for image folders.
 
     Example:
         >>> data = zoo.data.load("mnist5k")
         >>> data.x_train.shape  # (4000, 28, 28, 1), float32 in [0, 1]
     """
+    is_path = name not in DATASETS and (os.sep in str(name) or Path(name).suffix or Path(name).exists())
+    if not (is_path and Path(name).is_dir()):
+        given = [key for key in FOLDER_OPTIONS if options.get(key) not in (None, False)]
+        if given:
+            raise ZooError(f"data.{given[0]} applies to image folders, not {name}; remove it or give a folder of images")
+        options = {k: v for k, v in options.items() if k not in FOLDER_OPTIONS}
     if name == "fashion_mnist":
         splits = _fashion_mnist(path)
     elif name in DATASETS:
         splits = DATASETS[name](**options)
-    elif os.sep in str(name) or Path(name).suffix or Path(name).exists():
+    elif is_path:
         splits = _from_path(Path(name), **options)
     else:
         splits = _from_tfds_name(name)
+    if splits.streaming:
+        return splits  # decoded images are finite float32 in [0, 1]
     for split in ("x_train", "x_test"):
         check_finite(getattr(splits, split), f"{splits.name} {split}")
     splits.x_train, splits.x_test = splits.x_train.astype("float32"), splits.x_test.astype("float32")
@@ -217,11 +245,11 @@ def check_finite(x, what):
 
 
 # --- the user's own data ------------------------------------------------------------------------
-def _from_path(path, window=32, stride=None, label_column=None):
+def _from_path(path, window=32, stride=None, label_column=None, **folder_options):
     if not path.exists():
         raise DataNotFoundError(f"data path {path} does not exist; give a folder of images, a .npy/.npz or .csv file")
     if path.is_dir():
-        return _image_folder(path)
+        return _image_folder(path, **folder_options)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         x = _scaled(_np_load(path), path)
@@ -273,47 +301,38 @@ def _npz(path):
     raise ZooError(f"{path} holds {sorted(keys)}; expected x_train/x_test (+ y_train/y_test) or x (+ y)")
 
 
-def _image_folder(folder):
-    from PIL import Image, UnidentifiedImageError
+def _image_folder(folder, image_size=None, color_mode=None, stream=None):
+    from zoo.image_files import scan_folder
 
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
-    classes = sorted({p.parent.name for p in files if p.parent != folder})
-    images = []
-    for p in files:
-        try:
-            with Image.open(p) as image:
-                images.append(np.asarray(image.convert("L" if image.mode in ("1", "L", "I;16") else "RGB")))
-        except (UnidentifiedImageError, OSError) as error:
-            raise ZooError(f"cannot read image {p} ({error}); remove or replace it") from None
-    describe = lambda image: f"{image.shape[1]}x{image.shape[0]} {'grayscale' if image.ndim == 2 else 'RGB'}"  # noqa: E731
-    for p, image in zip(files, images):
-        if image.shape != images[0].shape:
-            raise ZooError(
-                f"{p} is {describe(image)} but {files[0]} is {describe(images[0])}; "
-                "give images of one size and one colour mode"
-            )
-    x = np.stack(images)
-    x = x[..., None] if x.ndim == 3 else x
-    labels = np.array([classes.index(p.parent.name) for p in files]) if classes else None
-    return _split(folder.name, x / 255.0, labels, classes=classes)
+    images, labels, classes = scan_folder(folder, image_size, color_mode)
+    train, test = _split_indices(len(images), labels)
+    pick = lambda a, i: None if a is None else a[i]  # noqa: E731
+    splits = DataSplits(folder.name, images[train], pick(labels, train), images[test], pick(labels, test),
+                        info={"classes": classes, "source": str(folder)})
+    if stream is None:
+        stream = 4 * np.prod(images.shape) > STREAM_ABOVE_BYTES
+    return splits if stream else splits.in_memory()
 
 
-def _split(name, x, y, seed=0, classes=None):
-    """A fixed, shuffled split with TEST_FRACTION of the examples held out (per class when labelled)."""
+def _split_indices(n, y, seed=0):
+    """Train and test indices of a fixed, shuffled split, TEST_FRACTION held out (per class when labelled)."""
     rng = np.random.default_rng(seed)
-    chooser = rng.permutation(len(x))  # picks the test examples ...
+    chooser = rng.permutation(n)  # picks the test examples ...
     if y is not None:  # stratified: every class keeps its share in the test split
         test = np.concatenate([
             idx[: round(len(idx) * TEST_FRACTION)] for c in np.unique(y) for idx in [chooser[y[chooser] == c]]
         ])
     else:
-        test = chooser[: round(len(x) * TEST_FRACTION)]
+        test = chooser[: round(n * TEST_FRACTION)]
     # ... and an independent order lists both splits, so `take(n)` and a validation tail hold every class.
-    order = rng.permutation(len(x))
+    order = rng.permutation(n)
     held_out = np.isin(order, test)
-    test, train = order[held_out], order[~held_out]
+    return order[~held_out], order[held_out]
+
+
+def _split(name, x, y, classes=None):
+    """`_split_indices` applied to arrays."""
+    train, test = _split_indices(len(x), None if y is None else np.asarray(y))
     pick = lambda a, i: None if a is None else np.asarray(a)[i]  # noqa: E731
     return DataSplits(
         name, np.asarray(x, "float32")[train], pick(y, train), np.asarray(x, "float32")[test], pick(y, test),

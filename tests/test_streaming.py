@@ -1,0 +1,123 @@
+"""Image folders through tf.data: checks and conversions, streamed training, streamed evaluation, data options."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import zoo
+from recipes import training
+from recipes.cli import main
+from recipes.run import run_recipe
+from zoo import data
+from zoo.errors import DataNotFoundError, ZooError
+
+
+@pytest.fixture(scope="module")
+def digit_folder(tmp_path_factory, digits):
+    """240 of scikit-learn's digits as 8x8 grayscale PNGs, one sub-folder per class."""
+    folder = tmp_path_factory.mktemp("digits") / "images"
+    for i, (image, label) in enumerate(zip(digits.x_train[:240], digits.y_train[:240])):
+        (folder / f"digit_{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image[..., 0] * 255).round().astype(np.uint8)).save(folder / f"digit_{label}" / f"{i:03d}.png")
+    return folder
+
+
+def test_a_streamed_folder_holds_the_images_and_split_of_the_loaded_one(digit_folder, monkeypatch):
+    loaded = data.load(str(digit_folder))
+    streamed = data.load(str(digit_folder), stream=True)
+    assert not loaded.streaming and streamed.streaming
+    assert streamed.input_shape == loaded.input_shape == (8, 8, 1) and len(streamed.x_test) == len(loaded.x_test) == 48
+    decoded = streamed.in_memory()
+    np.testing.assert_array_equal(decoded.x_train, loaded.x_train)
+    np.testing.assert_array_equal(decoded.y_test, loaded.y_test)
+    assert streamed.info["classes"] == [f"digit_{d}" for d in range(10)]
+    # a digit from its PNG is the scikit-learn digit to 8-bit precision
+    first = int(streamed.x_train.files[0].split("/")[-1][:3])
+    np.testing.assert_allclose(decoded.x_train[0], data.load("digits").x_train[first], atol=0.5 / 255 + 1e-6)
+    monkeypatch.setattr(data, "STREAM_ABOVE_BYTES", 240 * 8 * 8 * 4 - 1)  # one byte less than the folder as float32
+    assert data.load(str(digit_folder)).streaming
+
+
+def test_image_size_and_color_mode_convert_what_would_otherwise_be_refused(tmp_path):
+    Image.new("L", (8, 6), color=51).save(tmp_path / "a.png")
+    Image.new("RGB", (12, 9), color=(255, 0, 0)).save(tmp_path / "b.png")
+    with pytest.raises(ZooError, match=r"b.png is 12x9 RGB but .*a.png is 8x6 grayscale; .* set data.image_size=\[H, W\]"):
+        data.load(str(tmp_path))
+    with pytest.raises(ZooError, match=r"b.png is 12x9 RGB but .*a.png is 8x6 grayscale; .* set data.color_mode=grayscale\|rgb"):
+        data.load(str(tmp_path), image_size=[6, 8])
+    rgb = data.load(str(tmp_path), image_size=[6, 8], color_mode="rgb", stream=True)
+    images = {path.split("/")[-1]: image for path, image in zip(
+        [*rgb.x_train.files, *rgb.x_test.files], np.concatenate([rgb.x_train.numpy(), rgb.x_test.numpy()]))}
+    assert images["a.png"].shape == (6, 8, 3)
+    np.testing.assert_allclose(images["a.png"], 51 / 255, atol=1e-6)  # grey stays grey in every channel
+    np.testing.assert_allclose(images["b.png"], np.broadcast_to([1.0, 0.0, 0.0], (6, 8, 3)), atol=1e-6)
+    grey = data.load(str(tmp_path), image_size=[6, 8], color_mode="grayscale")
+    assert grey.input_shape == (6, 8, 1)
+    with pytest.raises(ZooError, match="data.image_size must be"):
+        data.load(str(tmp_path), image_size=[6])
+    with pytest.raises(ZooError, match="data.color_mode must be one of grayscale, rgb"):
+        data.load(str(tmp_path), color_mode="cmyk")
+
+
+def test_unreadable_empty_and_tiff_folders_fail_in_one_line(tmp_path, digit_folder):
+    with pytest.raises(DataNotFoundError, match="no images"):
+        data.load(str(tmp_path))
+    Image.new("L", (4, 4)).save(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ZooError, match=r"cannot read image .*broken.png \(.*\); remove or replace it$"):
+        data.load(str(tmp_path))
+    (tmp_path / "broken.png").unlink()
+    Image.new("L", (4, 4)).save(tmp_path / "scan.tif")
+    with pytest.raises(ZooError, match="scan.tif: TIFF images are not read .*convert them to PNG"):
+        data.load(str(tmp_path))
+    with pytest.raises(ZooError, match="data.image_size applies to image folders, not digits"):
+        data.load("digits", image_size=[4, 4])
+
+
+def train_dense(x, run_dir, **options):
+    settings = training.TrainSettings(epochs=2, batch_size=32, patience=0, verbose=0, precision="float32", seed=4)
+    noisy = lambda xb, yb, rng: (np.clip(xb + rng.normal(0, 0.2, xb.shape), 0, 1).astype("float32"), yb)  # noqa: E731
+    return training.train(lambda: zoo.create("dense_ae", (8, 8, 1), 4, hidden_units=[16]), x, settings=settings,
+                          run_dir=run_dir, run_name="dense", transform=noisy, **options)
+
+
+def test_streamed_training_sees_the_batches_of_the_array_path_and_resumes_exactly(digit_folder, tmp_path):
+    streamed = data.load(str(digit_folder), stream=True).x_train
+    from_arrays, history = train_dense(streamed.numpy(), tmp_path / "arrays")
+    from_files, streamed_history = train_dense(streamed, tmp_path / "files")
+    assert [row["loss"] for row in streamed_history] == pytest.approx([row["loss"] for row in history], abs=1e-6)
+    for a, b in zip(from_arrays.get_weights(), from_files.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+    class StopAfterOne(training.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    train_dense(streamed, tmp_path / "resumed", callbacks=[StopAfterOne()])
+    resumed, resumed_history = train_dense(streamed, tmp_path / "resumed", resume=True)
+    assert len(resumed_history) == 2
+    for a, b in zip(from_files.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+def test_aezoo_train_takes_data_options_and_refuses_unknown_ones(digit_folder, tmp_path, capsys):
+    common = ["train", "dense_ae", "--data", str(digit_folder), "--epochs", "1", "--latent-dim", "4", "--set", "hidden_units=[16]"]
+    assert main([*common, "--set", "data.colour=rgb", "--out", str(tmp_path / "bad")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("aezoo: error: unknown data key 'colour'; choose one of:") and "color_mode" in error
+    assert "\n" not in error
+    assert main([*common, "--set", "data.stream=true", "--set", "data.image_size=[12,12]", "--out", str(tmp_path / "run")]) == 0
+    metrics = (tmp_path / "run" / "metrics.json").read_text()
+    assert '"test_mse"' in metrics and tuple(training.keras.models.load_model(tmp_path / "run" / "model.keras").data_shape) == (12, 12, 1)
+
+
+def test_reduce_streams_and_other_recipes_refuse_to(digit_folder, tmp_path):
+    sets = ["data.stream=true", "params.tutorial_baseline=false", "params.neighbours=3"]
+    run_dir, metrics = run_recipe("reduce", data=str(digit_folder), model="dense_ae", sets=sets, epochs=2,
+                                  out=tmp_path / "reduce", verbose=0)
+    values = metrics["metrics"]
+    assert set(values) >= {"reconstruction MSE (M=16)", "linear-probe accuracy", "3-NN accuracy"}
+    assert 0 < values["reconstruction MSE (M=16)"]["PCA"] < 0.1 and values["linear-probe accuracy"]["PCA"] > 0.5
+    assert "IncrementalPCA over the 192 training images" in (run_dir / "report.md").read_text()
+    with pytest.raises(ZooError, match="the denoise task does not stream image folders yet; remove data.stream=true"):
+        run_recipe("denoise", data=str(digit_folder), sets=["data.stream=true"], out=tmp_path / "denoise", verbose=0)
