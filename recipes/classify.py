@@ -144,7 +144,7 @@ def run(ctx):
     if fractions[-1] == 1.0:  # the tutorial network trains on every label, so it is compared at 100%
         tutorial = tutorials.train(ctx, tutorials.CONVNET, results, data.x_train, data.y_train, settings, classes=classes)
     elif ctx.params["tutorial_baseline"]:
-        results.notes.append(f"no {tutorials.CONVNET.label}: it is compared at 100% of the labels, not in label_fractions")
+        results.notes.append(f"no {tutorials.CONVNET.label}: it trains on every label, and params.label_fractions leaves out 1.0")
     for fraction in fractions:
         draws = params["label_draws"] if fraction < 1 else 1  # every label: one possible subset
         accuracies = {"autoencoder": [], "from scratch": []}

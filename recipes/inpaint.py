@@ -3,7 +3,8 @@
 The autoencoder's output is pasted into the hole and the visible pixels are kept, as the
 baselines do: mean fill (the training split's mean image in the hole), biharmonic
 inpainting (scikit-image), and keras.io's denoising autoencoder, the nearest tutorial network,
-trained on the same occluded/clean pairs (`tutorials.DENOISER`). Scores: PSNR on the occluded pixels, PSNR and SSIM on the whole image.
+trained on the same occluded/clean pairs (`tutorials.DENOISER`). Scores: PSNR on the occluded
+pixels, PSNR and SSIM on the whole image.
 PSNR is pooled over the test images (see `pooled_psnr`).
 """
 
