@@ -7,8 +7,9 @@ logistic regression fitted on the pretrained codes of the labelled examples, so 
 gradient steps do not wreck the pretrained features while a random head is still learning.
 
 Baseline: the same network (encoder architecture + head), initialised at random and trained
-on the same labelled examples with the same batches and budget. With --from-preset the
-preset's pretrained autoencoder is the starting point and pretraining is skipped.
+on the same labelled examples with the same batches and budget; and, with every label, Keras'
+MNIST convnet from scratch (`tutorials.CONVNET`). With --from-preset the preset's pretrained
+autoencoder is the starting point and pretraining is skipped.
 """
 
 import dataclasses
@@ -19,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix
 from threadpoolctl import threadpool_limits
 
-from recipes import training
+from recipes import training, tutorials
 from recipes.evaluation import predict
 from recipes.report import Results, pyplot, save_figure
 from zoo.errors import ZooError
@@ -139,6 +140,11 @@ def run(ctx):
         patience=0,
     )
     results, predictions, details = Results(), {}, []
+    tutorial = None
+    if fractions[-1] == 1.0:  # the tutorial network trains on every label, so it is compared at 100%
+        tutorial = tutorials.train(ctx, tutorials.CONVNET, results, data.x_train, data.y_train, settings, classes=classes)
+    elif ctx.params["tutorial_baseline"]:
+        results.notes.append(f"no {tutorials.CONVNET.label}: it trains on every label, and params.label_fractions leaves out 1.0")
     for fraction in fractions:
         draws = params["label_draws"] if fraction < 1 else 1  # every label: one possible subset
         accuracies = {"autoencoder": [], "from scratch": []}
@@ -168,6 +174,11 @@ def run(ctx):
         draw_note = f", {draws} draws ({per_draw})" if draws > 1 else ""
         details.append(f"{fraction_label(fraction)}: {len(subset)} labelled examples{draw_note}")
 
+    if tutorial:
+        label, row = tutorials.CONVNET.label, f"accuracy, {fraction_label(1.0)} labels"
+        predictions[label] = predict(tutorial, data.x_test).argmax(axis=-1)
+        results.add(row, {**results.metrics[row], label: np.mean(predictions[label] == data.y_test)})
+        tutorials.add_comparison(results, row, "autoencoder", tutorials.CONVNET)
     # `predictions` now holds the largest fraction's classifiers (its first draw)
     matrices = {m: confusion_matrix(data.y_test, p, labels=range(classes)) for m, p in predictions.items()}
     results.plots.append(confusion_plot(ctx.run_dir, matrices, f"{fraction_label(fractions[-1])} labels"))

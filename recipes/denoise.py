@@ -1,12 +1,14 @@
 """Denoising: train on (noisy, clean) pairs with fresh noise every batch, evaluate per noise type.
 
-Baselines on the same test images: the noisy input itself, and the best of a median and a
-Gaussian filter (best by PSNR over a few sizes, chosen on the test split, so it is generous).
+Baselines on the same test images: the noisy input itself, the best of a median and a
+Gaussian filter (best by PSNR over a few sizes, chosen on the test split, so it is generous),
+and keras.io's denoising autoencoder trained on the same noisy/clean pairs (`tutorials.DENOISER`).
 """
 
 import numpy as np
 from scipy import ndimage
 
+from recipes import tutorials
 from recipes.evaluation import predict, psnr, ssim
 from recipes.report import Results, image_grid
 from zoo.data import gaussian_noise, salt_and_pepper
@@ -44,18 +46,21 @@ def run(ctx):
 
     model, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train, transform=corrupt)
     ctx.model = model
-
     results, rows = Results(), []
+    tutorial = tutorials.train(ctx, tutorials.DENOISER, results, data.x_train, transform=corrupt)
+
     clean = data.x_test
     for label, add_noise in noises.items():
         noisy = add_noise(clean, np.random.default_rng(1234))
         denoised = predict(model, noisy)
         filter_name, filtered = best_filter(noisy, clean)
+        outputs = {"autoencoder": denoised, "noisy input": noisy, "best filter": filtered}
+        if tutorial:
+            outputs[tutorials.DENOISER.label] = predict(tutorial, noisy)
         for metric, fn in (("PSNR (dB)", psnr), ("SSIM", ssim)):
-            results.add(
-                f"{metric}, {label}",
-                {"autoencoder": fn(clean, denoised), "noisy input": fn(clean, noisy), "best filter": fn(clean, filtered)},
-            )
+            results.add(f"{metric}, {label}", {method: fn(clean, images) for method, images in outputs.items()})
+        if tutorial:
+            tutorials.add_comparison(results, f"PSNR (dB), {label}", "autoencoder", tutorials.DENOISER, difference=True)
         results.notes.append(f"best filter for {label}: {filter_name}")
         rows += [(f"{label}: noisy", noisy), ("denoised", denoised), (f"{filter_name}", filtered), ("clean", clean)]
     results.plots.append(image_grid(ctx.run_dir, "denoise_grid", rows))

@@ -1,14 +1,17 @@
 """Inpainting: train on (occluded, clean) pairs with a fresh random rectangle per image and batch.
 
 The autoencoder's output is pasted into the hole and the visible pixels are kept, as the
-baselines do: mean fill (the training split's mean image in the hole) and biharmonic
-inpainting (scikit-image). Scores: PSNR on the occluded pixels, PSNR and SSIM on the whole image.
+baselines do: mean fill (the training split's mean image in the hole), biharmonic
+inpainting (scikit-image), and keras.io's denoising autoencoder, the nearest tutorial network,
+trained on the same occluded/clean pairs (`tutorials.DENOISER`). Scores: PSNR on the occluded
+pixels, PSNR and SSIM on the whole image.
 PSNR is pooled over the test images (see `pooled_psnr`).
 """
 
 import numpy as np
 from skimage.restoration import inpaint_biharmonic
 
+from recipes import tutorials
 from recipes.evaluation import predict, psnr, ssim
 from recipes.report import Results, image_grid
 from zoo.data import random_occlusion
@@ -43,6 +46,8 @@ def run(ctx):
 
     model, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train, transform=occlude)
     ctx.model = model
+    results = Results()
+    tutorial = tutorials.train(ctx, tutorials.DENOISER, results, data.x_train, transform=occlude)
 
     clean = data.x_test[: ctx.params["eval_examples"]]
     occluded, mask = random_occlusion(clean, np.random.default_rng(1234), **sizes)
@@ -53,10 +58,13 @@ def run(ctx):
         "biharmonic": biharmonic_fill(occluded, mask),
         "occluded input": occluded,
     }
-    results = Results()
+    if tutorial:
+        restored[tutorials.DENOISER.label] = np.where(hole, predict(tutorial, occluded), occluded)
     results.add("PSNR (dB), occluded pixels", {k: pooled_psnr(clean, v, mask) for k, v in restored.items()})
     results.add("PSNR (dB), whole image", {k: pooled_psnr(clean, v) for k, v in restored.items()})
     results.add("SSIM, whole image", {k: ssim(clean, v) for k, v in restored.items()})
+    if tutorial:
+        tutorials.add_comparison(results, "PSNR (dB), occluded pixels", "autoencoder", tutorials.DENOISER, difference=True)
     subset = ""
     if len(clean) < len(data.x_test):
         subset = f" (the first {len(clean)} of {len(data.x_test)}: biharmonic inpainting is slow)"
@@ -64,7 +72,7 @@ def run(ctx):
         f"every method is scored on the same {len(clean)} test images{subset}, each with one rectangle "
         f"({sizes['min_fraction']:.0%}-{sizes['max_fraction']:.0%} of each side) drawn with a fixed seed; "
         f"{mask.mean():.1%} of the pixels are occluded",
-        "the autoencoder's output fills the hole only; visible pixels are kept from the input, as for the baselines",
+        "the networks' outputs fill the hole only; visible pixels are kept from the input, as for the other baselines",
         "mean fill: the training split's mean image in the hole; occluded input: the hole left at 0",
         "PSNR is 10·log10(1/MSE) with the MSE over all these images' (occluded) pixels, not a mean of "
         "per-image PSNRs: a hole on blank background filled exactly would count as 100 dB and dominate that mean",

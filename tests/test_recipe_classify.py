@@ -45,13 +45,21 @@ def test_every_fraction_reports_both_accuracies(classify_run):
     _, metrics = classify_run
     for fraction in ("1%", "10%", "100%"):
         values = metrics["metrics"][f"accuracy, {fraction} labels"]
-        assert set(values) == {"autoencoder", "from scratch"}
+        assert set(values) == {"autoencoder", "from scratch"} | ({"tutorial CNN"} if fraction == "100%" else set())
         assert all(0.0 <= v <= 1.0 for v in values.values())
+
+
+def test_the_tutorial_convnet_is_trained_on_every_label_and_compared_at_100_percent(classify_run):
+    _, metrics = classify_run
+    accuracy = metrics["metrics"]["accuracy, 100% labels"]
+    assert 0.5 < accuracy["tutorial CNN"] <= 1.0  # 10 classes: chance is 0.1
+    ratio = metrics["metrics"]["accuracy, 100% labels, ours / tutorial CNN"]["autoencoder"]
+    assert ratio == pytest.approx(accuracy["autoencoder"] / accuracy["tutorial CNN"])
 
 
 def test_run_folder_holds_every_model_the_confusion_plot_and_report(classify_run):
     run_dir, metrics = classify_run
-    tags = ["pretrain", "finetune-100pct", "scratch-100pct"]  # below 100% of the labels: one model per draw
+    tags = ["pretrain", "finetune-100pct", "scratch-100pct", "tutorial"]  # below 100% of the labels: one model per draw
     tags += [f"{m}-{fraction}pct-draw{d}" for m in ("finetune", "scratch") for fraction in (1, 10) for d in (1, 2, 3)]
     for tag in tags:
         assert (run_dir / tag / "history.csv").exists(), tag

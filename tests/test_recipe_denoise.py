@@ -13,11 +13,22 @@ def denoise_run(tmp_path_factory):
 
 def test_denoise_beats_the_noisy_input_and_the_best_filter(denoise_run):
     _, metrics = denoise_run
-    psnr_rows = {k: v for k, v in metrics["metrics"].items() if k.startswith("PSNR")}
+    psnr_rows = {k: v for k, v in metrics["metrics"].items() if k.startswith("PSNR") and "ours - " not in k}
     assert len(psnr_rows) == 2, "one row per noise type"
     for row, values in psnr_rows.items():
         assert values["autoencoder"] > values["noisy input"], row
         assert values["autoencoder"] > values["best filter"], row
+
+
+def test_the_tutorial_denoiser_is_trained_beside_ours_on_the_same_pairs(denoise_run):
+    out, metrics = denoise_run
+    for noise in ("gaussian σ=0.5", "salt-and-pepper 30%"):
+        psnr = metrics["metrics"][f"PSNR (dB), {noise}"]
+        assert psnr["noisy input"] + 2 < psnr["tutorial denoiser"] < 40, noise  # trained, in dB of a real denoiser
+        difference = metrics["metrics"][f"PSNR (dB), {noise}, ours - tutorial denoiser"]["autoencoder"]
+        assert difference == pytest.approx(psnr["autoencoder"] - psnr["tutorial denoiser"])
+    assert (out / "tutorial" / "history.csv").exists()
+    assert any(note.startswith("tutorial denoiser: keras.io's") for note in metrics["notes"])
 
 
 def test_denoise_writes_the_run_folder(denoise_run):
