@@ -5,9 +5,9 @@
     aezoo benchmark recipes reproduce PRESET [--readme]                   # rerun a preset's card command, compare
     aezoo benchmark recipes micro [--readme]                              # every preset exported for TFLite Micro
 
-`full` runs (or reuses, resuming an interrupted one) each recipe; the Fashion-MNIST runs are
-the presets' runs (runs/presets/<name>), the others go to runs/benchmark/<name>. All three print
-their tables; `--readme` also writes them into README.md (sections `benchmark`, `loop`, `reproduce`,
+`full` shows the Fashion-MNIST presets' runs from their cards (`aezoo presets --build NAME` makes
+them) and runs (or reuses, resuming an interrupted one) the other recipes into runs/benchmark/<name>.
+All print their tables; `--readme` also writes them into README.md (sections `benchmark`, `loop`, `reproduce`,
 `micro-presets`).
 """
 
@@ -106,28 +106,25 @@ def loop(examples, epochs, batch_size, readme):
 
 
 def full(readme):
-    """Runs every recipe on its full data (reusing finished runs) and prints metric tables."""
-    from recipes import presets
+    """Prints every recipe's metric tables on its full data: a preset's from its card (the run that
+    built it), the other recipes from their runs (run, or resumed, when not finished yet)."""
     from recipes.cli import main
     from recipes.report import metrics_table
+    from zoo import presets
 
     sections = []
     for label, spec in FULL_RUNS:
-        args = presets.command_for(spec) if isinstance(spec, str) else spec
-        run_dir = Path(args[args.index("--out") + 1])
-        if not (run_dir / "metrics.json").exists():
-            if isinstance(spec, str):
-                presets.build(spec)  # also writes the preset's files
-            else:
+        if isinstance(spec, str):
+            card = presets.preset_info(spec)
+            command, data, seconds, metrics = card["command"], card["data"], card["train_seconds"], card["metrics"]
+        else:
+            run_dir = Path(spec[spec.index("--out") + 1])
+            if not (run_dir / "metrics.json").exists():
                 main(spec + (["--resume"] if (run_dir / "config.json").exists() else []))
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        sections += [
-            f"**{label}** — `aezoo {shlex.join(args)}` ({metrics['train_examples']:,} train / "
-            f"{metrics['test_examples']:,} test, training {metrics['train_seconds'] / 60:.1f} min)",
-            "",
-            metrics_table(metrics["metrics"]),
-            "",
-        ]
+            run = json.loads((run_dir / "metrics.json").read_text())
+            command, data = "aezoo " + shlex.join(spec), f"{run['train_examples']:,} train / {run['test_examples']:,} test"
+            seconds, metrics = run["train_seconds"], run["metrics"]
+        sections += [f"**{label}** — `{command}` ({data}; training {seconds / 60:.1f} min)", "", metrics_table(metrics), ""]
     publish("\n".join(sections), "benchmark" if readme else None)
 
 

@@ -20,7 +20,7 @@ def test_every_family_and_the_vae_variants_ship_a_preset_within_the_size_budget(
     assert {"vae_conv_fashion_mnist", "vae_conv_2d_fashion_mnist", "conv_ae_denoise_fashion_mnist",
             "conv_ae_inpaint_fashion_mnist"} <= set(PRESETS)
     total = sum(p.stat().st_size for p in presets.PRESETS_DIR.iterdir())
-    assert total < 25e6, f"presets take {total / 1e6:.1f} MB"
+    assert total < 30e6, f"presets take {total / 1e6:.1f} MB"
 
 
 @pytest.mark.parametrize("name", PRESETS)
