@@ -102,3 +102,13 @@ def test_export_accepts_a_preset_name(tmp_path, capsys):
     assert metadata["model"]["name"] == "dense_ae"
     check = metadata["files"]["model_float32.tflite"]["verification"]
     assert check["max_abs_diff"]["reconstruct"] <= 1e-4
+
+
+def test_every_card_command_is_the_one_presets_build_runs():
+    import shlex
+
+    from recipes import presets as builds
+
+    assert set(builds.PRESETS) == set(PRESETS)
+    for name in PRESETS:
+        assert presets.preset_info(name)["command"] == "aezoo " + shlex.join(builds.command_for(name)), name
