@@ -14,7 +14,9 @@ import json
 import math
 import os
 import shutil
+import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +34,9 @@ OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine")
 STATE_FILE = "state.json"
 BEST_FILE = "best.keras"
+WORKER_TIMEOUT_ENV = "AEZOO_WORKER_TIMEOUT"
+WORKER_TIMEOUT_SECONDS = 60  # default wait for the peers listed in TF_CONFIG
+TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type": "worker", "index": 0}}'
 
 
 @dataclasses.dataclass
@@ -122,12 +127,74 @@ def precision_policy(precision):
         keras.config.set_dtype_policy(previous)
 
 
+def cluster_worker():
+    """(this worker's index, the worker addresses) from TF_CONFIG, checked; worker 0 is the chief."""
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise ZooError(f"--strategy multi_worker needs TF_CONFIG describing the cluster on every worker, e.g. {TF_CONFIG_EXAMPLE}")
+    try:
+        config = json.loads(text)
+        workers, task = config["cluster"]["worker"], config["task"]
+        index = task["index"]
+        valid = task["type"] == "worker" and isinstance(index, int) and 0 <= index < len(workers) and len(workers) > 0
+        valid = valid and all(isinstance(address, str) and address.rpartition(":")[2].isdigit() for address in workers)
+    except (json.JSONDecodeError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        shown = text if len(text) < 200 else text[:200] + "..."
+        raise ZooError(f"TF_CONFIG must be JSON like {TF_CONFIG_EXAMPLE} (index < number of workers), got {shown!r}")
+    return index, workers
+
+
+def worker_timeout():
+    """Seconds a worker waits for its peers: AEZOO_WORKER_TIMEOUT, default WORKER_TIMEOUT_SECONDS."""
+    text = os.environ.get(WORKER_TIMEOUT_ENV, str(WORKER_TIMEOUT_SECONDS))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1
+    if not seconds > 0:
+        raise ZooError(f"{WORKER_TIMEOUT_ENV} must be a number of seconds > 0, got {text!r}")
+    return seconds
+
+
+def wait_for_peers(index, workers, timeout):
+    """Returns once every other worker's port accepts connections; raises ZooError after `timeout`.
+
+    TensorFlow itself would wait for a missing peer for as long as an hour: this is the
+    one-line error instead.
+    """
+    deadline = time.monotonic() + timeout
+    for address in workers[:index] + workers[index + 1 :]:
+        host, _, port = address.rpartition(":")
+        while True:
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ZooError(
+                        f"worker {index} could not reach worker {workers.index(address)} at {address} within "
+                        f"{timeout:g} s; start the same command on every worker in TF_CONFIG (or raise {WORKER_TIMEOUT_ENV})"
+                    ) from None
+                time.sleep(0.2)
+
+
+@functools.cache
+def _multi_worker():
+    # One per process: TensorFlow starts the worker's gRPC server once, so every model a
+    # recipe trains shares it.
+    index, workers = cluster_worker()
+    timeout = worker_timeout()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()  # starts this worker's server on its port
+    wait_for_peers(index, workers, timeout)
+    return strategy
+
+
 def make_strategy(name):
     """A tf.distribute strategy: mirrored over local GPUs (or the CPU), multi-worker from TF_CONFIG."""
     if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ZooError("--strategy multi_worker needs TF_CONFIG describing the cluster; set it on every worker")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker()
     gpus = tuple(d.name for d in tf.config.list_logical_devices("GPU"))
     if name == "mirrored":
         # Without GPUs, mirror over the logical CPU devices (MirroredStrategy alone would take one).
@@ -348,6 +415,28 @@ def train_seconds(run_dir):
     return sum(json.loads(path.read_text()).get("train_seconds", 0.0) for path in _states(run_dir))
 
 
+@contextlib.contextmanager
+def worker_run_dir(run_dir, strategy):
+    """The folder this process writes a run to: `run_dir`, except on the non-chief workers of a
+    multi-worker run, which write to a temporary folder removed at the end.
+
+    Keras' pattern for multi-worker checkpoints: every worker saves (the saves read the same
+    distributed variables in step), only the chief's files are kept. With --resume the
+    temporary folder starts as a copy of `run_dir` (a shared folder, or the chief's copied to
+    each machine), so every worker loads the chief's last checkpoint.
+    """
+    if strategy != "multi_worker" or cluster_worker()[0] == 0:
+        yield Path(run_dir)
+        return
+    temporary = Path(tempfile.mkdtemp(prefix="aezoo-worker-"))
+    try:
+        if Path(run_dir).is_dir():
+            shutil.copytree(run_dir, temporary, dirs_exist_ok=True)
+        yield temporary
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
 def claim_run_dir(run_dir, resume, marker):
     """Checks `run_dir` before a run writes to it and returns whether the run resumes.
 
@@ -448,6 +537,10 @@ def train(
     elif validation is not None and transform is not None:
         validation = transform(*validation, np.random.default_rng(never_an_epoch))
 
+    if settings.strategy == "multi_worker":  # each worker takes an equal part of every batch
+        workers = len(cluster_worker()[1])
+        if settings.batch_size % workers:
+            raise ZooError(f"batch size {settings.batch_size} does not divide among {workers} workers; choose a multiple of {workers}")
     state = read_state(run_dir, run_name) if resume else _new_state(run_name)
     seed_everything(settings.seed, settings.deterministic)
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -486,7 +579,12 @@ def train(
             "lower train.learning_rate or use --precision float32"
         )
     write_history(run_dir / "history.csv", state["history"])
-    return _restore_best(model, checkpoints, state, settings), state["history"]
+    model = _restore_best(model, checkpoints, state, settings)
+    if settings.strategy == "multi_worker":  # workers that trained in step print the same line
+        index, workers = cluster_worker()
+        weights_sum = sum(float(np.abs(w).astype("float64").sum()) for w in model.get_weights())
+        print(f"aezoo: worker {index} of {len(workers)} trained {run_name}; sum of |weights| {weights_sum!r}", file=sys.stderr)
+    return model, state["history"]
 
 
 def _restore_best(model, checkpoints, state, settings):
