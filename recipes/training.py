@@ -35,7 +35,7 @@ LR_SCHEDULES = ("constant", "cosine")
 STATE_FILE = "state.json"
 BEST_FILE = "best.keras"
 WORKER_TIMEOUT_ENV = "AEZOO_WORKER_TIMEOUT"
-WORKER_TIMEOUT_SECONDS = 60  # default wait for the peers listed in TF_CONFIG
+WORKER_TIMEOUT_SECONDS = 120  # default wait for the peers listed in TF_CONFIG
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type": "worker", "index": 0}}'
 
 
@@ -159,25 +159,42 @@ def worker_timeout():
 
 
 def wait_for_peers(index, workers, timeout):
-    """Returns once every other worker's port accepts connections; raises ZooError after `timeout`.
+    """A barrier before TensorFlow starts this worker: listens on its port until every peer has
+    connected, and connects to every peer's port; raises ZooError after `timeout` seconds.
 
-    TensorFlow itself would wait for a missing peer for as long as an hour: this is the
-    one-line error instead.
+    TensorFlow alone waits for a missing peer for up to an hour, silently. Every worker listens
+    before it connects and closes only once all peers have reached it, so none waits on a
+    closed port; the port is free again for TensorFlow's server afterwards.
     """
     deadline = time.monotonic() + timeout
-    for address in workers[:index] + workers[index + 1 :]:
-        host, _, port = address.rpartition(":")
-        while True:
+    port = int(workers[index].rpartition(":")[2])
+    try:
+        server = socket.create_server(("", port))
+    except OSError as error:
+        raise ZooError(f"worker {index} cannot listen on port {port} ({error.strerror}); free it or change TF_CONFIG") from None
+    unreached = [i for i in range(len(workers)) if i != index]
+    unheard = len(unreached)
+    with server:
+        server.settimeout(0.1)
+        while unreached or unheard:
+            if time.monotonic() > deadline:
+                missing = ", ".join(f"worker {i} at {workers[i]}" for i in unreached) or "a worker that cannot reach this one"
+                raise ZooError(
+                    f"worker {index} could not reach {missing} within {timeout:g} s; start the same command on "
+                    f"every worker in TF_CONFIG, check their addresses (or raise {WORKER_TIMEOUT_ENV})"
+                )
+            if unreached:
+                host, _, peer_port = workers[unreached[0]].rpartition(":")
+                try:
+                    socket.create_connection((host, int(peer_port)), timeout=1).close()
+                    unreached.pop(0)
+                except OSError:
+                    pass
             try:
-                socket.create_connection((host, int(port)), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise ZooError(
-                        f"worker {index} could not reach worker {workers.index(address)} at {address} within "
-                        f"{timeout:g} s; start the same command on every worker in TF_CONFIG (or raise {WORKER_TIMEOUT_ENV})"
-                    ) from None
-                time.sleep(0.2)
+                server.accept()[0].close()
+                unheard -= 1
+            except TimeoutError:
+                pass
 
 
 @functools.cache
@@ -185,10 +202,8 @@ def _multi_worker():
     # One per process: TensorFlow starts the worker's gRPC server once, so every model a
     # recipe trains shares it.
     index, workers = cluster_worker()
-    timeout = worker_timeout()
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()  # starts this worker's server on its port
-    wait_for_peers(index, workers, timeout)
-    return strategy
+    wait_for_peers(index, workers, worker_timeout())
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def make_strategy(name):

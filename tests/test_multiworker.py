@@ -114,7 +114,7 @@ def test_a_worker_whose_peer_never_starts_fails_in_one_line(tmp_path):
                             env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
-    assert f"could not reach worker 1 at 127.0.0.1:{missing} within 3 s" in lines[-1], result.stderr[-3000:]
+    assert lines[-1].startswith(f"aezoo: error: worker 0 could not reach worker 1 at 127.0.0.1:{missing} within 3 s"), result.stderr[-3000:]
     assert time.time() - started < 200
 
 
