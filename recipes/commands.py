@@ -50,7 +50,7 @@ def train(args):
     zoo.registry.check_options(zoo.model_class(args.model), options)
     data = _as_model_input(args.model, options, zoo.data.load(data_options.pop("name", args.data), **data_options))
     out = Path(args.out or Path("runs") / f"{args.model}-{Path(args.data).stem}")
-    with training.worker_run_dir(out, args.strategy) as out:  # non-chief workers: a temporary folder
+    with training.worker_run_dir(out, args.strategy, args.resume) as out:  # non-chief workers: a temporary folder
         resume = training.claim_run_dir(out, args.resume, marker="checkpoints")
         settings = _settings(args, epochs=args.epochs, batch_size=args.batch_size, loss=args.loss)
         model, history = training.train(

@@ -131,7 +131,7 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
     config = resolve(recipe, quick=quick, **options)
     run_dir = Path(out or Path("runs") / recipe)
     strategy = recipe_config.train_settings(config, **train_overrides).strategy
-    with training.worker_run_dir(run_dir, strategy) as run_dir:  # non-chief workers: a temporary folder
+    with training.worker_run_dir(run_dir, strategy, resume) as run_dir:  # non-chief workers: a temporary folder
         config_path = run_dir / CONFIG_FILE
         resume = training.claim_run_dir(run_dir, resume, marker=CONFIG_FILE)
         if resume:

@@ -431,21 +431,21 @@ def train_seconds(run_dir):
 
 
 @contextlib.contextmanager
-def worker_run_dir(run_dir, strategy):
+def worker_run_dir(run_dir, strategy, resume):
     """The folder this process writes a run to: `run_dir`, except on the non-chief workers of a
     multi-worker run, which write to a temporary folder removed at the end.
 
     Keras' pattern for multi-worker checkpoints: every worker saves (the saves read the same
     distributed variables in step), only the chief's files are kept. With --resume the
     temporary folder starts as a copy of `run_dir` (a shared folder, or the chief's copied to
-    each machine), so every worker loads the chief's last checkpoint.
+    each machine), so every worker loads the chief's last checkpoint; without it, it starts empty.
     """
     if strategy != "multi_worker" or cluster_worker()[0] == 0:
         yield Path(run_dir)
         return
     temporary = Path(tempfile.mkdtemp(prefix="aezoo-worker-"))
     try:
-        if Path(run_dir).is_dir():
+        if resume and Path(run_dir).is_dir():
             shutil.copytree(run_dir, temporary, dirs_exist_ok=True)
         yield temporary
     finally:
