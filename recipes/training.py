@@ -173,12 +173,12 @@ def wait_for_peers(index, workers, timeout):
     except OSError as error:
         raise ZooError(f"worker {index} cannot listen on port {port} ({error.strerror}); free it or change TF_CONFIG") from None
     unreached = [i for i in range(len(workers)) if i != index]
-    unheard = len(unreached)
+    unheard = set(unreached)
     with server:
         server.settimeout(0.1)
         while unreached or unheard:
             if time.monotonic() > deadline:
-                missing = ", ".join(f"worker {i} at {workers[i]}" for i in unreached) or "a worker that cannot reach this one"
+                missing = ", ".join(f"worker {i} at {workers[i]}" for i in sorted(set(unreached) | unheard))
                 raise ZooError(
                     f"worker {index} could not reach {missing} within {timeout:g} s; start the same command on "
                     f"every worker in TF_CONFIG, check their addresses (or raise {WORKER_TIMEOUT_ENV})"
@@ -186,14 +186,21 @@ def wait_for_peers(index, workers, timeout):
             if unreached:
                 host, _, peer_port = workers[unreached[0]].rpartition(":")
                 try:
-                    socket.create_connection((host, int(peer_port)), timeout=1).close()
+                    with socket.create_connection((host, int(peer_port)), timeout=1) as peer:
+                        peer.sendall(f"aezoo worker {index}\n".encode())
                     unreached.pop(0)
                 except OSError:
                     pass
+            # Peers name themselves: a peer that passed its barrier already connects with
+            # TensorFlow's gRPC, which must not count.
             try:
-                server.accept()[0].close()
-                unheard -= 1
-            except TimeoutError:
+                connection = server.accept()[0]
+                with connection:
+                    connection.settimeout(1)
+                    words = connection.recv(64).decode(errors="replace").split()
+                if words[:2] == ["aezoo", "worker"] and words[2:3] and words[2].isdigit():
+                    unheard.discard(int(words[2]))
+            except OSError:
                 pass
 
 
