@@ -50,37 +50,38 @@ def train(args):
     zoo.registry.check_options(zoo.model_class(args.model), options)
     data = _as_model_input(args.model, options, zoo.data.load(data_options.pop("name", args.data), **data_options))
     out = Path(args.out or Path("runs") / f"{args.model}-{Path(args.data).stem}")
-    resume = training.claim_run_dir(out, args.resume, marker="checkpoints")
-    settings = _settings(args, epochs=args.epochs, batch_size=args.batch_size, loss=args.loss)
-    model, history = training.train(
-        lambda: zoo.create(args.model, input_shape=data.input_shape, latent_dim=args.latent_dim, **options),
-        data.x_train,
-        settings=settings,
-        run_dir=out,
-        run_name=f"train/{args.model}",
-        resume=resume,
-    )
-    # Summed batch by batch: streamed test images stay in their files.
-    squared, psnr_sum, values, in_unit_range = 0.0, 0.0, 0, True
-    for clean in batches(data.x_test):
-        restored = np.asarray(model.predict_on_batch(clean), "float32")
-        squared += float(((restored - clean).astype("float64") ** 2).sum())
-        psnr_sum += psnr(clean, restored) * len(clean)
-        values += clean.size
-        in_unit_range = in_unit_range and clean.min() >= 0
-    metrics = {
-        "model": args.model,
-        "data": args.data,
-        "epochs": len(history),
-        "test_mse": squared / values,
-        "test_psnr_db": psnr_sum / len(data.x_test) if in_unit_range else None,
-        "parameters": int(model.count_params()),
-        "train_seconds": training.train_seconds(out),
-        "command": args.command_line,
-    }
-    training.atomic_write(out / "model.keras", model.save)
-    training.atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=1)))
-    print(json.dumps({k: metrics[k] for k in ("test_mse", "test_psnr_db", "epochs")}), f"-> {out}")
+    with training.worker_run_dir(out, args.strategy, args.resume) as out:  # non-chief workers: a temporary folder
+        resume = training.claim_run_dir(out, args.resume, marker="checkpoints")
+        settings = _settings(args, epochs=args.epochs, batch_size=args.batch_size, loss=args.loss)
+        model, history = training.train(
+            lambda: zoo.create(args.model, input_shape=data.input_shape, latent_dim=args.latent_dim, **options),
+            data.x_train,
+            settings=settings,
+            run_dir=out,
+            run_name=f"train/{args.model}",
+            resume=resume,
+        )
+        # Summed batch by batch: streamed test images stay in their files.
+        squared, psnr_sum, values, in_unit_range = 0.0, 0.0, 0, True
+        for clean in batches(data.x_test):
+            restored = np.asarray(model.predict_on_batch(clean), "float32")
+            squared += float(((restored - clean).astype("float64") ** 2).sum())
+            psnr_sum += psnr(clean, restored) * len(clean)
+            values += clean.size
+            in_unit_range = in_unit_range and clean.min() >= 0
+        metrics = {
+            "model": args.model,
+            "data": args.data,
+            "epochs": len(history),
+            "test_mse": squared / values,
+            "test_psnr_db": psnr_sum / len(data.x_test) if in_unit_range else None,
+            "parameters": int(model.count_params()),
+            "train_seconds": training.train_seconds(out),
+            "command": args.command_line,
+        }
+        training.atomic_write(out / "model.keras", model.save)
+        training.atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=1)))
+        print(json.dumps({k: metrics[k] for k in ("test_mse", "test_psnr_db", "epochs")}), f"-> {out}")
 
 
 def _assignment(text):

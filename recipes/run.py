@@ -130,46 +130,48 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
         options["model"] = zoo.presets.preset_info(from_preset)["model"]
     config = resolve(recipe, quick=quick, **options)
     run_dir = Path(out or Path("runs") / recipe)
-    config_path = run_dir / CONFIG_FILE
-    resume = training.claim_run_dir(run_dir, resume, marker=CONFIG_FILE)
-    if resume:
-        if not config_path.exists():
-            raise ZooError(f"nothing to resume in {run_dir} (no {CONFIG_FILE}); run without --resume")
-        saved = json.loads(config_path.read_text())
-        if saved.get("recipe") != recipe:
-            raise ZooError(f"{run_dir} holds a {saved.get('recipe')!r} run, not {recipe!r}; choose another --out")
-        config = saved["config"]
-    settings = recipe_config.train_settings(config, **train_overrides)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    training.atomic_write(
-        config_path,
-        lambda p: Path(p).write_text(json.dumps({"recipe": recipe, "command": command, "config": config}, indent=1)),
-    )
-    task = importlib.import_module(f"recipes.{config['task']}")
-    context = RunContext(recipe, config, run_dir, settings, resume=resume, quick=quick, from_preset=from_preset,
-                         streams=getattr(task, "STREAMS", False))
-    with training.precision_policy(settings.precision) as precision:
-        results, data = task.run(context)
-    model = context.model
-    training.atomic_write(run_dir / "model.keras", model.save)
-    summary = {
-        "recipe": recipe,
-        "description": config["description"],
-        "command": command,
-        "data": config["data"]["name"],
-        "model": config["model"]["name"],
-        "parameters": int(model.count_params()),
-        "train_examples": len(data.x_train),
-        "test_examples": len(data.x_test),
-        "precision": precision,
-        "train_seconds": training.train_seconds(run_dir),  # every model, all resumes
-    }
-    if export:
-        from export import export_model
+    strategy = recipe_config.train_settings(config, **train_overrides).strategy
+    with training.worker_run_dir(run_dir, strategy, resume) as run_dir:  # non-chief workers: a temporary folder
+        config_path = run_dir / CONFIG_FILE
+        resume = training.claim_run_dir(run_dir, resume, marker=CONFIG_FILE)
+        if resume:
+            if not config_path.exists():
+                raise ZooError(f"nothing to resume in {run_dir} (no {CONFIG_FILE}); run without --resume")
+            saved = json.loads(config_path.read_text())
+            if saved.get("recipe") != recipe:
+                raise ZooError(f"{run_dir} holds a {saved.get('recipe')!r} run, not {recipe!r}; choose another --out")
+            config = saved["config"]
+        settings = recipe_config.train_settings(config, **train_overrides)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        training.atomic_write(
+            config_path,
+            lambda p: Path(p).write_text(json.dumps({"recipe": recipe, "command": command, "config": config}, indent=1)),
+        )
+        task = importlib.import_module(f"recipes.{config['task']}")
+        context = RunContext(recipe, config, run_dir, settings, resume=resume, quick=quick, from_preset=from_preset,
+                             streams=getattr(task, "STREAMS", False))
+        with training.precision_policy(settings.precision) as precision:
+            results, data = task.run(context)
+        model = context.model
+        training.atomic_write(run_dir / "model.keras", model.save)
+        summary = {
+            "recipe": recipe,
+            "description": config["description"],
+            "command": command,
+            "data": config["data"]["name"],
+            "model": config["model"]["name"],
+            "parameters": int(model.count_params()),
+            "train_examples": len(data.x_train),
+            "test_examples": len(data.x_test),
+            "precision": precision,
+            "train_seconds": training.train_seconds(run_dir),  # every model, all resumes
+        }
+        if export:
+            from export import export_model
 
-        # Export calibrates and verifies on a few thousand examples: those of streamed data are loaded.
-        calibration = data.take(EXPORT_EXAMPLES, EXPORT_EXAMPLES).in_memory() if data.streaming else data
-        report_text = str(export_model(model, run_dir / "export", calibration_data=calibration))
-        results.sections.append(("Edge export (export/)", f"```\n{report_text}\n```"))
-    report.write_outputs(run_dir, summary, results)
-    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+            # Export calibrates and verifies on a few thousand examples: those of streamed data are loaded.
+            calibration = data.take(EXPORT_EXAMPLES, EXPORT_EXAMPLES).in_memory() if data.streaming else data
+            report_text = str(export_model(model, run_dir / "export", calibration_data=calibration))
+            results.sections.append(("Edge export (export/)", f"```\n{report_text}\n```"))
+        report.write_outputs(run_dir, summary, results)
+        return run_dir, json.loads((run_dir / "metrics.json").read_text())

@@ -14,7 +14,9 @@ import json
 import math
 import os
 import shutil
+import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +34,9 @@ OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine")
 STATE_FILE = "state.json"
 BEST_FILE = "best.keras"
+WORKER_TIMEOUT_ENV = "AEZOO_WORKER_TIMEOUT"
+WORKER_TIMEOUT_SECONDS = 120  # default wait for the peers listed in TF_CONFIG
+TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type": "worker", "index": 0}}'
 
 
 @dataclasses.dataclass
@@ -122,12 +127,96 @@ def precision_policy(precision):
         keras.config.set_dtype_policy(previous)
 
 
+def cluster_worker():
+    """(this worker's index, the worker addresses) from TF_CONFIG, checked; worker 0 is the chief."""
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise ZooError(f"--strategy multi_worker needs TF_CONFIG describing the cluster on every worker, e.g. {TF_CONFIG_EXAMPLE}")
+    try:
+        config = json.loads(text)
+        workers, task = config["cluster"]["worker"], config["task"]
+        index = task["index"]
+        valid = task["type"] == "worker" and isinstance(index, int) and 0 <= index < len(workers) and len(workers) > 0
+        valid = valid and all(isinstance(address, str) and address.rpartition(":")[2].isdigit() for address in workers)
+    except (json.JSONDecodeError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        shown = text if len(text) < 200 else text[:200] + "..."
+        raise ZooError(f"TF_CONFIG must be JSON like {TF_CONFIG_EXAMPLE} (index < number of workers), got {shown!r}")
+    return index, workers
+
+
+def worker_timeout():
+    """Seconds a worker waits for its peers: AEZOO_WORKER_TIMEOUT, default WORKER_TIMEOUT_SECONDS."""
+    text = os.environ.get(WORKER_TIMEOUT_ENV, str(WORKER_TIMEOUT_SECONDS))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1
+    if not seconds > 0:
+        raise ZooError(f"{WORKER_TIMEOUT_ENV} must be a number of seconds > 0, got {text!r}")
+    return seconds
+
+
+def wait_for_peers(index, workers, timeout):
+    """A barrier before TensorFlow starts this worker: listens on its port until every peer has
+    connected, and connects to every peer's port; raises ZooError after `timeout` seconds.
+
+    TensorFlow alone waits for a missing peer for up to an hour, silently. Every worker listens
+    before it connects and closes only once all peers have reached it, so none waits on a
+    closed port; the port is free again for TensorFlow's server afterwards.
+    """
+    deadline = time.monotonic() + timeout
+    port = int(workers[index].rpartition(":")[2])
+    try:
+        server = socket.create_server(("", port))
+    except OSError as error:
+        raise ZooError(f"worker {index} cannot listen on port {port} ({error.strerror}); free it or change TF_CONFIG") from None
+    unreached = [i for i in range(len(workers)) if i != index]
+    unheard = set(unreached)
+    with server:
+        server.settimeout(0.1)
+        while unreached or unheard:
+            if time.monotonic() > deadline:
+                missing = ", ".join(f"worker {i} at {workers[i]}" for i in sorted(set(unreached) | unheard))
+                raise ZooError(
+                    f"worker {index} could not reach {missing} within {timeout:g} s; start the same command on "
+                    f"every worker in TF_CONFIG, check their addresses (or raise {WORKER_TIMEOUT_ENV})"
+                )
+            if unreached:
+                host, _, peer_port = workers[unreached[0]].rpartition(":")
+                try:
+                    with socket.create_connection((host, int(peer_port)), timeout=1) as peer:
+                        peer.sendall(f"aezoo worker {index}\n".encode())
+                    unreached.pop(0)
+                except OSError:
+                    pass
+            # Peers name themselves: a peer that passed its barrier already connects with
+            # TensorFlow's gRPC, which must not count.
+            try:
+                connection = server.accept()[0]
+                with connection:
+                    connection.settimeout(1)
+                    words = connection.recv(64).decode(errors="replace").split()
+                if words[:2] == ["aezoo", "worker"] and words[2:3] and words[2].isdigit():
+                    unheard.discard(int(words[2]))
+            except OSError:
+                pass
+
+
+@functools.cache
+def _multi_worker():
+    # One per process: TensorFlow starts the worker's gRPC server once, so every model a
+    # recipe trains shares it.
+    index, workers = cluster_worker()
+    wait_for_peers(index, workers, worker_timeout())
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
 def make_strategy(name):
     """A tf.distribute strategy: mirrored over local GPUs (or the CPU), multi-worker from TF_CONFIG."""
     if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ZooError("--strategy multi_worker needs TF_CONFIG describing the cluster; set it on every worker")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker()
     gpus = tuple(d.name for d in tf.config.list_logical_devices("GPU"))
     if name == "mirrored":
         # Without GPUs, mirror over the logical CPU devices (MirroredStrategy alone would take one).
@@ -348,6 +437,28 @@ def train_seconds(run_dir):
     return sum(json.loads(path.read_text()).get("train_seconds", 0.0) for path in _states(run_dir))
 
 
+@contextlib.contextmanager
+def worker_run_dir(run_dir, strategy, resume):
+    """The folder this process writes a run to: `run_dir`, except on the non-chief workers of a
+    multi-worker run, which write to a temporary folder removed at the end.
+
+    Keras' pattern for multi-worker checkpoints: every worker saves (the saves read the same
+    distributed variables in step), only the chief's files are kept. With --resume the
+    temporary folder starts as a copy of `run_dir` (a shared folder, or the chief's copied to
+    each machine), so every worker loads the chief's last checkpoint; without it, it starts empty.
+    """
+    if strategy != "multi_worker" or cluster_worker()[0] == 0:
+        yield Path(run_dir)
+        return
+    temporary = Path(tempfile.mkdtemp(prefix="aezoo-worker-"))
+    try:
+        if resume and Path(run_dir).is_dir():
+            shutil.copytree(run_dir, temporary, dirs_exist_ok=True)
+        yield temporary
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
 def claim_run_dir(run_dir, resume, marker):
     """Checks `run_dir` before a run writes to it and returns whether the run resumes.
 
@@ -448,6 +559,10 @@ def train(
     elif validation is not None and transform is not None:
         validation = transform(*validation, np.random.default_rng(never_an_epoch))
 
+    if settings.strategy == "multi_worker":  # each worker takes an equal part of every batch
+        workers = len(cluster_worker()[1])
+        if settings.batch_size % workers:
+            raise ZooError(f"batch size {settings.batch_size} does not divide among {workers} workers; choose a multiple of {workers}")
     state = read_state(run_dir, run_name) if resume else _new_state(run_name)
     seed_everything(settings.seed, settings.deterministic)
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -486,7 +601,12 @@ def train(
             "lower train.learning_rate or use --precision float32"
         )
     write_history(run_dir / "history.csv", state["history"])
-    return _restore_best(model, checkpoints, state, settings), state["history"]
+    model = _restore_best(model, checkpoints, state, settings)
+    if settings.strategy == "multi_worker":  # workers that trained in step print the same line
+        index, workers = cluster_worker()
+        weights_sum = sum(float(np.abs(w).astype("float64").sum()) for w in model.get_weights())
+        print(f"aezoo: worker {index} of {len(workers)} trained {run_name}; sum of |weights| {weights_sum!r}", file=sys.stderr)
+    return model, state["history"]
 
 
 def _restore_best(model, checkpoints, state, settings):
