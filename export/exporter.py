@@ -464,7 +464,7 @@ def _write_micro(context, source, batch_size):
         def batches():
             return (item for item in representative() if item[0] == signature)
 
-        return convert.convert(source, [signature], "int8", batches)
+        return convert.convert(source, [signature], "int8", batches, all_int8=True)
 
     try:
         return micro.write_micro(
