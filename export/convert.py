@@ -142,7 +142,8 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
             content = converter.convert()
             if mode == "int8" and not all_int8:
-                float_ops = ATTENTION_FLOAT_OPS if "SOFTMAX" in op_names(content) else None
+                # A list: the quantizer's binding silently ignores a tuple.
+                float_ops = list(ATTENTION_FLOAT_OPS) if "SOFTMAX" in op_names(content) else None
                 content = mlir_quantize(content, input_data_type=tf.int8, output_data_type=tf.int8,
                                         denylisted_ops=float_ops)
     except ConverterError as error:
