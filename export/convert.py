@@ -21,8 +21,8 @@ MODES = ("float32", "float16", "dynamic", "int8")
 # A random op would make an exported graph non-deterministic; VAE noise is an input instead.
 RANDOM_OPS = ("RANDOM_STANDARD_NORMAL", "RANDOM_UNIFORM", "MULTINOMIAL")
 # Ops an int8 file of an attention graph (one with SOFTMAX) keeps in float32. Their int8 kernels
-# (attention softmax, the layer norms' MEAN, SQUARED_DIFFERENCE, RSQRT and MUL) are not
-# XNNPACK's, give different roundings on aarch64 and x86_64, and the attention amplifies a
+# (attention softmax, the layer norms' MEAN, SQUARED_DIFFERENCE, RSQRT and MUL; measured
+# variant by variant) round differently on aarch64 and x86_64, and the attention amplifies a
 # 1-step difference into tens of output steps (the Transformer preset: 67 steps, 40% of pixels
 # over 1 step, on a Cortex-A72; with these ops float: 0 steps, README "Verified on aarch64").
 ATTENTION_FLOAT_OPS = ("SOFTMAX", "BATCH_MATMUL", "MEAN", "SQUARED_DIFFERENCE", "RSQRT", "MUL")
