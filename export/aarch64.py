@@ -225,12 +225,16 @@ class Result:
         return {**entry, "max_abs_diff": self.max_abs_diff, "max_int8_steps": self.max_int8_steps,
                 "target": self.target, "met": self.met, **timing}
 
+    @property
+    def difference(self):
+        """'2 steps' (int8 files) or '1.0e-06' (max abs diff)."""
+        return f"{self.max_int8_steps:g} steps" if self.max_int8_steps is not None else f"{self.max_abs_diff:.1e}"
+
     def summary(self):
         """A few words for report tables: 'match (0 steps)', 'MISMATCH (67 steps)', 'refused'."""
         if self.refused:
             return "refused"
-        diff = f"{self.max_int8_steps:g} steps" if self.max_int8_steps is not None else f"{self.max_abs_diff:.1e}"
-        return f"{'match' if self.met else 'MISMATCH'} ({diff})"
+        return f"{'match' if self.met else 'MISMATCH'} ({self.difference})"
 
 
 @dataclasses.dataclass
@@ -244,6 +248,17 @@ class VerifyReport:
     @property
     def missed(self):
         return [result for result in self.results if result.met is False]
+
+    def emulated_summary(self, file):
+        """A file's worst aarch64 result over interpreters and CPUs, for report columns:
+        'match (2 steps, cortex-a72; 41.0 ms emulated)', or '-' when it did not run emulated."""
+        ran = [r for r in self.results if r.file == file and r.platform == "aarch64" and not r.refused]
+        if not ran:
+            return "-"
+        worst = max(ran, key=lambda r: (not r.met, r.max_int8_steps or 0, r.max_abs_diff))
+        timing = f"; {worst.ms:.1f} ms emulated" if worst.ms is not None else ""
+        cpus = ", ".join(sorted({r.cpu for r in ran}))
+        return f"{'match' if worst.met else 'MISMATCH'} ({worst.difference}, {cpus}{timing})"
 
     def __str__(self):
         rows = [

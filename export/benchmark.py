@@ -12,6 +12,10 @@ every micro file's flash bytes, tensor arena measured in the TFLM interpreter, a
 against the reference kernels; lstm_ae and transformer_ae are then built with the options that
 avoid the kernels TFLM lacks (`MICRO_OPTIONS`).
 
+With `--aarch64`, every export's .tflite files also run emulated on a Cortex-A72 (`aezoo verify`,
+qemu-user, one process per interpreter for all exports): a column gives the worst difference
+from the same interpreter on x86_64 and the emulated latency (qemu's, not a board's).
+
 Example:
     aezoo benchmark export
     aezoo benchmark export --micro --modes int8
@@ -55,6 +59,7 @@ def _parser():
     parser.add_argument("--out", help="keep the exports in this folder (default: a temp folder, removed)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--micro", action="store_true", help="also micro/ files: flash and measured TFLM arena per file")
+    parser.add_argument("--aarch64", action="store_true", help="also run the .tflite files on an emulated Cortex-A72")
     return parser
 
 
@@ -117,7 +122,7 @@ def main(argv=None):
     modes = parse_modes(args.modes)
     images = zoo.data.load("mnist5k")
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="aezoo-benchmark-"))
-    rows, micro_rows = [], []
+    rows, micro_rows = [], []  # rows: (export folder, file, table row without the aarch64 cell)
     try:
         for family in families:
             data = images.as_sequences() if FAMILIES[family][2] else images
@@ -139,11 +144,12 @@ def main(argv=None):
                 check = checks[mode]
                 timings = [latency_ms(root / family / file_name, samples, t, args.runs) for t in THREADS]
                 runs_on_2_14 = {None: "-", True: "yes", False: "no"}[check.tflite_runtime_2_14]
-                rows.append(
+                rows.append((root / family, file_name,
                     f"| {family} | {mode} | {format_size(check.size_bytes)} | "
                     + " | ".join(f"{p50:.3f} / {p95:.3f}" for p50, p95 in timings)
                     + f" | {check.judged_diff:.1e} | {check.psnr_db:.2f} ({check.keras_psnr_db:.2f}) | {runs_on_2_14} |"
-                )
+                ))
+        emulated = _aarch64_cells(rows, args.runs) if args.aarch64 else {}
     finally:
         if not args.out:
             shutil.rmtree(root, ignore_errors=True)
@@ -154,10 +160,10 @@ def main(argv=None):
     )
     print(
         "| model | mode | size | latency ms p50 / p95, 1 thread | 2 threads | max abs diff vs Keras (ONNX: all signatures) | "
-        "PSNR dB (Keras) | tflite_runtime 2.14 |"
+        "PSNR dB (Keras) | tflite_runtime 2.14 | aarch64 vs x86_64 (Cortex-A72, emulated) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(f"{row} {emulated.get((folder, file), '-')} |" for folder, file, row in rows))
     if args.micro:
         from export import micro
 
@@ -172,6 +178,16 @@ def main(argv=None):
         print("|---|---|---|---|---|---|---|---|")
         print("\n".join(micro_rows))
     return 0
+
+
+def _aarch64_cells(rows, runs):
+    """{(export folder, file): its worst emulated Cortex-A72 result} of every .tflite file, in one verify call."""
+    from export import aarch64
+
+    folders = list(dict.fromkeys(folder for folder, _, _ in rows))
+    # Fewer timed runs than natively: qemu runs the interpreter tens of times slower.
+    reports = dict(zip(folders, aarch64.verify(folders, "aarch64", ("cortex-a72",), timing_runs=max(1, runs // 20))))
+    return {(folder, file): reports[folder].emulated_summary(file) for folder, file, _ in rows}
 
 
 def _micro_rows(family, out_dir):

@@ -10,6 +10,7 @@ import warnings
 
 import keras
 import tensorflow as tf
+from tensorflow.lite.python.convert import mlir_quantize
 from tensorflow.lite.python.convert_phase import ConverterError
 
 from export.runtime import SIGNATURES, VAE_SIGNATURES
@@ -19,6 +20,12 @@ from zoo.errors import ZooError
 MODES = ("float32", "float16", "dynamic", "int8")
 # A random op would make an exported graph non-deterministic; VAE noise is an input instead.
 RANDOM_OPS = ("RANDOM_STANDARD_NORMAL", "RANDOM_UNIFORM", "MULTINOMIAL")
+# Ops an int8 file of an attention graph (one with SOFTMAX) keeps in float32. Their int8 kernels
+# (attention softmax, the layer norms' MEAN, SQUARED_DIFFERENCE, RSQRT and MUL; measured
+# variant by variant) round differently on aarch64 and x86_64, and the attention amplifies a
+# 1-step difference into tens of output steps (the Transformer preset: 67 steps, 40% of pixels
+# over 1 step, on a Cortex-A72; with these ops float: 0 steps, README "Verified on aarch64").
+ATTENTION_FLOAT_OPS = ("SOFTMAX", "BATCH_MATMUL", "MEAN", "SQUARED_DIFFERENCE", "RSQRT", "MUL")
 
 
 def export_copy(model):
@@ -94,7 +101,7 @@ def write_saved_model(model, directory, batch_size=None, reconstruct_key="servin
     archive.write_out(str(directory), verbose=False)
 
 
-def convert(saved_model_dir, signatures, mode, representative_dataset=None):
+def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_int8=False):
     """One multi-signature .tflite model from a fixed-batch SavedModel, builtin ops only.
 
     Args:
@@ -105,6 +112,8 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None):
             activations) or "int8" (int8 weights, activations, inputs and outputs).
         representative_dataset: for int8, a generator function yielding
             (signature, {input name: array}) pairs of real samples.
+        all_int8: int8 every op even in an attention graph (TFLite Micro has no mixed files);
+            by default such a graph keeps `ATTENTION_FLOAT_OPS` in float32.
 
     Returns:
         The .tflite file's bytes.
@@ -125,11 +134,18 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = converter.inference_output_type = tf.int8
         converter.representative_dataset = representative_dataset
+        # Calibrated float graph first: whether it holds attention decides what stays float.
+        converter._experimental_calibrate_only = not all_int8
     try:
         with warnings.catch_warnings():
             # int8 calibration runs TensorFlow's own, deprecated tf.lite.Interpreter: not ours to fix.
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
             content = converter.convert()
+            if mode == "int8" and not all_int8:
+                # A list: the quantizer's binding silently ignores a tuple.
+                float_ops = list(ATTENTION_FLOAT_OPS) if "SOFTMAX" in op_names(content) else None
+                content = mlir_quantize(content, input_data_type=tf.int8, output_data_type=tf.int8,
+                                        denylisted_ops=float_ops)
     except ConverterError as error:
         needs = sorted({e.operator.name for e in getattr(error, "errors", []) if e.operator.name})
         if not needs:

@@ -112,6 +112,7 @@ class ExportReport:
     verification_note: str
     notes: list
     micro_checks: list = dataclasses.field(default_factory=list)
+    aarch64: object = None  # the aarch64.VerifyReport of `aezoo export --aarch64`, else None
 
     @property
     def missed(self):
@@ -121,15 +122,17 @@ class ExportReport:
     def __str__(self):
         rows = [
             f"exported {self.model_name} to {self.out_dir} ({self.verification_note})",
-            "| file | size | verified on | max abs diff (reconstruct) | PSNR dB (Keras) | target | tflite_runtime 2.14 |",
-            "|---|---|---|---|---|---|---|",
+            "| file | size | verified on | max abs diff (reconstruct) | PSNR dB (Keras) | target | tflite_runtime 2.14 | "
+            "aarch64 vs x86_64 (--aarch64) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for check in self.checks:
             runs_there = {None: "-", True: "yes", False: "no (ai_edge_litert)"}[check.tflite_runtime_2_14]
+            emulated = self.aarch64.emulated_summary(check.file) if self.aarch64 else "-"
             rows.append(
                 f"| {check.file} | {format_size(check.size_bytes)} | {check.verified_on} | "
                 f"{check.max_abs_diff['reconstruct']:.2e} | {check.psnr_db:.2f} ({check.keras_psnr_db:.2f}) | "
-                f"{check.target}: {'met' if check.met else 'MISSED'} | {runs_there} |"
+                f"{check.target}: {'met' if check.met else 'MISSED'} | {runs_there} | {emulated} |"
             )
         if self.micro_checks:
             rows += micro.report_lines(self.micro_checks)
@@ -138,6 +141,8 @@ class ExportReport:
             f"MISSED: {check.file}: {_miss_description(check)}; the file was kept, check the quality before use"
             for check in self.missed
         ]
+        if self.aarch64:
+            rows += [line for line in str(self.aarch64).splitlines() if line.startswith(("MISSED", "refused"))]
         return "\n".join(rows)
 
 
@@ -464,7 +469,7 @@ def _write_micro(context, source, batch_size):
         def batches():
             return (item for item in representative() if item[0] == signature)
 
-        return convert.convert(source, [signature], "int8", batches)
+        return convert.convert(source, [signature], "int8", batches, all_int8=True)
 
     try:
         return micro.write_micro(

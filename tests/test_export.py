@@ -84,6 +84,34 @@ def test_tflite_files_hold_builtin_ops_only(exports, name):
         assert not ops & {"CUSTOM", "RANDOM_STANDARD_NORMAL", "RANDOM_UNIFORM", "MULTINOMIAL"}, path.name
 
 
+def _output_types(path):
+    """{(op, output tensor type)} of every operator in a .tflite file, read with ai_edge_litert's schema."""
+    from ai_edge_litert.schema_py_generated import BuiltinOperator, Model, TensorType
+
+    op_names = {value: key for key, value in vars(BuiltinOperator).items() if not key.startswith("_")}
+    type_names = {value: key for key, value in vars(TensorType).items() if not key.startswith("_")}
+    model = Model.GetRootAsModel(path.read_bytes(), 0)
+    found = set()
+    for graph in (model.Subgraphs(i) for i in range(model.SubgraphsLength())):
+        for op in (graph.Operators(i) for i in range(graph.OperatorsLength())):
+            code = model.OperatorCodes(op.OpcodeIndex())
+            found.add((op_names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())],
+                       type_names[graph.Tensors(op.Outputs(0)).Type()]))
+    return found
+
+
+@pytest.mark.parametrize("name", ["transformer_ae", "dense_ae"])
+def test_int8_attention_keeps_platform_dependent_ops_in_float(exports, name):
+    # Issue 12: int8 softmax and layer-norm kernels round differently on aarch64 and x86_64.
+    types = _output_types(exports[name].out_dir / tflite_name("int8"))
+    floats = {op for op, kind in types if kind == "FLOAT32"} - {"DEQUANTIZE"}
+    if name == "transformer_ae":
+        assert {"SOFTMAX", "BATCH_MATMUL", "MEAN", "RSQRT"} <= floats
+        assert ("FULLY_CONNECTED", "INT8") in types and ("FULLY_CONNECTED", "FLOAT32") not in types
+    else:
+        assert not floats  # no attention: every op stays int8
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_float32_tflite_matches_keras_in_ai_edge_litert(exports, name):
     exported = exports[name]
