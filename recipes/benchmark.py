@@ -108,7 +108,7 @@ def loop(examples, epochs, batch_size, readme):
 def full(readme):
     """Prints every recipe's metric tables on its full data: a preset's from its card (the run that
     built it), the other recipes from their runs (run, or resumed, when not finished yet)."""
-    from recipes.cli import main
+    from recipes.presets import run_or_resume
     from recipes.report import metrics_table
     from zoo import presets
 
@@ -118,10 +118,7 @@ def full(readme):
             card = presets.preset_info(spec)
             command, data, seconds, metrics = card["command"], card["data"], card["train_seconds"], card["metrics"]
         else:
-            run_dir = Path(spec[spec.index("--out") + 1])
-            if not (run_dir / "metrics.json").exists():
-                main(spec + (["--resume"] if (run_dir / "config.json").exists() else []))
-            run = json.loads((run_dir / "metrics.json").read_text())
+            run = json.loads((run_or_resume(spec) / "metrics.json").read_text())
             command, data = "aezoo " + shlex.join(spec), f"{run['train_examples']:,} train / {run['test_examples']:,} test"
             seconds, metrics = run["train_seconds"], run["metrics"]
         sections += [f"**{label}** — `{command}` ({data}; training {seconds / 60:.1f} min)", "", metrics_table(metrics), ""]
@@ -130,16 +127,14 @@ def full(readme):
 
 def reproduce(name, readme):
     """Reruns preset `name`'s card command into runs/reproduce/<name>; prints card vs rerun per metric."""
-    from recipes.cli import main as cli
+    from recipes.presets import run_or_resume
     from zoo import presets
 
     info = presets.preset_info(name)
     args = shlex.split(info["command"])[1:]
     out = Path("runs/reproduce") / name
     args[args.index("--out") + 1] = str(out)
-    if not (out / "metrics.json").exists():
-        cli(args + (["--resume"] if (out / "config.json").exists() else []))
-    rerun = json.loads((out / "metrics.json").read_text())["metrics"]
+    rerun = json.loads((run_or_resume(args) / "metrics.json").read_text())["metrics"]
     lines = [
         f"`{name}`: its card's command `{info['command']}` rerun into {out} "
         "(`aezoo benchmark recipes reproduce " + name + "`):",
@@ -158,11 +153,20 @@ def reproduce(name, readme):
     publish("\n".join(lines), "reproduce" if readme else None)
 
 
+def _compiles(compiler, folder, entry):
+    """'yes' or 'NO': whether a micro file's C array compiles with `compiler` ('-' without one)."""
+    import subprocess
+
+    if compiler is None:
+        return "-"
+    command = [compiler, "-std=c++17", "-c", entry["c_source"]["source"], "-o", "/dev/null"]
+    return "yes" if subprocess.run(command, cwd=folder).returncode == 0 else "NO"
+
+
 def micro_presets(readme):
     """Exports every shipped preset for TensorFlow Lite Micro (int8, calibrated on its own data) into
     runs/benchmark/micro/<name>, compiles its C arrays, and tables flash, arena and verification per file."""
     import shutil
-    import subprocess
 
     from export import export_model
     from zoo import ZooError, from_preset, presets
@@ -180,11 +184,8 @@ def micro_presets(readme):
             check = entry["verification"]
             quality = (f"code within {check['max_code_steps']} steps" if check["psnr_db"] is None
                        else f"{check['psnr_db']:.2f} dB ({check['reference_psnr_db']:.2f})")
-            compiled = "-" if compiler is None else "yes" if subprocess.run(
-                [compiler, "-std=c++17", "-c", entry["c_source"]["source"], "-o", "/dev/null"], cwd=out / "micro",
-            ).returncode == 0 else "NO"
             rows.append(f"| `{name}` | {file} | {entry['flash_bytes']:,} | {entry['arena_bytes']:,} | {quality} | "
-                        f"{'met' if check['met'] else 'MISSED'} | {compiled} |")
+                        f"{'met' if check['met'] else 'MISSED'} | {_compiles(compiler, out / 'micro', entry)} |")
     lines = [
         "Every shipped preset exported with `--micro` (`aezoo benchmark recipes micro`; int8, batch 1, calibrated "
         "on the preset's own data): flash = the model array, arena = measured in the TFLite Micro interpreter + 10%; "

@@ -81,12 +81,13 @@ def command_for(name, model=None, out=None):
     return ["run", *args, "--data", preset.dataset, *batch, "--out", str(out or RUNS_DIR / name)]
 
 
-def _train(args):
-    """Runs (or resumes) one recipe command; returns its run folder."""
+def run_or_resume(args):
+    """Runs `aezoo ARGS` (a recipe run with --out) unless it finished, resuming an interrupted one;
+    returns its run folder."""
     from recipes.cli import main
 
-    run_dir = Path(args[-1])
-    if not (run_dir / "model.keras").exists():
+    run_dir = Path(args[args.index("--out") + 1])
+    if not (run_dir / "metrics.json").exists():
         main(args + (["--resume"] if (run_dir / "config.json").exists() else []))
     return run_dir
 
@@ -98,7 +99,7 @@ def build(name):
     if name not in PRESETS:
         raise unknown_name("preset", name, PRESETS)
     preset, args = PRESETS[name], command_for(name)
-    run_dir = _train(args)
+    run_dir = run_or_resume(args)
     model = keras.models.load_model(run_dir / "model.keras", compile=False)  # no optimizer state in the weights
     config = {**model.get_config(), "dtype": "float32"}  # presets load in float32; fine-tune in any policy
     weights = presets.PRESETS_DIR / f"{name}.weights.h5"
@@ -151,7 +152,7 @@ def _compare(name, family, headline):
     import keras
 
     args = command_for(name, model=family, out=RUNS_DIR / name / f"compare_{family}")
-    run_dir = _train(args)
+    run_dir = run_or_resume(args)
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     return {"parameters": int(model.count_params()), headline: metrics[headline]["autoencoder"],
