@@ -22,7 +22,7 @@ from recipes import tutorials
 from recipes.evaluation import batches
 from recipes.report import Results, pyplot, save_figure
 
-TUTORIAL = "tutorial conv AE"
+TUTORIAL = tutorials.CONV_AUTOENCODER.label
 FIT_LIMIT = 10_000  # streamed data: training codes the probe and k-NN are fitted on
 PCA_BATCH = 1024  # streamed data: images per IncrementalPCA step
 
@@ -100,18 +100,10 @@ def run(ctx):
     encoders = {"autoencoder": model.encoder.predict_on_batch, "PCA": lambda x: pca.transform(flat(x))}
     reconstructors = {"autoencoder": model.predict_on_batch, "PCA": lambda x: pca.inverse_transform(pca.transform(flat(x)))}
     results = Results()
-    if ctx.params["tutorial_baseline"] and tutorials.conv_autoencoder_fits(data.input_shape):
-        tutorial, _ = ctx.train(lambda: tutorials.conv_autoencoder(data.input_shape, latent_dim), data.x_train,
-                                tag="tutorial", settings=tutorials.tutorial_settings(ctx.settings))
+    tutorial = tutorials.train(ctx, tutorials.CONV_AUTOENCODER, results, data.x_train, latent_dim=latent_dim)
+    if tutorial is not None:
         encoders[TUTORIAL] = tutorials.code_model(tutorial).predict_on_batch
         reconstructors[TUTORIAL] = tutorial.predict_on_batch
-        results.notes.append(
-            f"{TUTORIAL}: keras.io's convolutional autoencoder (Conv2D 32 and 64, stride 2, a Dense code, mirrored "
-            "Conv2DTranspose decoder) trained on the same images for the same epochs with the tutorial's Adam 1e-3, "
-            "batch 128 and BCE"
-        )
-    elif ctx.params["tutorial_baseline"] and len(data.input_shape) == 3:
-        results.notes.append(f"no {TUTORIAL}: it needs images with sides divisible by 4, got {data.input_shape}")
     fitted = slice(0, FIT_LIMIT if data.streaming else None)
     train_codes, _ = codes_and_errors(data.x_train[fitted], encoders, {})
     test_codes, mse = codes_and_errors(data.x_test, encoders, reconstructors)

@@ -179,6 +179,12 @@ class Tutorial:
 
 
 IMAGES_BY_4 = "images with sides divisible by 4"
+CONV_AUTOENCODER = Tutorial(
+    "tutorial conv AE",
+    "keras.io's convolutional autoencoder (Conv2D 32 and 64, stride 2, a Dense code, mirrored Conv2DTranspose "
+    "decoder) with its BCE",
+    IMAGES_BY_4, conv_autoencoder_fits, conv_autoencoder,
+)
 DENOISER = Tutorial(
     "tutorial denoiser",
     "keras.io's denoising autoencoder (Conv2D 32 and MaxPooling twice, two Conv2DTranspose 32 with stride 2, "
