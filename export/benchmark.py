@@ -202,7 +202,7 @@ def _micro_rows(family, out_dir):
     rows = []
     for file, entry in json.loads(listing.read_text())["files"].items():
         check = entry["verification"]
-        steps = "-" if check["max_code_steps"] is None else str(check["max_code_steps"])
+        steps = "-" if check["max_code_steps"] is None else micro.code_steps_text(check)
         quality = "-" if check["psnr_db"] is None else f"{check['psnr_db']:.2f} ({check['reference_psnr_db']:.2f})"
         rows.append(
             f"| {family} | {file} | {entry['flash_bytes']:,} | {entry['arena_measured_bytes']:,} | "

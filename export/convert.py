@@ -49,6 +49,12 @@ def export_copy(model):
     return copy
 
 
+def is_recurrent(model):
+    """Whether `model` holds an LSTM (lstm_ae, or a VAE with the lstm backbone)."""
+    vae_backbone = model.get_config()["backbone"] if model.registry_name == "vae" else None
+    return model.registry_name == "lstm_ae" or vae_backbone == "lstm"
+
+
 def signature_names(model):
     """The signatures an export of `model` has: reconstruct, encode, decode (+ VAE's two)."""
     names = ("reconstruct", "encode", "decode")
@@ -109,8 +115,10 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_
             reconstruct_key="reconstruct".
         signatures: the signature keys to convert.
         mode: "float32", "float16" (float16 weights), "dynamic" (int8 weights, float
-            activations) or "int8" (int8 weights, activations, inputs and outputs).
-        representative_dataset: for int8, a generator function yielding
+            activations), "int8" (int8 weights, activations, inputs and outputs) or "int16x8"
+            (int8 weights, int16 activations, inputs and outputs: TFLite Micro files of
+            recurrent graphs, see `export.micro.precision`).
+        representative_dataset: for int8 and int16x8, a generator function yielding
             (signature, {input name: array}) pairs of real samples.
         all_int8: int8 every op even in an attention graph (TFLite Micro has no mixed files);
             by default such a graph keeps `ATTENTION_FLOAT_OPS` in float32.
@@ -130,6 +138,10 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
+    if mode == "int16x8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int16
+        converter.representative_dataset = representative_dataset
     if mode == "int8":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = converter.inference_output_type = tf.int8

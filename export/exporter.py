@@ -464,17 +464,18 @@ def _write_micro(context, source, batch_size):
         source = folder / ".micro_source"
         convert.write_saved_model(copy, source, batch_size=1, reconstruct_key="reconstruct")
     representative = _representative_dataset(context.functions, signatures, samples, 1, copy.latent_dim)
+    precision = micro.precision(convert.is_recurrent(copy))
 
     def convert_one(signature):
         def batches():
             return (item for item in representative() if item[0] == signature)
 
-        return convert.convert(source, [signature], "int8", batches, all_int8=True)
+        return convert.convert(source, [signature], precision, batches, all_int8=True)
 
     try:
         return micro.write_micro(
             folder / micro.MICRO_DIR, signatures, convert_one, context.inputs, samples.verification, samples.peak,
-            copy.latent_dim, samples.input_range,
+            copy.latent_dim, samples.input_range, precision,
         )
     except runtime.EdgeError as error:
         raise ZooError(str(error)) from None

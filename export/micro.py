@@ -1,9 +1,12 @@
-"""Microcontroller target: single-signature int8 files for TensorFlow Lite Micro (TFLM), as C arrays.
+"""Microcontroller target: single-signature quantized files for TensorFlow Lite Micro (TFLM), as C arrays.
 
 `aezoo export --micro` adds a `micro/` folder to an export:
-    model_<signature>_int8.tflite   one signature per file (TFLM runs only a file's subgraph 0,
-                                    and some multi-subgraph int8 files crash its allocator)
-    model_<signature>_int8.cc/.h    the same bytes as an aligned const array and its length
+    model_<signature>_<precision>.tflite
+                                    one signature per file (TFLM runs only a file's subgraph 0,
+                                    and some multi-subgraph int8 files crash its allocator);
+                                    precision int8, or int16x8 for recurrent models (`precision`)
+    model_<signature>_<precision>.cc/.h
+                                    the same bytes as an aligned const array and its length
     micro.json                      per file: signature, input shape, arena and flash bytes,
                                     the resolver registrations a firmware needs, verification
 
@@ -47,7 +50,7 @@ VAE_BOARD_SIGNATURES = ("encode_distribution", "decode")
 ARENA_MARGIN = 0.10
 ARENA_ALIGNMENT = 16  # TFLM aligns arena allocations to 16 bytes; the search stops at this step
 ARENA_CEILING = 64 << 20  # a file that needs more is not a microcontroller model
-CODE_STEPS_TARGET = 2  # int8 steps between TFLM's and the reference kernels' codes
+CODE_STEPS_TARGET = 2  # int8 steps between TFLM's and the reference kernels' codes (int16 files: 2 * 256 steps)
 PSNR_MARGIN_DB = 0.5  # TFLM's reconstruction PSNR may lie this far below the reference kernels'
 CODE_OUTPUTS = ("code", "z_mean", "z_log_var")
 MISSING_OP = re.compile(r"Didn't find op for builtin opcode '(\w+)'")
@@ -62,9 +65,33 @@ AVOIDED_BY = {
 RESOLVER_EXCEPTIONS = {"BATCH_MATMUL": "AddBatchMatMul", "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM"}
 
 
-def file_name(signature):
+def precision(recurrent):
+    """The quantization of a model's micro files: "int8", or "int16x8" for a recurrent model.
+
+    int16x8 = int8 weights with int16 activations, inputs and outputs. An unrolled LSTM
+    re-quantizes its state at every time step, so one-step rounding differences between
+    TFLM's int8 kernels and the reference kernels (FULLY_CONNECTED, from identical inputs)
+    grow over 28 steps: the LSTM preset's int8 codes differed by 35 steps, and int8 alone cost
+    its reconstruction 7.4 dB against Keras (12.7 dB vs 20.1). int16 activations: 14 int16
+    steps (0.05 int8 steps) and 20.1 dB, a smaller file, 1% more arena (README "Microcontrollers").
+    """
+    return "int16x8" if recurrent else "int8"
+
+
+def file_name(signature, precision="int8"):
     """Name of a signature's micro file, e.g. model_encode_int8.tflite."""
-    return f"model_{signature}_int8.tflite"
+    return f"model_{signature}_{precision}.tflite"
+
+
+def code_steps_target(output_dtype):
+    """`CODE_STEPS_TARGET` in steps of a code output of `output_dtype` ("int8" or "int16")."""
+    return CODE_STEPS_TARGET << (np.iinfo(output_dtype).bits - 8)
+
+
+def code_steps_text(verification):
+    """How a micro.json verification's code difference reads in tables: '1 steps', '14 int16 steps'."""
+    steps, unit = verification["max_code_steps"], verification["code_step"]
+    return f"{steps} steps" if unit == "int8" else f"{steps} {unit} steps"
 
 
 def board_signatures(signatures):
@@ -239,7 +266,7 @@ def load(path):
 class MicroModel(EdgeModel):
     """One micro file in the TFLM interpreter, with the arena micro.json gives; batch 1, one signature.
 
-    It takes float inputs of any length like `EdgeModel` (same checks, same int8 quantization)
+    It takes float inputs of any length like `EdgeModel` (same checks, same quantization)
     and runs them one example at a time, as a board does. Only the EdgeModel methods that go
     through `run` apply (no signature runners here).
 
@@ -287,7 +314,7 @@ class MicroModel(EdgeModel):
         if signature not in self.signatures:
             raise EdgeError(
                 f"{self.path.name} holds only the {self.signatures[0]!r} signature, not {signature!r}; "
-                f"pick {file_name(signature)} from the same folder"
+                f"pick {file_name(signature, self.metadata.get('precision', 'int8'))} from the same folder"
             )
 
     def run(self, signature, values):
@@ -298,7 +325,7 @@ class MicroModel(EdgeModel):
         return {name: _dequantize(raw[name], details) for name, details in self._outputs}
 
     def run_quantized(self, values):
-        """Raw int8 outputs for int8 inputs (n, *shape): what the verification compares step by step."""
+        """Raw quantized outputs for quantized inputs (n, *shape): what the verification compares step by step."""
         results = {name: [] for name, _ in self._outputs}
         for example in values:
             self._interpreter.set_input(example[None], 0)
@@ -322,8 +349,8 @@ def _tensor(details, name=None):
 
 def _reference_kernels(content, signature, values):
     """ai-edge-litert's reference kernels (BUILTIN_REF, the portable C code TFLM's kernels come from)
-    on float `values`: (input details, [(output name, details)] in TFLM's output order, the int8
-    inputs, {output name: raw int8 outputs})."""
+    on float `values`: (input details, [(output name, details)] in TFLM's output order, the quantized
+    inputs, {output name: raw quantized outputs})."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     interpreter = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
@@ -351,27 +378,30 @@ class MicroCheck:
     signature: str
     flash_bytes: int
     arena_bytes: int
-    max_code_steps: int | None  # code outputs: max |TFLM - reference| in int8 steps
+    max_code_steps: int | None  # code outputs: max |TFLM - reference| in steps of their type
     psnr_db: float | None  # reconstruction outputs: PSNR of TFLM's result
     reference_psnr_db: float | None
+    code_step: str = "int8"  # the code outputs' type: int8, or int16 in int16x8 files
 
     @property
     def met(self):
-        codes_met = self.max_code_steps is None or self.max_code_steps <= CODE_STEPS_TARGET
+        codes_met = self.max_code_steps is None or self.max_code_steps <= code_steps_target(self.code_step)
         psnr_met = self.psnr_db is None or self.psnr_db >= self.reference_psnr_db - PSNR_MARGIN_DB
         return codes_met and psnr_met
 
     def to_json(self):
+        int16 = f" ({code_steps_target('int16')} int16 steps)" if self.code_step == "int16" else ""
         return {
             "max_code_steps": self.max_code_steps,
+            "code_step": self.code_step,
             "psnr_db": self.psnr_db,
             "reference_psnr_db": self.reference_psnr_db,
-            "target": f"codes within {CODE_STEPS_TARGET} int8 steps, PSNR >= reference - {PSNR_MARGIN_DB:g} dB",
+            "target": f"codes within {CODE_STEPS_TARGET} int8 steps{int16}, PSNR >= reference - {PSNR_MARGIN_DB:g} dB",
             "met": self.met,
         }
 
     def row(self):
-        steps = "-" if self.max_code_steps is None else str(self.max_code_steps)
+        steps = "-" if self.max_code_steps is None else code_steps_text(self.to_json())
         psnr = "-" if self.psnr_db is None else f"{self.psnr_db:.2f} ({self.reference_psnr_db:.2f})"
         return (
             f"| {MICRO_DIR}/{self.file} | {self.flash_bytes:,} | {self.arena_bytes:,} | {steps} | {psnr} | "
@@ -384,7 +414,7 @@ def report_lines(checks):
     lines = [
         f"micro files, verified in tflite-micro against ai-edge-litert's reference kernels "
         f"(arena: measured + {ARENA_MARGIN:.0%}):",
-        "| file | flash bytes | arena bytes | code diff (int8 steps) | PSNR dB (reference) | target |",
+        "| file | flash bytes | arena bytes | code diff (steps) | PSNR dB (reference) | target |",
         "|---|---|---|---|---|---|",
     ]
     lines += [check.row() for check in checks]
@@ -396,19 +426,21 @@ def report_lines(checks):
     return lines
 
 
-def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_dim, input_range):
+def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_dim, input_range, precision="int8"):
     """Writes the micro/ folder of an export: files, C arrays, measured arenas, TFLM verification.
 
     Args:
         folder: the micro/ folder to create (inside the export's staging folder).
         signatures: the export's signatures; `board_signatures` of them get files.
-        convert_one: fn(signature) -> bytes of a batch-1 single-signature int8 .tflite file.
+        convert_one: fn(signature) -> bytes of a batch-1 single-signature .tflite file quantized
+            as `precision` says.
         inputs: {input name: float array} of held-out verification inputs (x, z).
         targets: what reconstructions are compared with (the held-out x).
         peak: the PSNR peak value.
         latent_dim: the code width (recorded for decode files).
         input_range: the data's bounds that `MicroModel` enforces on x ([0, 1] images), or None
             (standardised data: values beyond the int8 range saturate, as on a board).
+        precision: what `convert_one` writes, "int8" or "int16x8" (see `precision`).
 
     Returns:
         The list of `MicroCheck`s, one per file.
@@ -423,7 +455,7 @@ def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_d
     folder.mkdir()
     listing, checks = {}, []
     for signature in board_signatures(signatures):
-        name = file_name(signature)
+        name = file_name(signature, precision)
         content = convert_one(signature)
         (folder / name).write_bytes(content)
         measured = measure_arena(folder / name)
@@ -433,6 +465,7 @@ def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_d
         input_details, ordered, quantized, reference = _reference_kernels(content, signature, x)
         entry = {
             "signature": signature,
+            "precision": precision,
             "input_shape": list(x.shape[1:]),
             "input_range": input_range if spec.input == "x" else None,
             "latent_dim": latent_dim,
@@ -454,7 +487,7 @@ def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_d
         ]
         check = MicroCheck(
             name, signature, len(content), arena, max(steps) if steps else None,
-            scores[0][0] if scores else None, scores[0][1] if scores else None,
+            scores[0][0] if scores else None, scores[0][1] if scores else None, entry["outputs"][0]["dtype"],
         )
         entry["verification"] = check.to_json()
         listing[name] = entry

@@ -34,6 +34,7 @@ from export.tflite_file import ModelFileError, parse_version, read_model_info
 METADATA_FILE = "metadata.json"
 INTERPRETERS = ("ai_edge_litert", "tflite_runtime")  # preference order
 OP_VERSION_ERROR = "Didn't find op for builtin opcode"
+QUANTIZED_TYPES = (np.int8, np.int16)  # int8 files; int16 activations of TFLite Micro files of recurrent models
 
 
 class EdgeError(ValueError):
@@ -347,22 +348,24 @@ def _tensor_description(details):
 
 
 def _representable_range(details):
-    """(low, high) an int8 input can hold (half a step of slack); None for float inputs."""
+    """(low, high) an int8 or int16 input can hold (half a step of slack); None for float inputs."""
     scale, zero_point = details["quantization"]
-    if details["dtype"] != np.int8 or not scale:
+    if details["dtype"] not in QUANTIZED_TYPES or not scale:
         return None
-    return ((-128.5 - zero_point) * scale, (127.5 - zero_point) * scale)
+    bounds = np.iinfo(details["dtype"])
+    return ((bounds.min - 0.5 - zero_point) * scale, (bounds.max + 0.5 - zero_point) * scale)
 
 
 def _quantize(values, details):
-    if details["dtype"] != np.int8:
+    if details["dtype"] not in QUANTIZED_TYPES:
         return values.astype(details["dtype"])
     scale, zero_point = details["quantization"]
-    return np.clip(np.round(values / scale + zero_point), -128, 127).astype(np.int8)
+    bounds = np.iinfo(details["dtype"])
+    return np.clip(np.round(values / scale + zero_point), bounds.min, bounds.max).astype(details["dtype"])
 
 
 def _dequantize(values, details):
-    if details["dtype"] != np.int8:
+    if details["dtype"] not in QUANTIZED_TYPES:
         return values.astype(np.float32)
     scale, zero_point = details["quantization"]
     return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)

@@ -168,7 +168,7 @@ def micro_presets(readme):
     runs/benchmark/micro/<name>, compiles its C arrays, and tables flash, arena and verification per file."""
     import shutil
 
-    from export import export_model
+    from export import export_model, micro
     from zoo import ZooError, from_preset, presets
 
     compiler = shutil.which("g++")
@@ -182,13 +182,13 @@ def micro_presets(readme):
             continue
         for file, entry in json.loads((out / "micro" / "micro.json").read_text())["files"].items():
             check = entry["verification"]
-            quality = (f"code within {check['max_code_steps']} steps" if check["psnr_db"] is None
+            quality = (f"code within {micro.code_steps_text(check)}" if check["psnr_db"] is None
                        else f"{check['psnr_db']:.2f} dB ({check['reference_psnr_db']:.2f})")
             rows.append(f"| `{name}` | {file} | {entry['flash_bytes']:,} | {entry['arena_bytes']:,} | {quality} | "
                         f"{'met' if check['met'] else 'MISSED'} | {_compiles(compiler, out / 'micro', entry)} |")
     lines = [
-        "Every shipped preset exported with `--micro` (`aezoo benchmark recipes micro`; int8, batch 1, calibrated "
-        "on the preset's own data): flash = the model array, arena = measured in the TFLite Micro interpreter + 10%; "
+        "Every shipped preset exported with `--micro` (`aezoo benchmark recipes micro`; int8, LSTMs int16x8, batch 1, "
+        "calibrated on the preset's own data): flash = the model array, arena = measured in the TFLite Micro interpreter + 10%; "
         "quality in TFLM (reference kernels in brackets); C array compiled with `g++ -std=c++17 -c`.",
         "",
         "| preset | file | flash bytes | arena bytes | TFLM quality | target | C compiles |",

@@ -204,13 +204,32 @@ def wait_for_peers(index, workers, timeout):
                 pass
 
 
+class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy with the `reduce` Keras 3's fit expects of it (3.15, TF 2.20).
+
+    fit reduces its first (x, y) batch to build the model symbolically, which this strategy
+    cannot do for a tuple (MirroredStrategy's can), and each epoch's scalar metrics along
+    axis 0, which a scalar lacks. Here each element is reduced on its own, a scalar across the
+    workers only. Every worker makes the same calls in the same order, so the all-reduces match.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        parent = super()
+
+        def reduce_one(one):
+            scalar = self.experimental_local_results(one)[0].shape.rank == 0
+            return parent.reduce(reduce_op, one, None if scalar else axis)
+
+        return tf.nest.map_structure(reduce_one, value)
+
+
 @functools.cache
 def _multi_worker():
     # One per process: TensorFlow starts the worker's gRPC server once, so every model a
     # recipe trains shares it.
     index, workers = cluster_worker()
     wait_for_peers(index, workers, worker_timeout())
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return _MultiWorkerStrategy()
 
 
 def make_strategy(name):
@@ -603,6 +622,10 @@ def train(
     write_history(run_dir / "history.csv", state["history"])
     model = _restore_best(model, checkpoints, state, settings)
     if settings.strategy == "multi_worker":  # workers that trained in step print the same line
+        # A model of the strategy predicts across the workers; each one evaluates and exports alone.
+        local = keras.models.clone_model(model)
+        local.set_weights(model.get_weights())
+        model = local
         index, workers = cluster_worker()
         weights_sum = sum(float(np.abs(w).astype("float64").sum()) for w in model.get_weights())
         print(f"aezoo: worker {index} of {len(workers)} trained {run_name}; sum of |weights| {weights_sum!r}", file=sys.stderr)

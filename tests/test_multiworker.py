@@ -1,6 +1,7 @@
-"""--strategy multi_worker: a cluster whose peer never starts, a malformed TF_CONFIG and a batch
-that does not divide among the workers each fail in one line. (Two workers training in step is
-open: Keras 3.15's fit stops in its first step with two workers; see the README.)"""
+"""--strategy multi_worker: two worker processes on 127.0.0.1 train in step (each its half of every
+batch), only the chief keeps the run folder, and a run whose workers were killed resumes; a cluster
+whose peer never starts, a malformed TF_CONFIG and a batch that does not divide among the workers
+each fail in one line."""
 
 import json
 import os
@@ -34,6 +35,57 @@ def free_ports(count):
 
 def tf_config(addresses, index):
     return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+
+
+def start_workers(out, epochs, resume=False):
+    """Two `aezoo train` workers of one cluster on free local ports, writing `out` (the chief's)."""
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    argv = [sys.executable, "-m", "recipes.cli", *TRAIN, "--epochs", str(epochs), "--out", str(out)]
+    return [
+        subprocess.Popen(argv + (["--resume"] if resume else []), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": tf_config(addresses, i)})
+        for i in range(2)
+    ]
+
+
+def finish(workers):
+    """(stdout, stderr) of each worker, after checking both exited 0 and trained to the same weights."""
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (_, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+    trained = [next(line for line in err.splitlines() if "sum of |weights|" in line) for _, err in outputs]
+    assert trained[0].replace("worker 0", "worker 1") == trained[1]  # the same weights, bit for bit
+    return outputs
+
+
+def test_two_workers_train_in_step_and_only_the_chief_keeps_the_run(tmp_path):
+    out = tmp_path / "run"
+    (chief_out, _), (other_out, _) = finish(start_workers(out, epochs=2))
+    assert chief_out.strip().endswith(f"-> {out}")
+    temporary = Path(other_out.strip().rsplit("-> ", 1)[1])
+    assert temporary != out and not temporary.exists()  # the other worker's copy is gone
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "history.csv", "logs", "metrics.json", "model.keras"]
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+    assert len(json.loads((out / "checkpoints" / training.STATE_FILE).read_text())["history"]) == 2
+
+
+def test_a_run_whose_workers_were_killed_resumes_to_the_end(tmp_path):
+    out = tmp_path / "run"
+    state = out / "checkpoints" / training.STATE_FILE
+    workers = start_workers(out, epochs=40)
+    deadline = time.time() + 300
+    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1) and time.time() < deadline:
+        time.sleep(0.5)
+    for worker in workers:  # a lost machine: no worker finishes the epoch it is in
+        worker.kill()
+        worker.communicate()
+    done = json.loads(state.read_text())["epoch"]
+    assert 1 <= done < 40 and not (out / "model.keras").exists()
+
+    finish(start_workers(out, epochs=done + 2, resume=True))
+    history = json.loads(state.read_text())["history"]
+    assert [row["epoch"] for row in history] == list(range(1, done + 3))
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == done + 2
 
 
 def test_a_worker_whose_peer_never_starts_fails_in_one_line(tmp_path):
