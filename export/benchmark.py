@@ -168,11 +168,11 @@ def main(argv=None):
         from export import micro
 
         print(
-            f"\nmicro/ files (int8, batch 1) in tflite-micro {micro.tflm_version()}: flash = the model array; arena = "
+            f"\nmicro/ files (int8, lstm_ae int16x8; batch 1) in tflite-micro {micro.tflm_version()}: flash = the model array; arena = "
             f"the smallest that ran in its interpreter, and with the {micro.ARENA_MARGIN:.0%} margin micro.json states\n"
         )
         print(
-            "| model | file | flash bytes | arena bytes measured | arena bytes (+margin) | code diff int8 steps | "
+            "| model | file | flash bytes | arena bytes measured | arena bytes (+margin) | code diff (steps) | "
             "PSNR dB (reference kernels) | ops |"
         )
         print("|---|---|---|---|---|---|---|---|")

@@ -45,15 +45,15 @@ class RunContext:
     def load_data(self, for_model=None):
         """The configured data set (cut for --quick), as sequences when the model reads (T, F).
 
-        A large image folder streams from its files if the task can take that; otherwise it is
-        loaded into memory, as are folders for models that read sequences.
+        A large image folder or .npy file streams from its files if the task can take that;
+        otherwise it is loaded into memory, as is data for models that read sequences.
         """
         data_config = dict(self.config["data"])
         name = data_config.pop("name")
         if data_config.get("stream") and not self.streams:
             raise ZooError(
-                f"the {self.config['task']} task does not stream image folders yet; "
-                "remove data.stream=true to load the images into memory"
+                f"the {self.config['task']} task does not stream data yet; "
+                "remove data.stream=true to load the data into memory"
             )
         data = zoo.data.load(name, **data_config)
         if self.quick:

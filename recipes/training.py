@@ -26,7 +26,6 @@ import tensorflow as tf
 
 import zoo
 from zoo.errors import ZooError
-from zoo.image_files import ImageFiles
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
@@ -305,14 +304,15 @@ class EpochBatches(keras.utils.PyDataset):
         return x, y
 
 
-def stream_batches(images, labels, batch_size, seed, initial_epoch, epochs, transform=None):
-    """The tf.data counterpart of `EpochBatches` for `ImageFiles`: the same order and transform
-    seeds, so streamed and in-memory training see the same batches; files are decoded in parallel."""
-    n = len(images)
+def stream_batches(source, labels, batch_size, seed, initial_epoch, epochs, transform=None):
+    """The tf.data counterpart of `EpochBatches` for streamed examples (`ImageFiles`, `MappedRows`):
+    the same order and transform seeds, so streamed and in-memory training see the same batches;
+    examples are read in parallel."""
+    n = len(source)
 
     def epoch_batches(epoch):
         order = tf.numpy_function(lambda e: epoch_order(seed, int(e), n, batch_size), [epoch], tf.int64)
-        batches = images.examples(tf.ensure_shape(order, [n]), labels).batch(batch_size)
+        batches = source.examples(tf.ensure_shape(order, [n]), labels).batch(batch_size)
         return with_transform(batches, transform, [seed, epoch])
 
     return tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
@@ -537,7 +537,7 @@ def train(
 
     Args:
         build_model: returns an uncompiled zoo model.
-        x, y: training inputs and targets (y defaults to x); x may be `ImageFiles`, streamed
+        x, y: training inputs and targets (y defaults to x); x may be `ImageFiles` or `MappedRows`, streamed
             through tf.data with the same per-epoch order and transform seeds (y then None or
             labels as an array).
         settings: a `TrainSettings`.
@@ -561,7 +561,7 @@ def train(
     """
     run_dir = Path(run_dir)
     checkpoints = run_dir / "checkpoints"
-    streaming = isinstance(x, ImageFiles)
+    streaming = not isinstance(x, np.ndarray)  # ImageFiles or MappedRows
     if not streaming:
         zoo.data.check_finite(x, "training data")
     if validation is None and settings.validation_fraction:
@@ -572,7 +572,7 @@ def train(
             y_all = x if y is None else y
             validation, x, y = (x[cut:], y_all[cut:]), x[:cut], y_all[:cut]
     never_an_epoch = [settings.seed, 2**32 - 1]  # seeds the validation transform with a stream no epoch uses
-    if validation is not None and isinstance(validation[0], ImageFiles):
+    if validation is not None and not isinstance(validation[0], np.ndarray):
         batches = validation[0].examples(labels=validation[1]).batch(settings.batch_size)
         validation = with_transform(batches, transform, never_an_epoch).prefetch(tf.data.AUTOTUNE)
     elif validation is not None and transform is not None:

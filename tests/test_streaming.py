@@ -1,4 +1,5 @@
-"""Image folders through tf.data: checks and conversions, streamed training, streamed evaluation, data options."""
+"""Image folders through tf.data and .npy files through a memory map: checks and conversions, streamed
+training, streamed evaluation, data options."""
 
 import numpy as np
 import pytest
@@ -100,6 +101,59 @@ def test_streamed_training_sees_the_batches_of_the_array_path_and_resumes_exactl
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 
+@pytest.fixture(scope="module")
+def digit_npy(tmp_path_factory, digits):
+    """240 digits as one uint8 .npy file (n, 8, 8, 1), the form a large image array is usually saved in."""
+    path = tmp_path_factory.mktemp("npy") / "digits.npy"
+    np.save(path, (digits.x_train[:240] * 255).round().astype(np.uint8))
+    return path
+
+
+def test_a_npy_file_streams_through_a_memory_map_with_the_split_of_the_loaded_one(digit_npy, monkeypatch):
+    from zoo.mapped_array import MappedRows
+
+    loaded = data.load(str(digit_npy))
+    mapped = data.load(str(digit_npy), stream=True)
+    assert not loaded.streaming and mapped.streaming
+    assert isinstance(mapped.x_train, MappedRows) and isinstance(mapped.x_train.array, np.memmap)  # nothing read
+    assert mapped.input_shape == loaded.input_shape == (8, 8, 1) and len(mapped.x_test) == len(loaded.x_test) == 48
+    np.testing.assert_array_equal(mapped.in_memory().x_train, loaded.x_train)
+    np.testing.assert_array_equal(np.concatenate(list(mapped.x_test.dataset(20).as_numpy_iterator())), loaded.x_test)
+    assert loaded.x_train.max() == 1.0  # uint8 scaled by 255, as when loaded
+    monkeypatch.setattr(data, "STREAM_ABOVE_BYTES", 240 * 8 * 8 * 4 - 1)  # one byte less than the file as float32
+    assert data.load(str(digit_npy)).streaming
+
+
+def test_a_mapped_npy_trains_on_the_batches_of_the_array_path(digit_npy, tmp_path):
+    mapped = data.load(str(digit_npy), stream=True).x_train
+    from_arrays, history = train_dense(mapped.numpy(), tmp_path / "arrays")
+    from_file, mapped_history = train_dense(mapped, tmp_path / "mapped")
+    assert [row["loss"] for row in mapped_history] == pytest.approx([row["loss"] for row in history], abs=1e-6)
+    for a, b in zip(from_arrays.get_weights(), from_file.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+def test_reduce_streams_a_mapped_npy(digit_npy, tmp_path):
+    sets = ["data.stream=true", "params.tutorial_baseline=false"]
+    run_dir, metrics = run_recipe("reduce", data=str(digit_npy), model="dense_ae", sets=sets, epochs=1,
+                                  out=tmp_path / "reduce", verbose=0)
+    assert 0 < metrics["metrics"]["reconstruction MSE (M=16)"]["PCA"] < 0.1
+    assert "IncrementalPCA over the 192 training images" in (run_dir / "report.md").read_text()
+
+
+def test_a_mapped_npy_with_nan_and_stream_on_other_files_fail_in_one_line(tmp_path):
+    values = np.zeros((300, 4, 4), "float32")
+    values[123, 2, 1] = np.nan
+    values[200, 0, 0] = np.inf
+    np.save(tmp_path / "bad.npy", values)
+    with pytest.raises(ZooError, match=r"has 2 NaN/infinite values \(first at index \(123, 2, 1\)\)") as error:
+        data.load(str(tmp_path / "bad.npy"), stream=True)
+    assert "\n" not in str(error.value)
+    np.savez(tmp_path / "arrays.npz", x=values)
+    with pytest.raises(ZooError, match="data.stream applies to image folders and .npy files, not"):
+        data.load(str(tmp_path / "arrays.npz"), stream=True)
+
+
 def test_aezoo_train_takes_data_options_and_refuses_unknown_ones(digit_folder, tmp_path, capsys):
     common = ["train", "dense_ae", "--data", str(digit_folder), "--epochs", "1", "--latent-dim", "4", "--set", "hidden_units=[16]"]
     assert main([*common, "--set", "data.colour=rgb", "--out", str(tmp_path / "bad")]) == 2
@@ -119,5 +173,5 @@ def test_reduce_streams_and_other_recipes_refuse_to(digit_folder, tmp_path):
     assert set(values) >= {"reconstruction MSE (M=16)", "linear-probe accuracy", "3-NN accuracy"}
     assert 0 < values["reconstruction MSE (M=16)"]["PCA"] < 0.1 and values["linear-probe accuracy"]["PCA"] > 0.5
     assert "IncrementalPCA over the 192 training images" in (run_dir / "report.md").read_text()
-    with pytest.raises(ZooError, match="the denoise task does not stream image folders yet; remove data.stream=true"):
+    with pytest.raises(ZooError, match="the denoise task does not stream data yet; remove data.stream=true"):
         run_recipe("denoise", data=str(digit_folder), sets=["data.stream=true"], out=tmp_path / "denoise", verbose=0)

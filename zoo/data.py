@@ -8,6 +8,7 @@ injected anomalies), any TensorFlow Datasets name (online), or a path: a folder 
 
 A folder whose images would take more than STREAM_ABOVE_BYTES as float32 (or any folder with
 `stream=True`) is not loaded: its splits are `ImageFiles`, decoded batch by batch with tf.data.
+Likewise a .npy file: its splits are then `MappedRows` of the file opened as a memory map.
 """
 
 import dataclasses
@@ -19,12 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import DataNotFoundError, ZooError, unknown_name
+from zoo.mapped_array import MappedRows, scaled
 
 FASHION_MNIST_ENV = "AEZOO_FASHION_MNIST_DIR"
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
-# Folders larger than this as float32 arrays stream; 512 MiB is ~170,000 28x28 or ~3,500 224x224 RGB images.
+# Folders and .npy files larger than this as float32 arrays stream; 512 MiB is ~170,000 28x28 or
+# ~3,500 224x224 RGB images.
 STREAM_ABOVE_BYTES = 512 * 2**20
-FOLDER_OPTIONS = ("image_size", "color_mode", "stream")
+FOLDER_OPTIONS = ("image_size", "color_mode", "stream")  # "stream" applies to .npy files too
 TEST_FRACTION = 0.2
 TIME_COLUMNS = {"time", "timestamp", "date", "datetime", "year", "index", "step"}
 DIGIT_CLASSES = [str(digit) for digit in range(10)]
@@ -50,7 +53,7 @@ class DataSplits:
 
     @property
     def streaming(self):
-        """Whether the images stay in files (`ImageFiles`), decoded batch by batch."""
+        """Whether the examples stay in files (`ImageFiles`, `MappedRows`), read batch by batch."""
         return not isinstance(self.x_train, np.ndarray)
 
     def in_memory(self):
@@ -199,10 +202,12 @@ def load(name, path=None, **options):
     """
     is_path = name not in DATASETS and (os.sep in str(name) or Path(name).suffix or Path(name).exists())
     if not (is_path and Path(name).is_dir()):
-        given = [key for key in FOLDER_OPTIONS if options.get(key) not in (None, False)]
+        streams = is_path and Path(name).suffix.lower() == ".npy"
+        given = [key for key in FOLDER_OPTIONS if options.get(key) not in (None, False) and not (streams and key == "stream")]
         if given:
-            raise ZooError(f"data.{given[0]} applies to image folders, not {name}; remove it or give a folder of images")
-        options = {k: v for k, v in options.items() if k not in FOLDER_OPTIONS}
+            where = "image folders and .npy files" if given[0] == "stream" else "image folders"
+            raise ZooError(f"data.{given[0]} applies to {where}, not {name}; remove it or give a folder of images")
+        options = {k: v for k, v in options.items() if k not in FOLDER_OPTIONS or (streams and k == "stream")}
     if name == "fashion_mnist":
         splits = _fashion_mnist(path)
     elif name in DATASETS:
@@ -212,7 +217,7 @@ def load(name, path=None, **options):
     else:
         splits = _from_tfds_name(name)
     if splits.streaming:
-        return splits  # decoded images are finite float32 in [0, 1]
+        return splits  # decoded images are finite float32 in [0, 1]; mapped files were checked when opened
     for split in ("x_train", "x_test"):
         check_finite(getattr(splits, split), f"{splits.name} {split}")
     splits.x_train, splits.x_test = splits.x_train.astype("float32"), splits.x_test.astype("float32")
@@ -237,11 +242,11 @@ def check_finite(x, what):
     """Refuses arrays with NaN or infinite values, saying how many and where."""
     bad = ~np.isfinite(x)
     if bad.any():
-        first = np.argwhere(bad)[0]
-        raise ZooError(
-            f"{what} has {int(bad.sum())} NaN/infinite values (first at index {tuple(int(i) for i in first)}); "
-            "clean or impute them before training"
-        )
+        raise _non_finite_error(what, int(bad.sum()), tuple(int(i) for i in np.argwhere(bad)[0]))
+
+
+def _non_finite_error(what, count, first):
+    return ZooError(f"{what} has {count} NaN/infinite values (first at index {first}); clean or impute them before training")
 
 
 # --- the user's own data ------------------------------------------------------------------------
@@ -252,9 +257,7 @@ def _from_path(path, window=32, stride=None, label_column=None, **folder_options
         return _image_folder(path, **folder_options)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        x = _scaled(_np_load(path), path)
-        check_finite(x, str(path))  # before the split shuffles: indices are the file's rows
-        return _split(path.stem, x, None)
+        return _npy(path, folder_options.get("stream"))
     if suffix == ".npz":
         return _npz(path)
     if suffix == ".csv":
@@ -264,25 +267,42 @@ def _from_path(path, window=32, stride=None, label_column=None, **folder_options
     raise ZooError(f"cannot read {path}: use a folder of images, a .npy/.npz array or a .csv series")
 
 
-def _np_load(path):
+def _np_load(path, mmap_mode=None):
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         raise ZooError(f"{path} is not a readable NumPy file ({str(error).splitlines()[0]}); re-save it with numpy.save") from None
 
 
-def _scaled(x, source):
-    """Integer images are divided by their type's maximum (uint8 -> /255); floats are kept as given."""
-    x = np.asarray(x)
+def _npy(path, stream=None):
+    """A .npy array split in two; memory-mapped `MappedRows` when `stream` (default: above STREAM_ABOVE_BYTES)."""
+    mapped = _checked_examples(_np_load(path, mmap_mode="r"), path)
+    if stream is None:
+        stream = 4 * np.prod(mapped.shape) > STREAM_ABOVE_BYTES
+    if not stream:
+        x = scaled(np.asarray(mapped))
+        check_finite(x, str(path))  # before the split shuffles: indices are the file's rows
+        return _split(path.stem, x, None)
+    rows = MappedRows(mapped, np.arange(len(mapped)))
+    count, first = rows.non_finite()
+    if count:
+        raise _non_finite_error(str(path), count, first)
+    train, test = _split_indices(len(rows), None)
+    return DataSplits(path.stem, rows[train], None, rows[test], None, info={"classes": None, "source": str(path)})
+
+
+def _checked_examples(x, source):
+    """`x` if it is an array of numeric examples (n, ...); a one-line error otherwise."""
     if x.ndim < 2:
         raise ZooError(f"{source}: expected an array of examples (n, ...), got shape {x.shape}")
-    if x.dtype == bool:
-        return x.astype("float32")
-    if np.issubdtype(x.dtype, np.integer):
-        return x.astype("float32") / np.iinfo(x.dtype).max
-    if not np.issubdtype(x.dtype, np.floating):
+    if not (x.dtype == bool or np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise ZooError(f"{source}: expected numeric data, got dtype {x.dtype}")
-    return x.astype("float32")
+    return x
+
+
+def _scaled(x, source):
+    """Integer images are divided by their type's maximum (uint8 -> /255); floats are kept as given."""
+    return scaled(_checked_examples(np.asarray(x), source))
 
 
 def _npz(path):
