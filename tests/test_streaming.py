@@ -82,13 +82,19 @@ def train_dense(x, run_dir, **options):
                           run_dir=run_dir, run_name="dense", transform=noisy, **options)
 
 
+def trains_like_its_arrays(streamed, tmp_path):
+    """The model trained on `streamed`, after checking it matches training on the same data as arrays."""
+    from_arrays, history = train_dense(streamed.numpy(), tmp_path / "arrays")
+    from_stream, streamed_history = train_dense(streamed, tmp_path / "streamed")
+    assert [row["loss"] for row in streamed_history] == pytest.approx([row["loss"] for row in history], abs=1e-6)
+    for a, b in zip(from_arrays.get_weights(), from_stream.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    return from_stream
+
+
 def test_streamed_training_sees_the_batches_of_the_array_path_and_resumes_exactly(digit_folder, tmp_path):
     streamed = data.load(str(digit_folder), stream=True).x_train
-    from_arrays, history = train_dense(streamed.numpy(), tmp_path / "arrays")
-    from_files, streamed_history = train_dense(streamed, tmp_path / "files")
-    assert [row["loss"] for row in streamed_history] == pytest.approx([row["loss"] for row in history], abs=1e-6)
-    for a, b in zip(from_arrays.get_weights(), from_files.get_weights()):
-        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    from_files = trains_like_its_arrays(streamed, tmp_path)
 
     class StopAfterOne(training.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -125,12 +131,7 @@ def test_a_npy_file_streams_through_a_memory_map_with_the_split_of_the_loaded_on
 
 
 def test_a_mapped_npy_trains_on_the_batches_of_the_array_path(digit_npy, tmp_path):
-    mapped = data.load(str(digit_npy), stream=True).x_train
-    from_arrays, history = train_dense(mapped.numpy(), tmp_path / "arrays")
-    from_file, mapped_history = train_dense(mapped, tmp_path / "mapped")
-    assert [row["loss"] for row in mapped_history] == pytest.approx([row["loss"] for row in history], abs=1e-6)
-    for a, b in zip(from_arrays.get_weights(), from_file.get_weights()):
-        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    trains_like_its_arrays(data.load(str(digit_npy), stream=True).x_train, tmp_path)
 
 
 def test_reduce_streams_a_mapped_npy(digit_npy, tmp_path):
