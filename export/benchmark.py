@@ -168,7 +168,7 @@ def main(argv=None):
         from export import micro
 
         print(
-            f"\nmicro/ files (int8, lstm_ae int16x8; batch 1) in tflite-micro {micro.tflm_version()}: flash = the model array; arena = "
+            f"\nmicro/ files (batch 1; int8, or int16x8 for an LSTM that quantizes cleanly) in tflite-micro {micro.tflm_version()}: flash = the model array; arena = "
             f"the smallest that ran in its interpreter, and with the {micro.ARENA_MARGIN:.0%} margin micro.json states\n"
         )
         print(

@@ -464,18 +464,26 @@ def _write_micro(context, source, batch_size):
         source = folder / ".micro_source"
         convert.write_saved_model(copy, source, batch_size=1, reconstruct_key="reconstruct")
     representative = _representative_dataset(context.functions, signatures, samples, 1, copy.latent_dim)
-    precision = micro.precision(convert.is_recurrent(copy))
+    preferred = micro.preferred_precision(convert.is_recurrent(copy))
 
     def convert_one(signature):
         def batches():
             return (item for item in representative() if item[0] == signature)
 
-        return convert.convert(source, [signature], precision, batches, all_int8=True)
+        note = None
+        if preferred == "int16x8":
+            content = convert.convert(source, [signature], "int16x8", batches)
+            degenerate = micro.degenerate_tensors(content)
+            if not degenerate:
+                return content, "int16x8", None
+            note = (f"int8, not int16x8: the int16x8 quantizer gave {', '.join(degenerate)} a non-finite scale "
+                    "(a time step that is zero in every calibration example), which the kernels run differently")
+        return convert.convert(source, [signature], "int8", batches, all_int8=True), "int8", note
 
     try:
         return micro.write_micro(
             folder / micro.MICRO_DIR, signatures, convert_one, context.inputs, samples.verification, samples.peak,
-            copy.latent_dim, samples.input_range, precision,
+            copy.latent_dim, samples.input_range,
         )
     except runtime.EdgeError as error:
         raise ZooError(str(error)) from None

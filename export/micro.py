@@ -4,7 +4,7 @@
     model_<signature>_<precision>.tflite
                                     one signature per file (TFLM runs only a file's subgraph 0,
                                     and some multi-subgraph int8 files crash its allocator);
-                                    precision int8, or int16x8 for recurrent models (`precision`)
+                                    precision int8, or int16x8 for recurrent models (`preferred_precision`)
     model_<signature>_<precision>.cc/.h
                                     the same bytes as an aligned const array and its length
     micro.json                      per file: signature, input shape, arena and flash bytes,
@@ -65,8 +65,9 @@ AVOIDED_BY = {
 RESOLVER_EXCEPTIONS = {"BATCH_MATMUL": "AddBatchMatMul", "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM"}
 
 
-def precision(recurrent):
-    """The quantization of a model's micro files: "int8", or "int16x8" for a recurrent model.
+def preferred_precision(recurrent):
+    """The quantization a model's micro files get: "int8", or "int16x8" for a recurrent model
+    (unless its conversion is degenerate, see `degenerate_tensors`).
 
     int16x8 = int8 weights with int16 activations, inputs and outputs. An unrolled LSTM
     re-quantizes its state at every time step, so one-step rounding differences between
@@ -76,6 +77,23 @@ def precision(recurrent):
     steps (0.05 int8 steps) and 20.1 dB, a smaller file, 1% more arena (README "Microcontrollers").
     """
     return "int16x8" if recurrent else "int8"
+
+
+def degenerate_tensors(content):
+    """Names of the tensors of a .tflite file that the quantizer gave a non-finite scale.
+
+    The int16x8 quantizer does so when an LSTM's first time step is zero in every calibration
+    example (the top row of MNIST digits read as a sequence): that step's FULLY_CONNECTED gets
+    all-zero weights with an infinite scale, and the kernels disagree on it (the reference
+    kernels saturate its output, TFLM's give zeros).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    return [
+        details["name"]
+        for details in Interpreter(model_content=content).get_tensor_details()
+        if not np.isfinite(details["quantization_parameters"]["scales"]).all()
+    ]
 
 
 def file_name(signature, precision="int8"):
@@ -314,7 +332,7 @@ class MicroModel(EdgeModel):
         if signature not in self.signatures:
             raise EdgeError(
                 f"{self.path.name} holds only the {self.signatures[0]!r} signature, not {signature!r}; "
-                f"pick {file_name(signature, self.metadata.get('precision', 'int8'))} from the same folder"
+                f"pick the model_{signature}_* file from the same folder"
             )
 
     def run(self, signature, values):
@@ -382,6 +400,7 @@ class MicroCheck:
     psnr_db: float | None  # reconstruction outputs: PSNR of TFLM's result
     reference_psnr_db: float | None
     code_step: str = "int8"  # the code outputs' type: int8, or int16 in int16x8 files
+    note: str | None = None  # why the file is not of its model's preferred precision
 
     @property
     def met(self):
@@ -418,6 +437,7 @@ def report_lines(checks):
         "|---|---|---|---|---|---|",
     ]
     lines += [check.row() for check in checks]
+    lines += [f"note: {MICRO_DIR}/{check.file}: {check.note}" for check in checks if check.note]
     lines += [
         f"MISSED: {MICRO_DIR}/{check.file}: {check.to_json()['target']} not met; check it before flashing"
         for check in checks
@@ -426,21 +446,20 @@ def report_lines(checks):
     return lines
 
 
-def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_dim, input_range, precision="int8"):
+def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_dim, input_range):
     """Writes the micro/ folder of an export: files, C arrays, measured arenas, TFLM verification.
 
     Args:
         folder: the micro/ folder to create (inside the export's staging folder).
         signatures: the export's signatures; `board_signatures` of them get files.
-        convert_one: fn(signature) -> bytes of a batch-1 single-signature .tflite file quantized
-            as `precision` says.
+        convert_one: fn(signature) -> (bytes of a batch-1 single-signature .tflite file, its
+            precision "int8" or "int16x8", a note saying why it is not the preferred one or None).
         inputs: {input name: float array} of held-out verification inputs (x, z).
         targets: what reconstructions are compared with (the held-out x).
         peak: the PSNR peak value.
         latent_dim: the code width (recorded for decode files).
         input_range: the data's bounds that `MicroModel` enforces on x ([0, 1] images), or None
             (standardised data: values beyond the int8 range saturate, as on a board).
-        precision: what `convert_one` writes, "int8" or "int16x8" (see `precision`).
 
     Returns:
         The list of `MicroCheck`s, one per file.
@@ -455,8 +474,8 @@ def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_d
     folder.mkdir()
     listing, checks = {}, []
     for signature in board_signatures(signatures):
+        content, precision, note = convert_one(signature)
         name = file_name(signature, precision)
-        content = convert_one(signature)
         (folder / name).write_bytes(content)
         measured = measure_arena(folder / name)
         arena = with_margin(measured)
@@ -466,6 +485,7 @@ def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_d
         entry = {
             "signature": signature,
             "precision": precision,
+            "precision_note": note,
             "input_shape": list(x.shape[1:]),
             "input_range": input_range if spec.input == "x" else None,
             "latent_dim": latent_dim,
@@ -487,7 +507,7 @@ def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_d
         ]
         check = MicroCheck(
             name, signature, len(content), arena, max(steps) if steps else None,
-            scores[0][0] if scores else None, scores[0][1] if scores else None, entry["outputs"][0]["dtype"],
+            scores[0][0] if scores else None, scores[0][1] if scores else None, entry["outputs"][0]["dtype"], note,
         )
         entry["verification"] = check.to_json()
         listing[name] = entry

@@ -2,6 +2,7 @@
 Micro, their C arrays, arenas measured in the TFLM interpreter, verification against the reference
 kernels, the refusal of ops TFLM lacks, the model options that avoid them, and `--runtime micro`."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -207,11 +208,26 @@ def test_lstm_micro_files_keep_int16_activations_and_track_keras(micro_exports):
     assert drift.mean() < 1 / 1024
 
 
+def test_an_lstm_whose_first_step_is_always_zero_gets_int8_files_saying_why(tmp_path):
+    # The int16x8 quantizer gives that step's weights an infinite scale; int8 handles it.
+    data = zoo.data.load("digits").as_sequences()
+    zeroed = {split: getattr(data, split).copy() for split in ("x_train", "x_test")}
+    for x in zeroed.values():
+        x[:, 0, :] = 0
+    model = zoo.create("lstm_ae", (8, 8), 4, units=[16], repeat="broadcast")
+    zoo_export(model, tmp_path / "e", dataclasses.replace(data, **zeroed))
+    files = listing(tmp_path / "e" / micro.MICRO_DIR)
+    assert sorted(files) == sorted(micro.file_name(s, "int8") for s in ("reconstruct", "encode"))
+    for entry in files.values():
+        assert entry["precision"] == "int8" and "non-finite scale" in entry["precision_note"]
+        assert entry["verification"]["met"]
+
+
 def test_runtime_micro_refuses_the_wrong_signature_and_files_outside_micro(micro_exports, tmp_path, capsys):
     _, data, folder = micro_exports["dense_ae"]
     np.save(tmp_path / "x.npy", data.x_test[:2])
     line = one_line_error(*run_cli(capsys, "predict", folder / micro.file_name("encode"), tmp_path / "x.npy", "--runtime", "micro")[::2])
-    assert "'encode' signature, not 'reconstruct'" in line and micro.file_name("reconstruct") in line
+    assert "'encode' signature, not 'reconstruct'" in line and "model_reconstruct_* file" in line
     alone = tmp_path / "alone.tflite"
     shutil.copy(folder / micro.file_name("encode"), alone)
     line = one_line_error(*run_cli(capsys, "predict", alone, tmp_path / "x.npy", "--runtime", "micro")[::2])
