@@ -250,15 +250,18 @@ class VerifyReport:
         return [result for result in self.results if result.met is False]
 
     def emulated_summary(self, file):
-        """A file's worst aarch64 result over interpreters and CPUs, for report columns:
-        'match (2 steps, cortex-a72; 41.0 ms emulated)', or '-' when it did not run emulated."""
+        """A file's aarch64 result for report columns, each interpreter's worst over the CPUs:
+        'ai_edge_litert match (0 steps); tflite_runtime MISMATCH (21 steps); cortex-a72, 41.0 ms
+        emulated' (the first interpreter's time), or '-' when it did not run emulated."""
         ran = [r for r in self.results if r.file == file and r.platform == "aarch64" and not r.refused]
         if not ran:
             return "-"
-        worst = max(ran, key=lambda r: (not r.met, r.max_int8_steps or 0, r.max_abs_diff))
-        timing = f"; {worst.ms:.1f} ms emulated" if worst.ms is not None else ""
-        cpus = ", ".join(sorted({r.cpu for r in ran}))
-        return f"{'match' if worst.met else 'MISMATCH'} ({worst.difference}, {cpus}{timing})"
+        parts = []
+        for name in dict.fromkeys(r.runtime for r in ran):
+            worst = max((r for r in ran if r.runtime == name), key=lambda r: (not r.met, r.max_int8_steps or 0, r.max_abs_diff))
+            parts.append(f"{name} {'match' if worst.met else 'MISMATCH'} ({worst.difference})")
+        timing = f", {ran[0].ms:.1f} ms emulated" if ran[0].ms is not None else ""
+        return f"{'; '.join(parts)}; {', '.join(sorted({r.cpu for r in ran}))}{timing}"
 
     def __str__(self):
         rows = [
