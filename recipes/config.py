@@ -15,7 +15,7 @@ from zoo.errors import ZooError, unknown_name
 
 DATA_KEYS = {
     "name": str, "path": str, "window": int, "stride": int, "label_column": str,
-    "image_size": list, "color_mode": str, "stream": bool, "image_key": str, "label_key": str,
+    "image_size": list, "color_mode": str, "stream": bool, "image_key": str, "label_key": str, "data_dir": str,
 }
 QUICK_KEYS = {"epochs": int, "train_examples": int, "test_examples": int}
 

@@ -71,7 +71,7 @@ def test_unreadable_empty_and_tiff_folders_fail_in_one_line(tmp_path, digit_fold
     Image.new("L", (4, 4)).save(tmp_path / "scan.tif")
     with pytest.raises(ZooError, match="scan.tif: TIFF images are not read .*convert them to PNG"):
         data.load(str(tmp_path))
-    with pytest.raises(ZooError, match="data.image_size applies to image folders and TFRecord files, not digits"):
+    with pytest.raises(ZooError, match="data.image_size applies to image folders, TFRecord files and TensorFlow Datasets, not digits"):
         data.load("digits", image_size=[4, 4])
     with pytest.raises(ZooError, match="data.image_key applies to TFRecord files, not the image folder"):
         data.load(str(digit_folder), image_key="image")
@@ -153,7 +153,7 @@ def test_a_mapped_npy_with_nan_and_stream_on_other_files_fail_in_one_line(tmp_pa
         data.load(str(tmp_path / "bad.npy"), stream=True)
     assert "\n" not in str(error.value)
     np.savez(tmp_path / "arrays.npz", x=values)
-    with pytest.raises(ZooError, match="data.stream applies to image folders, TFRecord files and .npy files, not"):
+    with pytest.raises(ZooError, match="data.stream applies to image folders, TFRecord files, TensorFlow Datasets and .npy files, not"):
         data.load(str(tmp_path / "arrays.npz"), stream=True)
 
 
@@ -223,6 +223,48 @@ def test_tfrecords_without_the_image_feature_truncated_or_undecodable_fail_in_on
     with pytest.raises(ZooError, match=r"cannot read image .*broken.tfrecord record 1 \(.*\); remove or replace it") as error:
         data.load(str(tmp_path / "broken.tfrecord"))
     assert "\n" not in str(error.value)
+
+
+def test_a_tensorflow_datasets_set_prepared_in_data_dir_streams_its_own_splits(tmp_path, digits):
+    import tensorflow_datasets as tfds
+
+    images = (digits.x_train[:80] * 255).round().astype(np.uint8)
+    labels = digits.y_train[:80]
+
+    class AezooTinyDigits(tfds.core.GeneratorBasedBuilder):  # registered with TFDS by its definition
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            features = {"image": tfds.features.Image(shape=(8, 8, 1)), "label": tfds.features.ClassLabel(num_classes=10)}
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(0, 60), "test": self._generate_examples(60, 80)}
+
+        def _generate_examples(self, start, stop):
+            for i in range(start, stop):
+                yield i, {"image": images[i], "label": int(labels[i])}
+
+    data_dir = tmp_path / "tensorflow_datasets"
+    with pytest.raises(DataNotFoundError, match=f"aezoo_tiny_digits is not prepared in {data_dir}; run 'tfds build"):
+        data.load("aezoo_tiny_digits", data_dir=str(data_dir))
+    AezooTinyDigits(data_dir=str(data_dir)).download_and_prepare()
+
+    streamed = data.load("aezoo_tiny_digits", data_dir=str(data_dir), stream=True)
+    loaded = data.load("aezoo_tiny_digits", data_dir=str(data_dir))
+    assert streamed.streaming and not loaded.streaming
+    assert (len(streamed.x_train), len(streamed.x_test)) == (60, 20)  # the data set's own splits
+    assert streamed.info["classes"] == [str(d) for d in range(10)]
+    decoded = streamed.in_memory()
+    np.testing.assert_array_equal(decoded.x_train, loaded.x_train)
+
+    def rows_by_content(x):  # TFDS shuffles examples into its shards: compare them as sorted rows
+        pixels = np.round(x * 255).astype(np.uint8).reshape(len(x), -1)
+        return pixels[np.lexsort(pixels.T)]
+
+    np.testing.assert_array_equal(rows_by_content(decoded.x_test), rows_by_content(images[60:] / 255))
+    with pytest.raises(ZooError, match="data.stream needs data.data_dir"):
+        data.load("aezoo_tiny_digits", stream=True)
 
 
 def test_aezoo_train_takes_data_options_and_refuses_unknown_ones(digit_folder, tmp_path, capsys):

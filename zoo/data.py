@@ -28,8 +28,15 @@ FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 # Folders and .npy files larger than this as float32 arrays stream; 512 MiB is ~170,000 28x28 or
 # ~3,500 224x224 RGB images.
 STREAM_ABOVE_BYTES = 512 * 2**20
-# Options of image sources (folders, TFRecord files); "stream" applies to .npy files too.
-IMAGE_OPTIONS = ("image_size", "color_mode", "stream", "image_key", "label_key")
+# Options of the sources that stream, and which sources take each.
+SOURCE_OPTIONS = {
+    "image_size": "image folders, TFRecord files and TensorFlow Datasets",
+    "color_mode": "image folders, TFRecord files and TensorFlow Datasets",
+    "stream": "image folders, TFRecord files, TensorFlow Datasets and .npy files",
+    "image_key": "TFRecord files",
+    "label_key": "TFRecord files",
+    "data_dir": "TensorFlow Datasets names",
+}
 TFRECORD_MARK = ".tfrecord"  # in the names of TFRecord files: x.tfrecord, x.tfrecords, x.tfrecord-00000-of-00004
 TEST_FRACTION = 0.2
 TIME_COLUMNS = {"time", "timestamp", "date", "datetime", "year", "index", "step"}
@@ -197,21 +204,21 @@ def load(name, path=None, **options):
         options: `window`, `stride` for series (co2, .csv); `label_column` for .csv;
             `image_size` ([height, width] to resize to), `color_mode` ("grayscale" or "rgb")
             and `stream` (True: stream, False: load, default: stream above STREAM_ABOVE_BYTES)
-            for image folders and TFRecord files (`stream` for .npy files too); `image_key`
-            and `label_key` (feature names) for TFRecord files.
+            for image folders, TFRecord files and TensorFlow Datasets (`stream` for .npy files
+            too); `image_key` and `label_key` (feature names) for TFRecord files; `data_dir`
+            for a TensorFlow Datasets name: the folder it is prepared in, read from its
+            TFRecord files (streamed like a folder) instead of downloaded.
 
     Example:
         >>> data = zoo.data.load("mnist5k")
         >>> data.x_train.shape  # (4000, 28, 28, 1), float32 in [0, 1]
     """
     is_path = name not in DATASETS and (os.sep in str(name) or Path(name).suffix or Path(name).exists())
-    if not (is_path and (Path(name).is_dir() or TFRECORD_MARK in Path(name).name)):
-        streams = is_path and Path(name).suffix.lower() == ".npy"
-        given = [key for key in IMAGE_OPTIONS if options.get(key) not in (None, False) and not (streams and key == "stream")]
-        if given:
-            where = "image folders, TFRecord files and .npy files" if given[0] == "stream" else "image folders and TFRecord files"
-            raise ZooError(f"data.{given[0]} applies to {where}, not {name}; remove it or give a folder of images")
-        options = {k: v for k, v in options.items() if k not in IMAGE_OPTIONS or (streams and k == "stream")}
+    taken = _source_options(name, is_path)
+    given = [key for key in SOURCE_OPTIONS if options.get(key) not in (None, False) and key not in taken]
+    if given:
+        raise ZooError(f"data.{given[0]} applies to {SOURCE_OPTIONS[given[0]]}, not {name}; remove it")
+    options = {k: v for k, v in options.items() if k not in SOURCE_OPTIONS or k in taken}
     if name == "fashion_mnist":
         splits = _fashion_mnist(path)
     elif name in DATASETS:
@@ -219,7 +226,7 @@ def load(name, path=None, **options):
     elif is_path:
         splits = _from_path(Path(name), **options)
     else:
-        splits = _from_tfds_name(name)
+        splits = _from_tfds_name(name, **options)
     if splits.streaming:
         return splits  # decoded images are finite float32 in [0, 1]; mapped files were checked when opened
     for split in ("x_train", "x_test"):
@@ -228,11 +235,27 @@ def load(name, path=None, **options):
     return splits
 
 
-def _from_tfds_name(name):
+def _source_options(name, is_path):
+    """The `SOURCE_OPTIONS` data set `name` takes."""
+    path = Path(name)
+    if is_path and (path.is_dir() or TFRECORD_MARK in path.name):
+        return ("image_size", "color_mode", "stream", "image_key", "label_key")
+    if is_path and path.suffix.lower() == ".npy":
+        return ("stream",)
+    if not is_path and name not in DATASETS:  # a TensorFlow Datasets name
+        return ("image_size", "color_mode", "stream", "data_dir")
+    return ()
+
+
+def _from_tfds_name(name, data_dir=None, **options):
     import tensorflow_datasets as tfds
 
     if name.removeprefix("tfds:") not in tfds.list_builders():
         raise unknown_name("data set", name, [*DATASETS, "<any TensorFlow Datasets name>", "<path>"])
+    if data_dir is not None:
+        return _prepared_tfds(name.removeprefix("tfds:"), data_dir, **options)
+    if options:
+        raise ZooError(f"data.{next(iter(options))} needs data.data_dir: a TensorFlow Datasets folder the data set is prepared in")
     try:
         return _from_tfds(name.removeprefix("tfds:"))
     except Exception as error:
@@ -240,6 +263,29 @@ def _from_tfds_name(name):
             f"TensorFlow Datasets could not load {name!r} ({type(error).__name__}: {str(error).splitlines()[0][:120]}); "
             "check the network or download it with 'tfds build' first"
         ) from None
+
+
+def _prepared_tfds(name, data_dir, image_size=None, color_mode=None, stream=None):
+    """A TensorFlow Datasets image data set prepared in `data_dir`, read from its TFRecord shards
+    (its own train and test splits), streamed like an image folder above STREAM_ABOVE_BYTES."""
+    import tensorflow_datasets as tfds
+
+    from zoo.tfrecord_images import scan_tfrecords
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        raise DataNotFoundError(
+            f"{name} is not prepared in {data_dir}; run 'tfds build {name} --data_dir {data_dir}' where the network "
+            "is reachable, or leave data.data_dir out to download it"
+        )
+    splits = {}
+    for split in ("train", "test"):
+        files = [str(path) for path in builder.info.splits[split].filepaths]
+        splits[split] = scan_tfrecords(files, image_size, color_mode)
+    label = builder.info.features["label"] if "label" in builder.info.features else None
+    splits = DataSplits(name, *splits["train"], *splits["test"],
+                        info={"classes": getattr(label, "names", None), "source": str(builder.data_dir)})
+    return _stream_or_load(splits, stream)
 
 
 def check_finite(x, what):
@@ -342,8 +388,13 @@ def _images(path, image_size=None, color_mode=None, stream=None, image_key=None,
     pick = lambda a, i: None if a is None else a[i]  # noqa: E731
     splits = DataSplits(path.name, images[train], pick(labels, train), images[test], pick(labels, test),
                         info={"classes": classes, "source": str(path)})
+    return _stream_or_load(splits, stream)
+
+
+def _stream_or_load(splits, stream=None):
+    """Streamed `splits` as they are if `stream` (default: above STREAM_ABOVE_BYTES as float32), else loaded."""
     if stream is None:
-        stream = 4 * np.prod(images.shape) > STREAM_ABOVE_BYTES
+        stream = 4 * (np.prod(splits.x_train.shape) + np.prod(splits.x_test.shape)) > STREAM_ABOVE_BYTES
     return splits if stream else splits.in_memory()
 
 

@@ -105,11 +105,11 @@ def _feature_key(features, given, defaults, what, option):
     return found
 
 
-def scan_tfrecords(path, image_size=None, color_mode=None, image_key=None, label_key=None):
-    """The images of a TFRecord file or folder of shards as `TFRecordImages`, with their labels.
+def scan_tfrecords(source, image_size=None, color_mode=None, image_key=None, label_key=None):
+    """The images of TFRecord files as `TFRecordImages`, with their labels.
 
     Args:
-        path: a TFRecord file, or a folder of them (read in sorted name order).
+        source: a TFRecord file, a folder of them (read in sorted name order), or a list of files.
         image_size, color_mode: as for image folders (`scan_folder`).
         image_key: the feature holding the encoded image (default: 'image', else 'image/encoded').
         label_key: the int64 label feature (default: 'label', else 'image/class/label', else none).
@@ -118,8 +118,10 @@ def scan_tfrecords(path, image_size=None, color_mode=None, image_key=None, label
         (TFRecordImages, labels as int64 array or None).
     """
     check_options(image_size, color_mode)
-    path = Path(path)
-    index = index_records(_shards(path) if path.is_dir() else [path])
+    if isinstance(source, (list, tuple)):
+        index = index_records(source)
+    else:
+        index = index_records(_shards(Path(source)) if Path(source).is_dir() else [source])
     first = tf.train.Example.FromString(index.read(0)).features.feature
     image_key = _feature_key(first, image_key, IMAGE_KEYS, "image", "data.image_key")
     label_key = _feature_key(first, label_key, LABEL_KEYS, "label", "data.label_key")
