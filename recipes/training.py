@@ -204,7 +204,7 @@ def wait_for_peers(index, workers, timeout):
 
 
 class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
-    """MultiWorkerMirroredStrategy with the `reduce` Keras 3's fit expects of it (3.15, TF 2.20).
+    """MultiWorkerMirroredStrategy with the `reduce` Keras 3's fit expects of it (Keras 3.15, TF 2.21).
 
     fit reduces its first (x, y) batch to build the model symbolically, which this strategy
     cannot do for a tuple (MirroredStrategy's can), and each epoch's scalar metrics along
@@ -621,11 +621,12 @@ def train(
         )
     write_history(run_dir / "history.csv", state["history"])
     model = _restore_best(model, checkpoints, state, settings)
-    if settings.strategy == "multi_worker":  # workers that trained in step print the same line
+    if settings.strategy == "multi_worker":
         # A model of the strategy predicts across the workers; each one evaluates and exports alone.
         local = keras.models.clone_model(model)
         local.set_weights(model.get_weights())
         model = local
+        # Workers that trained in step print the same line.
         index, workers = cluster_worker()
         weights_sum = sum(float(np.abs(w).astype("float64").sum()) for w in model.get_weights())
         print(f"aezoo: worker {index} of {len(workers)} trained {run_name}; sum of |weights| {weights_sum!r}", file=sys.stderr)
