@@ -595,42 +595,49 @@ def train(
         else:
             optimizer = make_optimizer(settings, steps_per_epoch)
             model = (compile_fn or compile_model)(build_model(), settings, optimizer)
-        if state["epoch"] >= settings.epochs or state.get("stopped_early"):
-            return _restore_best(model, checkpoints, state, settings), state["history"]
-        checkpoint = CheckpointCallback(checkpoints, run_name, settings, state)
-        # Validation sees the averaged weights; checkpoints keep the raw ones (and the average in
-        # the optimizer's state) so that a resumed run continues exactly.
-        ema = [keras.callbacks.SwapEMAWeights()] if settings.use_ema else []
-        model.fit(
-            batches,
-            epochs=settings.epochs,
-            initial_epoch=state["epoch"],
-            steps_per_epoch=steps_per_epoch,
-            shuffle=False,  # the batches already order each epoch; Keras would reshuffle across epochs
-            validation_data=validation,
-            validation_batch_size=None if streaming else settings.batch_size,
-            callbacks=[*ema, checkpoint, keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False), *callbacks],
-            # A progress bar redirected to a file is one long line of control codes.
-            verbose=2 if settings.verbose == 1 and not sys.stdout.isatty() else settings.verbose,
-        )
-    if checkpoint.non_finite:
-        last = f"{checkpoints / state['checkpoint']}" if state["checkpoint"] else "none yet"
-        raise ZooError(
-            f"{checkpoint.non_finite}: training stopped; last good checkpoint: {last}; "
-            "lower train.learning_rate or use --precision float32"
-        )
-    write_history(run_dir / "history.csv", state["history"])
+        ended_before = state["epoch"] >= settings.epochs or state.get("stopped_early")  # a resumed, finished run
+        if not ended_before:
+            checkpoint = CheckpointCallback(checkpoints, run_name, settings, state)
+            # Validation sees the averaged weights; checkpoints keep the raw ones (and the average in
+            # the optimizer's state) so that a resumed run continues exactly.
+            ema = [keras.callbacks.SwapEMAWeights()] if settings.use_ema else []
+            model.fit(
+                batches,
+                epochs=settings.epochs,
+                initial_epoch=state["epoch"],
+                steps_per_epoch=steps_per_epoch,
+                shuffle=False,  # the batches already order each epoch; Keras would reshuffle across epochs
+                validation_data=validation,
+                validation_batch_size=None if streaming else settings.batch_size,
+                callbacks=[*ema, checkpoint, keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False), *callbacks],
+                # A progress bar redirected to a file is one long line of control codes.
+                verbose=2 if settings.verbose == 1 and not sys.stdout.isatty() else settings.verbose,
+            )
+    if not ended_before:
+        if checkpoint.non_finite:
+            last = f"{checkpoints / state['checkpoint']}" if state["checkpoint"] else "none yet"
+            raise ZooError(
+                f"{checkpoint.non_finite}: training stopped; last good checkpoint: {last}; "
+                "lower train.learning_rate or use --precision float32"
+            )
+        write_history(run_dir / "history.csv", state["history"])
+    # Outside the strategy's scope: a multi-worker run hands back a model of this worker alone.
+    return _finished(model, checkpoints, state, settings, run_name), state["history"]
+
+
+def _finished(model, checkpoints, state, settings, run_name):
+    """The model a run hands back: the best epoch's weights; on a multi-worker run, in a model
+    of this worker alone (one of the strategy predicts across the workers)."""
     model = _restore_best(model, checkpoints, state, settings)
-    if settings.strategy == "multi_worker":
-        # A model of the strategy predicts across the workers; each one evaluates and exports alone.
-        local = keras.models.clone_model(model)
-        local.set_weights(model.get_weights())
-        model = local
-        # Workers that trained in step print the same line.
-        index, workers = cluster_worker()
-        weights_sum = sum(float(np.abs(w).astype("float64").sum()) for w in model.get_weights())
-        print(f"aezoo: worker {index} of {len(workers)} trained {run_name}; sum of |weights| {weights_sum!r}", file=sys.stderr)
-    return model, state["history"]
+    if settings.strategy != "multi_worker":
+        return model
+    local = keras.models.clone_model(model)
+    local.set_weights(model.get_weights())
+    # Workers that trained in step print the same line.
+    index, workers = cluster_worker()
+    weights_sum = sum(float(np.abs(w).astype("float64").sum()) for w in local.get_weights())
+    print(f"aezoo: worker {index} of {len(workers)} trained {run_name}; sum of |weights| {weights_sum!r}", file=sys.stderr)
+    return local
 
 
 def _restore_best(model, checkpoints, state, settings):
