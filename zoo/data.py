@@ -28,14 +28,14 @@ FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 # Folders and .npy files larger than this as float32 arrays stream; 512 MiB is ~170,000 28x28 or
 # ~3,500 224x224 RGB images.
 STREAM_ABOVE_BYTES = 512 * 2**20
-# Options of the sources that stream, and which sources take each.
+# Options only some kinds of source take, and those kinds.
 SOURCE_OPTIONS = {
-    "image_size": "image folders, TFRecord files and TensorFlow Datasets",
-    "color_mode": "image folders, TFRecord files and TensorFlow Datasets",
-    "stream": "image folders, TFRecord files, TensorFlow Datasets and .npy files",
-    "image_key": "TFRecord files",
-    "label_key": "TFRecord files",
-    "data_dir": "TensorFlow Datasets names",
+    "image_size": ("image folders", "TFRecord files", "TensorFlow Datasets"),
+    "color_mode": ("image folders", "TFRecord files", "TensorFlow Datasets"),
+    "stream": ("image folders", "TFRecord files", "TensorFlow Datasets", ".npy files"),
+    "image_key": ("TFRecord files",),
+    "label_key": ("TFRecord files",),
+    "data_dir": ("TensorFlow Datasets",),
 }
 TFRECORD_MARK = ".tfrecord"  # in the names of TFRecord files: x.tfrecord, x.tfrecords, x.tfrecord-00000-of-00004
 TEST_FRACTION = 0.2
@@ -214,10 +214,13 @@ def load(name, path=None, **options):
         >>> data.x_train.shape  # (4000, 28, 28, 1), float32 in [0, 1]
     """
     is_path = name not in DATASETS and (os.sep in str(name) or Path(name).suffix or Path(name).exists())
-    taken = _source_options(name, is_path)
+    kinds = _source_kinds(name, is_path)
+    taken = [key for key, takers in SOURCE_OPTIONS.items() if set(kinds) & set(takers)]
     given = [key for key in SOURCE_OPTIONS if options.get(key) not in (None, False) and key not in taken]
     if given:
-        raise ZooError(f"data.{given[0]} applies to {SOURCE_OPTIONS[given[0]]}, not {name}; remove it")
+        *most, last = SOURCE_OPTIONS[given[0]]
+        takers = f"{', '.join(most)} and {last}" if most else last
+        raise ZooError(f"data.{given[0]} applies to {takers}, not {name}; remove it")
     options = {k: v for k, v in options.items() if k not in SOURCE_OPTIONS or k in taken}
     if name == "fashion_mnist":
         splits = _fashion_mnist(path)
@@ -235,15 +238,17 @@ def load(name, path=None, **options):
     return splits
 
 
-def _source_options(name, is_path):
-    """The `SOURCE_OPTIONS` data set `name` takes."""
+def _source_kinds(name, is_path):
+    """The kinds of source (`SOURCE_OPTIONS`) data set `name` may be; a folder holds images or TFRecord shards."""
     path = Path(name)
-    if is_path and (path.is_dir() or TFRECORD_MARK in path.name):
-        return ("image_size", "color_mode", "stream", "image_key", "label_key")
+    if is_path and path.is_dir():
+        return ("image folders", "TFRecord files")
+    if is_path and TFRECORD_MARK in path.name:
+        return ("TFRecord files",)
     if is_path and path.suffix.lower() == ".npy":
-        return ("stream",)
-    if not is_path and name not in DATASETS:  # a TensorFlow Datasets name
-        return ("image_size", "color_mode", "stream", "data_dir")
+        return (".npy files",)
+    if not is_path and name not in DATASETS:
+        return ("TensorFlow Datasets",)
     return ()
 
 
