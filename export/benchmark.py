@@ -13,8 +13,8 @@ against the reference kernels; lstm_ae and transformer_ae are then built with th
 avoid the kernels TFLM lacks (`MICRO_OPTIONS`).
 
 With `--aarch64`, every export's .tflite files also run emulated on a Cortex-A72 (`aezoo verify`,
-qemu-user, one process per interpreter for all exports): a column gives the worst difference
-from the same interpreter on x86_64 and the emulated latency (qemu's, not a board's).
+qemu-user, one process per interpreter for all exports): a column gives each interpreter's
+difference from itself on x86_64 and the emulated latency (qemu's, not a board's).
 
 Example:
     aezoo benchmark export
@@ -181,7 +181,7 @@ def main(argv=None):
 
 
 def _aarch64_cells(rows, runs):
-    """{(export folder, file): its worst emulated Cortex-A72 result} of every .tflite file, in one verify call."""
+    """{(export folder, file): its emulated Cortex-A72 results} of every .tflite file, in one verify call."""
     from export import aarch64
 
     folders = list(dict.fromkeys(folder for folder, _, _ in rows))

@@ -117,7 +117,7 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_
         mode: "float32", "float16" (float16 weights), "dynamic" (int8 weights, float
             activations), "int8" (int8 weights, activations, inputs and outputs) or "int16x8"
             (int8 weights, int16 activations, inputs and outputs: TFLite Micro files of
-            recurrent graphs, see `export.micro.precision`).
+            recurrent graphs, see `export.micro.preferred_precision`).
         representative_dataset: for int8 and int16x8, a generator function yielding
             (signature, {input name: array}) pairs of real samples.
         all_int8: int8 every op even in an attention graph (TFLite Micro has no mixed files);
