@@ -18,10 +18,12 @@ import csv
 import numpy as np
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
-from recipes.evaluation import predict
+from recipes.evaluation import batches
 from recipes.report import Results, pyplot, save_figure
 from recipes.training import atomic_write
 from zoo.errors import ZooError
+
+STREAMS = True  # takes a streamed .csv series (see RunContext.load_data)
 
 
 def scored_window_starts(data):
@@ -30,15 +32,26 @@ def scored_window_starts(data):
 
 
 def reconstruction_error(model, windows):
-    """Mean squared reconstruction error per window."""
-    return np.mean((predict(model, windows) - windows) ** 2, axis=(1, 2))
+    """Mean squared reconstruction error per window (an array or streamed windows, batch by batch)."""
+    return np.concatenate([
+        np.mean((np.asarray(model.predict_on_batch(batch), "float32") - batch) ** 2, axis=(1, 2)) for batch in batches(windows)
+    ])
 
 
-def max_abs_zscore(train_windows, windows):
-    """Largest |z| per window, z standardised by each feature's mean and std over the training windows."""
-    values = train_windows.reshape(-1, train_windows.shape[-1])
-    mean, std = values.mean(axis=0), values.std(axis=0)
-    return np.max(np.abs((windows - mean) / np.where(std > 0, std, 1.0)), axis=(1, 2))
+def feature_spread(windows):
+    """Each feature's mean and standard deviation over every value of the windows, summed batch by batch."""
+    total = squares = count = 0
+    for batch in batches(windows):
+        values = batch.reshape(-1, batch.shape[-1]).astype("float64")
+        total, squares, count = total + values.sum(axis=0), squares + (values**2).sum(axis=0), count + len(values)
+    mean = total / count
+    return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+
+
+def max_abs_zscore(windows, mean, std):
+    """Largest |z| per window, z standardised by each feature's (training) mean and std."""
+    std = np.where(std > 0, std, 1.0)
+    return np.concatenate([np.max(np.abs((batch - mean) / std), axis=(1, 2)) for batch in batches(windows)])
 
 
 def run(ctx):
@@ -59,9 +72,10 @@ def run(ctx):
     ctx.model = model
 
     percentile = ctx.params["threshold_percentile"]
+    spread = feature_spread(x_train)
     scores = {
         "autoencoder": (reconstruction_error(model, x_train), reconstruction_error(model, data.x_test)),
-        "z-score": (max_abs_zscore(x_train, x_train), max_abs_zscore(x_train, data.x_test)),
+        "z-score": (max_abs_zscore(x_train, *spread), max_abs_zscore(data.x_test, *spread)),
     }
     thresholds = {method: np.percentile(train, percentile) for method, (train, _) in scores.items()}
     flags = {method: test > thresholds[method] for method, (_, test) in scores.items()}

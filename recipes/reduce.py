@@ -87,7 +87,7 @@ def codes_and_errors(x, encoders, reconstructors):
     return {method: np.concatenate(c) for method, c in codes.items()}, {m: s / values for m, s in squared.items()}
 
 
-STREAMS = True  # takes streamed image folders (see RunContext.load_data)
+STREAMS = True  # takes streamed sources (see RunContext.load_data)
 
 
 def run(ctx):

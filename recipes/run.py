@@ -32,7 +32,7 @@ class RunContext:
     quick: bool = False
     from_preset: str | None = None
     model: object = None
-    streams: bool = False  # the task takes streamed image folders (its module sets STREAMS = True)
+    streams: bool = False  # the task takes streamed sources (its module sets STREAMS = True)
 
     @property
     def params(self):
@@ -45,7 +45,7 @@ class RunContext:
     def load_data(self, for_model=None):
         """The configured data set (cut for --quick), as sequences when the model reads (T, F).
 
-        A large image folder or .npy file streams from its files if the task can take that;
+        A large image folder, .npy file or .csv series streams from its files if the task can take that;
         otherwise it is loaded into memory, as is data for models that read sequences.
         """
         data_config = dict(self.config["data"])

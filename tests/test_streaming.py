@@ -1,5 +1,5 @@
-"""Image folders through tf.data and .npy files through a memory map: checks and conversions, streamed
-training, streamed evaluation, data options."""
+"""Image folders through tf.data, .npy files through a memory map and CSV series as windowed views: checks
+and conversions, streamed training, streamed evaluation, data options."""
 
 import numpy as np
 import pytest
@@ -155,6 +155,57 @@ def test_a_mapped_npy_with_nan_and_stream_on_other_files_fail_in_one_line(tmp_pa
     np.savez(tmp_path / "arrays.npz", x=values)
     with pytest.raises(ZooError, match="data.stream applies to image folders, TFRecord files, TensorFlow Datasets and .npy files, not"):
         data.load(str(tmp_path / "arrays.npz"), stream=True)
+
+
+@pytest.fixture(scope="module")
+def co2_csv(tmp_path_factory):
+    """The weekly Mauna Loa CO2 series (statsmodels) and its week-to-week change, with labelled anomalies, as a CSV."""
+    import statsmodels.api as sm
+
+    co2 = sm.datasets.co2.load_pandas().data["co2"].interpolate().bfill().to_numpy()
+    co2, labels = data.inject_anomalies(co2, np.random.default_rng(1), 6, start=int(len(co2) * 0.8))
+    rows = [f"{i},{v:.2f},{d:.2f},{y}" for i, (v, d, y) in enumerate(zip(co2, np.diff(co2, prepend=co2[0]), labels))]
+    path = tmp_path_factory.mktemp("csv") / "co2.csv"
+    path.write_text("\n".join(["step,co2,change,label", *rows]))
+    return path
+
+
+def test_a_csv_series_streams_its_windows_as_views_of_the_series_parsed_in_chunks(co2_csv, monkeypatch):
+    from zoo.mapped_array import MappedRows
+
+    loaded = data.load(str(co2_csv), window=16, stride=3)
+    monkeypatch.setattr(data, "CSV_CHUNK_ROWS", 100)  # 2,284 rows: parsed in 23 chunks
+    streamed = data.load(str(co2_csv), window=16, stride=3, stream=True)
+    assert not loaded.streaming and streamed.streaming and streamed.input_shape == loaded.input_shape == (16, 2)
+    assert isinstance(streamed.x_train, MappedRows) and np.shares_memory(streamed.x_train.array, streamed.info["series"])
+    np.testing.assert_array_equal(streamed.info["series"], loaded.info["series"])
+    np.testing.assert_array_equal(streamed.in_memory().x_train, loaded.x_train)
+    np.testing.assert_array_equal(np.concatenate(list(streamed.x_test.dataset(50).as_numpy_iterator())), loaded.x_test)
+    assert streamed.y_test.max() == 1 and np.array_equal(streamed.y_test, loaded.y_test)
+    windows_bytes = (len(loaded.x_train) + len(loaded.x_test)) * 16 * 2 * 4
+    monkeypatch.setattr(data, "STREAM_ABOVE_BYTES", windows_bytes - 1)
+    assert data.load(str(co2_csv), window=16, stride=3).streaming
+
+
+def test_a_csv_with_text_in_a_numeric_column_after_its_first_chunk_fails_in_one_line(co2_csv, tmp_path, monkeypatch):
+    lines = co2_csv.read_text().splitlines()
+    lines[250] = lines[250].replace(lines[250].split(",")[1], "n/a")
+    (tmp_path / "gap.csv").write_text("\n".join(lines))
+    monkeypatch.setattr(data, "CSV_CHUNK_ROWS", 100)  # line 251 is in the third chunk
+    with pytest.raises(ZooError, match=r"gap.csv line 251, column 'co2': 'n/a' is not a number; numeric columns must") as error:
+        data.load(str(tmp_path / "gap.csv"), stream=True)
+    assert "\n" not in str(error.value)
+
+
+def test_anomaly_streams_a_csv_series_to_the_scores_of_the_loaded_one(co2_csv, tmp_path):
+    common = {"data": str(co2_csv), "quick": True, "epochs": 2, "verbose": 0}
+    _, loaded = run_recipe("anomaly", sets=["data.stride=8"], out=tmp_path / "loaded", **common)
+    _, streamed = run_recipe("anomaly", sets=["data.stride=8", "data.stream=true"], out=tmp_path / "streamed", **common)
+    assert streamed["train_examples"] == loaded["train_examples"] > 100
+    for metric, values in loaded["metrics"].items():
+        assert streamed["metrics"][metric]["z-score"] == pytest.approx(values["z-score"], abs=1e-9), metric
+        assert streamed["metrics"][metric]["autoencoder"] == pytest.approx(values["autoencoder"], abs=0.02), metric
+    assert 0.5 < streamed["metrics"]["ROC-AUC"]["autoencoder"] <= 1
 
 
 def write_records(path, images, labels=None, image_key="image"):

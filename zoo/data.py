@@ -9,10 +9,12 @@ TensorFlow Datasets data_dir's), a `.npy`/`.npz` file, or a `.csv` time series.
 
 Images that would take more than STREAM_ABOVE_BYTES as float32 (or any with `stream=True`) are
 not loaded: their splits are `ImageFiles` (`TFRecordImages` for records), decoded batch by batch
-with tf.data. Likewise a .npy file: its splits are then `MappedRows` of the file as a memory map.
+with tf.data. Likewise a .npy file: its splits are then `MappedRows` of the file as a memory map,
+and a .csv series' windows `MappedRows` of strided views of the series.
 """
 
 import dataclasses
+import functools
 import gzip
 import os
 import struct
@@ -25,20 +27,21 @@ from zoo.mapped_array import MappedRows, scaled
 
 FASHION_MNIST_ENV = "AEZOO_FASHION_MNIST_DIR"
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
-# Folders and .npy files larger than this as float32 arrays stream; 512 MiB is ~170,000 28x28 or
+# Folders, .npy files and series windows larger than this as float32 arrays stream; 512 MiB is ~170,000 28x28 or
 # ~3,500 224x224 RGB images.
 STREAM_ABOVE_BYTES = 512 * 2**20
 # Options only some kinds of source take, and those kinds.
 SOURCE_OPTIONS = {
     "image_size": ("image folders", "TFRecord files", "TensorFlow Datasets"),
     "color_mode": ("image folders", "TFRecord files", "TensorFlow Datasets"),
-    "stream": ("image folders", "TFRecord files", "TensorFlow Datasets", ".npy files"),
+    "stream": ("image folders", "TFRecord files", "TensorFlow Datasets", ".npy files", ".csv files"),
     "image_key": ("TFRecord files",),
     "label_key": ("TFRecord files",),
     "data_dir": ("TensorFlow Datasets",),
 }
 TFRECORD_MARK = ".tfrecord"  # in the names of TFRecord files: x.tfrecord, x.tfrecords, x.tfrecord-00000-of-00004
 TEST_FRACTION = 0.2
+CSV_CHUNK_ROWS = 65536  # CSV rows parsed at a time
 TIME_COLUMNS = {"time", "timestamp", "date", "datetime", "year", "index", "step"}
 DIGIT_CLASSES = [str(digit) for digit in range(10)]
 FASHION_MNIST_CLASSES = [
@@ -204,8 +207,8 @@ def load(name, path=None, **options):
         options: `window`, `stride` for series (co2, .csv); `label_column` for .csv;
             `image_size` ([height, width] to resize to), `color_mode` ("grayscale" or "rgb")
             and `stream` (True: stream, False: load, default: stream above STREAM_ABOVE_BYTES)
-            for image folders, TFRecord files and TensorFlow Datasets (`stream` for .npy files
-            too); `image_key` and `label_key` (feature names) for TFRecord files; `data_dir`
+            for image folders, TFRecord files and TensorFlow Datasets (`stream` for .npy and
+            .csv files too); `image_key` and `label_key` (feature names) for TFRecord files; `data_dir`
             for a TensorFlow Datasets name: the folder it is prepared in, read from its
             TFRecord files (streamed like a folder) instead of downloaded.
 
@@ -245,8 +248,8 @@ def _source_kinds(name, is_path):
         return ("image folders", "TFRecord files")
     if is_path and TFRECORD_MARK in path.name:
         return ("TFRecord files",)
-    if is_path and path.suffix.lower() == ".npy":
-        return (".npy files",)
+    if is_path and path.suffix.lower() in (".npy", ".csv"):
+        return (f"{path.suffix.lower()} files",)
     if not is_path and name not in DATASETS:
         return ("TensorFlow Datasets",)
     return ()
@@ -318,7 +321,8 @@ def _from_path(path, window=32, stride=None, label_column=None, **folder_options
     if suffix == ".csv":
         values, point_labels = load_csv_series(path, label_column)
         split_at = int(len(values) * (1 - TEST_FRACTION))
-        return series_windows(path.stem, values, point_labels, window, stride or max(1, window // 4), split_at)
+        return series_windows(path.stem, values, point_labels, window, stride or max(1, window // 4), split_at,
+                              folder_options.get("stream"))
     raise ZooError(f"cannot read {path}: use a folder of images, a .npy/.npz array or a .csv series")
 
 
@@ -434,42 +438,67 @@ def load_csv_series(path, label_column=None):
     """A CSV file's numeric columns as (time, features) float values, plus 0/1 point labels if it has them.
 
     A header row is required. The label column is `label_column`, else one named `label`,
-    `anomaly` or `is_anomaly` if present. Non-numeric columns and time-index columns (named
-    time, timestamp, date, datetime, year, index or step) are not values.
+    `anomaly` or `is_anomaly` if present. Non-numeric columns (judged on the first
+    CSV_CHUNK_ROWS rows) and time-index columns (named time, timestamp, date, datetime, year,
+    index or step) are not values. The file is parsed CSV_CHUNK_ROWS rows at a time, so memory
+    holds the float values, not the text.
     """
     import csv
+    import itertools
 
     try:
         with open(path, newline="") as f:
-            rows = list(csv.reader(f))
+            reader = csv.reader(f)
+            header = next(reader, [])
+            label_name = label_column or next((h for h in header if h.lower() in ("label", "anomaly", "is_anomaly")), None)
+            if label_column and label_column not in header:
+                raise ZooError(f"{path} has no column {label_column!r}; columns: {', '.join(header)}")
+            chunks, numeric = [], None
+            for first_line in itertools.count(2, CSV_CHUNK_ROWS):
+                body = list(itertools.islice(reader, CSV_CHUNK_ROWS))
+                if not body:
+                    break
+                if numeric is None:  # the first chunk decides which columns hold numbers
+                    numeric = [i for i, name in enumerate(header) if name.strip().lower() not in TIME_COLUMNS
+                               and _csv_column(body, i, path, name, first_line, strict=False) is not None]
+                chunks.append(np.stack([_csv_column(body, i, path, header[i], first_line) for i in numeric], axis=1))
     except (OSError, UnicodeDecodeError) as error:
         raise ZooError(f"cannot read CSV {path} ({error})") from None
-    if len(rows) < 3:
+    if sum(map(len, chunks)) < 2:
         raise ZooError(f"{path} needs a header row and at least two data rows")
-    header, body = rows[0], rows[1:]
-    label_name = label_column or next((h for h in header if h.lower() in ("label", "anomaly", "is_anomaly")), None)
-    if label_column and label_column not in header:
-        raise ZooError(f"{path} has no column {label_column!r}; columns: {', '.join(header)}")
-    columns = {}
-    for i, name in enumerate(header):
-        if name.strip().lower() in TIME_COLUMNS:
-            continue
-        try:
-            columns[name] = np.array([float(r[i]) if r[i].strip() else np.nan for r in body])
-        except (ValueError, IndexError):
-            continue  # a timestamp or text column
-    labels = columns.pop(label_name, None) if label_name else None
-    if not columns:
+    names = [header[i] for i in numeric]
+    values = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+    labels = None
+    if label_name in names:
+        labels = values[:, names.index(label_name)]
+        keep = [j for j, name in enumerate(names) if name != label_name]
+        values, names = values[:, keep], [names[j] for j in keep]
+    if not names:
         raise ZooError(f"{path} has no numeric column besides the labels; columns: {', '.join(header)}")
-    values = np.stack(list(columns.values()), axis=1)
     bad = np.argwhere(~np.isfinite(values))
     if len(bad):
         row, column = bad[0]
         raise ZooError(
             f"{path} has {len(bad)} empty, NaN or infinite values (first on line {row + 2}, column "
-            f"{list(columns)[column]!r}); fill or drop them before training"
+            f"{names[column]!r}); fill or drop them before training"
         )
     return values, None if labels is None else (labels > 0).astype("int64")
+
+
+def _csv_column(rows, i, path, name, first_line, strict=True):
+    """Column i of CSV rows as float64 (empty cells NaN); not strict: None for a text column."""
+    try:
+        return np.array([float(r[i]) if r[i].strip() else np.nan for r in rows])
+    except (ValueError, IndexError):
+        if not strict:
+            return None
+    for line, row in enumerate(rows, first_line):
+        try:
+            float(row[i]) if row[i].strip() else None
+        except (ValueError, IndexError):
+            cell = repr(row[i]) if i < len(row) else "missing"
+            raise ZooError(f"{path} line {line}, column {name!r}: {cell} is not a number; "
+                           "numeric columns must hold numbers on every line") from None
 
 
 def inject_anomalies(values, rng, count, start=0, length=(4, 16)):
@@ -495,28 +524,53 @@ def inject_anomalies(values, rng, count, start=0, length=(4, 16)):
     return values, labels
 
 
-def series_windows(name, values, point_labels, window, stride, split_at):
+def series_windows(name, values, point_labels, window, stride, split_at, stream=None):
     """Cuts a (time, features) series into windows; the train split is the windows before `split_at`.
 
     Each window has its own mean removed (so slow trends do not dominate) and is divided by
-    the train split's spread. A window's label is 1 if any of its points is labelled.
+    the train split's spread. A window's label is 1 if any of its points is labelled. With
+    `stream` (default: when the windows would take more than STREAM_ABOVE_BYTES as float32)
+    the splits are `MappedRows` of strided views of the series, each window standardised as it
+    is read, so memory holds the series once however much the windows overlap.
     """
     if window < 2 or window > split_at:
         raise ZooError(f"window={window} must be between 2 and the training part's length {split_at}")
+    values = np.asarray(values, "float64")
     starts = np.arange(0, len(values) - window + 1, stride)
-    windows = np.stack([values[s : s + window] for s in starts]).astype("float64")
-    windows -= windows.mean(axis=1, keepdims=True)
     train = starts + window <= split_at
     test = starts >= split_at
-    scale = windows[train].std() or 1.0
-    windows = (windows / scale).astype("float32")
+    views = np.lib.stride_tricks.sliding_window_view(values, window, axis=0).transpose(0, 2, 1)  # (start, t, feature)
+    scale = _centred_spread(views, starts[train]) or 1.0
+    windows = MappedRows(views, starts, functools.partial(_standardised_windows, scale=scale))
     labels = None
-    if point_labels is not None:
-        labels = np.array([point_labels[s : s + window].max() for s in starts])
+    if point_labels is not None:  # 1 where the window holds a labelled point: a difference of running counts
+        labelled = np.concatenate([[0], np.cumsum(np.asarray(point_labels) > 0)])
+        labels = (labelled[starts + window] > labelled[starts]).astype("int64")
     pick = lambda a, m: None if a is None else a[m]  # noqa: E731
     info = {"series": values, "point_labels": point_labels, "starts": starts, "window": window,
             "train_starts": starts[train], "test_starts": starts[test], "scale": scale}
-    return DataSplits(name, windows[train], pick(labels, train), windows[test], pick(labels, test), info=info)
+    splits = DataSplits(name, windows[train], pick(labels, train), windows[test], pick(labels, test), info=info)
+    return _stream_or_load(splits, stream)
+
+
+def _centred(windows):
+    """Windows (n, t, features) as float64 with each one's mean over t removed."""
+    windows = np.asarray(windows, "float64")
+    return windows - windows.mean(axis=1, keepdims=True)
+
+
+def _standardised_windows(windows, scale):
+    """Centred windows divided by `scale`, as float32."""
+    return (_centred(windows) / scale).astype("float32")
+
+
+def _centred_spread(views, starts, chunk=4096):
+    """The standard deviation of every value of the mean-removed windows at `starts`, summed chunk by chunk."""
+    total = total_squares = count = 0.0
+    for first in range(0, len(starts), chunk):
+        centred = _centred(views[starts[first : first + chunk]])
+        total, total_squares, count = total + centred.sum(), total_squares + (centred**2).sum(), count + centred.size
+    return float(np.sqrt(max(total_squares / count - (total / count) ** 2, 0.0))) if count else 0.0
 
 
 # --- corruptions ----------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
-"""Large .npy files through a memory map: rows are read and scaled batch by batch, never all at once.
+"""Large arrays read row by row: a .npy file through a memory map, a series' windows as views.
 
 `MappedRows` stands in for an (n, ...) float32 array where the zoo needs one (`len`, `shape`,
 slicing, `examples` for the streamed training path), like `ImageFiles` does for image folders.
-The operating system pages the file in as rows are read, so memory stays bounded by the
-batches in flight, whatever the file's size.
+Rows are read and prepared (scaled, or a window standardised) batch by batch, never all at
+once: the operating system pages a mapped file in as rows are read, and a series' windows are
+strided views of the series, so memory stays bounded by the batches in flight.
 """
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -24,11 +26,13 @@ def scaled(values):
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq would compare arrays element-wise
 class MappedRows:
-    """Rows of a memory-mapped .npy array, read as float32 on demand (see `scaled`).
+    """Rows of a memory-mapped .npy array (or any array-like view), read as float32 on demand.
 
     Args:
-        array: the file opened with `np.load(path, mmap_mode="r")`.
-        rows: the indices of the file's rows this selection holds, in order.
+        array: the file opened with `np.load(path, mmap_mode="r")`, or a view such as a series'
+            sliding windows.
+        rows: the indices of the array's rows this selection holds, in order.
+        prepare: turns the rows read into the float32 examples (default `scaled`).
 
     Example:
         >>> x = zoo.data.load("big.npy", stream=True).x_train
@@ -37,6 +41,7 @@ class MappedRows:
 
     array: np.ndarray
     rows: np.ndarray
+    prepare: Callable = scaled
 
     def __len__(self):
         return len(self.rows)
@@ -57,7 +62,7 @@ class MappedRows:
         """The given file rows as a float32 array (sorted reads; returned in the order asked)."""
         order = np.argsort(rows, kind="stable")
         values = np.empty((len(rows), *self.array.shape[1:]), "float32")
-        values[order] = scaled(self.array[rows[order]])
+        values[order] = self.prepare(self.array[rows[order]])
         return values
 
     def examples(self, order=None, labels=None):
