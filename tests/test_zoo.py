@@ -23,7 +23,7 @@ CASES = [
     ("conv_ae", "image", {"filters": [8, 16], "hidden_units": 64, "normalization": "group", "activation": "silu",
                           "blocks_per_stage": 1, "upsampling": "resize"}),
     ("vae", "image", {"backbone": "conv", "backbone_config": {"filters": [8, 16], "hidden_units": 64,
-                                                              "normalization": "batch", "blocks_per_stage": 1}}),
+                                                              "normalization": "batch", "blocks_per_stage": [1, 0]}}),
     ("dense_ae", "image", {"hidden_units": [64], "blocks_per_stage": 1}),
     ("lstm_ae", "sequence", {"units": [16], "bidirectional": True}),
 ]
@@ -192,6 +192,17 @@ def test_conv_ae_keeps_any_image_size(shape):
     model = zoo.create("conv_ae", input_shape=shape, latent_dim=4, filters=[4, 8])
     x = np.random.default_rng(0).random((2, *shape)).astype("float32")
     assert model(x).shape == x.shape
+
+
+def test_conv_ae_takes_residual_blocks_per_stage_and_refuses_a_count_per_missing_stage():
+    model = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=4, filters=(8, 16), hidden_units=32,
+                       blocks_per_stage=[0, 2])
+    block_layers = {layer.name.rsplit("_block_", 1)[0] for network in (model.encoder_trunk, model.decoder_net)
+                    for layer in network.layers if "_block_" in layer.name}
+    assert block_layers == {"conv_1", "deconv_0"}  # the 7x7 stage in the encoder and, mirrored, the decoder
+    assert type(model).from_config(model.get_config()).count_params() == model.count_params()
+    with pytest.raises(zoo.ZooError, match=r"one per stage of filters=\[8, 16\], got \[1\]"):
+        zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=4, filters=(8, 16), blocks_per_stage=[1])
 
 
 def test_transformer_pads_images_that_do_not_divide_into_patches():

@@ -23,7 +23,8 @@ class ConvStyle:
 
     normalization: "none", "batch" (folded into the convolutions at export) or "group"
         (GroupNorm, independent of the batch); activation: "relu" or "silu"; blocks: residual
-        blocks (two 3x3 convolutions and a skip) after each stride-2 stage; upsampling:
+        blocks (two 3x3 convolutions and a skip) after each stride-2 stage, one count per
+        stage (input side first; the decoder mirrors them); upsampling:
         "transpose" (Conv2DTranspose) or "resize" (nearest-neighbour resize + Conv2D, free of
         the checkerboard artefacts of strided transposed convolutions).
     """
@@ -31,7 +32,7 @@ class ConvStyle:
     kernel_size: int = 3
     normalization: str = "none"
     activation: str = "relu"
-    blocks: int = 0
+    blocks: tuple = ()
     upsampling: str = "transpose"
     dtype: object = None
 
@@ -52,8 +53,8 @@ class ConvStyle:
             return h
         return keras.layers.Activation(self.activation, dtype=self.dtype, name=f"{name}_act")(self.normalize(h, name))
 
-    def residual_blocks(self, h, name):
-        for j in range(self.blocks):
+    def residual_blocks(self, h, count, name):
+        for j in range(count):
             branch = self.conv(h, h.shape[-1], f"{name}_block_{j}_a", kernel_size=3)
             branch = self.conv(branch, h.shape[-1], f"{name}_block_{j}_b", kernel_size=3)
             h = keras.layers.Add(dtype=self.dtype, name=f"{name}_block_{j}_add")([h, branch])
@@ -76,7 +77,7 @@ def conv_networks(input_shape, latent_dim, filters, hidden_units, style):
     inputs = keras.Input(input_shape)
     h = pad(inputs) if pad else inputs
     for i, f in enumerate(filters):
-        h = style.residual_blocks(style.conv(h, f, f"conv_{i}", strides=2), f"conv_{i}")
+        h = style.residual_blocks(style.conv(h, f, f"conv_{i}", strides=2), style.blocks[i], f"conv_{i}")
     h = keras.layers.Flatten(dtype=style.dtype)(h)
     h = keras.layers.Dense(hidden_units, activation=style.activation, dtype=style.dtype, name="hidden")(h)
     trunk = keras.Model(inputs, h, name="encoder_trunk")
@@ -85,8 +86,8 @@ def conv_networks(input_shape, latent_dim, filters, hidden_units, style):
     h = keras.layers.Dense(hidden_units, activation=style.activation, dtype=style.dtype, name="decoder_hidden")(codes)
     h = keras.layers.Dense(math.prod(inner), activation=style.activation, dtype=style.dtype, name="expand")(h)
     h = keras.layers.Reshape(inner, dtype=style.dtype)(h)
-    for i, f in enumerate(reversed(filters)):
-        h = style.residual_blocks(style.upsample(h, f, f"deconv_{i}"), f"deconv_{i}")
+    for i, (f, blocks) in enumerate(zip(reversed(filters), reversed(style.blocks))):
+        h = style.residual_blocks(style.upsample(h, f, f"deconv_{i}"), blocks, f"deconv_{i}")
     logits = keras.layers.Conv2D(channels, style.kernel_size, padding="same", dtype="float32", name="logits")(h)
     if crop:
         logits = crop(logits)
@@ -106,7 +107,9 @@ class ConvAutoencoder(Autoencoder):
         output_activation: "sigmoid" (data in [0, 1]) or "linear".
         normalization: "none", "batch" or "group" after each convolution.
         activation: "relu" or "silu".
-        blocks_per_stage: residual blocks after each stride-2 stage, in encoder and decoder.
+        blocks_per_stage: residual blocks after each stride-2 stage, in encoder and decoder: one
+            count for every stage, or a list with one per entry of `filters` (e.g. [0, 2]: blocks
+            only at the coarsest, cheapest resolution).
         upsampling: "transpose" (Conv2DTranspose) or "resize" (nearest resize + Conv2D).
 
     Example:
@@ -143,9 +146,11 @@ class ConvAutoencoder(Autoencoder):
         ):
             if value not in choices:
                 raise unknown_name(f"conv_ae {option}", value, choices)
-        if int(blocks_per_stage) < 0:
-            raise ZooError(f"blocks_per_stage must be >= 0, got {blocks_per_stage}")
-        self.style = ConvStyle(int(kernel_size), normalization, activation, int(blocks_per_stage), upsampling, self.dtype_policy)
+        self.blocks_per_stage = blocks_per_stage if isinstance(blocks_per_stage, int) else [int(b) for b in blocks_per_stage]
+        blocks = [blocks_per_stage] * len(self.filters) if isinstance(blocks_per_stage, int) else self.blocks_per_stage
+        if len(blocks) != len(self.filters) or min(blocks) < 0:
+            raise ZooError(f"blocks_per_stage must be a count >= 0 or one per stage of filters={self.filters}, got {blocks_per_stage}")
+        self.style = ConvStyle(int(kernel_size), normalization, activation, tuple(blocks), upsampling, self.dtype_policy)
         self.hidden_units = int(hidden_units or auto_width(self.input_size, self.latent_dim))
         check_hidden_widths([self.hidden_units], self.input_size, self.latent_dim, "hidden_units")
         self._attach(*conv_networks(self.data_shape, self.latent_dim, self.filters, self.hidden_units, self.style))
@@ -157,6 +162,6 @@ class ConvAutoencoder(Autoencoder):
             "hidden_units": self.hidden_units,
             "normalization": self.style.normalization,
             "activation": self.style.activation,
-            "blocks_per_stage": self.style.blocks,
+            "blocks_per_stage": self.blocks_per_stage,
             "upsampling": self.style.upsampling,
         }
