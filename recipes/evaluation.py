@@ -26,6 +26,22 @@ def ssim(clean, restored):
     )
 
 
+def first_examples(x, n):
+    """The first n examples of x as a float32 array (streamed files decoded) and a note when that is a cut."""
+    cut = x[:n]
+    subset = cut if isinstance(cut, np.ndarray) else cut.numpy()
+    note = f"the first {len(subset):,} of the {len(x):,} test images" if len(subset) < len(x) else f"all {len(x):,} test images"
+    return subset, note
+
+
+def mean_example(x, batch_size=1024):
+    """The mean over the examples of x (an array, or streamed files summed batch by batch)."""
+    if isinstance(x, np.ndarray):
+        return x.mean(axis=0)
+    total = sum(batch.astype("float64").sum(axis=0) for batch in batches(x, batch_size))
+    return (total / len(x)).astype("float32")
+
+
 def batches(x, batch_size=256):
     """x batch by batch as NumPy: slices of an array, or `ImageFiles` decoded in parallel."""
     if isinstance(x, np.ndarray):
