@@ -23,8 +23,6 @@ from recipes.report import Results, pyplot, save_figure
 from recipes.training import atomic_write
 from zoo.errors import ZooError
 
-STREAMS = True  # takes a streamed .csv series (see RunContext.load_data)
-
 
 def scored_window_starts(data):
     """Start index in the series of each test window (those kept after a --quick cut)."""

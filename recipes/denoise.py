@@ -15,8 +15,6 @@ from recipes.evaluation import first_examples, predict, psnr, ssim
 from recipes.report import Results, image_grid
 from zoo.data import gaussian_noise, salt_and_pepper
 
-STREAMS = True  # trains on streamed sources; scored on a bounded test subset (see RunContext.load_data)
-
 
 def noise_functions(params):
     """{label: f(x, rng) -> noisy x} for the configured noise levels."""

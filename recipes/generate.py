@@ -27,6 +27,7 @@ from scipy import special, stats
 import zoo
 from recipes import config as recipe_config
 from recipes import training, tutorials
+from recipes.evaluation import first_examples, predict
 from recipes.report import Results, image_grid, pyplot, save_figure
 from zoo.errors import ZooError
 
@@ -145,18 +146,19 @@ def run(ctx):
     models = {"VAE": vae, "plain autoencoder": autoencoder}
     tutorial = tutorials.train(ctx, tutorials.VAE_EXAMPLE, results, data.x_train, latent_dim=vae.latent_dim)
 
-    x_test = bernoulli_draw(data.x_test, np.random.default_rng(params["binarization_seed"]))
+    test, scored = first_examples(data.x_test, params["eval_examples"])
+    x_test = bernoulli_draw(test, np.random.default_rng(params["binarization_seed"]))
     k = params["importance_samples"]
     reconstruction, kl, nll = likelihood_bounds(vae, x_test, k, seed=params["binarization_seed"])
     results.add("negative ELBO (nats)", {"VAE": np.mean(reconstruction + kl)})
     results.add("NLL, importance-sampled (nats)", {"VAE": np.mean(nll)})
     results.add("ELBO reconstruction term (nats)", {"VAE": np.mean(reconstruction)})
     results.add("ELBO KL term (nats)", {"VAE": np.mean(kl)})
-    results.add(f"active latent units (of {vae.latent_dim})", {"VAE": active_units(vae, data.x_test)})
+    results.add(f"active latent units (of {vae.latent_dim})", {"VAE": active_units(vae, test)})
     continuous = {"VAE": vae, **({tutorials.VAE_EXAMPLE.label: tutorial} if tutorial else {})}
     metric = "negative ELBO on continuous pixels, one draw of z (nats)"
     results.add(metric, {
-        name: np.mean(continuous_negative_elbo(model, data.x_test, seed=params["binarization_seed"]))
+        name: np.mean(continuous_negative_elbo(model, test, seed=params["binarization_seed"]))
         for name, model in continuous.items()
     })
     if tutorial:
@@ -166,7 +168,7 @@ def run(ctx):
         {name: np.mean(reconstruction_nats(model, x_test)) for name, model in models.items()},
     )
     results.notes.append(
-        f"likelihood: Bernoulli per pixel, nats per test image ({len(x_test)} images), NLL from k={k} importance samples; "
+        f"likelihood: Bernoulli per pixel, nats per test image ({scored}), NLL from k={k} importance samples; "
         f"binarisation: training batches are fresh Bernoulli draws of the pixel intensities (dynamic), the test images "
         f"one draw with seed {params['binarization_seed']}"
     )
@@ -185,41 +187,40 @@ def run(ctx):
         f"{ctx.settings.epochs} epochs with latent_dim={vae.latent_dim}, so its numbers compare only in kind"
     )
 
-    n = min(params["quality_samples"], len(data.x_test))
+    n = min(params["quality_samples"], len(test))
     codes = np.random.default_rng(params["binarization_seed"]).standard_normal((n, vae.latent_dim)).astype("float32")
     samples = {name: np.asarray(model.decode(codes)) for name, model in models.items()}
     if data.y_train is None:
         results.notes.append("no labels: the sample-quality measure needs a classifier trained on labels and is skipped")
     else:
-        results.add("Fréchet distance to test images (classifier features)", sample_quality(ctx, data, samples, n, results))
+        results.add("Fréchet distance to test images (classifier features)", sample_quality(ctx, data, test, samples, n, results))
 
     rows = [(f"{name}: decoder fed N(0, I)" if row == 0 else "", images[8 * row : 8 * row + 8])
             for name, images in samples.items() for row in range(2)]
-    spread = np.linspace(0, len(data.x_test) - 1, 8).astype(int)  # splits may be ordered by class
-    results.plots.append(image_grid(ctx.run_dir, "samples", rows + [("test images", data.x_test[spread])]))
+    spread = np.linspace(0, len(test) - 1, 8).astype(int)  # splits may be ordered by class
+    results.plots.append(image_grid(ctx.run_dir, "samples", rows + [("test images", test[spread])]))
     results.plots.append(plot_interpolations(ctx.run_dir, models, x_test, seed=params["binarization_seed"]))
     if vae.latent_dim == 2:
         results.plots.append(plot_manifold(ctx.run_dir, vae))
     return results, data
 
 
-def sample_quality(ctx, data, samples, n, results):
-    """Fréchet distances of each method's samples (and of real training images, the floor) to n test images."""
+def sample_quality(ctx, data, test, samples, n, results):
+    """Fréchet distances of each method's samples (and of real training images, the floor) to n of the `test` images."""
     settings = dataclasses.replace(ctx.settings, epochs=ctx.params["classifier_epochs"])
     classes = int(max(data.y_train.max(), data.y_test.max())) + 1
     classifier, _ = ctx.train(
         lambda: feature_classifier(data.input_shape, classes), data.x_train, data.y_train,
         tag="classifier", settings=settings, compile_fn=training.compile_classifier,
     )
-    accuracy = np.mean(np.argmax(classifier.predict(data.x_test, verbose=0), axis=1) == data.y_test)
+    accuracy = np.mean(np.argmax(predict(classifier, test), axis=1) == data.y_test[: len(test)])
     features = keras.Model(classifier.inputs, classifier.get_layer("features").output)
     rng = np.random.default_rng(ctx.params["binarization_seed"])
 
-    def embed(images):  # n random images: splits may be ordered by class
-        chosen = images[rng.choice(len(images), n, replace=False)]
-        return np.asarray(features.predict(chosen, batch_size=256, verbose=0), "float64")
+    def embed(images):  # n random images (an array or streamed files): splits may be ordered by class
+        return predict(features, images[rng.choice(len(images), n, replace=False)]).astype("float64")
 
-    real = embed(data.x_test)
+    real = embed(test)
     distances = {method: frechet_distance(real, embed(images)) for method, images in samples.items()}
     distances["training images (reference)"] = frechet_distance(real, embed(data.x_train))
     results.notes.append(

@@ -17,8 +17,6 @@ from recipes.evaluation import first_examples, mean_example, predict, psnr, ssim
 from recipes.report import Results, image_grid
 from zoo.data import random_occlusion
 
-STREAMS = True  # trains on streamed sources; scored on a bounded test subset (see RunContext.load_data)
-
 
 def biharmonic_fill(occluded, mask):
     """Biharmonic inpainting of every image's masked pixels (images (n, H, W) or (n, H, W, C))."""

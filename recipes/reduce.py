@@ -87,9 +87,6 @@ def codes_and_errors(x, encoders, reconstructors):
     return {method: np.concatenate(c) for method, c in codes.items()}, {m: s / values for m, s in squared.items()}
 
 
-STREAMS = True  # takes streamed sources (see RunContext.load_data)
-
-
 def run(ctx):
     data = ctx.load_data()
     model, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train)

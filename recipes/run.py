@@ -8,7 +8,6 @@ when asked.
 import dataclasses
 import importlib
 import json
-import sys
 from pathlib import Path
 
 import zoo
@@ -32,7 +31,6 @@ class RunContext:
     quick: bool = False
     from_preset: str | None = None
     model: object = None
-    streams: bool = False  # the task takes streamed sources (its module sets STREAMS = True)
 
     @property
     def params(self):
@@ -45,16 +43,12 @@ class RunContext:
     def load_data(self, for_model=None):
         """The configured data set (cut for --quick), as sequences when the model reads (T, F).
 
-        A large image folder, .npy file or .csv series streams from its files if the task can take that;
-        otherwise it is loaded into memory, as is data for models that read sequences.
+        A large image folder, .npy file or .csv series streams from its files (every task trains
+        on streamed examples and scores them batch by batch or on a bounded subset); data for
+        models that read sequences is loaded into memory.
         """
         data_config = dict(self.config["data"])
         name = data_config.pop("name")
-        if data_config.get("stream") and not self.streams:
-            raise ZooError(
-                f"the {self.config['task']} task does not stream data yet; "
-                "remove data.stream=true to load the data into memory"
-            )
         data = zoo.data.load(name, **data_config)
         if self.quick:
             quick = self.config.get("quick", {})
@@ -62,9 +56,6 @@ class RunContext:
         model_name = for_model or self.model_name
         if _reads_sequences(model_name, self.config) and data.x_train.ndim == 4:
             return data.as_sequences()
-        if data.streaming and not self.streams:
-            print(f"aezoo: the {self.config['task']} task loads {name} into memory (it does not stream yet)", file=sys.stderr)
-            return data.in_memory()
         return data
 
     def build_model(self, input_shape, **overrides):
@@ -148,8 +139,7 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
             lambda p: Path(p).write_text(json.dumps({"recipe": recipe, "command": command, "config": config}, indent=1)),
         )
         task = importlib.import_module(f"recipes.{config['task']}")
-        context = RunContext(recipe, config, run_dir, settings, resume=resume, quick=quick, from_preset=from_preset,
-                             streams=getattr(task, "STREAMS", False))
+        context = RunContext(recipe, config, run_dir, settings, resume=resume, quick=quick, from_preset=from_preset)
         with training.precision_policy(settings.precision) as precision:
             results, data = task.run(context)
         model = context.model
