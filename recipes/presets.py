@@ -36,7 +36,11 @@ CONVERGE_SEQUENCE = [*CONVERGE, "--set", "params.tutorial_baseline=false"]
 # name -> its recipe run (nanoGPT-style literal registry).
 PRESETS = {
     "dense_ae_fashion_mnist": Preset("Fully connected autoencoder, 16-dim codes", ["reduce", "--model", "dense_ae"]),
-    "conv_ae_fashion_mnist": Preset("Convolutional autoencoder, 16-dim codes", ["reduce", "--model", "conv_ae"]),
+    "conv_ae_fashion_mnist": Preset(
+        "Convolutional autoencoder, 16-dim codes (nearest-neighbour resize + conv upsampling, AdamW + cosine decay)",
+        ["reduce", "--model", "conv_ae", "--set", "model.filters=[32, 64]", "--set", "model.hidden_units=256",
+         "--set", "model.upsampling=resize", *CONVERGE, "--set", "train.learning_rate=0.002", "--epochs", "12"],
+    ),
     "lstm_ae_fashion_mnist": Preset(
         "LSTM autoencoder reading image rows as a sequence, 16-dim codes (TFLite Micro ready: no TILE)",
         ["reduce", "--model", "lstm_ae", "--set", "model.units=[128]", "--set", "model.repeat=broadcast",
