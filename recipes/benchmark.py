@@ -163,20 +163,30 @@ def _compiles(compiler, folder, entry):
     return "yes" if subprocess.run(command, cwd=folder).returncode == 0 else "NO"
 
 
-def micro_presets(readme):
+def micro_presets(readme, only=None):
     """Exports every shipped preset for TensorFlow Lite Micro (int8, calibrated on its own data) into
-    runs/benchmark/micro/<name>, compiles its C arrays, and tables flash, arena and verification per file."""
+    runs/benchmark/micro/<name>, compiles its C arrays, and tables flash, arena and verification per file.
+
+    With `only` (preset names), the other presets' exports already in runs/benchmark/micro are
+    tabled as they are (exported anew where there is none): after retraining one preset.
+    """
     import shutil
 
     from export import export_model, micro
     from zoo import ZooError, from_preset, presets
+    from zoo.errors import unknown_name
 
     compiler = shutil.which("g++")
+    shipped = presets.list_presets()
+    for name in only or ():
+        if name not in shipped:
+            raise unknown_name("preset", name, shipped)
     rows = []
-    for name, info in presets.list_presets().items():
+    for name, info in shipped.items():
         out = Path("runs/benchmark/micro") / name
         try:
-            export_model(from_preset(name), out, quantize="int8", calibration_data=info["dataset"], micro_target=True)
+            if only is None or name in only or not (out / "micro" / "micro.json").exists():
+                export_model(from_preset(name), out, quantize="int8", calibration_data=info["dataset"], micro_target=True)
         except ZooError as error:
             rows.append(f"| `{name}` | refused: {error} | | | | | |")
             continue
@@ -187,7 +197,9 @@ def micro_presets(readme):
             rows.append(f"| `{name}` | {file} | {entry['flash_bytes']:,} | {entry['arena_bytes']:,} | {quality} | "
                         f"{'met' if check['met'] else 'MISSED'} | {_compiles(compiler, out / 'micro', entry)} |")
     lines = [
-        "Every shipped preset exported with `--micro` (`aezoo benchmark recipes micro`; int8, LSTMs int16x8, batch 1, "
+        "Every shipped preset exported with `--micro` (`aezoo benchmark recipes micro"
+        + (f" --only {' '.join(only)}`: those exported anew, the others' exports of an earlier run tabled as they are"
+           if only else "`") + "; int8, LSTMs int16x8, batch 1, "
         "calibrated on the preset's own data): flash = the model array, arena = measured in the TFLite Micro interpreter + 10%; "
         "quality in TFLM (reference kernels in brackets); C array compiled with `g++ -std=c++17 -c`.",
         "",
@@ -213,9 +225,11 @@ def main(argv):
     reproduce_args.add_argument("--readme", action="store_true", help="write the table into README.md")
     micro_args = sub.add_parser("micro", help="every preset exported for TensorFlow Lite Micro")
     micro_args.add_argument("--readme", action="store_true", help="write the table into README.md")
+    micro_args.add_argument("--only", nargs="+", metavar="PRESET",
+                            help="export only these presets again; table the others' existing exports")
     args = parser.parse_args(argv)
     if args.what == "micro":
-        micro_presets(args.readme)
+        micro_presets(args.readme, args.only)
     elif args.what == "loop":
         loop(args.examples, args.epochs, args.batch_size, args.readme)
     elif args.what == "full":
