@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
+from zoo.dataset_examples import DatasetExamples
 from zoo.errors import ZooError
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -307,13 +308,17 @@ class EpochBatches(keras.utils.PyDataset):
 def stream_batches(source, labels, batch_size, seed, initial_epoch, epochs, transform=None):
     """The tf.data counterpart of `EpochBatches` for streamed examples (`ImageFiles`, `MappedRows`):
     the same order and transform seeds, so streamed and in-memory training see the same batches;
-    examples are read in parallel."""
+    examples are read in parallel. A user's `DatasetExamples` has no random access: its epochs
+    are a shuffle buffer seeded by (seed, epoch) instead of the permutation."""
     n = len(source)
 
     def epoch_batches(epoch):
-        order = tf.numpy_function(lambda e: epoch_order(seed, int(e), n, batch_size), [epoch], tf.int64)
-        batches = source.examples(tf.ensure_shape(order, [n]), labels).batch(batch_size)
-        return with_transform(batches, transform, [seed, epoch])
+        if isinstance(source, DatasetExamples):
+            examples = source.shuffled(seed, epoch)
+        else:
+            order = tf.numpy_function(lambda e: epoch_order(seed, int(e), n, batch_size), [epoch], tf.int64)
+            examples = source.examples(tf.ensure_shape(order, [n]), labels)
+        return with_transform(examples.batch(batch_size), transform, [seed, epoch])
 
     return tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
 
@@ -539,7 +544,8 @@ def train(
         build_model: returns an uncompiled zoo model.
         x, y: training inputs and targets (y defaults to x); x may be `ImageFiles` or `MappedRows`, streamed
             through tf.data with the same per-epoch order and transform seeds (y then None or
-            labels as an array).
+            labels as an array), or a finite, unbatched `tf.data.Dataset` of x or (x, label)
+            elements (y None; see `zoo.dataset_examples.DatasetExamples`).
         settings: a `TrainSettings`.
         run_dir: where checkpoints/, logs/ and history.csv go.
         run_name: names the run (recipe or model) so `resume` refuses another run's folder.
@@ -561,7 +567,9 @@ def train(
     """
     run_dir = Path(run_dir)
     checkpoints = run_dir / "checkpoints"
-    streaming = not isinstance(x, np.ndarray)  # ImageFiles or MappedRows
+    if isinstance(x, tf.data.Dataset):
+        x = DatasetExamples(x)
+    streaming = not isinstance(x, np.ndarray)  # ImageFiles, MappedRows or DatasetExamples
     if not streaming:
         zoo.data.check_finite(x, "training data")
     if validation is None and settings.validation_fraction:

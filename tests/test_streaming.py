@@ -84,6 +84,11 @@ def train_dense(x, run_dir, **options):
                           run_dir=run_dir, run_name="dense", transform=noisy, **options)
 
 
+class StopAfterOne(training.keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
 def trains_like_its_arrays(streamed, tmp_path):
     """The model trained on `streamed`, after checking it matches training on the same data as arrays."""
     from_arrays, history = train_dense(streamed.numpy(), tmp_path / "arrays")
@@ -98,15 +103,49 @@ def test_streamed_training_sees_the_batches_of_the_array_path_and_resumes_exactl
     streamed = data.load(str(digit_folder), stream=True).x_train
     from_files = trains_like_its_arrays(streamed, tmp_path)
 
-    class StopAfterOne(training.keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            self.model.stop_training = True
-
     train_dense(streamed, tmp_path / "resumed", callbacks=[StopAfterOne()])
     resumed, resumed_history = train_dense(streamed, tmp_path / "resumed", resume=True)
     assert len(resumed_history) == 2
     for a, b in zip(from_files.get_weights(), resumed.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+def test_a_users_tf_data_dataset_trains_reproducibly_and_resumes_exactly(digits, tmp_path):
+    import tensorflow as tf
+
+    from zoo.dataset_examples import DatasetExamples
+
+    frames = tf.data.Dataset.from_tensor_slices(digits.x_train[:240]).map(tf.image.flip_left_right)  # a user's pipeline
+    first, history = train_dense(frames, tmp_path / "first")
+    again, _ = train_dense(frames, tmp_path / "again")
+    train_dense(frames, tmp_path / "resumed", callbacks=[StopAfterOne()])
+    resumed, resumed_history = train_dense(frames, tmp_path / "resumed", resume=True)
+    assert len(history) == len(resumed_history) == 2 and all(row["val_loss"] > 0 for row in history)
+    for a, b, c in zip(first.get_weights(), again.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, atol=1e-6, rtol=0)
+
+    unknown_length = DatasetExamples(frames.filter(lambda image: True))  # cardinality unknown: counted once
+    assert len(unknown_length) == 240 and unknown_length.shape == (240, 8, 8, 1) and len(unknown_length[216:]) == 24
+    np.testing.assert_array_equal(unknown_length[:24].numpy(), digits.x_train[:24, :, ::-1])
+    epoch = lambda e: np.stack([x for x, _ in unknown_length.shuffled(4, e).as_numpy_iterator()])  # noqa: E731
+    assert np.array_equal(epoch(1), epoch(1)) and not np.array_equal(epoch(0), epoch(1))
+    np.testing.assert_array_equal(np.sort(epoch(1).ravel()), np.sort(digits.x_train[:240].ravel()))  # every example once
+
+
+def test_a_batched_infinite_or_integer_tf_data_dataset_fails_in_one_line(digits, tmp_path):
+    import tensorflow as tf
+
+    images = tf.data.Dataset.from_tensor_slices(digits.x_train[:64])
+    for dataset, message in [
+        (images.batch(8), "give one unbatched float example per element"),
+        (images.repeat(), "is infinite"),
+        (images.map(lambda x: tf.cast(x * 255, tf.uint8)), "cast with .map"),
+        (images.map(lambda x: (x, x, x)), "3 tensors per element"),
+    ]:
+        with pytest.raises(ZooError, match=message) as error:
+            train_dense(dataset, tmp_path / "refused")
+        assert "\n" not in str(error.value)
 
 
 @pytest.fixture(scope="module")
