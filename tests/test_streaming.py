@@ -192,7 +192,7 @@ def test_a_mapped_npy_with_nan_and_stream_on_other_files_fail_in_one_line(tmp_pa
         data.load(str(tmp_path / "bad.npy"), stream=True)
     assert "\n" not in str(error.value)
     np.savez(tmp_path / "arrays.npz", x=values)
-    with pytest.raises(ZooError, match="data.stream applies to image folders, TFRecord files, TensorFlow Datasets and .npy files, not"):
+    with pytest.raises(ZooError, match="data.stream applies to image folders, TFRecord files, TensorFlow Datasets, .npy files and .csv files, not"):
         data.load(str(tmp_path / "arrays.npz"), stream=True)
 
 
