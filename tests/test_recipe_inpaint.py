@@ -44,4 +44,4 @@ def test_run_folder_holds_model_history_grid_and_report(inpaint_run):
     run_dir, metrics = inpaint_run
     for path in ("model.keras", "model/history.csv", "plots/inpaint_grid.png", "report.md", "metrics.json"):
         assert (run_dir / path).exists(), path
-    assert any("same 300 test images" in note for note in metrics["notes"])
+    assert any("every method is scored on all 300 test images" in note for note in metrics["notes"])
