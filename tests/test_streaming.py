@@ -226,7 +226,7 @@ def test_a_csv_series_streams_its_windows_as_views_of_the_series_parsed_in_chunk
     assert data.load(str(co2_csv), window=16, stride=3).streaming
 
 
-def test_a_csv_with_text_in_a_numeric_column_after_its_first_chunk_fails_in_one_line(co2_csv, tmp_path, monkeypatch):
+def test_a_csv_with_text_in_a_numeric_column_or_no_numeric_column_fails_in_one_line(co2_csv, tmp_path, monkeypatch):
     lines = co2_csv.read_text().splitlines()
     lines[250] = lines[250].replace(lines[250].split(",")[1], "n/a")
     (tmp_path / "gap.csv").write_text("\n".join(lines))
@@ -234,6 +234,9 @@ def test_a_csv_with_text_in_a_numeric_column_after_its_first_chunk_fails_in_one_
     with pytest.raises(ZooError, match=r"gap.csv line 251, column 'co2': 'n/a' is not a number; numeric columns must") as error:
         data.load(str(tmp_path / "gap.csv"), stream=True)
     assert "\n" not in str(error.value)
+    (tmp_path / "text.csv").write_text("date,city\n2020,Oslo\n2021,Rome\n")
+    with pytest.raises(ZooError, match="text.csv has no numeric column; columns: date, city"):
+        data.load(str(tmp_path / "text.csv"))
 
 
 def test_anomaly_streams_a_csv_series_to_the_scores_of_the_loaded_one(co2_csv, tmp_path):

@@ -459,9 +459,14 @@ def load_csv_series(path, label_column=None):
                 if not body:
                     break
                 if numeric is None:  # the first chunk decides which columns hold numbers
-                    numeric = [i for i, name in enumerate(header) if name.strip().lower() not in TIME_COLUMNS
-                               and _csv_column(body, i, path, name, first_line, strict=False) is not None]
-                chunks.append(np.stack([_csv_column(body, i, path, header[i], first_line) for i in numeric], axis=1))
+                    parsed = {i: _csv_column(body, i, path, name, first_line, strict=False)
+                              for i, name in enumerate(header) if name.strip().lower() not in TIME_COLUMNS}
+                    numeric = [i for i, column in parsed.items() if column is not None]
+                    if not numeric:
+                        raise ZooError(f"{path} has no numeric column; columns: {', '.join(header)}")
+                else:
+                    parsed = {i: _csv_column(body, i, path, header[i], first_line) for i in numeric}
+                chunks.append(np.stack([parsed[i] for i in numeric], axis=1))
     except (OSError, UnicodeDecodeError) as error:
         raise ZooError(f"cannot read CSV {path} ({error})") from None
     if sum(map(len, chunks)) < 2:
