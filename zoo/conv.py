@@ -63,7 +63,10 @@ class ConvStyle:
     def upsample(self, h, filters, name):
         if self.upsampling == "transpose":
             return self.conv(h, filters, name, strides=2, transpose=True)
-        h = keras.layers.UpSampling2D(2, interpolation="nearest", dtype=self.dtype, name=f"{name}_resize")(h)
+        # Resizing, not UpSampling2D: the same nearest-neighbour pixels, but it converts to
+        # RESIZE_NEAREST_NEIGHBOR, which TFLite Micro has, where UpSampling2D's repeat becomes TILE.
+        h = keras.layers.Resizing(2 * h.shape[1], 2 * h.shape[2], interpolation="nearest", dtype=self.dtype,
+                                  name=f"{name}_resize")(h)
         return self.conv(h, filters, name)
 
 
