@@ -12,6 +12,10 @@ every micro file's flash bytes, tensor arena measured in the TFLM interpreter, a
 against the reference kernels; lstm_ae and transformer_ae are then built with the options that
 avoid the kernels TFLM lacks (`MICRO_OPTIONS`).
 
+With `--presets`, each family has its Fashion-MNIST preset's architecture instead of the small
+default (still trained on mnist5k): the sizes of the files a user of the presets deploys. A
+file's fixed part (op and tensor tables) weighs more beside the small defaults' weights.
+
 With `--aarch64`, every export's .tflite files also run emulated on a Cortex-A72 (`aezoo verify`,
 qemu-user, one process per interpreter for all exports): a column gives each interpreter's
 difference from itself on x86_64 and the emulated latency (qemu's, not a board's).
@@ -19,6 +23,7 @@ difference from itself on x86_64 and the emulated latency (qemu's, not a board's
 Example:
     aezoo benchmark export
     aezoo benchmark export --micro --modes int8
+    aezoo benchmark export --presets --modes float32,int8 --no-onnx
     python -m export.benchmark --families conv_ae,vae --modes float32,int8 --epochs 1
 """
 
@@ -41,6 +46,14 @@ FAMILIES = {
     "transformer_ae": ("transformer_ae", {"embed_dim": 32, "num_heads": 2, "num_layers": 1, "ff_dim": 64}, False),
     "vae": ("vae", {"backbone": "conv", "backbone_config": {"filters": [16, 32]}}, False),
 }
+# family -> the Fashion-MNIST preset whose architecture `--presets` benchmarks.
+PRESET_ARCHITECTURES = {
+    "dense_ae": "dense_ae_fashion_mnist",
+    "conv_ae": "conv_ae_fashion_mnist",
+    "lstm_ae": "lstm_ae_fashion_mnist",
+    "transformer_ae": "transformer_ae_fashion_mnist",
+    "vae": "vae_conv_fashion_mnist",
+}
 # The options each family needs for TFLite Micro (it has no TILE or GELU kernel).
 MICRO_OPTIONS = {"lstm_ae": {"repeat": "broadcast"}, "transformer_ae": {"activation": "relu"}}
 LATENT_DIM = 16
@@ -60,17 +73,31 @@ def _parser():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--micro", action="store_true", help="also micro/ files: flash and measured TFLM arena per file")
     parser.add_argument("--aarch64", action="store_true", help="also run the .tflite files on an emulated Cortex-A72")
+    parser.add_argument(
+        "--presets", action="store_true",
+        help="each family with its Fashion-MNIST preset's architecture (the files a user deploys), not the small default",
+    )
     return parser
 
 
-def train(family, data, epochs, seed, micro_target=False):
-    """The benchmark's model of `family` (with `MICRO_OPTIONS` for a micro target), trained on `data` for `epochs`."""
+def architecture(family, preset_architecture=False, micro_target=False):
+    """(zoo model name, options) of the benchmark's `family` model: the small default, or its preset's."""
+    registry_name, options, _ = FAMILIES[family]
+    if preset_architecture:
+        from zoo import presets
+
+        config = presets.preset_info(PRESET_ARCHITECTURES[family])["config"]
+        options = {k: v for k, v in config.items() if k not in ("name", "trainable", "dtype", "input_shape", "latent_dim")}
+    return registry_name, {**options, **(MICRO_OPTIONS.get(family, {}) if micro_target else {})}
+
+
+def train(family, data, epochs, seed, micro_target=False, preset_architecture=False):
+    """The benchmark's model of `family` (see `architecture`), trained on `data` for `epochs`."""
     import keras
 
     import zoo
 
-    registry_name, options, _ = FAMILIES[family]
-    options = {**options, **(MICRO_OPTIONS.get(family, {}) if micro_target else {})}
+    registry_name, options = architecture(family, preset_architecture, micro_target)
     keras.utils.set_random_seed(seed)
     model = zoo.create(registry_name, input_shape=data.input_shape, latent_dim=LATENT_DIM, **options)
     if registry_name == "vae":
@@ -127,7 +154,7 @@ def main(argv=None):
         for family in families:
             data = images.as_sequences() if FAMILIES[family][2] else images
             started = time.perf_counter()
-            model = train(family, data, args.epochs, args.seed, args.micro)
+            model = train(family, data, args.epochs, args.seed, args.micro, args.presets)
             report = export_model(
                 model, root / family, quantize=modes, calibration_data=data, verify_samples=args.verify_samples,
                 micro_target=args.micro,
@@ -144,8 +171,10 @@ def main(argv=None):
                 check = checks[mode]
                 timings = [latency_ms(root / family / file_name, samples, t, args.runs) for t in THREADS]
                 runs_on_2_14 = {None: "-", True: "yes", False: "no"}[check.tflite_runtime_2_14]
+                share = (f" ({check.size_bytes / checks['float32'].size_bytes:.2f}x)"
+                         if mode != "float32" and "float32" in checks else "")
                 rows.append((root / family, file_name,
-                    f"| {family} | {mode} | {format_size(check.size_bytes)} | "
+                    f"| {family} | {mode} | {format_size(check.size_bytes)}{share} | "
                     + " | ".join(f"{p50:.3f} / {p95:.3f}" for p50, p95 in timings)
                     + f" | {check.judged_diff:.1e} | {check.psnr_db:.2f} ({check.keras_psnr_db:.2f}) | {runs_on_2_14} |"
                 ))
@@ -156,10 +185,11 @@ def main(argv=None):
     onnx_runtime = "" if args.no_onnx else f" (ONNX: onnxruntime {importlib.import_module('onnxruntime').__version__})"
     print(
         f"{runtime.find_interpreter()}{onnx_runtime}, {os.cpu_count()} CPU cores, batch 1, {args.runs} runs after {WARMUP_RUNS} "
-        f"warm-up; models trained {args.epochs} epochs on mnist5k, quality on {args.verify_samples} held-out images\n"
+        f"warm-up; {'preset architectures' if args.presets else 'models'} trained {args.epochs} epochs on mnist5k, "
+        f"quality on {args.verify_samples} held-out images\n"
     )
     print(
-        "| model | mode | size | latency ms p50 / p95, 1 thread | 2 threads | max abs diff vs Keras (ONNX: all signatures) | "
+        "| model | mode | size (x float32) | latency ms p50 / p95, 1 thread | 2 threads | max abs diff vs Keras (ONNX: all signatures) | "
         "PSNR dB (Keras) | tflite_runtime 2.14 | aarch64 vs x86_64 (Cortex-A72, emulated) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")

@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 from tensorflow.lite.python.convert import mlir_quantize
 from tensorflow.lite.python.convert_phase import ConverterError
+from tensorflow.lite.tools import flatbuffer_utils
 
 from export.runtime import SIGNATURES, VAE_SIGNATURES
 from export.tflite_file import read_model_info
@@ -146,6 +147,10 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = converter.inference_output_type = tf.int8
         converter.representative_dataset = representative_dataset
+        # One scale per dense kernel, not one per output unit: per-unit scales (a float32 and an
+        # int64 zero point each, repeated in every signature's subgraph) were a fifth of a VAE
+        # preset's int8 file; the presets' int8 PSNR moved by at most 0.02 dB.
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
         # Calibrated float graph first: whether it holds attention decides what stays float.
         converter._experimental_calibrate_only = not all_int8
     try:
@@ -157,7 +162,7 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_
                 # A list: the quantizer's binding silently ignores a tuple.
                 float_ops = list(ATTENTION_FLOAT_OPS) if "SOFTMAX" in op_names(content) else None
                 content = mlir_quantize(content, input_data_type=tf.int8, output_data_type=tf.int8,
-                                        denylisted_ops=float_ops)
+                                        denylisted_ops=float_ops, disable_per_channel_for_dense_layers=True)
     except ConverterError as error:
         needs = sorted({e.operator.name for e in getattr(error, "errors", []) if e.operator.name})
         if not needs:
@@ -167,7 +172,7 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_
             "edge interpreters cannot run Flex/custom ops, so the export refuses them"
         ) from None
     check_builtin_only(content, mode)
-    return content
+    return compact(content)
 
 
 def op_names(content):
@@ -190,3 +195,42 @@ def check_builtin_only(content, mode):
             f"the {mode} TFLite file would contain {', '.join(sorted(refused))}; edge exports allow "
             "builtin, non-random ops only"
         )
+
+
+
+
+def compact(content):
+    """`content` without what interpreters never read: the names of intermediate tensors (inputs
+    and outputs keep theirs), empty quantization tables, and one empty buffer per tensor that
+    has no data (they all point at the schema's empty buffer 0 instead).
+
+    Interpreters address tensors by index and signatures by their own names, so this changes no
+    output (tested). It matters where ops repeat per time step: the LSTM preset's int8 file
+    shrinks from 736 KB to 383 KB.
+    """
+    model = flatbuffer_utils.convert_bytearray_to_object(content)
+    buffers = [model.buffers[0]]
+    new_index = {}
+
+    def kept_buffer(index):
+        if index not in new_index:
+            new_index[index] = len(buffers)
+            buffers.append(model.buffers[index])
+        return new_index[index]
+
+    for subgraph in model.subgraphs:
+        ends = {*subgraph.inputs, *subgraph.outputs}
+        for index, tensor in enumerate(subgraph.tensors):
+            if index not in ends:
+                tensor.name = None
+            quantization = tensor.quantization
+            if quantization is not None and not any(
+                value is not None and len(value) for value in (quantization.scale, quantization.min, quantization.max)
+            ):
+                tensor.quantization = None
+            data = model.buffers[tensor.buffer].data
+            tensor.buffer = kept_buffer(tensor.buffer) if data is not None and len(data) else 0
+    for entry in model.metadata or ():
+        entry.buffer = kept_buffer(entry.buffer)
+    model.buffers = buffers
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

@@ -80,7 +80,7 @@ def preferred_precision(recurrent):
 
 
 def degenerate_tensors(content):
-    """Names of the tensors of a .tflite file that the quantizer gave a non-finite scale.
+    """Indices of the tensors of a .tflite file that the quantizer gave a non-finite scale.
 
     The int16x8 quantizer does so when an LSTM's first time step is zero in every calibration
     example (the top row of MNIST digits read as a sequence): that step's FULLY_CONNECTED gets
@@ -90,7 +90,7 @@ def degenerate_tensors(content):
     from ai_edge_litert.interpreter import Interpreter
 
     return [
-        details["name"]
+        details["index"]
         for details in Interpreter(model_content=content).get_tensor_details()
         if not np.isfinite(details["quantization_parameters"]["scales"]).all()
     ]

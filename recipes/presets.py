@@ -49,7 +49,7 @@ PRESETS = {
     "transformer_ae_fashion_mnist": Preset(
         "Transformer autoencoder on 7x7 patches, 16-dim codes (TFLite Micro ready: ReLU feed-forward)",
         ["reduce", "--model", "transformer_ae", "--set", "model.patch_size=7", "--set", "model.activation=relu",
-         "--set", "train.learning_rate=0.002", *CONVERGE_SEQUENCE, "--epochs", "8"],
+         "--set", "train.learning_rate=0.002", *CONVERGE_SEQUENCE, "--epochs", "12"],
     ),
     "vae_conv_fashion_mnist": Preset("Convolutional VAE, 16-dim latent (sampling, interpolation)", ["generate", *VAE_CONV]),
     "vae_conv_2d_fashion_mnist": Preset(
@@ -155,7 +155,8 @@ def _compare(name, family, headline):
     """The same recipe and data with another model family: its parameters and headline metric."""
     import keras
 
-    args = command_for(name, model=family, out=RUNS_DIR / name / f"compare_{family}")
+    # Beside the preset's run, not inside it: that run's training time is summed over its folder.
+    args = command_for(name, model=family, out=RUNS_DIR / f"{name}-compare-{family}")
     run_dir = run_or_resume(args)
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     model = keras.models.load_model(run_dir / "model.keras", compile=False)

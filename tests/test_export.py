@@ -112,6 +112,26 @@ def test_int8_attention_keeps_platform_dependent_ops_in_float(exports, name):
         assert not floats  # no attention: every op stays int8
 
 
+@pytest.mark.parametrize("name", ["lstm_ae", "dense_ae"])
+def test_tflite_files_are_compact(exports, name):
+    # Issue 12: per-unit scales, intermediate tensor names and empty buffers made int8 files of
+    # small or unrolled graphs barely smaller than float32 (the LSTM's larger).
+    from ai_edge_litert.schema_py_generated import BuiltinOperator, Model
+
+    for mode in ("float32", "int8"):
+        model = Model.GetRootAsModel((exports[name].out_dir / tflite_name(mode)).read_bytes(), 0)
+        with_data = {i for i in range(model.BuffersLength()) if model.Buffers(i).DataLength()}
+        assert with_data | {0} == set(range(model.BuffersLength())), mode  # no empty buffer but the sentinel
+        for graph in (model.Subgraphs(i) for i in range(model.SubgraphsLength())):
+            ends = {*graph.InputsAsNumpy(), *graph.OutputsAsNumpy()}
+            named = {i for i in range(graph.TensorsLength()) if graph.Tensors(i).Name()}
+            assert named == ends, (mode, graph.Name())
+            if mode == "int8":
+                for op in (graph.Operators(i) for i in range(graph.OperatorsLength())):
+                    if model.OperatorCodes(op.OpcodeIndex()).BuiltinCode() == BuiltinOperator.FULLY_CONNECTED:
+                        assert graph.Tensors(op.Inputs(1)).Quantization().ScaleLength() == 1
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_float32_tflite_matches_keras_in_ai_edge_litert(exports, name):
     exported = exports[name]
