@@ -197,8 +197,6 @@ def check_builtin_only(content, mode):
         )
 
 
-
-
 def compact(content):
     """`content` without what interpreters never read: the names of intermediate tensors (inputs
     and outputs keep theirs), empty quantization tables, and one empty buffer per tensor that
