@@ -477,7 +477,7 @@ def _write_micro(context, source, batch_size):
             if not degenerate:
                 return content, "int16x8", None
             note = (f"int8, not int16x8: the int16x8 quantizer gave {len(degenerate)} tensors a non-finite scale "
-                    "(a time step that is zero in every calibration example), which the kernels run differently")
+                    "(an input that is zero in every calibration example), which the kernels run differently")
         return convert.convert(source, [signature], "int8", batches, all_int8=True), "int8", note
 
     try:

@@ -100,7 +100,7 @@ def _output_types(path):
     return found
 
 
-@pytest.mark.parametrize("name", ["transformer_ae", "dense_ae"])
+@pytest.mark.parametrize("name", ["transformer_ae", "dense_ae", "lstm_ae"])
 def test_int8_attention_keeps_platform_dependent_ops_in_float(exports, name):
     # Issue 12: int8 softmax and layer-norm kernels round differently on aarch64 and x86_64.
     types = _output_types(exports[name].out_dir / tflite_name("int8"))
@@ -109,7 +109,7 @@ def test_int8_attention_keeps_platform_dependent_ops_in_float(exports, name):
         assert {"SOFTMAX", "BATCH_MATMUL", "MEAN", "RSQRT"} <= floats
         assert ("FULLY_CONNECTED", "INT8") in types and ("FULLY_CONNECTED", "FLOAT32") not in types
     else:
-        assert not floats  # no attention: every op stays int8
+        assert not floats  # no attention: every op stays int8 (the LSTM's first step included)
 
 
 @pytest.mark.parametrize("name", ["lstm_ae", "dense_ae"])
@@ -130,6 +130,10 @@ def test_tflite_files_are_compact(exports, name):
                 for op in (graph.Operators(i) for i in range(graph.OperatorsLength())):
                     if model.OperatorCodes(op.OpcodeIndex()).BuiltinCode() == BuiltinOperator.FULLY_CONNECTED:
                         assert graph.Tensors(op.Inputs(1)).Quantization().ScaleLength() == 1
+            if name == "lstm_ae":
+                # Its steps repeat shapes and quantization parameters: equal tensor tables are stored once.
+                tables = {graph.Tensors(i)._tab.Pos for i in range(graph.TensorsLength())}
+                assert len(tables) < graph.TensorsLength() / 2, (mode, graph.Name())
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -219,6 +223,17 @@ def test_fixed_batch_is_split_and_padded(exports, tmp_path):
     x = held_out(exported, 7)  # 3 + 3 + 1 (padded)
     assert edge.batch_size == 3
     np.testing.assert_allclose(edge.reconstruct(x), exported.model(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("options", [{"units": (16, 8)}, {"units": (16,), "bidirectional": True, "repeat": "broadcast"}])
+def test_export_copy_unrolls_lstms_into_the_same_function(digits, options):
+    # The export's LSTM loop (one input projection per sequence) against Keras' own, backward
+    # direction included; weights random, so no gate sits near a saturated value.
+    model = zoo.create("lstm_ae", input_shape=(8, 8), latent_dim=4, **options)
+    x = digits.x_test[:16, :, :, 0]
+    copy = convert.export_copy(model)
+    np.testing.assert_allclose(copy(x), model(x), atol=1e-6)
+    np.testing.assert_allclose(copy.encode(x), model.encode(x), atol=1e-6)
 
 
 def test_mixed_precision_model_exports_from_a_float32_copy(digits, tmp_path):
