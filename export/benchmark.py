@@ -86,8 +86,9 @@ def architecture(family, preset_architecture=False, micro_target=False):
     if preset_architecture:
         from zoo import presets
 
-        config = presets.preset_info(PRESET_ARCHITECTURES[family])["config"]
-        options = {k: v for k, v in config.items() if k not in ("name", "trainable", "dtype", "input_shape", "latent_dim")}
+        options = presets.architecture_options(PRESET_ARCHITECTURES[family])
+        # The benchmark's data, latent size and float32 training, not the preset's.
+        options = {k: v for k, v in options.items() if k not in ("dtype", "input_shape", "latent_dim")}
     return registry_name, {**options, **(MICRO_OPTIONS.get(family, {}) if micro_target else {})}
 
 

@@ -57,8 +57,7 @@ def from_preset(name, **overrides):
         raise ZooError(
             f"preset {name}: {weights.name} does not match its sha256 (tampered or truncated); reinstall autoencoder-zoo"
         )
-    config = {k: v for k, v in info["config"].items() if k not in ("name", "trainable")}
-    model = create(info["model"], **{**config, **overrides})
+    model = create(info["model"], **{**architecture_options(name), **overrides})
     try:
         with warnings.catch_warnings():
             # Keras only warns when a layer finds no weights and keeps its random ones: refuse that too
@@ -71,6 +70,11 @@ def from_preset(name, **overrides):
         ) from None
     return model
 
+
+def architecture_options(name):
+    """The `zoo.create` keyword options of preset `name`'s model (its config without Keras'
+    layer bookkeeping), e.g. to build the same architecture untrained."""
+    return {k: v for k, v in preset_info(name)["config"].items() if k not in ("name", "trainable")}
 
 CHECK_DESCRIPTIONS = {
     "fashion_mnist": "the first 200 Fashion-MNIST test images",
