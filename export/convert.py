@@ -67,7 +67,10 @@ def _unrolled_lstm_loop(layer):
     if (cell.activation, cell.recurrent_activation, cell.use_bias) != (
         keras.activations.tanh, keras.activations.sigmoid, True
     ):
-        raise ZooError(f"export handles LSTMs with tanh, sigmoid and a bias; {layer.name} differs")
+        raise ZooError(
+            f"LSTM {layer.name} has other activations or no bias; export handles Keras' defaults "
+            "(tanh, sigmoid, use_bias=True): build the model with them"
+        )
 
     def inner_loop(sequences, initial_state, mask, training=False):
         projected = ops.unstack(ops.matmul(sequences, cell.kernel) + cell.bias, axis=1)
