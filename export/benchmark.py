@@ -199,7 +199,7 @@ def main(argv=None):
         from export import micro
 
         print(
-            f"\nmicro/ files (batch 1; int8, or int16x8 for an LSTM that quantizes cleanly) in tflite-micro {micro.tflm_version()}: flash = the model array; arena = "
+            f"\nmicro/ files (batch 1; int8, or int16x8 for an LSTM or Transformer that quantizes cleanly) in tflite-micro {micro.tflm_version()}: flash = the model array; arena = "
             f"the smallest that ran in its interpreter, and with the {micro.ARENA_MARGIN:.0%} margin micro.json states\n"
         )
         print(

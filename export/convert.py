@@ -32,12 +32,13 @@ RANDOM_OPS = ("RANDOM_STANDARD_NORMAL", "RANDOM_UNIFORM", "MULTINOMIAL")
 ATTENTION_FLOAT_OPS = ("SOFTMAX", "BATCH_MATMUL", "MEAN", "SQUARED_DIFFERENCE", "RSQRT", "MUL")
 
 
-def export_copy(model):
+def export_copy(model, explicit_norms=False):
     """A float32 copy of `model` with the same weights, in the form the converter handles.
 
     Mixed-precision models compute in float16/bfloat16, which edge interpreters run poorly or
     not at all, so the export traces a float32 copy. LSTMs are unrolled (`_unrolled_lstm_loop`):
-    the converter crashes when it calibrates the loop (WHILE) form for int8.
+    the converter crashes when it calibrates the loop (WHILE) form for int8. With
+    `explicit_norms`, layer normalisations take the form int16x8 files need (`_explicit_layer_norm`).
 
     Example:
         >>> copy = export_copy(zoo.create("lstm_ae", (28, 28), 16, dtype="mixed_float16"))
@@ -53,7 +54,27 @@ def export_copy(model):
     for layer in copy._flatten_layers():
         if isinstance(layer, keras.layers.LSTM):
             layer.inner_loop = _unrolled_lstm_loop(layer)
+        if explicit_norms and isinstance(layer, keras.layers.LayerNormalization):
+            layer.call = _explicit_layer_norm(layer)
     return copy
+
+
+def _explicit_layer_norm(layer):
+    """A `call` for LayerNormalization `layer` computing (x - mean) * rsqrt(var + eps) * gamma + beta.
+
+    Keras' form adds -mean * rsqrt(...) instead: a NEG, which the int16x8 quantizer has no
+    kernel for. The variance squares by a MUL, since the converter would fuse a square of a
+    difference into SQUARED_DIFFERENCE, which the reference kernels run in int8 only.
+    """
+    if layer.rms_scaling or not (layer.scale and layer.center):
+        raise ZooError(f"layer normalisation {layer.name}: the export handles Keras' default (scale, center, no RMS)")
+
+    def call(inputs):
+        centered = inputs - ops.mean(inputs, axis=layer.axis, keepdims=True)
+        variance = ops.mean(centered * centered, axis=layer.axis, keepdims=True)
+        return centered * ops.rsqrt(variance + layer.epsilon) * layer.gamma + layer.beta
+
+    return call
 
 
 def _unrolled_lstm_loop(layer):
@@ -92,10 +113,19 @@ def _unrolled_lstm_loop(layer):
     return inner_loop
 
 
+def family(model):
+    """The network family `model` computes with: its registry name, or a VAE's backbone as `<backbone>_ae`."""
+    return f"{model.get_config()['backbone']}_ae" if model.registry_name == "vae" else model.registry_name
+
+
 def is_recurrent(model):
     """Whether `model` holds an LSTM (lstm_ae, or a VAE with the lstm backbone)."""
-    vae_backbone = model.get_config()["backbone"] if model.registry_name == "vae" else None
-    return model.registry_name == "lstm_ae" or vae_backbone == "lstm"
+    return family(model) == "lstm_ae"
+
+
+def has_attention(model):
+    """Whether `model` holds attention blocks (transformer_ae, or a VAE with the transformer backbone)."""
+    return family(model) == "transformer_ae"
 
 
 def signature_names(model):
@@ -160,7 +190,7 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_
         mode: "float32", "float16" (float16 weights), "dynamic" (int8 weights, float
             activations), "int8" (int8 weights, activations, inputs and outputs) or "int16x8"
             (int8 weights, int16 activations, inputs and outputs: TFLite Micro files of
-            recurrent graphs, see `export.micro.preferred_precision`).
+            LSTM and attention graphs, see `export.micro.preferred_precision`).
         representative_dataset: for int8 and int16x8, a generator function yielding
             (signature, {input name: array}) pairs of real samples.
         all_int8: int8 every op even in an attention graph (TFLite Micro has no mixed files);

@@ -460,11 +460,15 @@ def _write_micro(context, source, batch_size):
     `source` is the TFLite files' SavedModel, traced at `batch_size`.
     """
     folder, copy, signatures, samples = context.folder, context.copy, context.signatures, context.samples
-    if batch_size != 1:
+    attention = convert.has_attention(copy)
+    own_source = batch_size != 1 or attention
+    if own_source:
         source = folder / ".micro_source"
-        convert.write_saved_model(copy, source, batch_size=1, reconstruct_key="reconstruct")
+        # An attention graph's int16x8 files need layer norms in the form that quantizer handles.
+        traced = convert.export_copy(copy, explicit_norms=True) if attention else copy
+        convert.write_saved_model(traced, source, batch_size=1, reconstruct_key="reconstruct")
     representative = _representative_dataset(context.functions, signatures, samples, 1, copy.latent_dim)
-    preferred = micro.preferred_precision(convert.is_recurrent(copy))
+    preferred = micro.preferred_precision(convert.is_recurrent(copy) or attention)
 
     def convert_one(signature):
         def batches():
@@ -488,7 +492,7 @@ def _write_micro(context, source, batch_size):
     except runtime.EdgeError as error:
         raise ZooError(str(error)) from None
     finally:
-        if batch_size != 1:
+        if own_source:
             shutil.rmtree(source)
 
 

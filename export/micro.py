@@ -4,7 +4,7 @@
     model_<signature>_<precision>.tflite
                                     one signature per file (TFLM runs only a file's subgraph 0,
                                     and some multi-subgraph int8 files crash its allocator);
-                                    precision int8, or int16x8 for recurrent models (`preferred_precision`)
+                                    precision int8, or int16x8 for LSTM and attention graphs (`preferred_precision`)
     model_<signature>_<precision>.cc/.h
                                     the same bytes as an aligned const array and its length
     micro.json                      per file: signature, input shape, arena and flash bytes,
@@ -65,18 +65,20 @@ AVOIDED_BY = {
 RESOLVER_EXCEPTIONS = {"BATCH_MATMUL": "AddBatchMatMul", "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM"}
 
 
-def preferred_precision(recurrent):
-    """The quantization a model's micro files get: "int8", or "int16x8" for a recurrent model
-    (unless its conversion is degenerate, see `degenerate_tensors`).
+def preferred_precision(amplifies_rounding):
+    """The quantization a model's micro files get: "int8", or "int16x8" for a graph that amplifies
+    rounding differences, a recurrent or an attention one (unless its conversion is degenerate,
+    see `degenerate_tensors`).
 
-    int16x8 = int8 weights with int16 activations, inputs and outputs. An unrolled LSTM
-    re-quantizes its state at every time step, so one-step rounding differences between
-    TFLM's int8 kernels and the reference kernels (FULLY_CONNECTED, from identical inputs)
-    grow over 28 steps: the LSTM preset's int8 codes differed by 35 steps, and int8 alone cost
-    its reconstruction 7.4 dB against Keras (12.7 dB vs 20.1). int16 activations: 14 int16
-    steps (0.05 int8 steps) and 20.1 dB, a smaller file, 1% more arena (README "Microcontrollers").
+    int16x8 = int8 weights with int16 activations, inputs and outputs. TFLM's int8
+    FULLY_CONNECTED and the reference kernels' round 1 step apart now and then from identical
+    inputs. An unrolled LSTM re-quantizes its state at every time step, so this grows over 28
+    steps: the LSTM preset's int8 codes differed by 35 steps, and int8 alone cost its
+    reconstruction 7.4 dB against Keras (12.7 dB vs 20.1); attention's softmax widens it too
+    (the Transformer preset's int8 codes: 3 steps). int16 activations: the LSTM's codes 14 int16
+    steps apart (0.05 int8 steps) and 20.1 dB (README "Microcontrollers").
     """
-    return "int16x8" if recurrent else "int8"
+    return "int16x8" if amplifies_rounding else "int8"
 
 
 def degenerate_tensors(content):

@@ -199,7 +199,7 @@ def micro_presets(readme, only=None):
     lines = [
         "Every shipped preset exported with `--micro` (`aezoo benchmark recipes micro"
         + (f" --only {' '.join(only)}`: those exported anew, the others' exports of an earlier run tabled as they are"
-           if only else "`") + "; int8, LSTMs int16x8, batch 1, "
+           if only else "`") + "; int8, LSTMs and Transformers int16x8, batch 1, "
         "calibrated on the preset's own data): flash = the model array, arena = measured in the TFLite Micro interpreter + 10%; "
         "quality in TFLM (reference kernels in brackets); C array compiled with `g++ -std=c++17 -c`.",
         "",

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from export_helpers import FAMILIES, exported_models
@@ -234,6 +235,21 @@ def test_export_copy_unrolls_lstms_into_the_same_function(digits, options):
     copy = convert.export_copy(model)
     np.testing.assert_allclose(copy(x), model(x), atol=1e-6)
     np.testing.assert_allclose(copy.encode(x), model.encode(x), atol=1e-6)
+
+
+def test_export_copy_with_explicit_norms_computes_the_same_function(digits):
+    # Layer norms as (x - mean) * rsqrt(var + eps) * gamma + beta (int16x8 micro files of
+    # attention graphs) against Keras' LayerNormalization, with gamma and beta away from 1 and 0.
+    model = zoo.create("transformer_ae", input_shape=(8, 8, 1), latent_dim=4, **FAMILIES["transformer_ae"][1])
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.LayerNormalization)]
+    assert norms
+    rng = np.random.default_rng(0)
+    for layer in norms:
+        layer.set_weights([w + rng.normal(0, 0.3, w.shape).astype("float32") for w in layer.get_weights()])
+    x = digits.x_test[:16]
+    copy = convert.export_copy(model, explicit_norms=True)
+    np.testing.assert_allclose(copy(x), model(x), atol=1e-5)
+    np.testing.assert_allclose(copy.encode(x), model.encode(x), atol=1e-5)
 
 
 def test_mixed_precision_model_exports_from_a_float32_copy(digits, tmp_path):

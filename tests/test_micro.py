@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MICRO_FAMILIES = {
     "dense_ae": ({}, "int8"),
     "lstm_ae": ({"repeat": "broadcast"}, "int16x8"),
+    "transformer_ae": ({"activation": "relu"}, "int16x8"),
     "vae_dense": ({}, "int8"),
 }
 
