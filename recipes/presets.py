@@ -51,7 +51,12 @@ PRESETS = {
         ["reduce", "--model", "transformer_ae", "--set", "model.patch_size=7", "--set", "model.activation=relu",
          "--set", "train.learning_rate=0.002", *CONVERGE_SEQUENCE, "--epochs", "12"],
     ),
-    "vae_conv_fashion_mnist": Preset("Convolutional VAE, 16-dim latent (sampling, interpolation)", ["generate", *VAE_CONV]),
+    "vae_conv_fashion_mnist": Preset(
+        "Convolutional VAE, 16-dim latent (sampling, interpolation; AdamW + cosine decay, KL warm-up)",
+        ["generate", "--set", "model.backbone=conv", "--set", "model.backbone_config={filters=[32, 64], hidden_units=256}",
+         "--set", "model.kl_warmup_steps=800", "--set", "params.importance_samples=20", *CONVERGE,
+         "--set", "train.learning_rate=0.002", "--epochs", "10"],
+    ),
     "vae_conv_2d_fashion_mnist": Preset(
         "Convolutional VAE with a 2-D latent space (latent map)",
         ["generate", *VAE_CONV, "--set", "model.latent_dim=2"],
