@@ -67,7 +67,10 @@ def _explicit_layer_norm(layer):
     difference into SQUARED_DIFFERENCE, which the reference kernels run in int8 only.
     """
     if layer.rms_scaling or not (layer.scale and layer.center):
-        raise ZooError(f"layer normalisation {layer.name}: the export handles Keras' default (scale, center, no RMS)")
+        raise ZooError(
+            f"layer normalisation {layer.name} has scale, center or rms_scaling changed; the export handles Keras' "
+            "default: build it with scale=True, center=True, rms_scaling=False"
+        )
 
     def call(inputs):
         centered = inputs - ops.mean(inputs, axis=layer.axis, keepdims=True)
@@ -115,7 +118,7 @@ def _unrolled_lstm_loop(layer):
 
 def family(model):
     """The network family `model` computes with: its registry name, or a VAE's backbone as `<backbone>_ae`."""
-    return f"{model.get_config()['backbone']}_ae" if model.registry_name == "vae" else model.registry_name
+    return f"{model.backbone_name}_ae" if model.registry_name == "vae" else model.registry_name
 
 
 def is_recurrent(model):
