@@ -17,9 +17,14 @@ from zoo.data import gaussian_noise, salt_and_pepper
 
 
 def noise_functions(params):
-    """{label: f(x, rng) -> noisy x} for the configured noise levels."""
+    """{label: f(x, rng) -> noisy x} for the configured noise levels: Gaussian at `sigma` and each of
+    `extra_sigmas`, then salt and pepper."""
+    def gaussian(sigma):
+        return lambda x, rng: gaussian_noise(x, sigma, rng)
+
+    sigmas = [params["sigma"], *params["extra_sigmas"]]
     return {
-        f"gaussian σ={params['sigma']}": lambda x, rng: gaussian_noise(x, params["sigma"], rng),
+        **{f"gaussian σ={sigma}": gaussian(sigma) for sigma in sigmas},
         f"salt-and-pepper {params['salt_pepper']:.0%}": lambda x, rng: salt_and_pepper(x, params["salt_pepper"], rng),
     }
 

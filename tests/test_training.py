@@ -334,3 +334,26 @@ def test_precision_auto_is_float32_on_a_cpu_and_is_restored_after():
 def test_bad_train_settings(bad, expected):
     with pytest.raises(ZooError, match=expected):
         TrainSettings(**bad)
+
+
+def test_precise_batch_norm_statistics_are_the_average_of_full_batch_statistics_under_the_final_weights():
+    from sklearn.datasets import load_digits
+
+    x = (load_digits().data / 16.0).astype("float32")  # 1797 real images, 64 pixels
+    inner = keras.Sequential([keras.Input((64,)), keras.layers.Dense(12), keras.layers.BatchNormalization(),
+                              keras.layers.Dense(6), keras.layers.BatchNormalization()])
+    model = keras.Sequential([keras.Input((64,)), inner])  # nested, as an encoder inside a classifier
+    dense1, norm1, dense2, norm2 = inner.layers
+    training.recompute_batch_norm_statistics(model, x, batch_size=256, seed=3, max_examples=1000)
+
+    sample = x[np.sort(np.random.default_rng(3).permutation(len(x))[:1000])]
+    batches = [sample[i * 256 : (i + 1) * 256] for i in range(3)]  # 1000 // 256 full batches; the rest unused
+    w1, b1 = dense1.get_weights()
+    w2, b2 = dense2.get_weights()
+    gamma, beta = norm1.get_weights()[:2]
+    h1 = [b @ w1 + b1 for b in batches]
+    h2 = [(gamma * (h - h.mean(0)) / np.sqrt(h.var(0) + norm1.epsilon) + beta) @ w2 + b2 for h in h1]
+    for norm, inputs in ((norm1, h1), (norm2, h2)):
+        np.testing.assert_allclose(norm.moving_mean.numpy(), np.mean([h.mean(0) for h in inputs], 0), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(norm.moving_variance.numpy(), np.mean([h.var(0) for h in inputs], 0), rtol=1e-4, atol=1e-5)
+        assert norm.momentum == 0.99
