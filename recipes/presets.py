@@ -67,7 +67,10 @@ PRESETS = {
         ["denoise", "--set", "model.latent_dim=64", "--set", "model.upsampling=resize", *CONVERGE,
          "--set", "train.learning_rate=0.002", "--epochs", "10"],
     ),
-    "conv_ae_inpaint_fashion_mnist": Preset("Convolutional inpainter (rectangular occlusions)", ["inpaint"]),
+    "conv_ae_inpaint_fashion_mnist": Preset(
+        "Convolutional inpainter, 64-dim codes (rectangular occlusions; AdamW + cosine decay)",
+        ["inpaint", "--set", "model.latent_dim=64", *CONVERGE, "--epochs", "10"],
+    ),
     "dense_ae_co2_micro": Preset(
         "Dense autoencoder for time-series anomaly detection on microcontrollers (Cortex-M4 class: int8 model "
         "<= 256 KB flash, <= 64 KB arena), trained on normal 32-step windows of the Mauna Loa CO2 series",

@@ -76,6 +76,7 @@ def architecture_options(name):
     layer bookkeeping), e.g. to build the same architecture untrained."""
     return {k: v for k, v in preset_info(name)["config"].items() if k not in ("name", "trainable")}
 
+
 CHECK_DESCRIPTIONS = {
     "fashion_mnist": "the first 200 Fashion-MNIST test images",
     "co2": "the first 200 test windows of the co2 series",
