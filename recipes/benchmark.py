@@ -20,6 +20,8 @@ from pathlib import Path
 
 import keras
 
+from recipes.presets import CONVERGE
+
 # (label, preset name or aezoo arguments)
 FULL_RUNS = [
     ("denoise", "conv_ae_denoise_fashion_mnist"),
@@ -32,8 +34,7 @@ FULL_RUNS = [
     ("generate (M=2)", "vae_conv_2d_fashion_mnist"),
     # Pretrained 5 epochs, each classifier 10 (the defaults' 3 and 2 keep the recipe's quick runs short).
     ("classify", ["run", "classify", "--set", "model.filters=[32, 64]", "--set", "model.hidden_units=256",
-                  "--set", "model.normalization=batch", "--set", "train.optimizer=adamw", "--set", "train.lr_schedule=cosine",
-                  "--set", "train.warmup_epochs=1", "--set", "train.patience=0", "--set", "train.learning_rate=0.002",
+                  "--set", "model.normalization=batch", *CONVERGE, "--set", "train.learning_rate=0.002",
                   "--set", "train.batch_size=128", "--epochs", "5", "--set", "params.classifier_epochs=10",
                   "--set", "params.classifier_learning_rate=0.001", "--data", "fashion_mnist",
                   "--out", "runs/benchmark/classify"]),

@@ -29,10 +29,17 @@ class Preset(NamedTuple):
 
 CONVERGE = ["--set", "train.optimizer=adamw", "--set", "train.lr_schedule=cosine", "--set", "train.warmup_epochs=1",
             "--set", "train.patience=0"]
-VAE_TRAINING = ["--set", "model.kl_warmup_steps=800", "--set", "params.importance_samples=20", *CONVERGE,
-                "--set", "train.learning_rate=0.002", "--epochs", "10"]
 # Sequence families are compared with PCA, not with the tutorial conv AE (an image network).
 CONVERGE_SEQUENCE = [*CONVERGE, "--set", "params.tutorial_baseline=false"]
+
+
+def conv_vae_run(hidden_units, *options):
+    """The generate run of a conv-backbone VAE preset: `hidden_units` wide, `options` before the shared training."""
+    backbone = f"model.backbone_config={{filters=[32, 64], hidden_units={hidden_units}}}"
+    return ["generate", "--set", "model.backbone=conv", "--set", backbone, *options, "--set", "model.kl_warmup_steps=800",
+            "--set", "params.importance_samples=20", *CONVERGE, "--set", "train.learning_rate=0.002", "--epochs", "10"]
+
+
 # name -> its recipe run (nanoGPT-style literal registry).
 PRESETS = {
     "dense_ae_fashion_mnist": Preset("Fully connected autoencoder, 16-dim codes", ["reduce", "--model", "dense_ae"]),
@@ -53,14 +60,12 @@ PRESETS = {
     ),
     "vae_conv_fashion_mnist": Preset(
         "Convolutional VAE, 16-dim latent (sampling, interpolation; AdamW + cosine decay, KL warm-up)",
-        ["generate", "--set", "model.backbone=conv", "--set", "model.backbone_config={filters=[32, 64], hidden_units=256}",
-         *VAE_TRAINING],
+        conv_vae_run(256),
     ),
     "vae_conv_2d_fashion_mnist": Preset(
         "Convolutional VAE with a 2-D latent space (latent map; AdamW + cosine decay, KL warm-up)",
         # 128 hidden units: through a 2-D code, 256 buy nothing and would double the file.
-        ["generate", "--set", "model.backbone=conv", "--set", "model.backbone_config={filters=[32, 64], hidden_units=128}",
-         "--set", "model.latent_dim=2", *VAE_TRAINING],
+        conv_vae_run(128, "--set", "model.latent_dim=2"),
     ),
     "conv_ae_denoise_fashion_mnist": Preset(
         "Convolutional denoiser, 64-dim codes (Gaussian and salt-and-pepper noise; resize + conv upsampling, AdamW + cosine decay)",
