@@ -30,7 +30,10 @@ class Results:
 
 
 def _plain(value):
-    return None if value is None else float(value)
+    """JSON-ready: counts stay integers (so reports print "2", not "2.0000"), the rest floats."""
+    if value is None:
+        return None
+    return int(value) if isinstance(value, (int, np.integer)) else float(value)
 
 
 def metrics_table(metrics):
@@ -46,7 +49,7 @@ def metrics_table(metrics):
 def _format(value):
     if value is None:
         return "–"
-    if float(value).is_integer() and abs(value) >= 10:
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 10):
         return f"{int(value):,}"  # counts
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
 
