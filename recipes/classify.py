@@ -5,10 +5,6 @@ each fraction in params.label_fractions.
 Fine-tuning is linear probe, then fine-tune (Kumar et al., 2022): the head starts as a
 logistic regression fitted on the pretrained codes of the labelled examples, so the first
 gradient steps do not wreck the pretrained features while a random head is still learning.
-Below 100% of the labels it is also semi-supervised: each pass adds as many unlabelled
-training images as it has labelled ones, and the autoencoder's reconstruction loss on every
-image (weight params.reconstruction_weight) keeps the encoder describing all the images while
-the cross-entropy of the labelled ones sharpens it (Rasmus et al., 2015; Le et al., 2018).
 
 Baseline: the same network (encoder architecture + head), initialised at random and trained
 on the same labelled examples with the same batches and budget; and, with every label, Keras'
@@ -24,12 +20,10 @@ import dataclasses
 
 import keras
 import numpy as np
-from keras import ops
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix
 from threadpoolctl import threadpool_limits
 
-import zoo
 from recipes import training, tutorials
 from recipes.evaluation import predict
 from recipes.report import Results, pyplot, save_figure
@@ -46,68 +40,17 @@ def same_network(model, keep_weights):
     return copy
 
 
-def classifier(autoencoder, classes, head_weights=None, with_reconstruction=False):
+def classifier(autoencoder, classes, head_weights=None):
     """The autoencoder's encoder (input -> code) followed by a softmax layer over `classes`.
 
-    `head_weights` (kernel, bias) initialise the softmax layer; default: Keras' random
-    initialisation. `with_reconstruction`: the model also outputs the autoencoder's
-    reconstruction from the same code (semi-supervised training; `classes_output` takes the
-    classifier back out).
+    `head_weights` (kernel, bias) initialise the softmax layer; default: Keras' random initialisation.
     """
     head = keras.layers.Dense(classes, activation="softmax", dtype="float32", name="classes")
     inputs = keras.Input(autoencoder.data_shape)
-    codes = autoencoder.encoder(inputs)
-    outputs = head(codes)
-    if with_reconstruction:
-        outputs = [outputs, autoencoder.output_layer(autoencoder.decoder_net(codes))]
-    model = keras.Model(inputs, outputs, name="classifier")
+    model = keras.Model(inputs, head(autoencoder.encoder(inputs)), name="classifier")
     if head_weights is not None:
         head.set_weights(head_weights)
     return model
-
-
-def classes_output(model):
-    """The classifier (input -> class probabilities) inside a model from `classifier`."""
-    return model if len(model.outputs) == 1 else keras.Model(model.inputs, model.outputs[0])
-
-
-@keras.saving.register_keras_serializable(package="aezoo")
-def labelled_crossentropy(y_true, y_pred):
-    """Sparse categorical cross-entropy of a batch's labelled examples (label -1: unlabelled).
-
-    Per example, scaled so that the batch mean Keras takes is the mean over the labelled
-    examples alone: how many of a batch are labelled varies, their loss's weight should not.
-    """
-    labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
-    labelled = ops.cast(labels >= 0, "float32")
-    losses = keras.losses.sparse_categorical_crossentropy(ops.maximum(labels, 0), y_pred)
-    return losses * labelled * ops.cast(ops.shape(labels)[0], "float32") / ops.maximum(ops.sum(labelled), 1.0)
-
-
-def semi_supervised_compiler(reconstruction_weight):
-    """A `compile_fn` for `classifier(..., with_reconstruction=True)`: the labelled examples'
-    cross-entropy plus `reconstruction_weight` x the reconstruction loss of every example."""
-
-    def compile_fn(model, settings, optimizer):
-        model.compile(
-            optimizer=optimizer,
-            loss=[labelled_crossentropy, zoo.losses.get(settings.loss)],
-            loss_weights=[1.0, reconstruction_weight],
-        )
-        return model
-
-    return compile_fn
-
-
-def with_unlabelled(x_train, y_train, labelled, seed):
-    """Training inputs and (labels, reconstruction targets) for a semi-supervised pass: the
-    `labelled` indices (repeats allowed) and as many images drawn from the rest, labelled -1."""
-    rest = np.setdiff1d(np.arange(len(x_train)), labelled)
-    unlabelled = np.random.default_rng(seed).choice(rest, min(len(labelled), len(rest)), replace=False)
-    indices = np.concatenate([labelled, np.sort(unlabelled)])
-    x = x_train[indices]
-    labels = np.concatenate([y_train[labelled], np.full(len(unlabelled), -1, y_train.dtype)])
-    return x, (labels, x)
 
 
 def probe_head_weights(codes, labels, classes):
@@ -130,7 +73,7 @@ def probe_head_weights(codes, labels, classes):
     return kernel, bias
 
 
-def probed_classifier(pretrained, classes, x, y, seed, with_reconstruction=False):
+def probed_classifier(pretrained, classes, x, y, seed):
     """A copy of `pretrained`'s encoder with a softmax head fitted to its codes of (x, y): linear probe, then fine-tune.
 
     The probe only starts the head, so it sees at most PROBE_EXAMPLES of the examples (a
@@ -139,7 +82,7 @@ def probed_classifier(pretrained, classes, x, y, seed, with_reconstruction=False
     autoencoder = same_network(pretrained, keep_weights=True)
     sample = np.random.default_rng(seed).permutation(len(x))[:PROBE_EXAMPLES]
     codes = predict(autoencoder.encoder, x[sample])
-    return classifier(autoencoder, classes, probe_head_weights(codes, y[sample], classes), with_reconstruction)
+    return classifier(autoencoder, classes, probe_head_weights(codes, y[sample], classes))
 
 
 def labelled_subset(y, fraction, seed):
@@ -185,8 +128,6 @@ def run(ctx):
     fractions = sorted(params["label_fractions"])
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise ZooError(f"params.label_fractions must be shares in (0, 1] (1.0: every label), got {fractions}")
-    if params["reconstruction_weight"] < 0:
-        raise ZooError(f"params.reconstruction_weight must be >= 0 (0: fine-tune on labelled images only), got {params['reconstruction_weight']}")
     if ctx.from_preset:
         pretrained = ctx.build_model(data.input_shape)()
     else:
@@ -215,38 +156,21 @@ def run(ctx):
             subset = labelled_subset(data.y_train, fraction, [seed, draw])
             repeated = np.resize(subset, max(len(subset), params["min_pass_examples"]))
             x, y = data.x_train[subset], data.y_train[subset]
-            labelled_pass = data.x_train[repeated], data.y_train[repeated]
-            semi_supervised = fraction < 1 and params["reconstruction_weight"] > 0
-            if semi_supervised:
-                finetune_pass = with_unlabelled(data.x_train, data.y_train, repeated, [seed, draw])
-                finetune_compile = semi_supervised_compiler(params["reconstruction_weight"])
-            else:
-                finetune_pass, finetune_compile = labelled_pass, training.compile_classifier
-            runs = {
-                "autoencoder": (
-                    "finetune",
-                    lambda: probed_classifier(pretrained, classes, x, y, seed, with_reconstruction=semi_supervised),
-                    finetune_pass,
-                    finetune_compile,
-                ),
-                "from scratch": (
-                    "scratch",
-                    lambda: classifier(same_network(pretrained, keep_weights=False), classes),
-                    labelled_pass,
-                    training.compile_classifier,
-                ),
+            builders = {
+                "autoencoder": ("finetune", lambda: probed_classifier(pretrained, classes, x, y, seed)),
+                "from scratch": ("scratch", lambda: classifier(same_network(pretrained, keep_weights=False), classes)),
             }
-            for method, (tag, build, (x_pass, y_pass), compile_fn) in runs.items():
+            for method, (tag, build) in builders.items():
                 model, _ = ctx.train(
                     build,
-                    x_pass,
-                    y_pass,
+                    data.x_train[repeated],
+                    data.y_train[repeated],
                     tag=f"{tag}-{fraction * 100:g}pct" + (f"-draw{draw + 1}" if draws > 1 else ""),
                     settings=settings,
-                    compile_fn=compile_fn,
+                    compile_fn=training.compile_classifier,
                 )
                 training.recompute_batch_norm_statistics(model, x, settings.batch_size, seed)
-                predicted = predict(classes_output(model), data.x_test).argmax(axis=-1)
+                predicted = predict(model, data.x_test).argmax(axis=-1)
                 accuracies[method].append(np.mean(predicted == data.y_test))
                 if draw == 0:
                     predictions[method] = predicted
@@ -271,14 +195,7 @@ def run(ctx):
     )
     results.notes += [
         f"autoencoder: {source} + softmax head initialised by logistic regression on its codes of the labelled "
-        "examples, then fine-tuned end to end"
-        + (
-            "; below 100% of the labels semi-supervised: as many unlabelled images as labelled ones in each pass, "
-            f"plus {params['reconstruction_weight']:g} x the reconstruction loss of every image"
-            if params["reconstruction_weight"] > 0
-            else ""
-        )
-        + "; from scratch: the same network, randomly initialised (head included), labelled examples only",
+        "examples, then fine-tuned end to end; from scratch: the same network, randomly initialised (head included)",
         f"both train on the same stratified labelled subset and batches: {passes} (smaller subsets are repeated), "
         "no early stopping, batch-norm statistics recomputed over the labelled examples after training; "
         "below 100% of the labels each accuracy is the mean over several random labelled "

@@ -281,8 +281,7 @@ class EpochBatches(keras.utils.PyDataset):
     way. A resumed run therefore sees exactly the batches an uninterrupted run would have.
 
     Args:
-        x: inputs; y: targets (default: x, an autoencoder's target), or a tuple of target
-            arrays, one per output of a multi-output model.
+        x: inputs; y: targets (default: x, an autoencoder's target).
         transform: optional `f(x_batch, y_batch, rng) -> (inputs, targets)`.
     """
 
@@ -300,7 +299,7 @@ class EpochBatches(keras.utils.PyDataset):
         epoch, step = divmod(index, self.steps_per_epoch)
         epoch += self.initial_epoch
         batch = epoch_order(self.seed, epoch, len(self.x), self.batch_size)[step * self.batch_size : (step + 1) * self.batch_size]
-        x, y = self.x[batch], keras.tree.map_structure(lambda targets: targets[batch], self.y)
+        x, y = self.x[batch], self.y[batch]
         if self.transform is not None:
             x, y = self.transform(x, y, np.random.default_rng([self.seed, epoch, step]))
         return x, y
@@ -605,11 +604,7 @@ def train(
             validation, x, y = (x[cut:], None if y is None else y[cut:]), x[:cut], None if y is None else y[:cut]
         else:
             y_all = x if y is None else y
-
-            def split(part):  # y_all may be a tuple of targets, one per output
-                return keras.tree.map_structure(lambda targets: targets[part], y_all)
-
-            validation, x, y = (x[cut:], split(slice(cut, None))), x[:cut], split(slice(None, cut))
+            validation, x, y = (x[cut:], y_all[cut:]), x[:cut], y_all[:cut]
     never_an_epoch = [settings.seed, 2**32 - 1]  # seeds the validation transform with a stream no epoch uses
     if validation is not None and not isinstance(validation[0], np.ndarray):
         batches = validation[0].examples(labels=validation[1]).batch(settings.batch_size)

@@ -1,12 +1,9 @@
 """The classify recipe: its helpers on small arrays, then end to end on the embedded MNIST subset (--quick)."""
 
-import csv
-
-import keras
 import numpy as np
 import pytest
 
-from recipes.classify import labelled_crossentropy, labelled_subset, probe_head_weights, with_unlabelled
+from recipes.classify import labelled_subset, probe_head_weights
 from recipes.run import run_recipe
 
 
@@ -30,31 +27,6 @@ def test_probe_head_predicts_what_the_logistic_regression_learned(classes):
     assert kernel.shape == (6, classes + 1) and not kernel[:, -1].any()
     assert (logits.argmax(axis=1) != classes).all()
     assert np.mean(logits.argmax(axis=1) == labels) > 0.8
-
-
-def test_labelled_crossentropy_averages_over_the_labelled_examples_alone():
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(6, 4))
-    probabilities = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype("float32")
-    labels = np.array([2, -1, 0, -1, -1, 3])
-    losses = keras.ops.convert_to_numpy(labelled_crossentropy(labels, probabilities))
-    labelled = labels >= 0
-    expected = -np.log(probabilities[labelled, labels[labelled]]).mean()
-    assert losses.mean() == pytest.approx(expected, rel=1e-5)  # Keras' batch mean: 3 labelled of 6
-    assert not losses[~labelled].any()
-
-
-def test_a_semi_supervised_pass_adds_as_many_other_images_unlabelled():
-    x = np.arange(30, dtype="float32").reshape(30, 1, 1, 1)  # each image holds its own index
-    y = np.arange(30) % 3
-    labelled = np.resize([4, 9, 20], 7)  # a small subset repeated to the pass length
-    inputs, (labels, targets) = with_unlabelled(x, y, labelled, seed=0)
-    indices = inputs.reshape(-1).astype(int)
-    assert targets is inputs  # every image, labelled or not, is reconstructed
-    assert indices[:7].tolist() == labelled.tolist() and labels[:7].tolist() == y[labelled].tolist()
-    unlabelled = indices[7:]
-    assert len(unlabelled) == 7 == len(set(unlabelled)) and not set(unlabelled) & {4, 9, 20}
-    assert (labels[7:] == -1).all()
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +68,3 @@ def test_run_folder_holds_every_model_the_confusion_plot_and_report(classify_run
     assert metrics["plots"] == ["plots/confusion_matrix.png"]
     assert metrics["model"] == "conv_ae"  # model.keras is the pretrained autoencoder
     assert any("3 draws" in note for note in metrics["notes"])
-
-
-def test_fine_tuning_below_every_label_also_trains_the_reconstruction(classify_run):
-    run_dir, _ = classify_run
-
-    def logged(tag):
-        with open(run_dir / tag / "history.csv") as f:
-            return next(csv.reader(f))
-
-    assert {"classes_loss", "output_loss"} <= set(logged("finetune-1pct-draw1"))  # cross-entropy + reconstruction
-    assert "output_loss" not in logged("finetune-100pct")  # no unlabelled images left
-    assert "output_loss" not in logged("scratch-1pct-draw1")  # the baseline sees labelled examples only

@@ -45,27 +45,6 @@ def test_batches_are_a_pure_function_of_seed_epoch_and_step():
     assert sorted(epoch.ravel()) == list(range(100)), "an epoch visits every example once"
 
 
-def test_a_multi_output_model_trains_and_validates_on_a_tuple_of_targets(tmp_path):
-    x = np.random.default_rng(0).random((40, 3), dtype="float32")
-    targets = (x.sum(axis=1, keepdims=True), x[:, :1] * 2)  # one target array per output, aligned with x
-    batches = EpochBatches(x, targets, 8, seed=1, initial_epoch=0, epochs=1)
-    inputs, (sums, doubled) = batches[2]
-    np.testing.assert_allclose(sums, inputs.sum(axis=1, keepdims=True), rtol=1e-6)
-    np.testing.assert_array_equal(doubled, inputs[:, :1] * 2)
-
-    def build():
-        features = keras.Input((3,))
-        return keras.Model(features, [keras.layers.Dense(1, name="sum")(features), keras.layers.Dense(1, name="double")(features)])
-
-    def compile_fn(model, settings, optimizer):
-        model.compile(optimizer=optimizer, loss=["mse", "mse"])
-        return model
-
-    settings = TrainSettings(epochs=2, batch_size=8, validation_fraction=0.25, patience=0, verbose=0)
-    _, history = training.train(build, x, targets, settings=settings, run_dir=tmp_path, run_name="two", compile_fn=compile_fn)
-    assert {"val_sum_loss", "val_double_loss"} <= set(history[-1])  # the last quarter of both targets held out
-
-
 def test_resume_after_sigkill_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     common = ["train", "dense_ae", "--data", "digits", "--epochs", 20, "--batch-size", 32, "--latent-dim", 4,
               "--precision", "float32", "--seed", 3, "--set", "hidden_units=[24]"]
