@@ -44,9 +44,10 @@ def conv_vae_run(hidden_units, *options):
 PRESETS = {
     "dense_ae_fashion_mnist": Preset("Fully connected autoencoder, 16-dim codes", ["reduce", "--model", "dense_ae"]),
     "conv_ae_fashion_mnist": Preset(
-        "Convolutional autoencoder, 16-dim codes (nearest-neighbour resize + conv upsampling, AdamW + cosine decay)",
+        "Convolutional autoencoder, 16-dim codes (SiLU, nearest-neighbour resize + conv upsampling, AdamW + cosine decay)",
         ["reduce", "--model", "conv_ae", "--set", "model.filters=[32, 64]", "--set", "model.hidden_units=256",
-         "--set", "model.upsampling=resize", *CONVERGE, "--set", "train.learning_rate=0.002", "--epochs", "12"],
+         "--set", "model.activation=silu", "--set", "model.upsampling=resize", *CONVERGE,
+         "--set", "train.learning_rate=0.002", "--epochs", "12"],
     ),
     "lstm_ae_fashion_mnist": Preset(
         "LSTM autoencoder reading image rows as a sequence, 16-dim codes (TFLite Micro ready: no TILE)",
