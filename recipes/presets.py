@@ -33,9 +33,10 @@ CONVERGE = ["--set", "train.optimizer=adamw", "--set", "train.lr_schedule=cosine
 CONVERGE_SEQUENCE = [*CONVERGE, "--set", "params.tutorial_baseline=false"]
 
 
-def conv_vae_run(hidden_units, *options):
-    """The generate run of a conv-backbone VAE preset: `hidden_units` wide, `options` before the shared training."""
-    backbone = f"model.backbone_config={{filters=[32, 64], hidden_units={hidden_units}}}"
+def conv_vae_run(backbone_options, *options):
+    """The generate run of a conv-backbone VAE preset: [32, 64] filters and `backbone_options`
+    (TOML, e.g. 'hidden_units=256'), then `options`, then the shared training."""
+    backbone = f"model.backbone_config={{filters=[32, 64], {backbone_options}}}"
     return ["generate", "--set", "model.backbone=conv", "--set", backbone, *options, "--set", "model.kl_warmup_steps=800",
             "--set", "params.importance_samples=20", *CONVERGE, "--set", "train.learning_rate=0.002", "--epochs", "10"]
 
@@ -60,13 +61,13 @@ PRESETS = {
          "--set", "train.learning_rate=0.002", *CONVERGE_SEQUENCE, "--epochs", "12"],
     ),
     "vae_conv_fashion_mnist": Preset(
-        "Convolutional VAE, 16-dim latent (sampling, interpolation; AdamW + cosine decay, KL warm-up)",
-        conv_vae_run(256),
+        "Convolutional VAE, 16-dim latent (SiLU; sampling, interpolation; AdamW + cosine decay, KL warm-up)",
+        conv_vae_run('hidden_units=256, activation="silu"'),
     ),
     "vae_conv_2d_fashion_mnist": Preset(
         "Convolutional VAE with a 2-D latent space (latent map; AdamW + cosine decay, KL warm-up)",
         # 128 hidden units: through a 2-D code, 256 buy nothing and would double the file.
-        conv_vae_run(128, "--set", "model.latent_dim=2"),
+        conv_vae_run("hidden_units=128", "--set", "model.latent_dim=2"),
     ),
     "conv_ae_denoise_fashion_mnist": Preset(
         "Convolutional denoiser, 64-dim codes (Gaussian and salt-and-pepper noise; resize + conv upsampling, AdamW + cosine decay)",
