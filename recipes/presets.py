@@ -33,12 +33,12 @@ CONVERGE = ["--set", "train.optimizer=adamw", "--set", "train.lr_schedule=cosine
 CONVERGE_SEQUENCE = [*CONVERGE, "--set", "params.tutorial_baseline=false"]
 
 
-def conv_vae_run(backbone_options, *options):
+def conv_vae_run(backbone_options, *options, epochs=10):
     """The generate run of a conv-backbone VAE preset: [32, 64] filters and `backbone_options`
-    (TOML, e.g. 'hidden_units=256'), then `options`, then the shared training."""
+    (TOML, e.g. 'hidden_units=256'), then `options`, then the shared training for `epochs`."""
     backbone = f"model.backbone_config={{filters=[32, 64], {backbone_options}}}"
     return ["generate", "--set", "model.backbone=conv", "--set", backbone, *options, "--set", "model.kl_warmup_steps=800",
-            "--set", "params.importance_samples=20", *CONVERGE, "--set", "train.learning_rate=0.002", "--epochs", "10"]
+            "--set", "params.importance_samples=20", *CONVERGE, "--set", "train.learning_rate=0.002", "--epochs", str(epochs)]
 
 
 # name -> its recipe run (nanoGPT-style literal registry).
@@ -61,8 +61,9 @@ PRESETS = {
          "--set", "train.learning_rate=0.002", *CONVERGE_SEQUENCE, "--epochs", "12"],
     ),
     "vae_conv_fashion_mnist": Preset(
-        "Convolutional VAE, 16-dim latent (SiLU; sampling, interpolation; AdamW + cosine decay, KL warm-up)",
-        conv_vae_run('hidden_units=256, activation="silu"'),
+        "Convolutional VAE, 16-dim latent (SiLU, resize + conv upsampling; sampling, interpolation; AdamW + cosine "
+        "decay, KL warm-up)",
+        conv_vae_run('hidden_units=256, activation="silu", upsampling="resize"', epochs=15),
     ),
     "vae_conv_2d_fashion_mnist": Preset(
         "Convolutional VAE with a 2-D latent space (latent map; AdamW + cosine decay, KL warm-up)",
