@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Families exported here: the option each micro export needs (the LSTM: no TILE), its files' precision.
 MICRO_FAMILIES = {
     "dense_ae": ({}, "int8"),
+    # GroupNorm residual stages, as in the denoise and inpaint presets (TFLM runs GroupNorm's MEAN and RSQRT).
+    "conv_ae_residual": ({"normalization": "group"}, "int8"),
     "lstm_ae": ({"repeat": "broadcast"}, "int16x8"),
     "transformer_ae": ({"activation": "relu"}, "int16x8"),
     "vae_dense": ({}, "int8"),
