@@ -84,8 +84,9 @@ PRESETS = {
     "conv_ae_inpaint_fashion_mnist": Preset(
         "Convolutional inpainter, 64-dim codes (rectangular occlusions; GroupNorm + SiLU residual stages, resize + "
         "conv upsampling, AdamW + cosine decay)",
+        # 20 epochs: 12 reached 17.32 dB on the occluded pixels, still improving.
         ["inpaint", "--set", "model.latent_dim=64", *RESIDUAL, *CONVERGE, "--set", "train.learning_rate=0.002",
-         "--epochs", "12"],
+         "--epochs", "20"],
     ),
     "dense_ae_co2_micro": Preset(
         "Dense autoencoder for time-series anomaly detection on microcontrollers (Cortex-M4 class: int8 model "
