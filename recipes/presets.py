@@ -70,9 +70,10 @@ PRESETS = {
         conv_vae_run('hidden_units=256, activation="silu", upsampling="resize"', epochs=15),
     ),
     "vae_conv_2d_fashion_mnist": Preset(
-        "Convolutional VAE with a 2-D latent space (latent map; AdamW + cosine decay, KL warm-up)",
+        "Convolutional VAE with a 2-D latent space (latent map; SiLU, resize + conv upsampling; AdamW + cosine decay, "
+        "KL warm-up)",
         # 128 hidden units: through a 2-D code, 256 buy nothing and would double the file.
-        conv_vae_run("hidden_units=128", "--set", "model.latent_dim=2"),
+        conv_vae_run('hidden_units=128, activation="silu", upsampling="resize"', "--set", "model.latent_dim=2"),
     ),
     "conv_ae_denoise_fashion_mnist": Preset(
         "Convolutional denoiser, 64-dim codes (Gaussian and salt-and-pepper noise; GroupNorm + SiLU residual stages, "
