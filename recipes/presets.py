@@ -37,10 +37,11 @@ RESIDUAL = ["--set", "model.normalization=group", "--set", "model.activation=sil
             "--set", "model.upsampling=resize"]
 
 
-def conv_vae_run(backbone_options, *options, epochs=10):
-    """The generate run of a conv-backbone VAE preset: [32, 64] filters and `backbone_options`
-    (TOML, e.g. 'hidden_units=256'), then `options`, then the shared training for `epochs`."""
-    backbone = f"model.backbone_config={{filters=[32, 64], {backbone_options}}}"
+def conv_vae_run(hidden_units, *options, epochs=10):
+    """The generate run of a conv-backbone VAE preset: [32, 64] filters, `hidden_units` wide, SiLU and
+    resize + conv upsampling, then `options`, then the shared training for `epochs`."""
+    backbone = (f"model.backbone_config={{filters=[32, 64], hidden_units={hidden_units}, "
+                'activation="silu", upsampling="resize"}')
     return ["generate", "--set", "model.backbone=conv", "--set", backbone, *options, "--set", "model.kl_warmup_steps=800",
             "--set", "params.importance_samples=20", *CONVERGE, "--set", "train.learning_rate=0.002", "--epochs", str(epochs)]
 
@@ -67,13 +68,13 @@ PRESETS = {
     "vae_conv_fashion_mnist": Preset(
         "Convolutional VAE, 16-dim latent (SiLU, resize + conv upsampling; sampling, interpolation; AdamW + cosine "
         "decay, KL warm-up)",
-        conv_vae_run('hidden_units=256, activation="silu", upsampling="resize"', epochs=15),
+        conv_vae_run(256, epochs=15),
     ),
     "vae_conv_2d_fashion_mnist": Preset(
         "Convolutional VAE with a 2-D latent space (latent map; SiLU, resize + conv upsampling; AdamW + cosine decay, "
         "KL warm-up)",
         # 128 hidden units: through a 2-D code, 256 buy nothing and would double the file.
-        conv_vae_run('hidden_units=128, activation="silu", upsampling="resize"', "--set", "model.latent_dim=2"),
+        conv_vae_run(128, "--set", "model.latent_dim=2"),
     ),
     "conv_ae_denoise_fashion_mnist": Preset(
         "Convolutional denoiser, 64-dim codes (Gaussian and salt-and-pepper noise; GroupNorm + SiLU residual stages, "
