@@ -11,9 +11,9 @@ on the same labelled examples with the same batches and budget; and, with every 
 MNIST convnet from scratch (`tutorials.CONVNET`). With --from-preset the preset's pretrained
 autoencoder is the starting point and pretraining is skipped.
 
-After training, both classifiers' batch-norm statistics are recomputed over their labelled
-examples: with few labels the moving averages have not settled, which would depress
-whichever network has batch norm for a reason unrelated to its features.
+Both classifiers' batch-norm statistics are recomputed over their labelled examples each epoch
+(`training.PreciseBatchNorm`): with few labels the moving averages have not settled, which
+would depress whichever network has batch norm for a reason unrelated to its features.
 """
 
 import dataclasses
@@ -169,7 +169,6 @@ def run(ctx):
                     settings=settings,
                     compile_fn=training.compile_classifier,
                 )
-                training.recompute_batch_norm_statistics(model, x, settings.batch_size, seed)
                 predicted = predict(model, data.x_test).argmax(axis=-1)
                 accuracies[method].append(np.mean(predicted == data.y_test))
                 if draw == 0:
@@ -197,7 +196,7 @@ def run(ctx):
         f"autoencoder: {source} + softmax head initialised by logistic regression on its codes of the labelled "
         "examples, then fine-tuned end to end; from scratch: the same network, randomly initialised (head included)",
         f"both train on the same stratified labelled subset and batches: {passes} (smaller subsets are repeated), "
-        "no early stopping, batch-norm statistics recomputed over the labelled examples after training; "
+        "no early stopping, batch-norm statistics recomputed over the labelled examples every epoch; "
         "below 100% of the labels each accuracy is the mean over several random labelled "
         "subsets, since with a few examples per class the draw moves accuracy by several points",
         *details,

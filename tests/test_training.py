@@ -14,10 +14,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import zoo
 from recipes import training
 from recipes.training import EpochBatches, TrainSettings
+from zoo.dataset_examples import DatasetExamples
 from zoo.errors import ZooError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -344,10 +346,9 @@ def test_precise_batch_norm_statistics_are_the_average_of_full_batch_statistics_
                               keras.layers.Dense(6), keras.layers.BatchNormalization()])
     model = keras.Sequential([keras.Input((64,)), inner])  # nested, as an encoder inside a classifier
     dense1, norm1, dense2, norm2 = inner.layers
-    training.recompute_batch_norm_statistics(model, x, batch_size=256, seed=3, max_examples=1000)
+    batches = [x[i * 256 : (i + 1) * 256] for i in range(3)]
+    training.recompute_batch_norm_statistics(model, iter(batches))
 
-    sample = x[np.sort(np.random.default_rng(3).permutation(len(x))[:1000])]
-    batches = [sample[i * 256 : (i + 1) * 256] for i in range(3)]  # 1000 // 256 full batches; the rest unused
     w1, b1 = dense1.get_weights()
     w2, b2 = dense2.get_weights()
     gamma, beta = norm1.get_weights()[:2]
@@ -357,3 +358,34 @@ def test_precise_batch_norm_statistics_are_the_average_of_full_batch_statistics_
         np.testing.assert_allclose(norm.moving_mean.numpy(), np.mean([h.mean(0) for h in inputs], 0), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(norm.moving_variance.numpy(), np.mean([h.var(0) for h in inputs], 0), rtol=1e-4, atol=1e-5)
         assert norm.momentum == 0.99
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in memory, validated", "streamed, no validation"])
+def test_training_leaves_batch_norm_statistics_of_the_returned_weights_on_a_sample_of_the_training_inputs(tmp_path, digits, streamed):
+    """Every epoch ends with precise statistics (before validation, or before the checkpoint
+    without it), so the model handed back has the statistics its own weights give on the
+    training inputs, transform included."""
+    x = digits.x_train
+    noisy = lambda xb, yb, rng: (np.clip(xb + rng.normal(0, 0.3, xb.shape), 0, 1).astype("float32"), yb)  # noqa: E731
+    settings = TrainSettings(epochs=2, batch_size=64, learning_rate=0.01, validation_fraction=0.0 if streamed else 0.2,
+                             patience=0, verbose=0)
+    model, _ = training.train(
+        lambda: zoo.create("conv_ae", (8, 8, 1), 4, filters=[8], hidden_units=16, normalization="batch"),
+        tf.data.Dataset.from_tensor_slices(x) if streamed else x,
+        settings=settings, run_dir=tmp_path, run_name="bn", transform=noisy,
+    )
+    norms = training.batch_norm_layers(model)
+    assert norms
+    kept = [(norm.moving_mean.numpy().copy(), norm.moving_variance.numpy().copy()) for norm in norms]
+    assert not all(np.allclose(mean, 0) and np.allclose(variance, 1) for mean, variance in kept)
+
+    if streamed:
+        examples = len(x)
+        sample = training.stream_batches(DatasetExamples(tf.data.Dataset.from_tensor_slices(x)), None, 64, settings.seed, 0, 1, noisy)
+    else:
+        examples = len(x) - int(len(x) * settings.validation_fraction)
+        sample = training.EpochBatches(x[:examples], None, 64, settings.seed, 0, 1, noisy)
+    training.recompute_batch_norm_statistics(model, training.precise_batch_norm_sample(sample, examples, 64)())
+    for norm, (mean, variance) in zip(norms, kept):
+        np.testing.assert_allclose(norm.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(norm.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-5)

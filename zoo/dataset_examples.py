@@ -99,7 +99,7 @@ class DatasetExamples:
 
     def shuffled(self, seed, epoch):
         """`examples()` through a shuffle buffer seeded by (seed, epoch)."""
-        shuffle_seed = tf.cast(seed, tf.int64) * SEED_STRIDE + tf.cast(epoch, tf.int64)
+        shuffle_seed = int(seed) * SEED_STRIDE + int(epoch)
         return self.examples().shuffle(min(SHUFFLE_BUFFER, len(self)), seed=shuffle_seed, reshuffle_each_iteration=False)
 
     def dataset(self, batch_size=256):
