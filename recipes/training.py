@@ -324,6 +324,7 @@ def stream_batches(source, labels, batch_size, seed, initial_epoch, epochs, tran
     if isinstance(source, DatasetExamples):
         # One dataset per epoch, chained: a shuffle seed must be a Python int, as TensorFlow
         # compares it with 0 in Python when the global seed is 0 (a tensor epoch fails there).
+        # At least one epoch: a resumed run that already finished builds its batches, unread.
         per_epoch = [epoch_batches(epoch) for epoch in range(initial_epoch, max(epochs, initial_epoch + 1))]
         batches = functools.reduce(tf.data.Dataset.concatenate, per_epoch)
     else:
