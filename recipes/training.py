@@ -689,10 +689,10 @@ def train(
             # Validation sees the averaged weights; checkpoints keep the raw ones (and the average in
             # the optimizer's state) so that a resumed run continues exactly.
             ema = [keras.callbacks.SwapEMAWeights()] if settings.use_ema else []
-            # After the EMA swap, so that validation uses the averaged weights' statistics. Under
-            # a strategy with several replicas the moving averages stay as Keras keeps them.
+            # After the EMA swap, so that validation uses the averaged weights' statistics. Not
+            # across workers: each would recompute from its own process (Keras' averages stay).
             precise_bn = []
-            if strategy.num_replicas_in_sync == 1 and batch_norm_layers(model):
+            if settings.strategy != "multi_worker" and batch_norm_layers(model):
                 sample = make_batches(x, y, settings.batch_size, settings.seed, 0, 1, transform)
                 precise_bn = [PreciseBatchNorm(precise_batch_norm_sample(sample, len(x), settings.batch_size))]
             model.fit(

@@ -86,12 +86,20 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import zoo
-    from recipes.training import TrainSettings, train
+    from recipes.training import EpochBatches, TrainSettings, batch_norm_layers, precise_batch_norm_sample, recompute_batch_norm_statistics, train
     x = zoo.data.load("mnist5k").x_train[:512]
+
+    def recomputed(model, x):
+        copy = type(model).from_config(model.get_config())
+        copy.set_weights(model.get_weights())
+        recompute_batch_norm_statistics(copy, precise_batch_norm_sample(EpochBatches(x, None, 64, 5, 0, 1), len(x), 64)())
+        return copy
+
     out = {}
     for strategy in ("default", "mirrored"):
         for name, options in (("dense_ae", {"hidden_units": [64]}),
-                              ("vae", {"backbone": "dense", "backbone_config": {"hidden_units": [64]}, "seed": 1})):
+                              ("vae", {"backbone": "dense", "backbone_config": {"hidden_units": [64]}, "seed": 1}),
+                              ("conv_ae", {"filters": [8], "hidden_units": 64, "normalization": "batch"})):
             settings = TrainSettings(epochs=2, batch_size=64, strategy=strategy, precision="float32",
                                      validation_fraction=0, patience=0, verbose=0, seed=5)
             model, history = train(lambda: zoo.create(name, (28, 28, 1), 8, **options), x, settings=settings,
@@ -99,6 +107,10 @@ MIRRORED_SCRIPT = textwrap.dedent("""
             out[f"{strategy}/{name}"] = {"loss": history[-1]["loss"],
                                          "weights": [w.tolist() for w in model.get_weights()],
                                          "replicas": model.distribute_strategy.num_replicas_in_sync}
+            if name == "conv_ae":  # precise BN under each strategy, and what it replaced
+                out[f"{strategy}/{name}"]["batch_norm_recomputed"] = bool(np.allclose(
+                    [norm.moving_variance.numpy() for norm in batch_norm_layers(model)],
+                    [norm.moving_variance.numpy() for norm in batch_norm_layers(recomputed(model, x))]))
     print(json.dumps(out))
 """)
 
@@ -108,6 +120,7 @@ def test_mirrored_strategy_over_two_devices_agrees_with_one_device(tmp_path):
                             capture_output=True, text=True, check=True)
     runs = json.loads(result.stdout.strip().splitlines()[-1])
     assert runs["mirrored/vae"]["replicas"] == 2 and runs["default/vae"]["replicas"] == 1
+    assert runs["default/conv_ae"]["batch_norm_recomputed"] and runs["mirrored/conv_ae"]["batch_norm_recomputed"]
     single, mirrored = runs["default/dense_ae"], runs["mirrored/dense_ae"]
     for a, b in zip(single["weights"], mirrored["weights"]):
         np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-4, rtol=0)
