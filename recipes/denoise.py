@@ -71,5 +71,10 @@ def run(ctx):
             tutorials.add_comparison(results, f"PSNR (dB), {label}", "autoencoder", tutorials.DENOISER, difference=True)
         results.notes.append(f"best filter for {label}: {filter_name}")
         rows += [(f"{label}: noisy", noisy), ("denoised", denoised), (f"{filter_name}", filtered), ("clean", clean)]
+    # What each network does to an image without noise: the ceiling its code sets on every noise level.
+    unchanged = {"autoencoder": predict(model, clean)}
+    if tutorial:
+        unchanged[tutorials.DENOISER.label] = predict(tutorial, clean)
+    results.add("PSNR (dB), no noise (clean input)", {method: psnr(clean, images) for method, images in unchanged.items()})
     results.plots.append(image_grid(ctx.run_dir, "denoise_grid", rows))
     return results, data
