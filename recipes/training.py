@@ -324,8 +324,7 @@ def stream_batches(source, labels, batch_size, seed, initial_epoch, epochs, tran
     if isinstance(source, DatasetExamples):
         # One dataset per epoch, chained: a shuffle seed must be a Python int, as TensorFlow
         # compares it with 0 in Python when the global seed is 0 (a tensor epoch fails there).
-        # At least one epoch: a resumed run that already finished builds its batches, unread.
-        per_epoch = [epoch_batches(epoch) for epoch in range(initial_epoch, max(epochs, initial_epoch + 1))]
+        per_epoch = [epoch_batches(epoch) for epoch in range(initial_epoch, epochs)]
         batches = functools.reduce(tf.data.Dataset.concatenate, per_epoch)
     else:
         batches = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_batches)
@@ -677,7 +676,6 @@ def train(
     with precision_policy(settings.precision), strategy.scope():
         steps_per_epoch = math.ceil(len(x) / settings.batch_size)
         make_batches = stream_batches if streaming else EpochBatches
-        batches = make_batches(x, y, settings.batch_size, settings.seed, state["epoch"], settings.epochs, transform)
         if resume:
             model = keras.models.load_model(checkpoints / state["checkpoint"])
         else:
@@ -696,7 +694,7 @@ def train(
                 sample = make_batches(x, y, settings.batch_size, settings.seed, 0, 1, transform)
                 precise_bn = [PreciseBatchNorm(precise_batch_norm_sample(sample, len(x), settings.batch_size))]
             model.fit(
-                batches,
+                make_batches(x, y, settings.batch_size, settings.seed, state["epoch"], settings.epochs, transform),
                 epochs=settings.epochs,
                 initial_epoch=state["epoch"],
                 steps_per_epoch=steps_per_epoch,

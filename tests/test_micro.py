@@ -23,8 +23,8 @@ from zoo.errors import ZooError
 pytest.importorskip("tflite_micro", reason="the micro target needs pip install tflite-micro")
 
 ROOT = Path(__file__).resolve().parents[1]
-# Families exported here: the option each micro export needs (the LSTM: no TILE), its files' precision.
-# name -> (FAMILIES entry, extra options, precision)
+# Models exported here: name -> (FAMILIES entry, the options its micro export needs (the LSTM: no
+# TILE), its files' precision).
 MICRO_FAMILIES = {
     "dense_ae": ("dense_ae", {}, "int8"),
     # Batch-norm residual stages, as in the denoise and inpaint presets (folded into the convolutions).
