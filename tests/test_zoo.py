@@ -26,11 +26,15 @@ CASES = [
                                                               "normalization": "batch", "blocks_per_stage": [1, 0]}}),
     ("dense_ae", "image", {"hidden_units": [64], "blocks_per_stage": 1}),
     ("lstm_ae", "sequence", {"units": [16], "bidirectional": True}),
+    # Four stages take 28 x 28 to a 2 x 2 grid, so the spatial code of LATENT = 8 has 2 channels.
+    ("conv_ae", "image", {"filters": [8, 8, 16, 16], "code": "spatial", "normalization": "batch"}),
+    ("vae", "image", {"backbone": "conv", "backbone_config": {"filters": [8, 8, 16, 16], "code": "spatial"}}),
 ]
 IDS = [
     f"{name}-{kind}-{options.get('backbone', '')}".rstrip("-")
     + ("-residual" if "blocks_per_stage" in str(options) else "")
     + ("-bidirectional" if "bidirectional" in options else "")
+    + ("-spatial" if "spatial" in str(options) else "")
     for name, kind, options in CASES
 ]
 LATENT = 8
@@ -203,6 +207,24 @@ def test_conv_ae_takes_residual_blocks_per_stage_and_refuses_a_count_per_missing
     assert type(model).from_config(model.get_config()).count_params() == model.count_params()
     with pytest.raises(zoo.ZooError, match=r"one per stage of filters=\[8, 16\], got \[1\]"):
         zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=4, filters=(8, 16), blocks_per_stage=[1])
+
+
+def test_spatial_code_keeps_each_entry_local_and_refuses_a_latent_dim_off_the_grid():
+    model = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=98, filters=(8, 16), code="spatial")
+    assert model.get_config()["hidden_units"] is None
+    assert not [layer for network in (model.encoder_trunk, model.decoder_net) for layer in network.layers
+                if isinstance(layer, keras.layers.Dense)]
+    # Code entries sit on the 7 x 7 grid (2 channels each): a change in the top-left 4 x 4 pixels
+    # reaches the entries of the top-left cells (receptive field) but not those of the opposite corner.
+    x = np.random.default_rng(0).random((2, 28, 28, 1)).astype("float32")
+    changed = x.copy()
+    changed[:, :4, :4] += 0.5
+    moved = np.abs(model.encode(changed) - model.encode(x)).reshape(2, 7, 7, 2).max(axis=(0, 3))
+    assert moved[0, 0] > 0 and moved[-1, -1] == 0 and moved[-1, :].max() == 0
+    with pytest.raises(zoo.ZooError, match="latent_dim must be a multiple of 49, got 64; choose 49"):
+        zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=64, filters=(8, 16), code="spatial")
+    with pytest.raises(zoo.ZooError, match="no dense hidden layer; drop hidden_units"):
+        zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=98, filters=(8, 16), code="spatial", hidden_units=128)
 
 
 def test_transformer_pads_images_that_do_not_divide_into_patches():

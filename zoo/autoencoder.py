@@ -44,7 +44,7 @@ class Autoencoder(keras.Model):
         self.encoder_trunk = encoder_trunk
         self.decoder_net = decoder
         # Codes, logits and outputs stay float32 under mixed precision: they feed losses and export.
-        self.code_head = keras.layers.Dense(self.latent_dim, dtype="float32", name="code")
+        self.code_head = self.code_head_layer("code")
         self.output_layer = keras.layers.Activation(self.output_activation, dtype="float32", name="output")
         inputs = keras.Input(self.data_shape)
         # x -> code as one functional model sharing these weights (classifier heads, export, probes).
@@ -78,8 +78,12 @@ class Autoencoder(keras.Model):
                 "convert with x.astype('float32') / 255 for 8-bit images"
             )
 
+    def code_head_layer(self, name):
+        """A new layer from trunk features to a float32 code of width M (the VAE's z_log_var head too)."""
+        return keras.layers.Dense(self.latent_dim, dtype="float32", name=name)
+
     def features(self, x, training=False):
-        """Hidden features of width N from the encoder trunk."""
+        """Hidden features from the encoder trunk (width N; a conv_ae with a spatial code: a feature map)."""
         return self.encoder_trunk(x, training=training)
 
     def encode(self, x, training=False):

@@ -1,5 +1,5 @@
 """Convolutional autoencoder: strided Conv2D encoder, upsampling decoder, any H x W x C; optional
-normalization, SiLU and residual blocks per stage."""
+normalization, SiLU, residual blocks per stage and a spatial code."""
 
 import dataclasses
 import math
@@ -15,6 +15,7 @@ from zoo.registry import register_model
 NORMALIZATIONS = ("none", "batch", "group")
 ACTIVATIONS = ("relu", "silu")
 UPSAMPLINGS = ("transpose", "resize")
+CODES = ("dense", "spatial")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,25 +71,40 @@ class ConvStyle:
         return self.conv(h, filters, name)
 
 
-def conv_networks(input_shape, latent_dim, filters, hidden_units, style):
-    """(trunk, decoder) for `ConvAutoencoder`: one stride-2 stage per entry of `filters`."""
+def coarsest_grid(height, width, stages):
+    """(rows, columns) of the feature map after `stages` stride-2 convolutions (input padded up)."""
+    return math.ceil(height / 2**stages), math.ceil(width / 2**stages)
+
+
+def conv_networks(input_shape, latent_dim, filters, hidden_units, style, code):
+    """(trunk, decoder) for `ConvAutoencoder`: one stride-2 stage per entry of `filters`.
+
+    A dense code: trunk -> Flatten -> Dense(hidden_units), decoder Dense -> Dense -> Reshape. A
+    spatial code: the trunk ends at the coarsest feature map and the decoder starts from the code
+    reshaped onto that grid, with no dense layer on either side.
+    """
     height, width, channels = input_shape
-    stride = 2 ** len(filters)
-    pad, crop = pad_crop_2d(height, width, stride, style.dtype)
-    inner = (math.ceil(height / stride), math.ceil(width / stride), filters[-1])
+    pad, crop = pad_crop_2d(height, width, 2 ** len(filters), style.dtype)
+    grid = coarsest_grid(height, width, len(filters))
 
     inputs = keras.Input(input_shape)
     h = pad(inputs) if pad else inputs
     for i, f in enumerate(filters):
         h = style.residual_blocks(style.conv(h, f, f"conv_{i}", strides=2), style.blocks[i], f"conv_{i}")
-    h = keras.layers.Flatten(dtype=style.dtype)(h)
-    h = keras.layers.Dense(hidden_units, activation=style.activation, dtype=style.dtype, name="hidden")(h)
+    if code == "dense":
+        h = keras.layers.Flatten(dtype=style.dtype)(h)
+        h = keras.layers.Dense(hidden_units, activation=style.activation, dtype=style.dtype, name="hidden")(h)
     trunk = keras.Model(inputs, h, name="encoder_trunk")
 
     codes = keras.Input((latent_dim,))
-    h = keras.layers.Dense(hidden_units, activation=style.activation, dtype=style.dtype, name="decoder_hidden")(codes)
-    h = keras.layers.Dense(math.prod(inner), activation=style.activation, dtype=style.dtype, name="expand")(h)
-    h = keras.layers.Reshape(inner, dtype=style.dtype)(h)
+    if code == "dense":
+        h = keras.layers.Dense(hidden_units, activation=style.activation, dtype=style.dtype, name="decoder_hidden")(codes)
+        h = keras.layers.Dense(math.prod(grid) * filters[-1], activation=style.activation, dtype=style.dtype,
+                               name="expand")(h)
+        h = keras.layers.Reshape((*grid, filters[-1]), dtype=style.dtype)(h)
+    else:
+        h = keras.layers.Reshape((*grid, latent_dim // math.prod(grid)), dtype=style.dtype)(codes)
+        h = style.conv(h, filters[-1], "expand")
     for i, (f, blocks) in enumerate(zip(reversed(filters), reversed(style.blocks))):
         h = style.residual_blocks(style.upsample(h, f, f"deconv_{i}"), blocks, f"deconv_{i}")
     logits = keras.layers.Conv2D(channels, style.kernel_size, padding="same", dtype="float32", name="logits")(h)
@@ -106,7 +122,8 @@ class ConvAutoencoder(Autoencoder):
         latent_dim: code width M.
         filters: channels of the stride-2 convolutions, input side first.
         kernel_size: convolution kernel size.
-        hidden_units: dense width N between the convolutions and the code (default between K and M).
+        hidden_units: dense width N between the convolutions and the code (default between K and M;
+            none with a spatial code).
         output_activation: "sigmoid" (data in [0, 1]) or "linear".
         normalization: "none", "batch" or "group" after each convolution.
         activation: "relu" or "silu".
@@ -114,12 +131,18 @@ class ConvAutoencoder(Autoencoder):
             count for every stage, or a list with one per entry of `filters` (e.g. [0, 2]: blocks
             only at the coarsest, cheapest resolution).
         upsampling: "transpose" (Conv2DTranspose) or "resize" (nearest resize + Conv2D).
+        code: "dense" (flatten, dense layers, a global code) or "spatial": a 1x1 convolution maps
+            the coarsest feature map to latent_dim / (rows x columns) channels, flattened into the
+            code, so each code entry describes one neighbourhood (latent_dim must be a multiple of
+            that grid's size, e.g. of 7 x 7 = 49 for 28 x 28 images and two stages). Locality
+            keeps detail a global code of the same width loses (restoration: denoise, inpaint).
 
     Example:
         >>> model = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64))
         >>> model.encode(x).shape  # (n, 16)
         >>> residual = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=16, normalization="group",
         ...                       activation="silu", blocks_per_stage=1, upsampling="resize")
+        >>> spatial = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=196, code="spatial")  # 7 x 7 x 4
     """
 
     input_rank = 3
@@ -136,6 +159,7 @@ class ConvAutoencoder(Autoencoder):
         activation="relu",
         blocks_per_stage=0,
         upsampling="transpose",
+        code="dense",
         **kwargs,
     ):
         super().__init__(input_shape, latent_dim, output_activation, **kwargs)
@@ -146,6 +170,7 @@ class ConvAutoencoder(Autoencoder):
             ("normalization", normalization, NORMALIZATIONS),
             ("activation", activation, ACTIVATIONS),
             ("upsampling", upsampling, UPSAMPLINGS),
+            ("code", code, CODES),
         ):
             if value not in choices:
                 raise unknown_name(f"conv_ae {option}", value, choices)
@@ -154,9 +179,31 @@ class ConvAutoencoder(Autoencoder):
         if len(blocks) != len(self.filters) or min(blocks) < 0:
             raise ZooError(f"blocks_per_stage must be a count >= 0 or one per stage of filters={self.filters}, got {blocks_per_stage}")
         self.style = ConvStyle(int(kernel_size), normalization, activation, tuple(blocks), upsampling, self.dtype_policy)
-        self.hidden_units = int(hidden_units or auto_width(self.input_size, self.latent_dim))
-        check_hidden_widths([self.hidden_units], self.input_size, self.latent_dim, "hidden_units")
-        self._attach(*conv_networks(self.data_shape, self.latent_dim, self.filters, self.hidden_units, self.style))
+        self.code = code
+        if code == "spatial":
+            grid = coarsest_grid(*self.data_shape[:2], len(self.filters))
+            if self.latent_dim % math.prod(grid):
+                raise ZooError(
+                    f"conv_ae code='spatial' spreads the code over the {grid[0]}x{grid[1]} grid of the last stage, so "
+                    f"latent_dim must be a multiple of {math.prod(grid)}, got {self.latent_dim}; choose "
+                    f"{math.prod(grid) * max(1, self.latent_dim // math.prod(grid))} or use code='dense'"
+                )
+            if hidden_units is not None:
+                raise ZooError("conv_ae code='spatial' has no dense hidden layer; drop hidden_units or use code='dense'")
+            self.hidden_units = None
+        else:
+            self.hidden_units = int(hidden_units or auto_width(self.input_size, self.latent_dim))
+            check_hidden_widths([self.hidden_units], self.input_size, self.latent_dim, "hidden_units")
+        self._attach(*conv_networks(self.data_shape, self.latent_dim, self.filters, self.hidden_units, self.style, code))
+
+    def code_head_layer(self, name):
+        if self.code == "dense":
+            return super().code_head_layer(name)
+        channels = self.latent_dim // math.prod(coarsest_grid(*self.data_shape[:2], len(self.filters)))
+        return keras.Sequential(
+            [keras.layers.Conv2D(channels, 1, dtype="float32", name=f"{name}_conv"), keras.layers.Flatten(dtype="float32")],
+            name=name,
+        )
 
     def family_config(self):
         return {
@@ -167,4 +214,5 @@ class ConvAutoencoder(Autoencoder):
             "activation": self.style.activation,
             "blocks_per_stage": self.blocks_per_stage,
             "upsampling": self.style.upsampling,
+            "code": self.code,
         }

@@ -84,7 +84,7 @@ class VAE(keras.Model):
         self.reconstruction_loss = reconstruction_loss
         self.seed = int(np.random.randint(2**31 - 1) if seed is None else seed)
 
-        self.z_log_var_head = keras.layers.Dense(self.latent_dim, dtype="float32", name="z_log_var")
+        self.z_log_var_head = self.backbone.code_head_layer("z_log_var")
         self.z_log_var_head.build(self.backbone.encoder_trunk.output.shape)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
