@@ -85,12 +85,12 @@ def conv_networks(input_shape, latent_dim, filters, hidden_units, style, code):
     """
     height, width, channels = input_shape
     pad, crop = pad_crop_2d(height, width, 2 ** len(filters), style.dtype)
-    grid = coarsest_grid(height, width, len(filters))
 
     inputs = keras.Input(input_shape)
     h = pad(inputs) if pad else inputs
     for i, f in enumerate(filters):
         h = style.residual_blocks(style.conv(h, f, f"conv_{i}", strides=2), style.blocks[i], f"conv_{i}")
+    grid = tuple(h.shape[1:3])  # the coarsest map's rows and columns
     if code == "dense":
         h = keras.layers.Flatten(dtype=style.dtype)(h)
         h = keras.layers.Dense(hidden_units, activation=style.activation, dtype=style.dtype, name="hidden")(h)
@@ -199,7 +199,8 @@ class ConvAutoencoder(Autoencoder):
     def code_head_layer(self, name):
         if self.code == "dense":
             return super().code_head_layer(name)
-        channels = self.latent_dim // math.prod(coarsest_grid(*self.data_shape[:2], len(self.filters)))
+        rows, columns = self.encoder_trunk.output.shape[1:3]
+        channels = self.latent_dim // (rows * columns)
         return keras.Sequential(
             [keras.layers.Conv2D(channels, 1, dtype="float32", name=f"{name}_conv"), keras.layers.Flatten(dtype="float32")],
             name=name,
