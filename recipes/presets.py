@@ -122,8 +122,13 @@ def run_or_resume(args):
     from recipes.cli import main
 
     run_dir = Path(args[args.index("--out") + 1])
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        command, recorded = "aezoo " + shlex.join(args), json.loads(config_path.read_text()).get("command")
+        if recorded != command:  # a card must never show a command its model was not trained by
+            raise ZooError(f"{run_dir} holds a run of another command ({recorded}); move it away to run {command}")
     if not (run_dir / "metrics.json").exists():
-        main(args + (["--resume"] if (run_dir / "config.json").exists() else []))
+        main(args + (["--resume"] if config_path.exists() else []))
     return run_dir
 
 

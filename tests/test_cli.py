@@ -129,6 +129,18 @@ def test_a_run_that_never_completed_an_epoch_does_not_block_its_folder(capsys, t
     assert json.loads((out / "metrics.json").read_text())["data"] == "digits"
 
 
+def test_resuming_with_other_settings_fails_in_one_line_and_keeps_the_run(capsys, tmp_path):
+    out = tmp_path / "run"
+    run = ["run", "reduce", "--quick", "--data", "digits", "--set", "model.hidden_units=32", "--out", out]
+    code, _, err = run_cli(capsys, *run, "--epochs", 1)
+    assert code == 0, err
+    finished = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    code, _, err = run_cli(capsys, *run, "--epochs", 2, "--set", "params.neighbours=3", "--resume")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "other settings (params.neighbours: 5 -> 3, train.epochs: 1 -> 2)" in err and str(out / "config.json") in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == finished
+
+
 def test_run_list_names_every_recipe(capsys):
     code, out, _ = run_cli(capsys, "run", "--list")
     assert code == 0

@@ -112,3 +112,18 @@ def test_every_card_command_is_the_one_presets_build_runs():
     assert set(builds.PRESETS) == set(PRESETS)
     for name in PRESETS:
         assert presets.preset_info(name)["command"] == "aezoo " + shlex.join(builds.command_for(name)), name
+
+
+def test_a_preset_build_refuses_a_run_folder_of_another_command(tmp_path):
+    from recipes import presets as builds
+
+    out = tmp_path / "conv_ae_fashion_mnist"
+    out.mkdir()
+    # the folder of an earlier registry command: finished, so the build would ship its model as is
+    older = "aezoo run reduce --model conv_ae --epochs 3 --out " + str(out)
+    (out / "config.json").write_text(json.dumps({"recipe": "reduce", "command": older, "config": {}}))
+    (out / "metrics.json").write_text("{}")
+    with pytest.raises(ZooError, match="holds a run of another command") as error:
+        builds.run_or_resume(builds.command_for("conv_ae_fashion_mnist", out=out))
+    assert "\n" not in str(error.value) and older in str(error.value)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.json"]
