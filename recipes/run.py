@@ -103,23 +103,6 @@ def resolve(recipe, *, data=None, model=None, sets=(), epochs=None, quick=False)
     return config
 
 
-def config_changes(saved, asked):
-    """'key: saved -> asked' for every setting (dotted key) that differs between two resolved configs; '' if none."""
-
-    def flat(config, prefix=""):
-        if not isinstance(config, dict):
-            return {prefix: config}
-        return {key: value for name, item in config.items() for key, value in flat(item, f"{prefix}{name}.").items()}
-
-    # through JSON, as the saved config went: tuples compare as lists
-    saved, asked = flat(json.loads(json.dumps(saved))), flat(json.loads(json.dumps(asked)))
-    return ", ".join(
-        f"{key[:-1]}: {saved.get(key, 'unset')} -> {asked.get(key, 'unset')}"
-        for key in sorted(saved.keys() | asked.keys())
-        if saved.get(key, ...) != asked.get(key, ...)
-    )
-
-
 def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, from_preset=None, command=None, **options):
     """Runs `recipe` end to end into `out` (default runs/<recipe>) and returns (run_dir, metrics dict).
 
@@ -148,7 +131,7 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
             saved = json.loads(config_path.read_text())
             if saved.get("recipe") != recipe:
                 raise ZooError(f"{run_dir} holds a {saved.get('recipe')!r} run, not {recipe!r}; choose another --out")
-            changed = config_changes(saved["config"], config)
+            changed = training.config_changes(saved["config"], config)
             if changed:  # resuming would silently train the folder's settings, not the ones asked for
                 raise ZooError(
                     f"{run_dir} holds a run with other settings ({changed}); resume it with the command in "

@@ -587,6 +587,23 @@ def claim_run_dir(run_dir, resume, marker):
     return True
 
 
+def config_changes(saved, asked):
+    """'key: saved -> asked' for every setting (dotted key) that differs between two resolved configs; '' if none."""
+
+    def flat(config, prefix=""):
+        if not isinstance(config, dict):
+            return {prefix: config}
+        return {key: value for name, item in config.items() for key, value in flat(item, f"{prefix}{name}.").items()}
+
+    # through JSON, as the saved config went: tuples compare as lists
+    saved, asked = flat(json.loads(json.dumps(saved))), flat(json.loads(json.dumps(asked)))
+    return ", ".join(
+        f"{key[:-1]}: {saved.get(key, 'unset')} -> {asked.get(key, 'unset')}"
+        for key in sorted(saved.keys() | asked.keys())
+        if saved.get(key, ...) != asked.get(key, ...)
+    )
+
+
 def read_state(run_dir, run_name):
     """The checkpoint state of `run_dir`, checked to belong to `run_name`."""
     path = Path(run_dir, "checkpoints", STATE_FILE)
@@ -678,6 +695,7 @@ def train(
         make_batches = stream_batches if streaming else EpochBatches
         if resume:
             model = keras.models.load_model(checkpoints / state["checkpoint"])
+            _check_resumed_model(model, build_model(), checkpoints)
         else:
             optimizer = make_optimizer(settings, steps_per_epoch)
             model = (compile_fn or compile_model)(build_model(), settings, optimizer)
@@ -715,6 +733,20 @@ def train(
         write_history(run_dir / "history.csv", state["history"])
     # Outside the strategy's scope: a multi-worker run hands back a model of this worker alone.
     return _finished(model, checkpoints, state, settings, run_name), state["history"]
+
+
+def _check_resumed_model(resumed, asked, checkpoints):
+    """Refuses to continue a checkpointed zoo model other than the one asked for (e.g. another
+    latent_dim): the checkpoint's would otherwise train on silently."""
+    if not hasattr(asked, "registry_name"):  # a functional model (a classifier): its config holds generated layer names
+        return
+    def options(model):  # Keras numbers the names of models built in one process: not an option
+        return {"model": model.registry_name, **{k: v for k, v in model.get_config().items() if k != "name"}}
+
+    changed = config_changes(options(resumed), options(asked))
+    if changed:
+        raise ZooError(f"{checkpoints} holds another model ({changed}); resume with the options it was trained "
+                       "with or choose another --out")
 
 
 def _finished(model, checkpoints, state, settings, run_name):

@@ -141,6 +141,20 @@ def test_resuming_with_other_settings_fails_in_one_line_and_keeps_the_run(capsys
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == finished
 
 
+def test_train_resuming_another_model_fails_in_one_line(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "dense_ae", "--data", "digits", "--epochs", 1, "--out", out)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "train", "dense_ae", "--data", "digits", "--epochs", 2, "--latent-dim", 8, "--out", out,
+                           "--resume")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "holds another model (" in err and "latent_dim: 16 -> 8" in err
+    # more epochs of the same model is what --resume is for
+    code, _, err = run_cli(capsys, "train", "dense_ae", "--data", "digits", "--epochs", 2, "--out", out, "--resume")
+    assert code == 0, err
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+
+
 def test_run_list_names_every_recipe(capsys):
     code, out, _ = run_cli(capsys, "run", "--list")
     assert code == 0
