@@ -740,6 +740,7 @@ def _check_resumed_model(resumed, asked, checkpoints):
     latent_dim): the checkpoint's would otherwise train on silently."""
     if not hasattr(asked, "registry_name"):  # a functional model (a classifier): its config holds generated layer names
         return
+
     def options(model):  # Keras numbers the names of models built in one process: not an option
         return {"model": model.registry_name, **{k: v for k, v in model.get_config().items() if k != "name"}}
 
