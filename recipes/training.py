@@ -695,7 +695,7 @@ def train(
         make_batches = stream_batches if streaming else EpochBatches
         if resume:
             model = keras.models.load_model(checkpoints / state["checkpoint"])
-            _check_resumed_model(model, build_model(), checkpoints)
+            _check_resumed_model(model, build_model, checkpoints)
         else:
             optimizer = make_optimizer(settings, steps_per_epoch)
             model = (compile_fn or compile_model)(build_model(), settings, optimizer)
@@ -735,14 +735,15 @@ def train(
     return _finished(model, checkpoints, state, settings, run_name), state["history"]
 
 
-def _check_resumed_model(resumed, asked, checkpoints):
-    """Refuses to continue a checkpointed zoo model other than the one asked for (e.g. another
-    latent_dim): the checkpoint's would otherwise train on silently."""
-    if not hasattr(asked, "registry_name"):  # a functional model (a classifier): its config holds generated layer names
-        return
+def _check_resumed_model(resumed, build_model, checkpoints):
+    """Refuses to continue a checkpointed zoo model other than the one `build_model` asks for (e.g.
+    another latent_dim): the checkpoint's would otherwise train on silently."""
+    if not hasattr(resumed, "registry_name"):  # a functional model (a classifier): its config holds generated layer names
+        return  # (and building one may cost a probe fit): nothing to compare
+    asked = build_model()
 
     def options(model):  # Keras numbers the names of models built in one process: not an option
-        return {"model": model.registry_name, **{k: v for k, v in model.get_config().items() if k != "name"}}
+        return {"model": getattr(model, "registry_name", None), **{k: v for k, v in model.get_config().items() if k != "name"}}
 
     changed = config_changes(options(resumed), options(asked))
     if changed:
