@@ -1,7 +1,7 @@
 """`aezoo benchmark recipes`: speed and quality figures for the README (a command, not a test).
 
     aezoo benchmark recipes loop [--examples N] [--epochs E] [--readme]  # our loop vs plain fit; float32 vs bf16
-    aezoo benchmark recipes full [--readme]                               # every recipe on full data vs its baselines
+    aezoo benchmark recipes full [--only NAME ...] [--readme]             # every recipe on full data vs its baselines
     aezoo benchmark recipes reproduce PRESET [--readme]                   # rerun a preset's card command, compare
     aezoo benchmark recipes micro [--readme]                              # every preset exported for TFLite Micro
 
@@ -112,15 +112,43 @@ def loop(examples, epochs, batch_size, readme):
     publish("\n".join(lines), "loop" if readme else None)
 
 
-def full(readme):
+def _run_name(spec):
+    """A FULL_RUNS entry's name for `--only`: its preset, or its run folder's name."""
+    return spec if isinstance(spec, str) else Path(spec[spec.index("--out") + 1]).name
+
+
+def _readme_tables(labels):
+    """{label: its heading line and table} as README.md's benchmark section holds them."""
+    from recipes.report import read_readme_section
+
+    text = read_readme_section("benchmark")
+    starts = sorted((text.index(f"**{label}** —"), label) for label in labels if f"**{label}** —" in text)
+    ends = [start for start, _ in starts[1:]] + [len(text)]
+    return {label: text[start:end].strip() for (start, label), end in zip(starts, ends)}
+
+
+def full(readme, only=None):
     """Prints every recipe's metric tables on its full data: a preset's from its card (the run that
-    built it), the other recipes from their runs (run, or resumed, when not finished yet)."""
+    built it), the other recipes from their runs (run, or resumed, when not finished yet).
+
+    With `only` (names of FULL_RUNS entries), the other entries' tables are kept as README.md has
+    them (made anew where it has none): after retraining one preset, without rerunning the others.
+    """
     from recipes.presets import run_or_resume
     from recipes.report import metrics_table
     from zoo import presets
+    from zoo.errors import unknown_name
 
+    names = [_run_name(spec) for _, spec in FULL_RUNS]
+    for name in only or ():
+        if name not in names:
+            raise unknown_name("benchmark run", name, names)
+    kept = _readme_tables([label for label, _ in FULL_RUNS]) if only else {}
     sections = []
-    for label, spec in FULL_RUNS:
+    for name, (label, spec) in zip(names, FULL_RUNS):
+        if only and name not in only and label in kept:
+            sections += [kept[label], ""]
+            continue
         if isinstance(spec, str):
             card = presets.preset_info(spec)
             command, data, seconds, metrics = card["command"], card["data"], card["train_seconds"], card["metrics"]
@@ -227,6 +255,9 @@ def main(argv):
     loop_args.add_argument("--readme", action="store_true", help="write the table into README.md")
     full_args = sub.add_parser("full", help="every recipe on full data")
     full_args.add_argument("--readme", action="store_true", help="write the tables into README.md")
+    full_args.add_argument("--only", nargs="+", metavar="NAME",
+                           help="make only these tables anew (a preset, or a run folder's name: classify, anomaly, "
+                                "anomaly-transformer); keep the others as README.md has them")
     reproduce_args = sub.add_parser("reproduce", help="rerun a preset's card command")
     reproduce_args.add_argument("preset")
     reproduce_args.add_argument("--readme", action="store_true", help="write the table into README.md")
@@ -240,6 +271,6 @@ def main(argv):
     elif args.what == "loop":
         loop(args.examples, args.epochs, args.batch_size, args.readme)
     elif args.what == "full":
-        full(args.readme)
+        full(args.readme, args.only)
     else:
         reproduce(args.preset, args.readme)
