@@ -214,7 +214,7 @@ def finetune(args):
 
 def benchmark(args):
     if args.suite == "export":
-        from export.benchmark import main
+        from recipes.export_benchmark import main
     elif args.suite == "data":
         from recipes.data_benchmark import main
     else:

@@ -24,12 +24,17 @@ Example:
     aezoo benchmark export
     aezoo benchmark export --micro --modes int8
     aezoo benchmark export --presets --modes float32,int8 --no-onnx
-    python -m export.benchmark --families conv_ae,vae --modes float32,int8 --epochs 1
+    python -m recipes.export_benchmark --families conv_ae,vae --modes float32,int8 --epochs 1
+
+`--readme` also writes the tables into README.md: the main one into the section `export-presets`
+with `--presets`, else `export-families`; the micro/ one into `export-micro`. Each starts with the
+command that made it.
 """
 
 import argparse
 import importlib
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -37,6 +42,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from recipes.report import write_readme_section
 
 # family -> (zoo model, options, reads the images as (rows, columns) sequences)
 FAMILIES = {
@@ -77,6 +84,7 @@ def _parser():
         "--presets", action="store_true",
         help="each family with its Fashion-MNIST preset's architecture (the files a user deploys), not the small default",
     )
+    parser.add_argument("--readme", action="store_true", help="also write the tables into README.md")
     return parser
 
 
@@ -136,6 +144,7 @@ def main(argv=None):
         >>> main(["--families", "conv_ae", "--modes", "float32,int8", "--epochs", "1"])
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     import zoo
     from export import runtime
@@ -183,31 +192,37 @@ def main(argv=None):
     finally:
         if not args.out:
             shutil.rmtree(root, ignore_errors=True)
+    command = "`aezoo benchmark export" + "".join(f" {shlex.quote(a)}" for a in argv if a != "--readme") + "`"
     onnx_runtime = "" if args.no_onnx else f" (ONNX: onnxruntime {importlib.import_module('onnxruntime').__version__})"
-    print(
-        f"{runtime.find_interpreter()}{onnx_runtime}, {os.cpu_count()} CPU cores, batch 1, {args.runs} runs after {WARMUP_RUNS} "
-        f"warm-up; {'preset architectures' if args.presets else 'models'} trained {args.epochs} epochs on mnist5k, "
-        f"quality on {args.verify_samples} held-out images\n"
-    )
-    print(
-        "| model | mode | size (x float32) | latency ms p50 / p95, 1 thread | 2 threads | max abs diff vs Keras (ONNX: all signatures) | "
-        "PSNR dB (Keras) | tflite_runtime 2.14 | aarch64 vs x86_64 (Cortex-A72, emulated) |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    print("\n".join(f"{row} {emulated.get((folder, file), '-')} |" for folder, file, row in rows))
+    sections = {
+        "export-presets" if args.presets else "export-families": "\n".join([
+            f"{command}: {runtime.find_interpreter()}{onnx_runtime}, {os.cpu_count()} CPU cores, batch 1, {args.runs} "
+            f"runs after {WARMUP_RUNS} warm-up; {'preset architectures' if args.presets else 'models'} trained "
+            f"{args.epochs} epochs on mnist5k, quality on {args.verify_samples} held-out images",
+            "",
+            "| model | mode | size (x float32) | latency ms p50 / p95, 1 thread | 2 threads | max abs diff vs Keras (ONNX: "
+            "all signatures) | PSNR dB (Keras) | tflite_runtime 2.14 | aarch64 vs x86_64 (Cortex-A72, emulated) |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *(f"{row} {emulated.get((folder, file), '-')} |" for folder, file, row in rows),
+        ])
+    }
     if args.micro:
         from export import micro
 
-        print(
-            f"\nmicro/ files (batch 1; int8, or int16x8 for an LSTM or Transformer that quantizes cleanly) in tflite-micro {micro.tflm_version()}: flash = the model array; arena = "
-            f"the smallest that ran in its interpreter, and with the {micro.ARENA_MARGIN:.0%} margin micro.json states\n"
-        )
-        print(
+        sections["export-micro"] = "\n".join([
+            f"{command}, micro/ files (batch 1; int8, or int16x8 for an LSTM or Transformer that quantizes cleanly) in "
+            f"tflite-micro {micro.tflm_version()}: flash = the model array; arena = the smallest that ran in its "
+            f"interpreter, and with the {micro.ARENA_MARGIN:.0%} margin micro.json states",
+            "",
             "| model | file | flash bytes | arena bytes measured | arena bytes (+margin) | code diff (steps) | "
-            "PSNR dB (reference kernels) | ops |"
-        )
-        print("|---|---|---|---|---|---|---|---|")
-        print("\n".join(micro_rows))
+            "PSNR dB (reference kernels) | ops |",
+            "|---|---|---|---|---|---|---|---|",
+            *micro_rows,
+        ])
+    print("\n\n".join(sections.values()))
+    if args.readme:
+        for section, text in sections.items():
+            write_readme_section(section, text)
     return 0
 
 
