@@ -1,8 +1,11 @@
 """Exports shared by tests/test_export.py and tests/test_edge.py: every family and VAE backbone,
-trained briefly on real data (scikit-learn digits, 8x8) and exported once per test session."""
+trained briefly on real data (scikit-learn digits, 8x8) and exported once per test session, by
+whichever pytest-xdist worker needs them first."""
 
 import dataclasses
-import functools
+import fcntl
+import os
+import pickle
 from pathlib import Path
 
 # name -> (zoo model, options, reads the images as (rows, columns) sequences)
@@ -68,21 +71,59 @@ def train_briefly(name, data, seed=0, **extra_options):
     return model
 
 
-@functools.lru_cache(maxsize=None)
-def exported_models(root, onnx=False):
-    """{family: Exported} for every FAMILIES entry, exported under `root` (once per session); onnx: with ONNX files."""
+def session_exports(tmp_path_factory):
+    """{family: Exported} for every FAMILIES entry, with ONNX files: exported by the first worker of
+    this test session that asks (the others wait, then load its models and reports)."""
+    base = tmp_path_factory.getbasetemp()
+    # Under pytest-xdist each worker's basetemp sits in one folder of this session: they share it.
+    return _exported_models((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "exports")
+
+
+_LOADED = {}
+
+
+def _exported_models(root):
+    if root not in _LOADED:
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / "lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when its process dies
+            if not (root / "exports.pkl").exists():
+                _export_all(root)
+            _LOADED[root] = _load_all(root)
+    return _LOADED[root]
+
+
+def _export_all(root):
+    """Trains and exports every family under `root`; exports.pkl, written last, marks them done."""
     import zoo
     from export import export_model
 
     digits = zoo.data.load("digits")
-    exports = {}
+    reports = {}
     for name, (_, _, sequences) in FAMILIES.items():
         data = digits.as_sequences() if sequences else digits
         model = train_briefly(name, data)
-        out_dir = Path(root) / name
         modes = ("float32", *EXTRA_MODES.get(name, ()), "int8")
-        report = export_model(
-            model, out_dir, quantize=modes, calibration_data=data, calibration_samples=100, verify_samples=32, onnx=onnx
+        reports[name] = export_model(
+            model, root / name, quantize=modes, calibration_data=data, calibration_samples=100, verify_samples=32, onnx=True
         )
-        exports[name] = Exported(model, data, out_dir, report)
-    return exports
+        model.save(root / f"{name}.keras")
+    (root / "exports.pkl").write_bytes(pickle.dumps(reports))
+
+
+def _load_all(root):
+    import keras
+
+    import zoo
+
+    digits = zoo.data.load("digits")
+    reports = pickle.loads((root / "exports.pkl").read_bytes())
+    return {
+        name: Exported(
+            keras.models.load_model(root / f"{name}.keras", compile=False),
+            digits.as_sequences() if sequences else digits,
+            root / name,
+            reports[name],
+        )
+        for name, (_, _, sequences) in FAMILIES.items()
+    }

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from export_helpers import FAMILIES, exported_models
+from export_helpers import FAMILIES, session_exports
 
 from export.exporter import tflite_name
 
@@ -35,8 +35,7 @@ INT8_MAX_STEPS, INT8_MEAN_STEPS = 6, 2
 
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory):
-    # The same exports as tests/test_export.py (with ONNX files), so one process exports once.
-    return exported_models(tmp_path_factory.getbasetemp() / "exports", onnx=True)
+    return session_exports(tmp_path_factory)  # the same as tests/test_export.py's
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from export_helpers import FAMILIES, exported_models
+from export_helpers import FAMILIES, session_exports
 
 import zoo
 from export import convert, export_model, onnx_target, runtime
@@ -27,7 +27,7 @@ VAES = [name for name in FAMILIES if name.startswith("vae")]
 
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory):
-    return exported_models(tmp_path_factory.getbasetemp() / "exports", onnx=True)
+    return session_exports(tmp_path_factory)  # the same as tests/test_edge.py's
 
 
 def held_out(exported, n=32):
