@@ -27,6 +27,7 @@ import tensorflow as tf
 import zoo
 from zoo.dataset_examples import DatasetExamples
 from zoo.errors import ZooError
+from zoo.layers import batch_norm_layers
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
@@ -388,11 +389,6 @@ def compile_classifier(model, settings, optimizer):
     """Sparse categorical cross-entropy and accuracy, for recipes that train a classifier (`compile_fn`)."""
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
-
-
-def batch_norm_layers(model):
-    """Every BatchNormalization layer in `model`, nested ones included."""
-    return [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 def recompute_batch_norm_statistics(model, batches):

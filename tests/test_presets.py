@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 import zoo
@@ -75,6 +76,29 @@ def test_a_preset_fine_tunes_with_plain_keras_fit(mnist):
     before = model.evaluate(x, x, verbose=0)
     model.fit(x, x, epochs=2, batch_size=32, verbose=0)
     assert model.evaluate(x, x, verbose=0) < before
+
+
+def test_a_batch_norm_preset_fine_tunes_with_plain_keras_fit_once_its_statistics_are_frozen(mnist):
+    import keras
+
+    from zoo.layers import batch_norm_layers
+
+    x, held_out = mnist.x_train[:256], mnist.x_test[:256]
+    after = {}
+    for frozen in (False, True):
+        model = zoo.from_preset("conv_ae_inpaint_fashion_mnist")
+        moving_means = [norm.moving_mean.numpy() for norm in batch_norm_layers(model)]
+        if frozen:
+            assert zoo.freeze_batch_norm(model) == len(moving_means) > 0
+        model.compile(keras.optimizers.Adam(1e-3), loss=zoo.losses.bce)
+        before = model.evaluate(held_out, held_out, verbose=0)
+        keras.utils.set_random_seed(0)
+        model.fit(x, x, epochs=2, batch_size=32, verbose=0)
+        after[frozen] = model.evaluate(held_out, held_out, verbose=0)
+        kept = [np.array_equal(norm.moving_mean.numpy(), mean) for norm, mean in zip(batch_norm_layers(model), moving_means)]
+        assert all(kept) if frozen else not any(kept)
+    # Trained, the layers' lagging statistics undo much of the fine-tuning (README, "Presets and fine-tuning").
+    assert after[True] < before and after[True] < after[False]
 
 
 def test_finetuning_on_mnist_beats_the_same_network_from_scratch(tmp_path):

@@ -86,7 +86,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import zoo
-    from recipes.training import EpochBatches, TrainSettings, batch_norm_layers, precise_batch_norm_sample, recompute_batch_norm_statistics, train
+    from recipes.training import EpochBatches, TrainSettings, precise_batch_norm_sample, recompute_batch_norm_statistics, train
+    from zoo.layers import batch_norm_layers
     x = zoo.data.load("mnist5k").x_train[:512]
 
     def recomputed(model, x):
@@ -387,7 +388,7 @@ def test_training_leaves_batch_norm_statistics_of_the_returned_weights_on_a_samp
         tf.data.Dataset.from_tensor_slices(x) if streamed else x,
         settings=settings, run_dir=tmp_path, run_name="bn", transform=noisy,
     )
-    norms = training.batch_norm_layers(model)
+    norms = zoo.layers.batch_norm_layers(model)
     assert norms
     kept = [(norm.moving_mean.numpy().copy(), norm.moving_variance.numpy().copy()) for norm in norms]
     assert not all(np.allclose(mean, 0) and np.allclose(variance, 1) for mean, variance in kept)

@@ -23,6 +23,7 @@ if keras.backend.backend() != "tensorflow":
 from zoo import conv, data, dense, lstm, losses, presets, transformer, vae  # noqa: E402,F401  (registers the models)
 from zoo.autoencoder import Autoencoder  # noqa: E402
 from zoo.errors import DataNotFoundError, ZooError  # noqa: E402
+from zoo.layers import freeze_batch_norm  # noqa: E402
 from zoo.presets import from_preset, list_presets  # noqa: E402
 from zoo.registry import create, list_models, model_class  # noqa: E402
 from zoo.vae import VAE  # noqa: E402
@@ -33,6 +34,7 @@ __all__ = [
     "DataNotFoundError",
     "ZooError",
     "create",
+    "freeze_batch_norm",
     "from_preset",
     "list_presets",
     "list_models",

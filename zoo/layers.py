@@ -1,4 +1,5 @@
-"""Layers shared by the model families: learned positions, a Transformer block, pad/crop helpers."""
+"""Layers shared by the model families: learned positions, a Transformer block, pad/crop helpers;
+the batch-norm layers of a model."""
 
 import keras
 from keras import ops
@@ -137,3 +138,28 @@ def pad_crop_2d(height, width, multiple, dtype):
 def auto_width(input_size, latent_dim, fraction=0.5):
     """A hidden width between input size K and code size M (geometric: K**(1-f) * M**f), so K > N > M."""
     return max(latent_dim + 1, round(input_size ** (1 - fraction) * latent_dim**fraction))
+
+
+def batch_norm_layers(model):
+    """Every BatchNormalization layer in `model`, nested ones included."""
+    return [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def freeze_batch_norm(model):
+    """Keeps every batch-norm layer of `model` in inference mode, also in `fit` (Keras: `trainable = False`
+    on a BatchNormalization layer), and returns how many there are.
+
+    For fine-tuning a pretrained model on a few batches, as Keras' transfer-learning guide advises:
+    trained, the layers normalise each step by its batch's statistics while their moving averages
+    (momentum 0.99) still hold the pretraining data's, so the fine-tuned weights are evaluated
+    with statistics they were not trained with.
+
+    Example:
+        >>> model = zoo.from_preset("conv_ae_denoise_fashion_mnist")
+        >>> zoo.freeze_batch_norm(model)
+        >>> model.compile("adam", loss=zoo.losses.bce); model.fit(noisy, clean, epochs=2)
+    """
+    norms = batch_norm_layers(model)
+    for norm in norms:
+        norm.trainable = False
+    return len(norms)
