@@ -119,24 +119,23 @@ def image_grid(run_dir, name, rows, columns=8):
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _section_bounds(content, section):
-    """Where README.md's `<!-- section:start -->` ... `<!-- section:end -->` text starts and ends."""
+def _readme_section(section):
+    """README.md's text and where its `<!-- section:start -->` ... `<!-- section:end -->` text starts and ends."""
+    content = README.read_text() if README.exists() else ""
     start_marker, end_marker = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
     if start_marker not in content or end_marker not in content:
         raise ZooError(f"{README} has no {start_marker} ... {end_marker} section; run this from a checkout of the repository")
-    return content.index(start_marker) + len(start_marker), content.index(end_marker)
+    return content, content.index(start_marker) + len(start_marker), content.index(end_marker)
 
 
 def read_readme_section(section):
     """What stands between README.md's `<!-- section:start -->` and `<!-- section:end -->`."""
-    content = README.read_text() if README.exists() else ""
-    start, end = _section_bounds(content, section)
+    content, start, end = _readme_section(section)
     return content[start:end].strip()
 
 
 def write_readme_section(section, text):
     """Replaces what stands between README.md's `<!-- section:start -->` and `<!-- section:end -->`."""
-    content = README.read_text() if README.exists() else ""
-    start, end = _section_bounds(content, section)
+    content, start, end = _readme_section(section)
     updated = content[:start] + "\n" + text.strip() + "\n" + content[end:]
     atomic_write(README, lambda p: Path(p).write_text(updated))  # the README is never left half-written
