@@ -1,4 +1,4 @@
-"""Exports shared by tests/test_export.py and tests/test_edge.py: every family and VAE backbone,
+"""Exports shared by tests/test_export.py, tests/test_edge.py and tests/test_aarch64.py: every family and VAE backbone,
 trained briefly on real data (scikit-learn digits, 8x8) and exported once per test session, by
 whichever pytest-xdist worker needs them first."""
 
