@@ -2,6 +2,11 @@
 unused), then fine-tune its encoder with a softmax head on a stratified labelled subset, for
 each fraction in params.label_fractions.
 
+params.pretraining sets what the autoencoder learns: to give each image back ("reconstruct"), or
+to fill a random rectangle blanked out of it ("inpaint", the inpaint recipe's task): a code that
+must predict hidden parts of the object holds more of what the object is (masked-image
+pretraining, as in context encoders and masked autoencoders).
+
 Fine-tuning is linear probe, then fine-tune (Kumar et al., 2022): the head starts as a
 logistic regression fitted on the pretrained codes of the labelled examples, so the first
 gradient steps do not wreck the pretrained features while a random head is still learning.
@@ -26,10 +31,14 @@ from threadpoolctl import threadpool_limits
 
 from recipes import training, tutorials
 from recipes.evaluation import predict
+from recipes.inpaint import occlusion_transform
 from recipes.report import Results, pyplot, save_figure
-from zoo.errors import ZooError
+from zoo.errors import ZooError, unknown_name
 
 PROBE_EXAMPLES = 2000
+# params.pretraining -> the autoencoder's training transform: the image back from itself, or from
+# the image with a random rectangle blanked out (as the inpaint recipe trains; sides 25-50%).
+PRETRAINING = {"reconstruct": None, "inpaint": occlusion_transform(min_fraction=0.25, max_fraction=0.5)}
 
 
 def same_network(model, keep_weights):
@@ -121,6 +130,8 @@ def confusion_plot(run_dir, matrices, title):
 
 
 def run(ctx):
+    if ctx.params["pretraining"] not in PRETRAINING:
+        raise unknown_name("params.pretraining", ctx.params["pretraining"], PRETRAINING)
     data = ctx.load_data()
     if data.y_train is None:
         raise ZooError(f"the classify recipe needs labels; {data.name} has none (use a labelled data set)")
@@ -131,7 +142,8 @@ def run(ctx):
     if ctx.from_preset:
         pretrained = ctx.build_model(data.input_shape)()
     else:
-        pretrained, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train, tag="pretrain")
+        transform = PRETRAINING[params["pretraining"]]
+        pretrained, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train, tag="pretrain", transform=transform)
     ctx.model = pretrained
 
     seed = ctx.settings.seed
@@ -191,6 +203,7 @@ def run(ctx):
         f"preset {ctx.from_preset}'s encoder"
         if ctx.from_preset
         else "encoder pretrained as an autoencoder on all training images"
+        + (", each with a random rectangle blanked out to be filled in" if params["pretraining"] == "inpaint" else "")
     )
     results.notes += [
         f"autoencoder: {source} + softmax head initialised by logistic regression on its codes of the labelled "

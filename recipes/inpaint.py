@@ -38,13 +38,19 @@ def pooled_psnr(clean, restored, mask=None):
     return psnr(as_one_image(clean), as_one_image(restored), as_one_image(mask))
 
 
+def occlusion_transform(min_fraction, max_fraction):
+    """A training transform (x, y, rng) -> (x with one random rectangle blanked per image, y)."""
+
+    def occlude(x, y, rng):
+        return random_occlusion(x, rng, min_fraction=min_fraction, max_fraction=max_fraction)[0], y
+
+    return occlude
+
+
 def run(ctx):
     data = ctx.load_data()
     sizes = {"min_fraction": ctx.params["min_fraction"], "max_fraction": ctx.params["max_fraction"]}
-
-    def occlude(x, y, rng):
-        return random_occlusion(x, rng, **sizes)[0], y
-
+    occlude = occlusion_transform(**sizes)
     model, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train, transform=occlude)
     ctx.model = model
     results = Results()

@@ -387,7 +387,7 @@ SMALL_CONV = ["model.filters=[8, 16]", "model.hidden_units=32", "model.latent_di
 @pytest.mark.parametrize("recipe, options", [
     ("denoise", [*SMALL_CONV, "params.eval_examples=40"]),
     ("inpaint", [*SMALL_CONV, "params.eval_examples=40"]),
-    ("classify", [*SMALL_CONV, "params.label_fractions=[0.1, 1.0]", "params.label_draws=1"]),
+    ("classify", [*SMALL_CONV, "params.label_fractions=[0.1, 1.0]", "params.label_draws=1", "params.pretraining=inpaint"]),
     ("generate", ["model.latent_dim=4", "model.backbone_config={hidden_units=[32]}", "params.importance_samples=4",
                   "params.classifier_epochs=1", "params.quality_samples=30", "params.eval_examples=40"]),
     ("finetune", ["data.image_size=[28, 28]", "params.eval_examples=40"]),
