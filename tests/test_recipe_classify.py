@@ -37,7 +37,8 @@ def classify_run(tmp_path_factory):
 def test_pretrained_encoder_beats_the_same_network_from_scratch_with_few_labels(classify_run):
     _, metrics = classify_run
     accuracy = metrics["metrics"]["accuracy, 1% labels"]  # mean over 3 draws of 40 labels, 1000 test images each
-    # Seeds 0-3 gave gains of 2.4-5.5 points; 1.5 points is well beyond the test-set noise of a paired comparison.
+    # Pretrained by inpainting (the default), seeds 0-3 gave gains of 3.3, 3.3, 5.9 and 0.3 points (by
+    # reconstruction 2.4-5.5): the pretraining's seed moves the gain more than the test set does. CI runs seed 0.
     assert accuracy["autoencoder"] > accuracy["from scratch"] + 0.015
 
 
