@@ -79,10 +79,11 @@ PRESETS = {
         conv_vae_run(128, "--set", "model.latent_dim=2"),
     ),
     "conv_ae_denoise_fashion_mnist": Preset(
-        "Convolutional denoiser, 64-dim codes (Gaussian and salt-and-pepper noise; batch-norm + SiLU residual "
-        "stages, resize + conv upsampling, AdamW + cosine decay)",
-        # 224 hidden units, not the recipe's 256: the residual blocks' weights fit in the presets' 30 MB.
-        ["denoise", "--set", "model.latent_dim=64", "--set", "model.hidden_units=224", *RESIDUAL, *CONVERGE,
+        "Convolutional denoiser, 196-dim spatial code (7x7x4; Gaussian and salt-and-pepper noise; batch-norm + SiLU "
+        "residual stages, resize + conv upsampling, AdamW + cosine decay)",
+        # A spatial code, not the dense 64-dim one shipped before: +0.28 dB at σ=0.3, +1.05 dB on clean images,
+        # -0.14 dB at σ=0.5, a sixth of the weights (README, full runs of both).
+        ["denoise", "--set", "model.latent_dim=196", "--set", "model.code=spatial", *RESIDUAL, *CONVERGE,
          "--set", "train.learning_rate=0.002", "--epochs", "20"],
     ),
     "conv_ae_inpaint_fashion_mnist": Preset(
