@@ -68,6 +68,7 @@ CPUINFO = (
 # Outputs of the same interpreter on aarch64 and x86_64, or x86_64 against reference.npz:
 FLOAT_TARGET = 1e-5  # float files, max abs diff
 INT8_STEPS_TARGET = 2  # int8 files, output quantization steps
+KERNEL_LABELS = {"default": "", "reference": " (reference kernels)"}  # after the runtime in tables
 # tflite_runtime 2.14 against ai_edge_litert (reference.npz): their int8 kernels differ (tests/test_edge.py).
 CROSS_RUNTIME_FLOAT_TARGET, CROSS_RUNTIME_STEPS_TARGET = 1e-4, 6
 REFERENCE_FILE = "reference.npz"
@@ -201,6 +202,7 @@ class Result:
     max_int8_steps: float | None = None  # int8 files: the largest difference in output quantization steps
     ms: float | None = None  # median single-example reconstruct; under emulation when `emulated`
     refused: str | None = None  # the interpreter's error when it cannot run the file (2.14 and a dynamic file)
+    kernels: str = "default"  # the interpreter's kernels (runtime.KERNELS)
 
     @property
     def target(self):
@@ -217,8 +219,8 @@ class Result:
         return self.max_abs_diff <= (CROSS_RUNTIME_FLOAT_TARGET if self.cross_runtime else FLOAT_TARGET)
 
     def to_json(self):
-        entry = {"runtime": self.runtime, "version": self.version, "platform": self.platform, "cpu": self.cpu,
-                 "emulated": self.emulated, "compared_with": self.compared_with}
+        entry = {"runtime": self.runtime, "version": self.version, "kernels": self.kernels, "platform": self.platform,
+                 "cpu": self.cpu, "emulated": self.emulated, "compared_with": self.compared_with}
         if self.refused:
             return {**entry, "refused": self.refused}
         timing = {("emulated_ms" if self.emulated else "ms"): self.ms} if self.ms is not None else {}
@@ -271,8 +273,8 @@ class VerifyReport:
         ]
         for r in self.results:
             timing = "-" if r.ms is None else f"{r.ms:.1f}" + (" emulated" if r.emulated else "")
-            rows.append(f"| {r.file} | {r.runtime} {r.version} | {r.platform} | {r.cpu} | {r.compared_with} | "
-                        f"{r.summary()} | {timing} |")
+            rows.append(f"| {r.file} | {r.runtime} {r.version}{KERNEL_LABELS[r.kernels]} | {r.platform} | {r.cpu} | "
+                        f"{r.compared_with} | {r.summary()} | {timing} |")
         rows += [f"refused: {r.file} on {r.runtime} {r.version}: {r.refused}" for r in self.results if r.refused]
         rows += [f"MISSED: {r.file} on {r.runtime} {r.platform} {r.cpu}: {r.summary()}, target {r.target}"
                  for r in self.missed]
@@ -288,7 +290,7 @@ def parse_cpus(text):
     return cpus
 
 
-def verify(export_dirs, platform="aarch64", cpus=CPUS[:1], timing_runs=0):
+def verify(export_dirs, platform="aarch64", cpus=CPUS[:1], timing_runs=0, kernels="default"):
     """Runs every .tflite file of exports on `platform` and records the results in their metadata.json.
 
     Every interpreter of `SITES` runs natively on x86_64 against reference.npz (the outputs the
@@ -300,6 +302,8 @@ def verify(export_dirs, platform="aarch64", cpus=CPUS[:1], timing_runs=0):
         platform: "x86_64" or "aarch64".
         cpus: the CPUs of `CPUS` to emulate (aarch64).
         timing_runs: timed single-example reconstruct calls per file (0: no timing).
+        kernels: the interpreters' "default" or "reference" kernels (`runtime.KERNELS`); reference
+            kernels are compared with reference.npz as another runtime's outputs (looser target).
 
     Returns:
         [VerifyReport] per export; differences beyond the targets are reported (`missed`), not raised.
@@ -311,6 +315,8 @@ def verify(export_dirs, platform="aarch64", cpus=CPUS[:1], timing_runs=0):
     Example:
         >>> [report] = verify("export/conv", "aarch64", ("cortex-a72", "cortex-a76"))
     """
+    if kernels not in runtime.KERNELS:
+        raise EdgeError(f"unknown --kernels {kernels!r}; choose from: {', '.join(runtime.KERNELS)}")
     export_dirs = [Path(export_dirs)] if isinstance(export_dirs, (str, os.PathLike)) else [Path(d) for d in export_dirs]
     metadata = [_read_export(export_dir) for export_dir in export_dirs]
     if platform not in PLATFORMS:
@@ -324,7 +330,7 @@ def verify(export_dirs, platform="aarch64", cpus=CPUS[:1], timing_runs=0):
         emulator = f"qemu-aarch64 {_run([arm.qemu, '--version']).split()[2]}"
         runs += [(arm, cpu, name) for cpu in cpus for name in SITES]
     with tempfile.TemporaryDirectory(prefix="aezoo-verify-") as scratch:
-        processes = [_start(env, cpu, name, export_dirs, Path(scratch) / str(i), timing_runs)
+        processes = [_start(env, cpu, name, export_dirs, Path(scratch) / str(i), timing_runs, kernels)
                      for i, (env, cpu, name) in enumerate(runs)]
         outputs = {}  # (platform, cpu, interpreter) -> [(run.json, outputs)] per export
         for (process, out_dir), (env, cpu, name) in zip(processes, runs):
@@ -342,10 +348,12 @@ def verify(export_dirs, platform="aarch64", cpus=CPUS[:1], timing_runs=0):
             run, values = per_export[i]
             if run_platform == "x86_64":
                 baseline, against = reference, f"{REFERENCE_FILE} (the export's)"
-                cross = not (name == "ai_edge_litert" and run["version"] == metadata[i]["created_with"]["ai_edge_litert"])
+                # reference.npz holds the outputs of the exporting ai_edge_litert's default kernels.
+                cross = not (name == "ai_edge_litert" and run["version"] == metadata[i]["created_with"]["ai_edge_litert"]
+                             and kernels == "default")
             else:
                 baseline, against, cross = outputs["x86_64", host_cpu(), name][i][1], f"{name} on x86_64", False
-            fields = dict(platform=run_platform, cpu=cpu, compared_with=against, cross_runtime=cross,
+            fields = dict(platform=run_platform, cpu=cpu, compared_with=against, cross_runtime=cross, kernels=kernels,
                           emulated=emulator if run_platform == "aarch64" else None)
             results += _compare(metadata[i], run, values, baseline, fields)
         _record(export_dir, results)
@@ -384,11 +392,11 @@ def host_cpu():
     return host_platform.machine()
 
 
-def _start(env, cpu, interpreter, export_dirs, out_dir, timing_runs):
+def _start(env, cpu, interpreter, export_dirs, out_dir, timing_runs, kernels):
     """Starts `python -m export.run_files` seeing only the interpreter's site folder and this package."""
     variables = {**os.environ, "PYTHONPATH": f"{env.site(interpreter)}{os.pathsep}{PACKAGE_ROOT}", "PYTHONNOUSERSITE": "1"}
     arguments = ["-m", "export.run_files", *(str(d.resolve()) for d in export_dirs), "--out", str(out_dir),
-                 "--timing-runs", str(timing_runs)]
+                 "--timing-runs", str(timing_runs), "--kernels", kernels]
     process = subprocess.Popen([*env.command(cpu), *arguments], env=variables, cwd=PACKAGE_ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return process, out_dir
@@ -421,11 +429,12 @@ def _record(export_dir, results):
     metadata = json.loads(path.read_text())
     for result in results:
         runtimes = metadata["files"][result.file].setdefault("runtimes", {})
-        fields = ("runtime", "version", "platform", "cpu", "compared_with")
+        fields = ("runtime", "version", "kernels", "platform", "cpu", "compared_with")
         same = tuple(result.to_json()[field] for field in fields)
         runtimes["verified_on"] = [
             entry for entry in runtimes.get("verified_on", [])
-            # Strings: exports written before the entries named platform and CPU.
-            if isinstance(entry, str) or tuple(entry.get(field) for field in fields) != same
+            # Strings: exports written before the entries named platform and CPU; no kernels: default ones.
+            if isinstance(entry, str) or tuple(entry.get(field, "default" if field == "kernels" else None)
+                                               for field in fields) != same
         ] + [result.to_json()]
     runtime.write_atomically(path, lambda f: f.write((json.dumps(metadata, indent=2) + "\n").encode()))

@@ -405,7 +405,8 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
     representative = _representative_dataset(functions, signatures, samples, batch_size, copy.latent_dim)
     for mode in modes:
         path = folder / tflite_name(mode)
-        content = convert.convert(source, signatures, mode, representative if mode == "int8" else None)
+        content = convert.convert(source, signatures, mode, representative if mode == "int8" else None,
+                                  recurrent=convert.is_recurrent(copy))
         path.write_bytes(content)
         edge = runtime.load(path)
         edge.input_range = samples.input_range  # what metadata.json will declare; not written yet

@@ -33,8 +33,11 @@ def find_onnxruntime():
 class OnnxModel(EdgeModel):
     """An export's ONNX files opened in onnxruntime; see `runtime.load`.
 
-    Attributes as `EdgeModel`'s; `batch_size` is None (any batch) and `min_runtime_version` None.
+    Attributes as `EdgeModel`'s; `batch_size` is None (any batch), `min_runtime_version` None, and
+    `kernels` "default" (onnxruntime's).
     """
+
+    kernels = "default"
 
     def __init__(self, path, num_threads=None):
         self.path = Path(path)

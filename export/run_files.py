@@ -1,6 +1,6 @@
 """Runs every .tflite file of exports on this machine's interpreter; what `aezoo verify` starts.
 
-    python -m export.run_files EXPORT_DIR... --out OUT_DIR [--timing-runs N]
+    python -m export.run_files EXPORT_DIR... --out OUT_DIR [--timing-runs N] [--kernels default|reference]
 
 Each file runs every signature on the inputs saved in its export's reference.npz, through the
 edge runtime (`export.runtime`: the quantization, batching and sha256 checks a board gets).
@@ -29,12 +29,13 @@ def main(argv=None):
     parser.add_argument("export_dirs", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--timing-runs", type=int, default=0, help="timed single-example reconstruct calls per file")
+    parser.add_argument("--kernels", choices=tuple(runtime.KERNELS), default="default", help="the interpreter's kernels")
     args = parser.parse_args(argv)
     for i, export_dir in enumerate(args.export_dirs):  # one process for all: the emulated Python starts slowly
-        run_export(export_dir, args.out / str(i), args.timing_runs)
+        run_export(export_dir, args.out / str(i), args.timing_runs, args.kernels)
 
 
-def run_export(export_dir, out_dir, timing_runs):
+def run_export(export_dir, out_dir, timing_runs, kernels="default"):
     """Writes out_dir/outputs.npz and out_dir/run.json for every .tflite file of one export."""
     with np.load(export_dir / REFERENCE_FILE) as reference:
         inputs = {key.split("/", 1)[1]: reference[key] for key in reference.files if key.startswith("inputs/")}
@@ -42,7 +43,7 @@ def run_export(export_dir, out_dir, timing_runs):
     outputs, files = {}, {}
     for path in sorted(export_dir.glob("*.tflite")):
         try:
-            model = runtime.load(path)
+            model = runtime.load(path, kernels=kernels)
         except runtime.EdgeError as error:  # e.g. tflite_runtime 2.14 and a dynamic-range file
             files[path.name] = {"refused": str(error)}
             continue
@@ -52,7 +53,8 @@ def run_export(export_dir, out_dir, timing_runs):
         files[path.name] = {"ms": _median_ms(model, inputs["x"][:1], timing_runs)}
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez(out_dir / "outputs.npz", **outputs)
-    run = {"runtime": interpreter.name, "version": interpreter.version, "machine": platform.machine(), "files": files}
+    run = {"runtime": interpreter.name, "version": interpreter.version, "kernels": kernels, "machine": platform.machine(),
+           "files": files}
     (out_dir / "run.json").write_text(json.dumps(run, indent=2))
 
 

@@ -35,6 +35,11 @@ METADATA_FILE = "metadata.json"
 INTERPRETERS = ("ai_edge_litert", "tflite_runtime")  # preference order
 OP_VERSION_ERROR = "Didn't find op for builtin opcode"
 QUANTIZED_TYPES = (np.int8, np.int16)  # int8 files; int16 activations of TFLite Micro files of recurrent models
+# kernels= -> the interpreter's op resolver. "default": its optimized kernels (and XNNPACK), whose int8
+# rounding differs by a step here and there between CPUs and versions, and a network amplifies it
+# (tflite_runtime 2.14 ran the presets' int8 files up to 144 steps apart on aarch64 and x86_64).
+# "reference": the reference kernels, slower (8x on the conv AE preset) but the same on every CPU.
+KERNELS = {"default": "AUTO", "reference": "BUILTIN_REF"}
 
 
 class EdgeError(ValueError):
@@ -67,6 +72,7 @@ class InterpreterPackage:
     name: str
     version: str
     cls: type
+    resolvers: type | None = None  # a TFLite interpreter's OpResolverType enum (see KERNELS)
 
     def __str__(self):
         return f"{self.name} {self.version}"
@@ -84,7 +90,8 @@ def find_interpreter():
             module = importlib.import_module(f"{name}.interpreter")
         except ImportError:
             continue
-        return InterpreterPackage(name, getattr(package, "__version__", "unknown"), module.Interpreter)
+        version = getattr(package, "__version__", "unknown")
+        return InterpreterPackage(name, version, module.Interpreter, module.OpResolverType)
     raise EdgeError(
         "no TFLite interpreter installed: pip install ai-edge-litert (or tflite-runtime on Python <= 3.11)"
     )
@@ -99,7 +106,7 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
-def load(path, num_threads=None):
+def load(path, num_threads=None, kernels="default"):
     """Opens an exported .tflite file for inference on this machine.
 
     Args:
@@ -107,6 +114,8 @@ def load(path, num_threads=None):
             checked when present; a file alone works too), or one of its onnx/<signature>.onnx
             files (run in onnxruntime by `export.onnx_runtime`, same API).
         num_threads: interpreter threads (None: the interpreter's default).
+        kernels: "default" (the interpreter's optimized kernels) or "reference" (its reference
+            kernels: slower, but int8 files give the same outputs on every CPU; see KERNELS).
 
     Returns:
         An `EdgeModel`.
@@ -119,11 +128,15 @@ def load(path, num_threads=None):
         >>> model = load("out/model_float32.tflite", num_threads=2)
         >>> model.reconstruct(x).shape == x.shape
     """
+    if kernels not in KERNELS:
+        raise EdgeError(f"unknown kernels {kernels!r}; choose one of: {', '.join(KERNELS)}")
     if Path(path).suffix.lower() == ".onnx":
+        if kernels != "default":
+            raise EdgeError(f"kernels={kernels!r} chooses TFLite kernels; {Path(path).name} runs in onnxruntime: drop it")
         from export.onnx_runtime import OnnxModel  # onnxruntime instead of a TFLite interpreter
 
         return OnnxModel(path, num_threads=num_threads)
-    return EdgeModel(path, num_threads=num_threads)
+    return EdgeModel(path, num_threads=num_threads, kernels=kernels)
 
 
 class EdgeModel:
@@ -133,6 +146,7 @@ class EdgeModel:
         path: the .tflite file.
         metadata: the export's metadata.json with this file's entry under "file" (None without one).
         runtime: the `InterpreterPackage` in use, e.g. "tflite_runtime 2.14.0".
+        kernels: "default" or "reference" (see `load`).
         min_runtime_version: the oldest TFLite runtime the converter says runs the file.
         signatures: the signature names the file has.
         batch_size: the fixed batch of the file (inputs of any length are split into it).
@@ -144,7 +158,7 @@ class EdgeModel:
             as on a board, or a float file alone).
     """
 
-    def __init__(self, path, num_threads=None):
+    def __init__(self, path, num_threads=None, kernels="default"):
         self.path = Path(path)
         if not self.path.is_file():
             raise EdgeError(f"{self.path}: no such model file")
@@ -155,10 +169,14 @@ class EdgeModel:
         except ModelFileError as error:
             raise EdgeError(f"{self.path} is not a usable .tflite file: {error}") from None
         self.runtime = find_interpreter()
+        self.kernels = kernels
         self.min_runtime_version = info.min_runtime_version
         self._refuse_if_too_old()
+        resolver = getattr(self.runtime.resolvers, KERNELS[kernels])
         try:
-            self._interpreter = self.runtime.cls(model_content=content, num_threads=num_threads)
+            self._interpreter = self.runtime.cls(
+                model_content=content, num_threads=num_threads, experimental_op_resolver_type=resolver
+            )
         except (ValueError, RuntimeError) as error:
             raise self._load_error(error) from None
         self.signatures = tuple(name for name in SIGNATURES if name in info.signature_keys)
@@ -284,6 +302,10 @@ class EdgeModel:
         )
 
     def _load_error(self, error):
+        if OP_VERSION_ERROR in str(error) and self.kernels == "reference":
+            # The reference resolver registers fewer op versions than the default one (ai_edge_litert 2.3: TILE v1-2).
+            op = str(error).split(OP_VERSION_ERROR, 1)[1].split(".")[0].strip()
+            return EdgeError(f"{self.path.name}: {self.runtime}'s reference kernels lack {op}; run it with the default kernels")
         if OP_VERSION_ERROR in str(error):
             return EdgeError(self._too_old_message())
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -376,7 +398,7 @@ PREDICT_SIGNATURES = ("reconstruct", "encode", "decode", "sample")
 PREDICT_RUNTIMES = ("tflite", "micro")
 
 
-def predict_file(artifact, input_path, output_path=None, signature="reconstruct", runtime="tflite"):
+def predict_file(artifact, input_path, output_path=None, signature="reconstruct", runtime="tflite", kernels="default"):
     """Runs `artifact` on a .png or .npy file and writes the result; what `aezoo predict` does.
 
     Args:
@@ -387,6 +409,7 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
         signature: reconstruct, encode, decode or sample.
         runtime: "tflite" (ai_edge_litert / tflite_runtime) or "micro" (a micro/ file of
             `aezoo export --micro` in the TFLite Micro interpreter, as a board runs it).
+        kernels: the TFLite interpreter's "default" or "reference" kernels (see `load`).
 
     Returns:
         A one-line summary of what ran and where the result went.
@@ -399,11 +422,13 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
     if runtime not in PREDICT_RUNTIMES:
         raise EdgeError(f"unknown runtime {runtime!r}; choose one of: {', '.join(PREDICT_RUNTIMES)}")
     if runtime == "micro":
+        if kernels != "default":
+            raise EdgeError(f"kernels={kernels!r} chooses TFLite interpreter kernels; TFLite Micro has its own: drop it")
         from export import micro
 
         model = micro.load(artifact)
     else:
-        model = load(artifact)
+        model = load(artifact, kernels=kernels)
     model.require(signature)  # before the input is read: its shape depends on the signature
     if signature == "sample" and str(input_path).isdigit():
         result = model.sample(int(input_path), seed=0)
@@ -414,7 +439,7 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
         result = model.run(signature, values)[SIGNATURES[signature].outputs[0]]
         source = f"{len(values)} example(s) from {Path(input_path).name}"
     summary = (
-        f"{signature} with {model.path.name} on {model.runtime}: {source} -> {result.dtype} {result.shape} "
+        f"{signature} with {model.path.name} on {model.runtime}{' (reference kernels)' if kernels != 'default' else ''}: {source} -> {result.dtype} {result.shape} "
         f"in [{result.min():.4g}, {result.max():.4g}]"
     )
     if output_path is None:

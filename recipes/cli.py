@@ -7,6 +7,8 @@ import sys
 
 
 VERBOSE_ENV = "AEZOO_VERBOSE"
+KERNELS_HELP = ("default: the TFLite interpreter's optimized kernels; reference: its reference kernels, slower, "
+                "but int8 files give the same outputs on every CPU")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,12 +94,14 @@ def _parser():
     predict.add_argument("-o", "--output", help="where to write the result (.png or .npy)")
     predict.add_argument("--signature", default="reconstruct", help="reconstruct, encode, decode or sample")
     predict.add_argument("--runtime", choices=("tflite", "micro"), default="tflite", help="micro: a micro/ file in TFLite Micro")
+    predict.add_argument("--kernels", default="default", help=KERNELS_HELP)
 
     verify = add_command("verify", help="re-run an export's .tflite files on x86_64 or emulated aarch64 (no TensorFlow)")
     verify.add_argument("export_dirs", nargs="+", metavar="EXPORT_DIR", help="folders written by 'aezoo export'")
     verify.add_argument("--platform", choices=("x86_64", "aarch64"), default="aarch64")
     verify.add_argument("--cpu", type=_cpus, default="cortex-a72", help="aarch64: comma list of cortex-a72 (Pi 4), cortex-a76 (Pi 5)")
     verify.add_argument("--timing-runs", type=int, default=0, help="time this many single-example reconstruct calls per file")
+    verify.add_argument("--kernels", default="default", help=KERNELS_HELP)
 
     presets = add_command("presets", help="pretrained presets with their headline metric")
     presets.add_argument("--build", nargs="+", metavar="NAME", help="(maintainers) train presets and write their files")
@@ -179,12 +183,12 @@ def main(argv=None):
         if args.command == "predict":
             from export.runtime import predict_file
 
-            print(predict_file(args.artifact, args.input, args.output, args.signature, args.runtime))
+            print(predict_file(args.artifact, args.input, args.output, args.signature, args.runtime, args.kernels))
             return 0
         if args.command == "verify":
             from export.aarch64 import verify
 
-            reports = verify(args.export_dirs, args.platform, args.cpu, args.timing_runs)
+            reports = verify(args.export_dirs, args.platform, args.cpu, args.timing_runs, args.kernels)
             print("\n\n".join(map(str, reports)))
             return 1 if any(report.missed for report in reports) else 0
         from recipes import commands

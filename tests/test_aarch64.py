@@ -1,6 +1,7 @@
 """`aezoo verify --platform aarch64`: the float32 and int8 files of every family, run in ai-edge-litert
 and tflite-runtime for aarch64 (qemu-user, Cortex-A72; the Transformer preset's int8 file also on a
-Cortex-A76), give the same raw outputs as on x86_64; and the command's one-line errors.
+Cortex-A76 with the reference kernels), give the same raw outputs as on x86_64; and the command's
+one-line errors.
 Most exports are the session's (tests/export_helpers.py), shared with test_export and test_edge.
 Every export runs in one emulated process per interpreter: the emulated Python starts slowly.
 
@@ -31,8 +32,8 @@ VERIFIED = {
     "transformer_relu": ("transformer_ae", {"activation": "relu"}),
 }
 PRESET = "transformer_ae_fashion_mnist"  # its GELU int8 file was 67 steps apart before issue 12's fix
-# Open: tflite_runtime 2.14 runs the preset's int8 file up to ~44 steps apart on aarch64 and x86_64 even
-# with the attention ops in float (ai_edge_litert: 0 steps); its results are recorded, not asserted.
+# tflite_runtime 2.14's default kernels run the preset's int8 file up to ~50 steps apart on aarch64 and
+# x86_64 (ai_edge_litert: 0 steps); recorded, not asserted. Its reference kernels match (asserted below).
 UNMATCHED_RUNTIMES = {PRESET: {"tflite_runtime"}}
 
 
@@ -80,14 +81,14 @@ def verified(exports):
     return dict(zip(exports, aarch64.verify(list(exports.values()), "aarch64", ("cortex-a72",))))
 
 
-def _check_emulated(report, name, files, cpus):
+def _check_emulated(report, name, files, cpus, unmatched=UNMATCHED_RUNTIMES):
     emulated = [r for r in report.results if r.platform == "aarch64"]
     assert {(r.file, r.runtime, r.cpu) for r in emulated} == {
         (file, runtime, cpu) for file in files for runtime in aarch64.SITES for cpu in cpus
     }
     for result in emulated:
         assert result.emulated.startswith("qemu-aarch64") and result.compared_with == f"{result.runtime} on x86_64"
-        if result.runtime in UNMATCHED_RUNTIMES.get(name, ()):
+        if result.runtime in unmatched.get(name, ()):
             continue
         if result.mode == "dynamic" and result.runtime == "tflite_runtime":  # 2.14 has no hybrid kernels
             assert result.refused and result.met is None, str(report)
@@ -107,9 +108,14 @@ def test_aarch64_outputs_match_x86(verified, name):
     assert native and all(r.max_abs_diff == 0 for r in native)
 
 
-def test_transformer_int8_matches_on_cortex_a76(exports):
-    [report] = aarch64.verify(exports[PRESET], "aarch64", ("cortex-a76",))
-    _check_emulated(report, PRESET, ["model_int8.tflite"], ("cortex-a76",))
+def test_transformer_int8_matches_on_cortex_a76_with_reference_kernels_in_both_runtimes(exports):
+    [report] = aarch64.verify(exports[PRESET], "aarch64", ("cortex-a76",), kernels="reference")
+    _check_emulated(report, PRESET, ["model_int8.tflite"], ("cortex-a76",), unmatched={})
+    assert {r.kernels for r in report.results} == {"reference"} and "(reference kernels)" in str(report)
+    metadata = json.loads((report.export_dir / "metadata.json").read_text())
+    entries = metadata["files"]["model_int8.tflite"]["runtimes"]["verified_on"]
+    emulated = {(e["runtime"], e["cpu"], e.get("kernels")) for e in entries if e["platform"] == "aarch64"}
+    assert {(runtime, "cortex-a76", "reference") for runtime in aarch64.SITES} <= emulated
 
 
 def test_results_are_recorded_in_metadata(verified):
@@ -145,6 +151,9 @@ def test_one_line_errors(capsys, tmp_path):
     assert "invalid choice: 'riscv64'" in _verify_error(capsys, tmp_path, "--platform", "riscv64")
     assert "unknown --cpu cortex-a53; choose from: cortex-a72, cortex-a76" in _verify_error(
         capsys, tmp_path, "--cpu", "cortex-a72,cortex-a53"
+    )
+    assert "unknown --kernels 'fast'; choose from: default, reference" in _verify_error(
+        capsys, tmp_path, "--kernels", "fast"
     )
 
 
