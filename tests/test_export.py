@@ -448,10 +448,10 @@ def test_failed_export_leaves_the_previous_export_untouched(exports, tmp_path, m
     before = tree_digest(previous)
     real_convert = convert.convert
 
-    def int8_needs_flex(saved_model_dir, signatures, mode, representative_dataset=None):
+    def int8_needs_flex(saved_model_dir, signatures, mode, representative_dataset=None, **options):
         if mode == "int8":
             raise ZooError("the int8 TFLite graph needs ops that are not TFLite builtins (tf.Fake)")
-        return real_convert(saved_model_dir, signatures, mode, representative_dataset)
+        return real_convert(saved_model_dir, signatures, mode, representative_dataset, **options)
 
     monkeypatch.setattr(convert, "convert", int8_needs_flex)
     with pytest.raises(ZooError, match="tf.Fake"):
