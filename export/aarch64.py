@@ -68,7 +68,6 @@ CPUINFO = (
 # Outputs of the same interpreter on aarch64 and x86_64, or x86_64 against reference.npz:
 FLOAT_TARGET = 1e-5  # float files, max abs diff
 INT8_STEPS_TARGET = 2  # int8 files, output quantization steps
-KERNEL_LABELS = {"default": "", "reference": " (reference kernels)"}  # after the runtime in tables
 # tflite_runtime 2.14 against ai_edge_litert (reference.npz): their int8 kernels differ (tests/test_edge.py).
 CROSS_RUNTIME_FLOAT_TARGET, CROSS_RUNTIME_STEPS_TARGET = 1e-4, 6
 REFERENCE_FILE = "reference.npz"
@@ -273,8 +272,8 @@ class VerifyReport:
         ]
         for r in self.results:
             timing = "-" if r.ms is None else f"{r.ms:.1f}" + (" emulated" if r.emulated else "")
-            rows.append(f"| {r.file} | {r.runtime} {r.version}{KERNEL_LABELS[r.kernels]} | {r.platform} | {r.cpu} | "
-                        f"{r.compared_with} | {r.summary()} | {timing} |")
+            rows.append(f"| {r.file} | {r.runtime} {r.version}{runtime.KERNEL_LABELS[r.kernels]} | {r.platform} | "
+                        f"{r.cpu} | {r.compared_with} | {r.summary()} | {timing} |")
         rows += [f"refused: {r.file} on {r.runtime} {r.version}: {r.refused}" for r in self.results if r.refused]
         rows += [f"MISSED: {r.file} on {r.runtime} {r.platform} {r.cpu}: {r.summary()}, target {r.target}"
                  for r in self.missed]

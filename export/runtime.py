@@ -37,9 +37,11 @@ OP_VERSION_ERROR = "Didn't find op for builtin opcode"
 QUANTIZED_TYPES = (np.int8, np.int16)  # int8 files; int16 activations of TFLite Micro files of recurrent models
 # kernels= -> the interpreter's op resolver. "default": its optimized kernels (and XNNPACK), whose int8
 # rounding differs by a step here and there between CPUs and versions, and a network amplifies it
-# (tflite_runtime 2.14 ran the presets' int8 files up to 144 steps apart on aarch64 and x86_64).
-# "reference": the reference kernels, slower (8x on the conv AE preset) but the same on every CPU.
+# (tflite_runtime 2.14 ran the presets' int8 files 12 to 52 steps apart on aarch64 and x86_64).
+# "reference": the reference kernels, 10 to 140 times slower on the presets, but the same on every
+# CPU (README, "Reference kernels").
 KERNELS = {"default": "AUTO", "reference": "BUILTIN_REF"}
+KERNEL_LABELS = {"default": "", "reference": " (reference kernels)"}  # after the runtime's name in reports
 
 
 class EdgeError(ValueError):
@@ -439,8 +441,8 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
         result = model.run(signature, values)[SIGNATURES[signature].outputs[0]]
         source = f"{len(values)} example(s) from {Path(input_path).name}"
     summary = (
-        f"{signature} with {model.path.name} on {model.runtime}{' (reference kernels)' if kernels != 'default' else ''}: {source} -> {result.dtype} {result.shape} "
-        f"in [{result.min():.4g}, {result.max():.4g}]"
+        f"{signature} with {model.path.name} on {model.runtime}{KERNEL_LABELS[kernels]}: {source} -> "
+        f"{result.dtype} {result.shape} in [{result.min():.4g}, {result.max():.4g}]"
     )
     if output_path is None:
         return summary + "; pass -o FILE.npy or FILE.png to save it"
