@@ -314,8 +314,7 @@ def verify(export_dirs, platform="aarch64", cpus=CPUS[:1], timing_runs=0, kernel
     Example:
         >>> [report] = verify("export/conv", "aarch64", ("cortex-a72", "cortex-a76"))
     """
-    if kernels not in runtime.KERNELS:
-        raise EdgeError(f"unknown --kernels {kernels!r}; choose from: {', '.join(runtime.KERNELS)}")
+    runtime.check_kernels(kernels)
     export_dirs = [Path(export_dirs)] if isinstance(export_dirs, (str, os.PathLike)) else [Path(d) for d in export_dirs]
     metadata = [_read_export(export_dir) for export_dir in export_dirs]
     if platform not in PLATFORMS:

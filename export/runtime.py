@@ -38,7 +38,7 @@ QUANTIZED_TYPES = (np.int8, np.int16)  # int8 files; int16 activations of TFLite
 # kernels= -> the interpreter's op resolver. "default": its optimized kernels (and XNNPACK), whose int8
 # rounding differs by a step here and there between CPUs and versions, and a network amplifies it
 # (tflite_runtime 2.14 ran the presets' int8 files 12 to 52 steps apart on aarch64 and x86_64).
-# "reference": the reference kernels, 8 to 140 times slower on the presets, but the same on every
+# "reference": the reference kernels, 10 to 140 times slower on the presets, but the same on every
 # CPU (README, "Reference kernels").
 KERNELS = {"default": "AUTO", "reference": "BUILTIN_REF"}
 KERNEL_LABELS = {"default": "", "reference": " (reference kernels)"}  # after the runtime's name in reports
@@ -108,6 +108,12 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
+def check_kernels(kernels):
+    """Raises EdgeError unless `kernels` names a kernel set of KERNELS."""
+    if kernels not in KERNELS:
+        raise EdgeError(f"unknown kernels {kernels!r}; choose one of: {', '.join(KERNELS)}")
+
+
 def load(path, num_threads=None, kernels="default"):
     """Opens an exported .tflite file for inference on this machine.
 
@@ -130,8 +136,7 @@ def load(path, num_threads=None, kernels="default"):
         >>> model = load("out/model_float32.tflite", num_threads=2)
         >>> model.reconstruct(x).shape == x.shape
     """
-    if kernels not in KERNELS:
-        raise EdgeError(f"unknown kernels {kernels!r}; choose one of: {', '.join(KERNELS)}")
+    check_kernels(kernels)
     if Path(path).suffix.lower() == ".onnx":
         if kernels != "default":
             raise EdgeError(f"kernels={kernels!r} chooses TFLite kernels; {Path(path).name} runs in onnxruntime: drop it")

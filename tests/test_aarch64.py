@@ -152,7 +152,7 @@ def test_one_line_errors(capsys, tmp_path):
     assert "unknown --cpu cortex-a53; choose from: cortex-a72, cortex-a76" in _verify_error(
         capsys, tmp_path, "--cpu", "cortex-a72,cortex-a53"
     )
-    assert "unknown --kernels 'fast'; choose from: default, reference" in _verify_error(
+    assert "unknown kernels 'fast'; choose one of: default, reference" in _verify_error(
         capsys, tmp_path, "--kernels", "fast"
     )
 
