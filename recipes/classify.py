@@ -154,6 +154,7 @@ def run(ctx):
         learning_rate=params["classifier_learning_rate"],
         validation_fraction=0.0,  # a 1% subset leaves too few labels to hold some out: fixed budget instead
         patience=0,
+        contrastive_weight=0.0,  # a term of the autoencoder's pretraining; the classifiers learn from labels
     )
     results, predictions, details = Results(), {}, []
     tutorial = None

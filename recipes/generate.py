@@ -207,7 +207,7 @@ def run(ctx):
 
 def sample_quality(ctx, data, test, samples, n, results):
     """Fréchet distances of each method's samples (and of real training images, the floor) to n of the `test` images."""
-    settings = dataclasses.replace(ctx.settings, epochs=ctx.params["classifier_epochs"])
+    settings = dataclasses.replace(ctx.settings, epochs=ctx.params["classifier_epochs"], contrastive_weight=0.0)
     classes = int(max(data.y_train.max(), data.y_test.max())) + 1
     classifier, _ = ctx.train(
         lambda: feature_classifier(data.input_shape, classes), data.x_train, data.y_train,

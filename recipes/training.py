@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
+from zoo.contrastive import ContrastiveTraining
 from zoo.dataset_examples import DatasetExamples
 from zoo.errors import ZooError
 from zoo.layers import batch_norm_layers
@@ -59,6 +60,9 @@ class TrainSettings:
             with it, and return it: the averaged weights of the best epoch.
         ema_momentum: the average's momentum (closer to 1: a longer memory).
         loss: reconstruction loss of plain autoencoders, "bce" or "mse" (a VAE brings its own).
+        contrastive_weight: > 0 adds SimCLR's contrastive term on the code of two random views
+            of each image, with this weight, to an image autoencoder's reconstruction loss
+            (`zoo.contrastive.ContrastiveTraining`); 0: reconstruction only.
         patience: epochs without validation improvement before stopping (0: never stop early);
             the best epoch's weights are kept.
         validation_fraction: share of the training split held out for validation.
@@ -82,6 +86,7 @@ class TrainSettings:
     use_ema: bool = False
     ema_momentum: float = 0.99
     loss: str = "bce"
+    contrastive_weight: float = 0.0
     patience: int = 5
     validation_fraction: float = 0.1
     precision: str = "auto"
@@ -104,7 +109,7 @@ class TrainSettings:
         for key, choices in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES)):
             if getattr(self, key) not in choices:
                 raise ZooError(f"train.{key} must be one of {', '.join(choices)}, got {getattr(self, key)!r}")
-        for key in ("learning_rate", "weight_decay", "warmup_epochs", "gradient_clip_norm"):
+        for key in ("learning_rate", "weight_decay", "warmup_epochs", "gradient_clip_norm", "contrastive_weight"):
             if float(getattr(self, key)) < 0 or not math.isfinite(getattr(self, key)):
                 raise ZooError(f"train.{key} must be a finite number >= 0, got {getattr(self, key)}")
         if not 0 < self.ema_momentum < 1:
@@ -689,12 +694,13 @@ def train(
     with precision_policy(settings.precision), strategy.scope():
         steps_per_epoch = math.ceil(len(x) / settings.batch_size)
         make_batches = stream_batches if streaming else EpochBatches
+        build_trained = with_contrastive_term(build_model, settings)
         if resume:
             model = keras.models.load_model(checkpoints / state["checkpoint"])
-            _check_resumed_model(model, build_model, checkpoints)
+            _check_resumed_model(model, build_trained, checkpoints)
         else:
             optimizer = make_optimizer(settings, steps_per_epoch)
-            model = (compile_fn or compile_model)(build_model(), settings, optimizer)
+            model = (compile_fn or compile_model)(build_trained(), settings, optimizer)
         ended_before = state["epoch"] >= settings.epochs or state.get("stopped_early")  # a resumed, finished run
         if not ended_before:
             checkpoint = CheckpointCallback(checkpoints, run_name, settings, state)
@@ -731,15 +737,26 @@ def train(
     return _finished(model, checkpoints, state, settings, run_name), state["history"]
 
 
+def with_contrastive_term(build_model, settings):
+    """`build_model`, its model wrapped to train with `settings.contrastive_weight`'s contrastive term (0: as it is)."""
+    if not settings.contrastive_weight:
+        return build_model
+    return lambda: ContrastiveTraining(build_model(), weight=settings.contrastive_weight, seed=settings.seed)
+
+
 def _check_resumed_model(resumed, build_model, checkpoints):
     """Refuses to continue a checkpointed zoo model other than the one `build_model` asks for (e.g.
     another latent_dim): the checkpoint's would otherwise train on silently."""
-    if not hasattr(resumed, "registry_name"):  # a functional model (a classifier): its config holds generated layer names
-        return  # (and building one may cost a probe fit): nothing to compare
+    if not hasattr(resumed, "registry_name") and not isinstance(resumed, ContrastiveTraining):
+        return  # a functional model (a classifier): its config holds generated layer names (and building one may cost a probe fit)
     asked = build_model()
 
-    def options(model):  # Keras numbers the names of models built in one process: not an option
-        return {"model": getattr(model, "registry_name", None), **{k: v for k, v in model.get_config().items() if k != "name"}}
+    def options(model):
+        weight = model.weight if isinstance(model, ContrastiveTraining) else 0.0
+        model = model.autoencoder if isinstance(model, ContrastiveTraining) else model
+        # Keras numbers the names of models built in one process: not an option
+        config = {k: v for k, v in model.get_config().items() if k != "name"}
+        return {"model": getattr(model, "registry_name", None), **config, "train.contrastive_weight": weight}
 
     changed = config_changes(options(resumed), options(asked))
     if changed:
@@ -751,6 +768,8 @@ def _finished(model, checkpoints, state, settings, run_name):
     """The model a run hands back: the best epoch's weights; on a multi-worker run, in a model
     of this worker alone (one of the strategy predicts across the workers)."""
     model = _restore_best(model, checkpoints, state, settings)
+    if isinstance(model, ContrastiveTraining):  # its projection head only served the training
+        model = model.autoencoder
     if settings.strategy != "multi_worker":
         return model
     local = keras.models.clone_model(model)

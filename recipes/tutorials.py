@@ -22,6 +22,7 @@ TUTORIAL_SETTINGS = {
     "warmup_epochs": 0.0,
     "gradient_clip_norm": 0.0,
     "use_ema": False,
+    "contrastive_weight": 0.0,
 }
 
 

@@ -22,6 +22,7 @@ if keras.backend.backend() != "tensorflow":
 
 from zoo import conv, data, dense, lstm, losses, presets, transformer, vae  # noqa: E402,F401  (registers the models)
 from zoo.autoencoder import Autoencoder  # noqa: E402
+from zoo.contrastive import ContrastiveTraining  # noqa: E402
 from zoo.errors import DataNotFoundError, ZooError  # noqa: E402
 from zoo.layers import freeze_batch_norm  # noqa: E402
 from zoo.presets import from_preset, list_presets  # noqa: E402
@@ -30,6 +31,7 @@ from zoo.vae import VAE  # noqa: E402
 
 __all__ = [
     "Autoencoder",
+    "ContrastiveTraining",
     "VAE",
     "DataNotFoundError",
     "ZooError",

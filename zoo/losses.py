@@ -51,3 +51,19 @@ def get(name):
     if name not in RECONSTRUCTION_LOSSES:
         raise unknown_name("reconstruction loss", name, RECONSTRUCTION_LOSSES)
     return RECONSTRUCTION_LOSSES[name]
+
+
+def nt_xent(projections, temperature):
+    """SimCLR's contrastive loss (normalised temperature-scaled cross-entropy), averaged over views.
+
+    `projections` stacks two views of the same B examples, (2B, D): rows i and i + B are one
+    example's. Each row must pick its twin out of the other 2B - 1 rows by cosine similarity
+    divided by `temperature`; the other examples' views are its negatives.
+    """
+    z = ops.normalize(ops.cast(projections, "float32"), axis=-1)
+    views = ops.shape(z)[0]
+    half = views // 2
+    # A row's similarity to itself is excluded: it would always win.
+    logits = ops.matmul(z, ops.transpose(z)) / temperature - 1e9 * ops.eye(views)
+    twins = ops.concatenate([ops.arange(half, views), ops.arange(0, half)])
+    return ops.mean(keras.losses.sparse_categorical_crossentropy(twins, logits, from_logits=True))
