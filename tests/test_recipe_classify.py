@@ -69,3 +69,14 @@ def test_run_folder_holds_every_model_the_confusion_plot_and_report(classify_run
     assert metrics["plots"] == ["plots/confusion_matrix.png"]
     assert metrics["model"] == "conv_ae"  # model.keras is the pretrained autoencoder
     assert any("3 draws" in note for note in metrics["notes"])
+
+
+def test_a_contrastive_term_joins_the_pretraining_and_not_the_classifiers(tmp_path):
+    sets = ["train.contrastive_weight=0.1", "params.label_fractions=[0.1]", "params.label_draws=1",
+            "params.tutorial_baseline=false"]
+    run_dir, metrics = run_recipe("classify", quick=True, out=tmp_path / "classify", sets=sets, verbose=0)
+    columns = {tag: (run_dir / tag / "history.csv").read_text().splitlines()[0].split(",")
+               for tag in ("pretrain", "finetune-10pct", "scratch-10pct")}
+    assert {"contrastive", "reconstruction"} <= set(columns["pretrain"])
+    assert "contrastive" not in columns["finetune-10pct"] and "contrastive" not in columns["scratch-10pct"]
+    assert metrics["model"] == "conv_ae"  # model.keras is the autoencoder, without the training wrapper
