@@ -79,6 +79,8 @@ def test_the_term_refuses_models_it_cannot_make_views_of():
         ContrastiveTraining(zoo.create("lstm_ae", (16, 2), 4, units=[8]))
     with pytest.raises(ZooError, match="needs a plain image autoencoder"):
         ContrastiveTraining(zoo.create("vae", (8, 8, 1), 4, backbone="dense", backbone_config={"hidden_units": [16]}))
+    with pytest.raises(ZooError, match=r"images in \[0, 1\].*output_activation='linear'; use 'sigmoid'"):
+        ContrastiveTraining(zoo.create("conv_ae", (8, 8, 1), 4, filters=[8], output_activation="linear"))
     with pytest.raises(ZooError, match="train.contrastive_weight must be a finite number >= 0"):
         TrainSettings(contrastive_weight=-0.1)
 

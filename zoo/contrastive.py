@@ -58,6 +58,11 @@ class ContrastiveTraining(keras.Model):
                 f"a contrastive term needs a plain image autoencoder (inputs (H, W, C)); got "
                 f"{type(autoencoder).__name__} with inputs {shape}; set train.contrastive_weight=0"
             )
+        if autoencoder.output_activation != "sigmoid":  # RandomContrast clips its views to [0, 1]
+            raise ZooError(
+                f"a contrastive term draws its views from images in [0, 1], and {type(autoencoder).__name__} has "
+                f"output_activation={autoencoder.output_activation!r}; use 'sigmoid' with images scaled to [0, 1]"
+            )
         if weight <= 0 or temperature <= 0:
             raise ZooError(f"contrastive weight and temperature must be > 0, got {weight} and {temperature}")
         self.autoencoder = autoencoder
