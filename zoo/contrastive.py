@@ -10,12 +10,12 @@ out is the same autoencoder; the wrapper and its projection head only exist whil
 """
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from zoo import losses
 from zoo.autoencoder import Autoencoder
 from zoo.errors import ZooError
+from zoo.layers import gradient_step
 
 
 def random_views():
@@ -112,14 +112,7 @@ class ContrastiveTraining(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):
-        with tf.GradientTape() as tape:
-            loss, reconstruction, contrastive = self._objective(data, training=True)
-            # As in the VAE: replicas' gradients are summed; the loss scale keeps float16 gradients alive.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled_loss = self.optimizer.scale_loss(loss / replicas)
-        gradients = tape.gradient(scaled_loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return self._track(loss, reconstruction, contrastive)
+        return self._track(*gradient_step(self, lambda: self._objective(data, training=True)))
 
     def test_step(self, data):
         return self._track(*self._objective(data, training=False))

@@ -1,7 +1,8 @@
 """Layers shared by the model families: learned positions, a Transformer block, pad/crop helpers;
-the batch-norm layers of a model."""
+the batch-norm layers of a model; the gradient step of the custom `train_step`s."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from zoo.errors import ZooError
@@ -163,3 +164,19 @@ def freeze_batch_norm(model):
     for norm in norms:
         norm.trainable = False
     return len(norms)
+
+
+def gradient_step(model, objective):
+    """One optimizer step of `model` on the first value `objective()` returns (the loss); returns them all.
+
+    For custom `train_step`s (the VAE's, contrastive training's). Replicas' gradients are summed,
+    so each replica contributes its mean / replicas; the optimizer's loss scale (mixed_float16)
+    keeps small float16 gradients alive.
+    """
+    with tf.GradientTape() as tape:
+        values = objective()
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        scaled_loss = model.optimizer.scale_loss(values[0] / replicas)
+    gradients = tape.gradient(scaled_loss, model.trainable_weights)
+    model.optimizer.apply_gradients(zip(gradients, model.trainable_weights))
+    return values

@@ -13,6 +13,7 @@ from keras import ops
 
 from zoo import losses
 from zoo.errors import ZooError, unknown_name
+from zoo.layers import gradient_step
 from zoo.registry import check_options, model_class, register_model
 
 BACKBONES = ("dense", "conv", "lstm", "transformer")
@@ -176,15 +177,7 @@ class VAE(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):
-        with tf.GradientTape() as tape:
-            loss, reconstruction, kl, batch_size = self._step_losses(data, training=True)
-            # Replicas' gradients are summed, so each replica contributes its mean / replicas;
-            # the optimizer's loss scale (mixed_float16) keeps small float16 gradients alive.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled_loss = self.optimizer.scale_loss(loss / replicas)
-        gradients = tape.gradient(scaled_loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return self._track(loss, reconstruction, kl, batch_size)
+        return self._track(*gradient_step(self, lambda: self._step_losses(data, training=True)))
 
     def test_step(self, data):
         return self._track(*self._step_losses(data, training=False))
