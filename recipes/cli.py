@@ -60,7 +60,7 @@ def _parser():
     train.add_argument("--batch-size", type=_count, default=128)
     train.add_argument("--latent-dim", type=_count, default=16)
     train.add_argument("--loss", default="bce", help="reconstruction loss: bce or mse (plain autoencoders)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option (filters=[32,64]) or data option (data.image_size=[64,64])")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option (filters=[32,64]), data option (data.image_size=[64,64]) or training option (train.optimizer=adamw)")
     _add_training_flags(train)
 
     run = add_command("run", help="run a recipe (see 'aezoo run --list')")

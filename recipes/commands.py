@@ -18,6 +18,10 @@ def list(args):  # noqa: A001  (the subcommand's name)
         print(f"{name:<16}{model.count_params():>12,}  {shape}")
 
 
+# TrainSettings fields that `aezoo train` takes as flags, not as --set train.KEY.
+TRAIN_FLAGS = ("epochs", "batch_size", "loss", "precision", "strategy", "seed")
+
+
 def _settings(args, **extra):
     from recipes.training import TrainSettings
 
@@ -37,14 +41,20 @@ def train(args):
 
     import zoo
     from recipes import training
-    from recipes.config import data_option
+    from recipes.config import data_option, train_option
     from recipes.evaluation import batches, psnr
+    from zoo.errors import ZooError
 
-    options, data_options = {}, {}
+    options, data_options, train_options = {}, {}, {}
     for key, value in map(_assignment, args.set):
         section, dot, field = key.partition(".")
         if section == "data" and dot:
             data_options[field] = data_option(field, value)
+        elif section == "train" and dot:
+            value = train_option(field, value)
+            if field in TRAIN_FLAGS:
+                raise ZooError(f"train.{field} has its own option here: use --{field.replace('_', '-')} {value}")
+            train_options[field] = value
         else:
             options[key] = value
     zoo.registry.check_options(zoo.model_class(args.model), options)
@@ -52,7 +62,7 @@ def train(args):
     out = Path(args.out or Path("runs") / f"{args.model}-{Path(args.data).stem}")
     with training.worker_run_dir(out, args.strategy, args.resume) as out:  # non-chief workers: a temporary folder
         resume = training.claim_run_dir(out, args.resume, marker="checkpoints")
-        settings = _settings(args, epochs=args.epochs, batch_size=args.batch_size, loss=args.loss)
+        settings = _settings(args, epochs=args.epochs, batch_size=args.batch_size, loss=args.loss, **train_options)
         model, history = training.train(
             lambda: zoo.create(args.model, input_shape=data.input_shape, latent_dim=args.latent_dim, **options),
             data.x_train,

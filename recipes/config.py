@@ -48,7 +48,6 @@ def _check_type(key, value, expected):
 def apply_overrides(config, assignments):
     """Applies `section.key=value` strings; refuses unknown sections, keys and wrong value types."""
     config = copy.deepcopy(config)
-    train_fields = {f.name: type(f.default) for f in dataclasses.fields(TrainSettings)}
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         section, dot, field = key.strip().partition(".")
@@ -56,9 +55,7 @@ def apply_overrides(config, assignments):
             raise ZooError(f"--set takes SECTION.KEY=VALUE (e.g. train.epochs=5), got {assignment!r}")
         value = parse_value(text.strip())
         if section == "train":
-            if field not in train_fields:
-                raise unknown_name("train key", field, train_fields)
-            value = _check_type(key, value, train_fields[field])
+            value = train_option(field, value)
         elif section == "params":
             defaults = config.get("params", {})
             if field not in defaults:
@@ -74,6 +71,14 @@ def apply_overrides(config, assignments):
             raise unknown_name("config section", section, ["data", "model", "train", "params", "quick"])
         config.setdefault(section, {})[field] = value
     return config
+
+
+def train_option(key, value):
+    """A `train.KEY` value checked against TrainSettings' fields (unknown keys and wrong types refused)."""
+    fields = {f.name: type(f.default) for f in dataclasses.fields(TrainSettings)}
+    if key not in fields:
+        raise unknown_name("train key", key, fields)
+    return _check_type(f"train.{key}", value, fields[key])
 
 
 def data_option(key, value):

@@ -24,6 +24,8 @@ def run_cli(capsys, *args):
     (["train", "conv_ae", "--data", "digits", "--latent-dim", 64], "must be smaller than the input size 64"),
     (["train", "conv_ae", "--data", "no_such_data_set"], "unknown data set"),
     (["train", "conv_ae", "--data", "digits", "--set", "filterz=[8]"], "has no option 'filterz'"),
+    (["train", "conv_ae", "--data", "digits", "--set", "train.optimiser=adamw"], "unknown train key 'optimiser'"),
+    (["train", "conv_ae", "--data", "digits", "--set", "train.epochs=3"], "train.epochs has its own option here: use --epochs 3"),
     (["run", "no_such_recipe"], "unknown recipe 'no_such_recipe'"),
     (["run", "denoise", "--set", "train.epochz=1"], "unknown train key 'epochz'"),
     (["run", "denoise", "--set", "params.sigma=loud"], "params.sigma must be float"),
@@ -154,6 +156,17 @@ def test_train_resuming_another_model_fails_in_one_line(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "dense_ae", "--data", "digits", "--epochs", 2, "--out", out, "--resume")
     assert code == 0, err
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_train_takes_training_keys_in_set(capsys, tmp_path):
+    import keras
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "dense_ae", "--data", "digits", "--epochs", 1, "--out", out,
+                           "--set", "train.optimizer=adamw", "--set", "train.weight_decay=0.5")
+    assert code == 0, err
+    optimizer = keras.saving.load_model(out / "checkpoints" / "epoch-0001.keras").optimizer
+    assert type(optimizer).__name__ == "AdamW" and optimizer.weight_decay == 0.5
 
 
 def test_run_list_names_every_recipe(capsys):
