@@ -11,10 +11,16 @@ Fine-tuning is linear probe, then fine-tune (Kumar et al., 2022): the head start
 logistic regression fitted on the pretrained codes of the labelled examples, so the first
 gradient steps do not wreck the pretrained features while a random head is still learning.
 
+Both classifiers see each labelled image shifted by a few pixels (params.augment_shift) and, for
+classes that mirroring keeps (garments, not digits), mirrored at random (params.augment_flip),
+drawn anew every batch: with a few hundred labels the network otherwise learns the exact
+positions of its examples' pixels.
+
 Baseline: the same network (encoder architecture + head), initialised at random and trained
 on the same labelled examples with the same batches and budget; and, with every label, Keras'
-MNIST convnet from scratch (`tutorials.CONVNET`). With --from-preset the preset's pretrained
-autoencoder is the starting point and pretraining is skipped.
+MNIST convnet from scratch (`tutorials.CONVNET`, trained as the tutorial trains it: no
+augmentation). With --from-preset the preset's pretrained autoencoder is the starting point and
+pretraining is skipped.
 
 Both classifiers' batch-norm statistics are recomputed over their labelled examples each epoch
 (`training.PreciseBatchNorm`): with few labels the moving averages have not settled, which
@@ -33,6 +39,7 @@ from recipes import training, tutorials
 from recipes.evaluation import predict
 from recipes.inpaint import occlusion_transform
 from recipes.report import Results, pyplot, save_figure
+from zoo.data import random_shift_flip
 from zoo.errors import ZooError, unknown_name
 
 PROBE_EXAMPLES = 2000
@@ -108,6 +115,18 @@ def labelled_subset(y, fraction, seed):
     return np.sort(np.concatenate(picks))
 
 
+def augmentation(params, input_shape):
+    """The classifiers' training transform: each labelled image shifted by up to
+    params.augment_shift pixels and, with params.augment_flip, mirrored at random (None: neither)."""
+    shift, flip = params["augment_shift"], params["augment_flip"]
+    height, width = input_shape[:2]
+    if not 0 <= shift < min(height, width):
+        raise ZooError(f"params.augment_shift must be 0 to {min(height, width) - 1} pixels for {height}x{width} inputs, got {shift}")
+    if not shift and not flip:
+        return None
+    return lambda x, y, rng: (random_shift_flip(x, rng, shift, flip), y)
+
+
 def fraction_label(fraction):
     """0.01 -> '1%'."""
     return f"{fraction * 100:g}%"
@@ -146,6 +165,7 @@ def run(ctx):
         pretrained, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train, tag="pretrain", transform=transform)
     ctx.model = pretrained
 
+    augment = augmentation(params, data.input_shape)
     seed = ctx.settings.seed
     classes = int(max(data.y_train.max(), data.y_test.max())) + 1
     settings = dataclasses.replace(
@@ -181,6 +201,7 @@ def run(ctx):
                     tag=f"{tag}-{fraction * 100:g}pct" + (f"-draw{draw + 1}" if draws > 1 else ""),
                     settings=settings,
                     compile_fn=training.compile_classifier,
+                    transform=augment,
                 )
                 predicted = predict(model, data.x_test).argmax(axis=-1)
                 accuracies[method].append(np.mean(predicted == data.y_test))
@@ -200,6 +221,9 @@ def run(ctx):
     matrices = {m: confusion_matrix(data.y_test, p, labels=range(classes)) for m, p in predictions.items()}
     results.plots.append(confusion_plot(ctx.run_dir, matrices, f"{fraction_label(fractions[-1])} labels"))
     passes = f"{params['classifier_epochs']} passes of at least {params['min_pass_examples']} examples"
+    if augment:
+        passes += (f", each image shifted by up to {params['augment_shift']} pixels"
+                   + (" and mirrored left-right at random" if params["augment_flip"] else ""))
     source = (
         f"preset {ctx.from_preset}'s encoder"
         if ctx.from_preset

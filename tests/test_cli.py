@@ -30,6 +30,7 @@ def run_cli(capsys, *args):
     (["run", "denoise", "--set", "train.epochz=1"], "unknown train key 'epochz'"),
     (["run", "denoise", "--set", "params.sigma=loud"], "params.sigma must be float"),
     (["run", "denoise", "--set", "optimizer.lr=1"], "unknown config section 'optimizer'"),
+    (["run", "classify", "--set", "params.augment_shift=28"], "params.augment_shift must be 0 to 27 pixels for 28x28 inputs, got 28"),
     (["run", "classify", "--set", "params.pretraining=mae"], "unknown params.pretraining 'mae'; choose one of: inpaint, reconstruct"),
     (["run", "denoise", "--set", "epochs"], "--set takes SECTION.KEY=VALUE"),
     (["run", "reduce", "--set", "data.colour=rgb"], "unknown data key 'colour'; choose one of: color_mode, data_dir, image_key, image_size,"),

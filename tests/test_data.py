@@ -148,6 +148,20 @@ def test_corruptions_keep_range_and_report_the_occlusion_mask(mnist):
     assert per_image.min() >= 0.25**2 * 0.9 and per_image.max() <= 0.5**2 * 1.1
 
 
+def test_random_shifts_and_flips_move_each_image_within_bounds():
+    x = np.zeros((64, 28, 28, 1), "float32")
+    x[:, 10, 5] = 1.0  # one bright pixel, off the vertical axis so that a mirror image moves it
+    for flip, columns in ((False, range(3, 8)), (True, [*range(3, 8), *range(20, 25)])):
+        moved = data.random_shift_flip(x, 0, max_shift=2, flip=flip)
+        rows, cols = np.unravel_index(moved.reshape(64, -1).argmax(1), (28, 28))
+        assert moved.shape == x.shape and np.allclose(moved.sum((1, 2, 3)), 1.0)
+        assert set(rows) == set(range(8, 13)) and set(cols) == set(columns)  # every offset drawn, none beyond 2
+    assert np.array_equal(data.random_shift_flip(x, 1, 2, True), data.random_shift_flip(x, 1, 2, True))
+    assert np.array_equal(data.random_shift_flip(x, 1, max_shift=0), x)
+    with pytest.raises(ZooError, match="a shift of 28 pixels does not fit 28x28 images; use 0 to 27"):
+        data.random_shift_flip(x, 0, max_shift=28)
+
+
 def test_missing_path_and_unknown_kind(tmp_path):
     with pytest.raises(DataNotFoundError, match="does not exist"):
         data.load(str(tmp_path / "missing.csv"))

@@ -80,3 +80,18 @@ def test_a_contrastive_term_joins_the_pretraining_and_not_the_classifiers(tmp_pa
     assert {"contrastive", "reconstruction"} <= set(columns["pretrain"])
     assert "contrastive" not in columns["finetune-10pct"] and "contrastive" not in columns["scratch-10pct"]
     assert metrics["model"] == "conv_ae"  # model.keras is the autoencoder, without the training wrapper
+
+
+def test_shifted_and_mirrored_labelled_images_train_both_classifiers(tmp_path):
+    sets = ["params.label_fractions=[0.1]", "params.label_draws=1", "params.tutorial_baseline=false"]
+    runs = {
+        augment: run_recipe("classify", quick=True, from_preset="conv_ae_fashion_mnist", out=tmp_path / augment,
+                            sets=sets + extra, verbose=0)[1]
+        for augment, extra in (("plain", []), ("augmented", ["params.augment_shift=2", "params.augment_flip=true"]))
+    }
+    accuracy = {augment: metrics["metrics"]["accuracy, 10% labels"] for augment, metrics in runs.items()}
+    # Same labelled subset, batches and initial weights: only the augmentation tells the runs apart.
+    assert all(accuracy["plain"][method] != accuracy["augmented"][method] for method in ("autoencoder", "from scratch"))
+    assert any("each image shifted by up to 2 pixels and mirrored left-right at random" in note
+               for note in runs["augmented"]["notes"])
+    assert not any("shifted" in note for note in runs["plain"]["notes"])

@@ -612,3 +612,22 @@ def random_occlusion(x, rng=None, min_fraction=0.25, max_fraction=0.5, fill=0.0)
         top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
         mask[i, top : top + h, left : left + w] = 1.0
     return np.where(mask > 0, fill, x).astype("float32"), mask
+
+
+# --- augmentations --------------------------------------------------------------------------------
+def random_shift_flip(x, rng=None, max_shift=2, flip=False):
+    """Each image of (N, H, W[, C]) moved by up to `max_shift` pixels along each axis, the edge
+    mirrored into the gap (as Keras' RandomTranslation fills by default), and with `flip` mirrored
+    left-right with probability 1/2: label-preserving variety for training on few labelled images."""
+    rng = _rng(rng)
+    n, height, width = x.shape[:3]
+    if not 0 <= max_shift < min(height, width):
+        raise ZooError(f"a shift of {max_shift} pixels does not fit {height}x{width} images; use 0 to {min(height, width) - 1}")
+    margin = [(0, 0), (max_shift, max_shift), (max_shift, max_shift)] + [(0, 0)] * (x.ndim - 3)
+    padded = np.pad(x, margin, mode="reflect")
+    rows, columns = rng.integers(0, 2 * max_shift + 1, (2, n))
+    shifted = np.stack([padded[i, r : r + height, c : c + width] for i, (r, c) in enumerate(zip(rows, columns))])
+    if flip:
+        mirrored = rng.random(n) < 0.5
+        shifted[mirrored] = shifted[mirrored, :, ::-1]
+    return shifted.astype(x.dtype, copy=False)
