@@ -11,10 +11,10 @@ Fine-tuning is linear probe, then fine-tune (Kumar et al., 2022): the head start
 logistic regression fitted on the pretrained codes of the labelled examples, so the first
 gradient steps do not wreck the pretrained features while a random head is still learning.
 
-Both classifiers see each labelled image shifted by a few pixels (params.augment_shift) and, for
-classes that mirroring keeps (garments, not digits), mirrored at random (params.augment_flip),
-drawn anew every batch: with a few hundred labels the network otherwise learns the exact
-positions of its examples' pixels.
+With params.augment_shift > 0 both classifiers see each labelled image shifted by up to that many
+pixels and, with params.augment_flip (for classes that mirroring keeps: garments, not digits),
+mirrored at random, drawn anew every batch: the usual guard against memorising a few hundred
+labelled images (on Fashion-MNIST's centred garments it gains little; README).
 
 Baseline: the same network (encoder architecture + head), initialised at random and trained
 on the same labelled examples with the same batches and budget; and, with every label, Keras'
