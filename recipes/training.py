@@ -527,8 +527,31 @@ class CheckpointCallback(keras.callbacks.Callback):
             state["stopped_early"] = True
 
 
-def _new_state(run_name):
-    return {"run": run_name, "epoch": 0, "history": [], "best": None, "wait": 0, "checkpoint": None, "train_seconds": 0.0}
+def _new_state(run_name, settings):
+    return {"run": run_name, "epoch": 0, "history": [], "best": None, "wait": 0, "checkpoint": None, "train_seconds": 0.0,
+            "settings": _resumable_settings(settings)}
+
+
+def _resumable_settings(settings):
+    """The settings a resume must keep (all but the progress output), as the state file holds them."""
+    return {key: value for key, value in dataclasses.asdict(settings).items() if key != "verbose"}
+
+
+def _check_resumed_settings(saved, settings, checkpoints):
+    """Refuses to resume with other training settings: the checkpoint's optimizer would train on with
+    its own. More epochs are what a resume is for, except under a cosine schedule, which has
+    already decayed to 0 at the run's last epoch. (State files from before settings were saved:
+    not checked.)"""
+    if saved is None:
+        return
+    asked = _resumable_settings(settings)
+    if settings.lr_schedule != "cosine":
+        saved, asked = {**saved, "epochs": None}, {**asked, "epochs": None}
+    changed = config_changes({"train": saved}, {"train": asked})
+    if changed:
+        why = " (a cosine schedule ends at the run's last epoch: more epochs need a new run)" if "train.epochs" in changed else ""
+        raise ZooError(f"{checkpoints} holds a run trained with other settings ({changed}){why}; resume with the "
+                       "settings it was trained with or choose another --out")
 
 
 def _states(run_dir):
@@ -687,7 +710,7 @@ def train(
         workers = len(cluster_worker()[1])
         if settings.batch_size % workers:
             raise ZooError(f"batch size {settings.batch_size} does not divide among {workers} workers; choose a multiple of {workers}")
-    state = read_state(run_dir, run_name) if resume else _new_state(run_name)
+    state = read_state(run_dir, run_name) if resume else _new_state(run_name, settings)
     seed_everything(settings.seed, settings.deterministic)
     checkpoints.mkdir(parents=True, exist_ok=True)
     strategy = make_strategy(settings.strategy)
@@ -696,6 +719,7 @@ def train(
         make_batches = stream_batches if streaming else EpochBatches
         build_trained = with_contrastive_term(build_model, settings)
         if resume:
+            _check_resumed_settings(state.get("settings"), settings, checkpoints)
             model = keras.models.load_model(checkpoints / state["checkpoint"])
             _check_resumed_model(model, build_trained, checkpoints)
         else:

@@ -159,6 +159,22 @@ def test_train_resuming_another_model_fails_in_one_line(capsys, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
 
 
+def test_train_resuming_with_other_training_settings_fails_in_one_line_and_keeps_the_run(capsys, tmp_path):
+    out = tmp_path / "run"
+    first = ["train", "dense_ae", "--data", "digits", "--epochs", 1, "--out", out, "--set", "train.lr_schedule=cosine"]
+    code, _, err = run_cli(capsys, *first)
+    assert code == 0, err
+    finished = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for change, expected in (
+        (["--set", "train.optimizer=adamw"], "other settings (train.optimizer: adam -> adamw); resume with the settings"),
+        # the schedule decayed to 0 at epoch 1: a second epoch would train at learning rate 0
+        (["--epochs", 2], "other settings (train.epochs: 1 -> 2) (a cosine schedule ends at the run's last epoch"),
+    ):
+        code, _, err = run_cli(capsys, *first, *change, "--resume")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == finished
+
+
 def test_train_takes_training_keys_in_set(capsys, tmp_path):
     import keras
 

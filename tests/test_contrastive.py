@@ -65,7 +65,7 @@ def test_resume_continues_the_contrastive_run_exactly_and_refuses_another_weight
 
     part = dict(settings=settings, run_dir=tmp_path / "resumed", run_name="c")
     training.train(build_small_conv, x, callbacks=[StopAfterTwo()], **part)
-    with pytest.raises(ZooError, match=r"holds another model \(train.contrastive_weight: 0.2 -> 0"):
+    with pytest.raises(ZooError, match=r"holds a run trained with other settings \(train.contrastive_weight: 0.2 -> 0.0\)"):
         training.train(build_small_conv, x, resume=True, **{**part, "settings": TrainSettings(
             epochs=4, batch_size=64, patience=0, validation_fraction=0.0, verbose=0)})
     resumed, history = training.train(build_small_conv, x, resume=True, **part)
