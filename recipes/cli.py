@@ -29,6 +29,14 @@ def _count(text):
     return value
 
 
+def _label_fractions(text):
+    """argparse type of --labels: '1%,10%,100%' or '0.01,0.1,1' -> [0.01, 0.1, 1.0]."""
+    try:
+        return [float(part.strip().removesuffix("%")) / (100 if part.strip().endswith("%") else 1) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected shares of the labels such as 1%,10%,100% or 0.01,0.1,1, got {text!r}") from None
+
+
 def _cpus(text):
     """argparse type of --cpu: the emulated CPUs, each one qemu knows by that name."""
     from export.aarch64 import parse_cpus
@@ -73,7 +81,7 @@ def _parser():
     run.add_argument("--quick", action="store_true", help="small data and few epochs (tests, smoke runs)")
     run.add_argument("--export", action="store_true", help="also export edge artifacts into OUT/export")
     run.add_argument("--from-preset", help="start from a pretrained preset's weights")
-    run.add_argument("--labels", help="classify: label fractions, e.g. 1%%,10%%,100%%")
+    run.add_argument("--labels", type=_label_fractions, help="classify: label fractions, e.g. 1%%,10%%,100%%")
     _add_training_flags(run)
 
     export = add_command("export", help="SavedModel + TFLite artifacts, verified against Keras")
@@ -109,10 +117,12 @@ def _parser():
     finetune = add_command("finetune", help="continue training a preset on new data")
     finetune.add_argument("preset")
     finetune.add_argument("--data", required=True)
-    finetune.add_argument("--epochs", type=_count, default=5)
+    finetune.add_argument("--epochs", type=_count, help="default: 5, or 2 with --quick")
     finetune.add_argument("--batch-size", type=_count, default=128)
     finetune.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
     finetune.add_argument("--quick", action="store_true", help="small data and few epochs")
+    finetune.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                          help="data option (data.image_size=[28,28]), training option (train.learning_rate=3e-4) or params key")
     _add_training_flags(finetune)
 
     bench = add_command("benchmark", help="print a benchmark table (export, recipes or data)")
@@ -122,10 +132,11 @@ def _parser():
 
 
 def _add_training_flags(sub):
-    sub.add_argument("--precision", default="auto", choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
-    sub.add_argument("--strategy", default="auto", choices=["auto", "default", "mirrored", "multi_worker"])
+    # Defaults of None: a flag left out leaves the value to `--set train.KEY` or the recipe (then TrainSettings').
+    sub.add_argument("--precision", choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"], help="default: auto")
+    sub.add_argument("--strategy", choices=["auto", "default", "mirrored", "multi_worker"], help="default: auto")
     sub.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--seed", type=int, help="default: 0")
     sub.add_argument("--out", default=None, help="run directory (default: runs/<name>)")
 
 

@@ -18,14 +18,27 @@ def list(args):  # noqa: A001  (the subcommand's name)
         print(f"{name:<16}{model.count_params():>12,}  {shape}")
 
 
-# TrainSettings fields that `aezoo train` takes as flags, not as --set train.KEY.
+# TrainSettings fields that `aezoo train` / `aezoo finetune` take as flags with a default, not as
+# --set train.KEY (the flag's default would win unseen).
 TRAIN_FLAGS = ("epochs", "batch_size", "loss", "precision", "strategy", "seed")
+FINETUNE_FLAGS = ("epochs", "batch_size")
+
+
+def _refuse_flag_key(key, value, flags):
+    """A one-line error for `--set train.FIELD` where FIELD is one of the command's `flags`."""
+    from zoo.errors import ZooError
+
+    section, _, field = key.partition(".")
+    if section == "train" and field in flags:
+        raise ZooError(f"train.{field} has its own option here: use --{field.replace('_', '-')} {value}")
 
 
 def _settings(args, **extra):
+    """TrainSettings from `extra` and the --precision/--strategy/--seed flags that were given."""
     from recipes.training import TrainSettings
 
-    return TrainSettings(precision=args.precision, strategy=args.strategy, seed=args.seed, **extra)
+    flags = {key: getattr(args, key) for key in ("precision", "strategy", "seed") if getattr(args, key) is not None}
+    return TrainSettings(**flags, **extra)
 
 
 def _as_model_input(name, config, data):
@@ -43,7 +56,6 @@ def train(args):
     from recipes import training
     from recipes.config import data_option, train_option
     from recipes.evaluation import batches, psnr
-    from zoo.errors import ZooError
 
     options, data_options, train_options = {}, {}, {}
     for key, value in map(_assignment, args.set):
@@ -52,17 +64,16 @@ def train(args):
             data_options[field] = data_option(field, value)
         elif section == "train" and dot:
             value = train_option(field, value)
-            if field in TRAIN_FLAGS:
-                raise ZooError(f"train.{field} has its own option here: use --{field.replace('_', '-')} {value}")
+            _refuse_flag_key(key, value, TRAIN_FLAGS)
             train_options[field] = value
         else:
             options[key] = value
     zoo.registry.check_options(zoo.model_class(args.model), options)
     data = _as_model_input(args.model, options, zoo.data.load(data_options.pop("name", args.data), **data_options))
     out = Path(args.out or Path("runs") / f"{args.model}-{Path(args.data).stem}")
-    with training.worker_run_dir(out, args.strategy, args.resume) as out:  # non-chief workers: a temporary folder
+    settings = _settings(args, epochs=args.epochs, batch_size=args.batch_size, loss=args.loss, **train_options)
+    with training.worker_run_dir(out, settings.strategy, args.resume) as out:  # non-chief workers: a temporary folder
         resume = training.claim_run_dir(out, args.resume, marker="checkpoints")
-        settings = _settings(args, epochs=args.epochs, batch_size=args.batch_size, loss=args.loss, **train_options)
         model, history = training.train(
             lambda: zoo.create(args.model, input_shape=data.input_shape, latent_dim=args.latent_dim, **options),
             data.x_train,
@@ -111,8 +122,12 @@ def run(args):
         for name, description in list_recipes().items():
             print(f"{name:<12}{description}")
         return
+    from recipes.config import load_recipe
     from recipes.run import run_recipe
+    from zoo.errors import ZooError
 
+    if args.labels and "label_fractions" not in load_recipe(args.recipe).get("params", {}):
+        raise ZooError(f"--labels applies to the classify recipe, not {args.recipe}; remove it")
     run_dir, metrics = run_recipe(
         args.recipe,
         out=args.out,
@@ -122,7 +137,7 @@ def run(args):
         from_preset=args.from_preset,
         data=args.data,
         model=args.model,
-        sets=args.set + ([f"params.label_fractions={_fractions(args.labels)}"] if args.labels else []),
+        sets=args.set + ([f"params.label_fractions={args.labels}"] if args.labels else []),
         epochs=args.epochs,
         precision=args.precision,
         strategy=args.strategy,
@@ -133,12 +148,6 @@ def run(args):
 
     print(metrics_table(metrics["metrics"]))
     print(f"report: {run_dir / 'report.md'}")
-
-
-def _fractions(text):
-    """'1%,10%,100%' -> '[0.01, 0.1, 1.0]' for params.label_fractions."""
-    values = [float(part.strip().rstrip("%")) / (100 if part.strip().endswith("%") else 1) for part in text.split(",")]
-    return "[" + ", ".join(map(str, values)) + "]"
 
 
 def export(args):
@@ -200,6 +209,8 @@ def presets(args):
 
 
 def finetune(args):
+    for key, value in map(_assignment, args.set):
+        _refuse_flag_key(key, value, FINETUNE_FLAGS)
     run(
         argparse.Namespace(
             recipe="finetune",
@@ -211,7 +222,7 @@ def finetune(args):
             from_preset=args.preset,
             data=args.data,
             model=None,
-            set=[f"train.batch_size={args.batch_size}"] + (["params.freeze_encoder=true"] if args.freeze_encoder else []),
+            set=[f"train.batch_size={args.batch_size}", *(["params.freeze_encoder=true"] if args.freeze_encoder else []), *args.set],
             labels=None,
             epochs=args.epochs,
             precision=args.precision,

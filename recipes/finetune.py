@@ -2,11 +2,16 @@
 scratch, trained for the same epochs on the same batches, is the baseline. The preset as it
 is (no training on the new data) is reported too, so the gain from each step is visible.
 Training streams large image folders; the scores are on the first `eval_examples` test images.
+
+Image files (a folder, TFRecord files) are read at the preset's input size and colour mode
+unless data.image_size / data.color_mode say otherwise, as Keras' `image_dataset_from_directory`
+reads a folder at the size its model takes.
 """
 
 from recipes.evaluation import first_examples, predict, psnr
 from recipes.report import Results, image_grid
 from zoo import presets
+from zoo.data import reads_image_files
 from zoo.errors import ZooError
 from zoo.registry import create
 
@@ -23,13 +28,16 @@ def run(ctx):
     if not ctx.from_preset:
         raise ZooError("the finetune recipe starts from a preset: add --from-preset NAME (see 'aezoo presets')")
     info = presets.preset_info(ctx.from_preset)
-    data = ctx.load_data(for_model=info["model"])
     pretrained = presets.from_preset(ctx.from_preset)
-    if data.input_shape != pretrained.data_shape:
-        raise ZooError(
-            f"preset {ctx.from_preset} takes inputs of shape {pretrained.data_shape}, {ctx.config['data']['name']} "
-            f"has {data.input_shape}; choose data of that shape"
-        )
+    shape, data_config = pretrained.data_shape, ctx.config["data"]
+    image_options = {}
+    if len(shape) == 3 and shape[-1] in (1, 3) and reads_image_files(data_config["name"], data_config.get("data_dir")):
+        image_options = {"image_size": list(shape[:2]), "color_mode": "grayscale" if shape[-1] == 1 else "rgb"}
+    data = ctx.load_data(for_model=info["model"], **image_options)
+    if data.input_shape != shape:
+        fix = (f"set data.image_size={image_options['image_size']} and data.color_mode={image_options['color_mode']}, "
+               "or leave both out" if image_options else f"give it examples of shape {shape}")
+        raise ZooError(f"preset {ctx.from_preset} takes inputs of shape {shape}, {data_config['name']} has {data.input_shape}; {fix}")
     freeze = freeze_encoder if ctx.params["freeze_encoder"] else (lambda m: m)
     config = {k: v for k, v in info["config"].items() if k not in ("name", "trainable", "dtype")}
 
@@ -44,6 +52,9 @@ def run(ctx):
     results.add("reconstruction MSE", {k: float(((v - test) ** 2).mean()) for k, v in outputs.items()})
     if test.min() >= 0:
         results.add("PSNR (dB)", {k: psnr(test, v) for k, v in outputs.items()})
+    resized = {key: value for key, value in image_options.items() if key not in data_config}
+    if resized:
+        results.notes.append("images read as the preset takes them: " + ", ".join(f"data.{k}={v}" for k, v in resized.items()))
     results.notes.append(
         f"preset {ctx.from_preset} ({info['model']}); both trained {ctx.settings.epochs} epochs on the same batches"
         + ("; encoder frozen" if ctx.params["freeze_encoder"] else "") + f"; scored on {scored}"

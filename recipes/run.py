@@ -40,14 +40,15 @@ class RunContext:
     def model_name(self):
         return self.config["model"]["name"]
 
-    def load_data(self, for_model=None):
-        """The configured data set (cut for --quick), as sequences when the model reads (T, F).
+    def load_data(self, for_model=None, **defaults):
+        """The configured data set (cut for --quick), as sequences when the model reads (T, F);
+        `defaults` are loader options for keys the [data] section leaves out.
 
         A large image folder, .npy file or .csv series streams from its files (every task trains
         on streamed examples and scores them batch by batch or on a bounded subset); data for
         models that read sequences is loaded into memory.
         """
-        data_config = dict(self.config["data"])
+        data_config = {**defaults, **self.config["data"]}
         name = data_config.pop("name")
         data = zoo.data.load(name, **data_config)
         if self.quick:
@@ -103,6 +104,20 @@ def resolve(recipe, *, data=None, model=None, sets=(), epochs=None, quick=False)
     return config
 
 
+def _preset_model(preset, model, sets):
+    """The preset's model name; a ZooError if --model or --set model.KEY asks for another model or options."""
+    name = zoo.presets.preset_info(preset)["model"]
+    asked = [f"--set {key}" for key, _, _ in (s.partition("=") for s in sets) if key.strip().startswith("model.")]
+    if model not in (None, name):
+        asked.insert(0, f"--model {model}")
+    if asked:
+        raise ZooError(
+            f"{asked[0]} does not apply with --from-preset: preset {preset} brings its own model ({name}) and options; "
+            "remove it, or leave out --from-preset to train a new model"
+        )
+    return name
+
+
 def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, from_preset=None, command=None, **options):
     """Runs `recipe` end to end into `out` (default runs/<recipe>) and returns (run_dir, metrics dict).
 
@@ -118,7 +133,7 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
         command = f"run_recipe({recipe!r}, " + ", ".join(f"{k}={v!r}" for k, v in arguments.items() if v) + ")"
     train_overrides = {k: options.pop(k, None) for k in ("precision", "strategy", "seed", "verbose")}
     if from_preset:  # the preset decides the model; its config travels with its weights
-        options["model"] = zoo.presets.preset_info(from_preset)["model"]
+        options["model"] = _preset_model(from_preset, options.get("model"), options.get("sets", ()))
     config = resolve(recipe, quick=quick, **options)
     run_dir = Path(out or Path("runs") / recipe)
     strategy = recipe_config.train_settings(config, **train_overrides).strategy

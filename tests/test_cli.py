@@ -37,6 +37,8 @@ def run_cli(capsys, *args):
     (["run", "reduce", "--set", "data.stream=yes"], "data.stream must be bool, got 'yes'"),
     (["run", "reduce", "--data", "digits", "--set", "data.image_size=[4,4]"], "data.image_size applies to image folders, TFRecord files and TensorFlow Datasets, not digits"),
     (["run", "denoise", "--model", "resnet_ae"], "unknown model 'resnet_ae'"),
+    (["run", "classify", "--labels", "one%"], "argument --labels: expected shares of the labels such as 1%,10%,100% or 0.01,0.1,1, got 'one%'"),
+    (["run", "reduce", "--labels", "1%"], "--labels applies to the classify recipe, not reduce; remove it"),
     (["run", "finetune"], "starts from a preset"),
     (["presets", "--build", "no_such_preset"], "unknown preset"),
     (["export", "missing.keras", "--out", "x"], "does not exist"),
@@ -45,6 +47,13 @@ def run_cli(capsys, *args):
     (["train", "dense_ae", "--batch-size", 0], "argument --batch-size: must be >= 1, got 0"),
     (["train", "dense_ae", "--latent-dim", "two"], "argument --latent-dim: expected a whole number >= 1, got 'two'"),
     (["finetune", "dense_ae_fashion_mnist", "--data", "digits", "--epochs", 0], "argument --epochs: must be >= 1"),
+    (["finetune", "dense_ae_fashion_mnist", "--data", "digits", "--set", "train.batch_size=8"],
+     "train.batch_size has its own option here: use --batch-size 8"),
+    (["finetune", "dense_ae_fashion_mnist", "--data", "digits"],
+     "preset dense_ae_fashion_mnist takes inputs of shape (28, 28, 1), digits has (8, 8, 1); give it examples of shape (28, 28, 1)"),
+    (["run", "classify", "--from-preset", "conv_ae_fashion_mnist", "--set", "model.filters=[8]"],
+     "--set model.filters does not apply with --from-preset: preset conv_ae_fashion_mnist brings its own model (conv_ae)"),
+    (["run", "classify", "--from-preset", "conv_ae_fashion_mnist", "--model", "dense_ae"], "--model dense_ae does not apply with --from-preset"),
     (["export", "missing.keras", "--out", "x", "--batch-size", 0], "argument --batch-size: must be >= 1, got 0"),
     (["no_such_command"], "invalid choice: 'no_such_command'"),
 ])
@@ -191,3 +200,29 @@ def test_run_list_names_every_recipe(capsys):
     assert code == 0
     names = {line.split()[0] for line in out.strip().splitlines()}
     assert {"denoise", "quickstart", "finetune"} <= names
+
+
+def test_finetune_reads_a_folder_at_the_presets_input_and_takes_training_keys(capsys, tmp_path, digits):
+    from PIL import Image
+
+    # 12x10 RGB images: the preset takes 28x28 grayscale
+    for i, (image, label) in enumerate(zip(digits.x_train[:40], digits.y_train[:40])):
+        (tmp_path / "images" / str(label)).mkdir(parents=True, exist_ok=True)
+        grey = (image[..., 0] * 255).round().astype("uint8")
+        Image.fromarray(grey).convert("RGB").resize((12, 10)).save(tmp_path / "images" / str(label) / f"{i}.png")
+    out = tmp_path / "ft"
+    code, _, err = run_cli(capsys, "finetune", "dense_ae_fashion_mnist", "--data", tmp_path / "images", "--quick", "--epochs", 1,
+                           "--set", "train.learning_rate=3e-4", "--set", "train.seed=3", "--out", out)
+    assert code == 0, err
+    assert "images read as the preset takes them: data.image_size=[28, 28], data.color_mode=grayscale" in (out / "report.md").read_text()
+    settings = json.loads((out / "finetune" / "checkpoints" / "state.json").read_text())["settings"]
+    # --seed was left out, so train.seed holds (the flag's default used to override it unseen)
+    assert (settings["learning_rate"], settings["seed"], settings["epochs"]) == (3e-4, 3, 1)
+
+
+
+def test_labels_take_percentages_or_shares():
+    from recipes.cli import _parser
+
+    assert _parser().parse_args(["run", "classify", "--labels", "1%, 10%,100%"]).labels == [0.01, 0.1, 1.0]
+    assert _parser().parse_args(["run", "classify", "--labels", "0.05"]).labels == [0.05]

@@ -216,7 +216,7 @@ def load(name, path=None, **options):
         >>> data = zoo.data.load("mnist5k")
         >>> data.x_train.shape  # (4000, 28, 28, 1), float32 in [0, 1]
     """
-    is_path = name not in DATASETS and (os.sep in str(name) or Path(name).suffix or Path(name).exists())
+    is_path = _is_path(name)
     kinds = _source_kinds(name, is_path)
     taken = [key for key, takers in SOURCE_OPTIONS.items() if set(kinds) & set(takers)]
     given = [key for key in SOURCE_OPTIONS if options.get(key) not in (None, False) and key not in taken]
@@ -239,6 +239,19 @@ def load(name, path=None, **options):
         check_finite(getattr(splits, split), f"{splits.name} {split}")
     splits.x_train, splits.x_test = splits.x_train.astype("float32"), splits.x_test.astype("float32")
     return splits
+
+
+def _is_path(name):
+    return name not in DATASETS and bool(os.sep in str(name) or Path(name).suffix or Path(name).exists())
+
+
+def reads_image_files(name, data_dir=None):
+    """Whether `load(name)` decodes image files that `image_size` and `color_mode` can resize and
+    convert: an image folder, TFRecord files, or a TensorFlow Datasets name prepared in `data_dir`."""
+    kinds = _source_kinds(name, _is_path(name))
+    if "TensorFlow Datasets" in kinds:
+        return data_dir is not None
+    return bool(set(kinds) & set(SOURCE_OPTIONS["image_size"]))
 
 
 def _source_kinds(name, is_path):
