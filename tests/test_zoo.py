@@ -209,6 +209,36 @@ def test_conv_ae_takes_residual_blocks_per_stage_and_refuses_a_count_per_missing
         zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=4, filters=(8, 16), blocks_per_stage=[1])
 
 
+@pytest.mark.parametrize("name,options,message", [
+    ("conv_ae", {"filters": [32, -1]}, "filters must be a whole number >= 1 or a list of them, e.g. filters=[32, 64], got [32, -1]"),
+    ("conv_ae", {"filters": []}, "filters must be a whole number >= 1 or a list of them"),
+    ("conv_ae", {"filters": [32.5]}, "got [32.5]"),
+    ("conv_ae", {"kernel_size": [3, 3]}, "kernel_size must be a whole number >= 1, got [3, 3]"),
+    ("conv_ae", {"hidden_units": 0}, "hidden_units must be a whole number >= 1, got 0"),
+    ("conv_ae", {"blocks_per_stage": -1}, "blocks_per_stage must be a whole number >= 0 or a list of them"),
+    ("dense_ae", {"hidden_units": ["wide"]}, "hidden_units must be a whole number >= 1 or a list of them, e.g. hidden_units=[256, 64]"),
+    ("dense_ae", {"blocks_per_stage": -1}, "blocks_per_stage must be a whole number >= 0, got -1"),
+    ("lstm_ae", {"units": "64"}, "units must be a whole number >= 1 or a list of them, e.g. units=[64], got '64'"),
+    ("transformer_ae", {"patch_size": 0}, "patch_size must be a whole number >= 1, got 0"),
+    ("transformer_ae", {"ff_dim": -4}, "ff_dim must be a whole number >= 1, got -4"),
+    ("transformer_ae", {"num_layers": 0}, "num_layers must be a whole number >= 1, got 0"),
+])
+def test_bad_size_options_are_refused_naming_the_option(name, options, message):
+    # these used to fail inside Keras or Python (TypeError, ZeroDivisionError): a traceback in the CLI
+    shape = (28, 28) if name == "lstm_ae" else (28, 28, 1)
+    with pytest.raises(zoo.ZooError) as error:
+        zoo.create(name, input_shape=shape, latent_dim=8, **options)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("name,option,width", [("conv_ae", "filters", 8), ("dense_ae", "hidden_units", 64), ("lstm_ae", "units", 32)])
+def test_one_width_is_a_list_of_one(name, option, width):
+    shape = (28, 28) if name == "lstm_ae" else (28, 28, 1)
+    one = zoo.create(name, input_shape=shape, latent_dim=8, **{option: width})
+    assert one.get_config()[option] == [width]
+    assert one.count_params() == zoo.create(name, input_shape=shape, latent_dim=8, **{option: [width]}).count_params()
+
+
 def test_spatial_code_keeps_each_entry_local_and_refuses_a_latent_dim_off_the_grid():
     model = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=98, filters=(8, 16), code="spatial")
     assert model.get_config()["hidden_units"] is None

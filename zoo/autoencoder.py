@@ -140,6 +140,27 @@ def _validate_latent(latent_dim, input_size):
     return int(latent_dim)
 
 
+def _is_whole(value, minimum):
+    return isinstance(value, (int, np.integer, float)) and not isinstance(value, bool) and value == int(value) >= minimum
+
+
+def whole_number(option, value, minimum=1):
+    """`value` as an int >= `minimum` (a float such as 3.0 too); a ZooError naming `option` otherwise."""
+    if not _is_whole(value, minimum):
+        raise ZooError(f"{option} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def whole_numbers(option, value, example, minimum=1):
+    """`value`, one whole number or a non-empty list of them (each >= `minimum`), as a list of ints: a
+    single number is a list of one (units=64 means units=[64]). A ZooError naming `option` and
+    showing `example` otherwise."""
+    values = [value] if _is_whole(value, minimum) else value
+    if not isinstance(values, (list, tuple)) or not values or not all(_is_whole(v, minimum) for v in values):
+        raise ZooError(f"{option} must be a whole number >= {minimum} or a list of them, e.g. {option}={example}, got {value!r}")
+    return [int(v) for v in values]
+
+
 def check_hidden_widths(widths, input_size, latent_dim, option):
     """Enforces K > N > M for the hidden widths `widths` of option `option`."""
     if any(w <= latent_dim or w >= input_size for w in widths):

@@ -6,7 +6,7 @@ import math
 
 import keras
 
-from zoo.autoencoder import Autoencoder, check_hidden_widths
+from zoo.autoencoder import Autoencoder, check_hidden_widths, whole_number, whole_numbers
 from zoo.errors import ZooError, unknown_name
 from zoo.layers import auto_width, pad_crop_2d
 from zoo.registry import register_model
@@ -120,7 +120,7 @@ class ConvAutoencoder(Autoencoder):
     Args:
         input_shape: (height, width, channels).
         latent_dim: code width M.
-        filters: channels of the stride-2 convolutions, input side first.
+        filters: channels of the stride-2 convolutions, input side first (one number: one stage).
         kernel_size: convolution kernel size.
         hidden_units: dense width N between the convolutions and the code (default between K and M;
             none with a spatial code).
@@ -163,9 +163,7 @@ class ConvAutoencoder(Autoencoder):
         **kwargs,
     ):
         super().__init__(input_shape, latent_dim, output_activation, **kwargs)
-        self.filters = [int(f) for f in filters]
-        if not self.filters:
-            raise ZooError("filters must list at least one convolution width, e.g. filters=(32, 64)")
+        self.filters = whole_numbers("filters", filters, "[32, 64]")
         for option, value, choices in (
             ("normalization", normalization, NORMALIZATIONS),
             ("activation", activation, ACTIVATIONS),
@@ -174,11 +172,14 @@ class ConvAutoencoder(Autoencoder):
         ):
             if value not in choices:
                 raise unknown_name(f"conv_ae {option}", value, choices)
-        self.blocks_per_stage = blocks_per_stage if isinstance(blocks_per_stage, int) else [int(b) for b in blocks_per_stage]
-        blocks = [blocks_per_stage] * len(self.filters) if isinstance(blocks_per_stage, int) else self.blocks_per_stage
-        if len(blocks) != len(self.filters) or min(blocks) < 0:
+        per_stage = isinstance(blocks_per_stage, (list, tuple))
+        blocks = whole_numbers("blocks_per_stage", blocks_per_stage, "[1, 2]", minimum=0)
+        self.blocks_per_stage = blocks if per_stage else blocks[0]
+        blocks = blocks if per_stage else blocks * len(self.filters)  # one count: every stage
+        if len(blocks) != len(self.filters):
             raise ZooError(f"blocks_per_stage must be a count >= 0 or one per stage of filters={self.filters}, got {blocks_per_stage}")
-        self.style = ConvStyle(int(kernel_size), normalization, activation, tuple(blocks), upsampling, self.dtype_policy)
+        kernel_size = whole_number("kernel_size", kernel_size)
+        self.style = ConvStyle(kernel_size, normalization, activation, tuple(blocks), upsampling, self.dtype_policy)
         self.code = code
         if code == "spatial":
             grid = coarsest_grid(*self.data_shape[:2], len(self.filters))
@@ -192,7 +193,8 @@ class ConvAutoencoder(Autoencoder):
                 raise ZooError("conv_ae code='spatial' has no dense hidden layer; drop hidden_units or use code='dense'")
             self.hidden_units = None
         else:
-            self.hidden_units = int(hidden_units or auto_width(self.input_size, self.latent_dim))
+            self.hidden_units = (auto_width(self.input_size, self.latent_dim) if hidden_units is None
+                                 else whole_number("hidden_units", hidden_units))
             check_hidden_widths([self.hidden_units], self.input_size, self.latent_dim, "hidden_units")
         self._attach(*conv_networks(self.data_shape, self.latent_dim, self.filters, self.hidden_units, self.style, code))
 

@@ -4,8 +4,7 @@ import math
 
 import keras
 
-from zoo.autoencoder import Autoencoder, check_hidden_widths
-from zoo.errors import ZooError
+from zoo.autoencoder import Autoencoder, check_hidden_widths, whole_number, whole_numbers
 from zoo.layers import auto_width
 from zoo.registry import register_model
 
@@ -47,7 +46,7 @@ class DenseAutoencoder(Autoencoder):
     Args:
         input_shape: one example's shape, e.g. (28, 28, 1) or (64,).
         latent_dim: code width M.
-        hidden_units: encoder widths from input to code, each between M and K; default two
+        hidden_units: encoder widths from input to code, each between M and K (one number: one layer); default two
             widths spaced geometrically between K and M.
         output_activation: "sigmoid" (data in [0, 1]) or "linear".
         blocks_per_stage: pre-norm residual MLP blocks (LayerNorm, two Dense layers, a skip)
@@ -64,11 +63,9 @@ class DenseAutoencoder(Autoencoder):
         super().__init__(input_shape, latent_dim, output_activation, **kwargs)
         if hidden_units is None:
             hidden_units = [auto_width(self.input_size, self.latent_dim, f) for f in (1 / 3, 2 / 3)]
-        self.hidden_units = [int(u) for u in hidden_units]
+        self.hidden_units = whole_numbers("hidden_units", hidden_units, "[256, 64]")
         check_hidden_widths(self.hidden_units, self.input_size, self.latent_dim, "hidden_units")
-        if int(blocks_per_stage) < 0:
-            raise ZooError(f"blocks_per_stage must be >= 0, got {blocks_per_stage}")
-        self.blocks_per_stage = int(blocks_per_stage)
+        self.blocks_per_stage = whole_number("blocks_per_stage", blocks_per_stage, minimum=0)
         self._attach(
             *dense_networks(self.data_shape, self.latent_dim, self.hidden_units, self.dtype_policy, self.blocks_per_stage)
         )

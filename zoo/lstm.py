@@ -2,8 +2,7 @@
 
 import keras
 
-from zoo.autoencoder import Autoencoder, check_hidden_widths
-from zoo.errors import ZooError
+from zoo.autoencoder import Autoencoder, check_hidden_widths, whole_numbers
 from zoo.layers import repeat_layer
 from zoo.registry import register_model
 
@@ -36,7 +35,7 @@ class LSTMAutoencoder(Autoencoder):
     Args:
         input_shape: (time_steps, features).
         latent_dim: code width M.
-        units: widths of the stacked encoder LSTMs (the decoder mirrors them); the last is N.
+        units: widths of the stacked encoder LSTMs (one number: one LSTM; the decoder mirrors them); the last is N.
         unroll: unroll the recurrence (longer graphs, no loop op: used for edge export).
         output_activation: "sigmoid" (data in [0, 1]) or "linear" (standardised series).
         repeat: how the decoder repeats the code per step: "tile" (RepeatVector) or "broadcast"
@@ -64,9 +63,7 @@ class LSTMAutoencoder(Autoencoder):
         **kwargs,
     ):
         super().__init__(input_shape, latent_dim, output_activation, **kwargs)
-        self.units = [int(u) for u in units]
-        if not self.units:
-            raise ZooError("units must list at least one LSTM width, e.g. units=(64,)")
+        self.units = whole_numbers("units", units, "[64]")
         self.bidirectional = bool(bidirectional)
         check_hidden_widths([self.units[-1] * (1 + self.bidirectional)], self.input_size, self.latent_dim, "units")
         self.unroll, self.repeat = bool(unroll), repeat

@@ -8,7 +8,7 @@ import math
 
 import keras
 
-from zoo.autoencoder import Autoencoder, check_hidden_widths
+from zoo.autoencoder import Autoencoder, check_hidden_widths, whole_number
 from zoo.errors import ZooError
 from zoo.layers import PositionEmbedding, TransformerBlock, pad_crop_2d
 from zoo.registry import register_model
@@ -96,8 +96,12 @@ class TransformerAutoencoder(Autoencoder):
         **kwargs,
     ):
         super().__init__(input_shape, latent_dim, output_activation, **kwargs)
-        self.embed_dim, self.num_heads, self.num_layers = int(embed_dim), int(num_heads), int(num_layers)
-        self.ff_dim, self.patch_size, self.activation = int(ff_dim), int(patch_size), activation
+        self.embed_dim, self.num_heads, self.num_layers, self.ff_dim, self.patch_size = (
+            whole_number(option, value)
+            for option, value in (("embed_dim", embed_dim), ("num_heads", num_heads), ("num_layers", num_layers),
+                                  ("ff_dim", ff_dim), ("patch_size", patch_size))
+        )
+        self.activation = activation
         check_hidden_widths([self.embed_dim], self.input_size, self.latent_dim, "embed_dim")
         if self.embed_dim % self.num_heads:
             raise ZooError(f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}")
