@@ -699,6 +699,11 @@ def train(
         else:
             y_all = x if y is None else y
             validation, x, y = (x[cut:], y_all[cut:]), x[:cut], y_all[:cut]
+        if cut < 1:
+            raise ZooError(
+                f"{len(validation[0])} training example(s) and train.validation_fraction={settings.validation_fraction} "
+                "leave none to train on; give more examples or set train.validation_fraction=0"
+            )
     never_an_epoch = [settings.seed, 2**32 - 1]  # seeds the validation transform with a stream no epoch uses
     if validation is not None and not isinstance(validation[0], np.ndarray):
         batches = validation[0].examples(labels=validation[1]).batch(settings.batch_size)

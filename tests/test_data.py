@@ -162,6 +162,17 @@ def test_random_shifts_and_flips_move_each_image_within_bounds():
         data.random_shift_flip(x, 0, max_shift=28)
 
 
+def test_data_too_small_for_a_test_split_is_refused_saying_what_to_change(tmp_path):
+    np.save(tmp_path / "one.npy", np.full((1, 8, 8), 0.5, "float32"))
+    with pytest.raises(ZooError, match="one gives 1 training and 0 test examples; each split needs at least one"):
+        data.load(str(tmp_path / "one.npy"))
+    rows = ["time,value"] + [f"{i},{np.sin(i / 5)}" for i in range(100)]  # test part: the last 20 steps
+    (tmp_path / "short.csv").write_text("\n".join(rows))
+    with pytest.raises(ZooError, match=r"the last 20 of 100 steps\) is shorter than one window of 32 steps; set data.window=20"):
+        data.load(str(tmp_path / "short.csv"))
+    assert len(data.load(str(tmp_path / "short.csv"), window=20).x_test) == 1
+
+
 def test_missing_path_and_unknown_kind(tmp_path):
     with pytest.raises(DataNotFoundError, match="does not exist"):
         data.load(str(tmp_path / "missing.csv"))

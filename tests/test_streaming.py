@@ -42,6 +42,7 @@ def test_a_streamed_folder_holds_the_images_and_split_of_the_loaded_one(digit_fo
 def test_image_size_and_color_mode_convert_what_would_otherwise_be_refused(tmp_path):
     Image.new("L", (8, 6), color=51).save(tmp_path / "a.png")
     Image.new("RGB", (12, 9), color=(255, 0, 0)).save(tmp_path / "b.png")
+    Image.new("L", (8, 6), color=0).save(tmp_path / "c.png")  # three images: one for the test split
     with pytest.raises(ZooError, match=r"b.png is 12x9 RGB but .*a.png is 8x6 grayscale; .* set data.image_size=\[H, W\]"):
         data.load(str(tmp_path))
     with pytest.raises(ZooError, match=r"b.png is 12x9 RGB but .*a.png is 8x6 grayscale; .* set data.color_mode=grayscale\|rgb"):

@@ -318,6 +318,13 @@ def test_resume_refuses_a_folder_of_another_run(tmp_path):
         training.train(build_tiny, x, **{**kwargs, "run_dir": tmp_path / "empty"}, resume=True)
 
 
+def test_one_example_with_a_validation_share_is_refused_before_training(tmp_path):
+    x, kwargs = tiny_run(tmp_path, epochs=1, validation_fraction=0.1)
+    with pytest.raises(ZooError, match="1 training example.* leave none to train on; .* set train.validation_fraction=0"):
+        training.train(build_tiny, x[:1], **kwargs)
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_early_stopping_keeps_the_best_epoch(tmp_path):
     x, kwargs = tiny_run(tmp_path, epochs=30, patience=2, learning_rate=0.05, validation_fraction=0.25)
     model, history = training.train(build_tiny, x, **kwargs)

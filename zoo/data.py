@@ -233,6 +233,11 @@ def load(name, path=None, **options):
         splits = _from_path(Path(name), **options)
     else:
         splits = _from_tfds_name(name, **options)
+    if not len(splits.x_train) or not len(splits.x_test):
+        raise ZooError(
+            f"{splits.name} gives {len(splits.x_train)} training and {len(splits.x_test)} test examples; each split needs "
+            f"at least one (the test split takes {TEST_FRACTION:.0%} of a file's or folder's examples): give more examples"
+        )
     if splits.streaming:
         return splits  # decoded images are finite float32 in [0, 1]; mapped files were checked when opened
     for split in ("x_train", "x_test"):
@@ -553,6 +558,11 @@ def series_windows(name, values, point_labels, window, stride, split_at, stream=
     """
     if window < 2 or window > split_at:
         raise ZooError(f"window={window} must be between 2 and the training part's length {split_at}")
+    if window > len(values) - split_at:
+        raise ZooError(
+            f"{name}: its test part (the last {len(values) - split_at} of {len(values)} steps) is shorter than one window "
+            f"of {window} steps; set data.window={max(2, len(values) - split_at)} or less, or give a longer series"
+        )
     values = np.asarray(values, "float64")
     starts = np.arange(0, len(values) - window + 1, stride)
     train = starts + window <= split_at
