@@ -154,6 +154,9 @@ def run(ctx):
     data = ctx.load_data()
     if data.y_train is None:
         raise ZooError(f"the classify recipe needs labels; {data.name} has none (use a labelled data set)")
+    if len(np.unique(data.y_train)) < 2:
+        raise ZooError(f"the classify recipe needs at least two classes, and the training split of {data.name} has one "
+                       "(an image folder: one sub-folder per class)")
     params = ctx.params
     fractions = sorted(params["label_fractions"])
     if not fractions or not all(0 < f <= 1 for f in fractions):

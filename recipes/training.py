@@ -690,6 +690,7 @@ def train(
     if isinstance(x, tf.data.Dataset):
         x = DatasetExamples(x)
     streaming = not isinstance(x, np.ndarray)  # ImageFiles, MappedRows or DatasetExamples
+    reconstructs = y is None  # the targets are the inputs (the split below makes y a copy of x)
     if not streaming:
         zoo.data.check_finite(x, "training data")
     if validation is None and settings.validation_fraction:
@@ -717,7 +718,6 @@ def train(
             raise ZooError(f"batch size {settings.batch_size} does not divide among {workers} workers; choose a multiple of {workers}")
     state = read_state(run_dir, run_name) if resume else _new_state(run_name, settings)
     seed_everything(settings.seed, settings.deterministic)
-    checkpoints.mkdir(parents=True, exist_ok=True)
     strategy = make_strategy(settings.strategy)
     with precision_policy(settings.precision), strategy.scope():
         steps_per_epoch = math.ceil(len(x) / settings.batch_size)
@@ -730,8 +730,11 @@ def train(
         else:
             optimizer = make_optimizer(settings, steps_per_epoch)
             model = (compile_fn or compile_model)(build_trained(), settings, optimizer)
+            if reconstructs:
+                _check_output_range(model, x)
         ended_before = state["epoch"] >= settings.epochs or state.get("stopped_early")  # a resumed, finished run
         if not ended_before:
+            checkpoints.mkdir(parents=True, exist_ok=True)
             checkpoint = CheckpointCallback(checkpoints, run_name, settings, state)
             # Validation sees the averaged weights; checkpoints keep the raw ones (and the average in
             # the optimizer's state) so that a resumed run continues exactly.
@@ -764,6 +767,21 @@ def train(
         write_history(run_dir / "history.csv", state["history"])
     # Outside the strategy's scope: a multi-worker run hands back a model of this worker alone.
     return _finished(model, checkpoints, state, settings, run_name), state["history"]
+
+
+def _check_output_range(model, targets):
+    """Refuses reconstruction targets outside [0, 1] for a sigmoid output, which cannot give them back
+    (in-memory arrays; streamed images are in [0, 1], streamed series rows are not scanned)."""
+    network = getattr(model, "autoencoder", model)  # under the contrastive term's wrapper
+    network = getattr(network, "backbone", network)  # a VAE's
+    if not isinstance(targets, np.ndarray) or getattr(network, "output_activation", None) != "sigmoid":
+        return
+    low, high = float(targets.min()), float(targets.max())
+    if low < 0 or high > 1:
+        raise ZooError(
+            f"the training data lies in [{low:.3g}, {high:.3g}] but the model's sigmoid output gives values in [0, 1] only; "
+            "scale it to [0, 1], or for standardised data create the model with output_activation='linear' and train with loss mse"
+        )
 
 
 def with_contrastive_term(build_model, settings):

@@ -221,6 +221,16 @@ def test_finetune_reads_a_folder_at_the_presets_input_and_takes_training_keys(ca
 
 
 
+def test_classify_refuses_a_folder_of_one_class(capsys, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images" / "shirts").mkdir(parents=True)
+    for i in range(5):
+        Image.new("L", (8, 8), color=40 * i).save(tmp_path / "images" / "shirts" / f"{i}.png")
+    code, _, err = run_cli(capsys, "run", "classify", "--data", tmp_path / "images", "--out", tmp_path / "run")
+    assert code == 2 and "needs at least two classes, and the training split of images has one" in err
+
+
 def test_labels_take_percentages_or_shares():
     from recipes.cli import _parser
 

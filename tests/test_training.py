@@ -1,5 +1,6 @@
 """The training core: exact resume after SIGKILL, tf.distribute agreement, NaN and disk-full stops."""
 
+import dataclasses
 import errno
 import json
 import os
@@ -323,6 +324,18 @@ def test_one_example_with_a_validation_share_is_refused_before_training(tmp_path
     with pytest.raises(ZooError, match="1 training example.* leave none to train on; .* set train.validation_fraction=0"):
         training.train(build_tiny, x[:1], **kwargs)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_data_outside_the_unit_range_is_refused_for_a_sigmoid_output(tmp_path):
+    x, kwargs = tiny_run(tmp_path, epochs=1)
+    standardised = (x - x.mean()) / x.std()
+    with pytest.raises(ZooError, match=r"lies in \[-0.\d+, \d.\d+\] but the model's sigmoid output gives values in \[0, 1\] only"):
+        training.train(build_tiny, standardised, **kwargs)
+    assert not (tmp_path / "checkpoints").exists()
+    linear = lambda: zoo.create("dense_ae", (8, 8, 1), 4, hidden_units=[16], output_activation="linear")  # noqa: E731
+    settings = dataclasses.replace(kwargs["settings"], loss="mse")
+    model, history = training.train(linear, standardised, **{**kwargs, "settings": settings})
+    assert len(history) == 1 and np.isfinite(history[0]["loss"])
 
 
 def test_early_stopping_keeps_the_best_epoch(tmp_path):
