@@ -213,6 +213,7 @@ def test_conv_ae_takes_residual_blocks_per_stage_and_refuses_a_count_per_missing
     ("conv_ae", {"filters": [32, -1]}, "filters must be a whole number >= 1 or a list of them, e.g. filters=[32, 64], got [32, -1]"),
     ("conv_ae", {"filters": []}, "filters must be a whole number >= 1 or a list of them"),
     ("conv_ae", {"filters": [32.5]}, "got [32.5]"),
+    ("conv_ae", {"filters": float("inf")}, "got inf"),
     ("conv_ae", {"kernel_size": [3, 3]}, "kernel_size must be a whole number >= 1, got [3, 3]"),
     ("conv_ae", {"hidden_units": 0}, "hidden_units must be a whole number >= 1, got 0"),
     ("conv_ae", {"blocks_per_stage": -1}, "blocks_per_stage must be a whole number >= 0 or a list of them"),

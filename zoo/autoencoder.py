@@ -141,7 +141,9 @@ def _validate_latent(latent_dim, input_size):
 
 
 def _is_whole(value, minimum):
-    return isinstance(value, (int, np.integer, float)) and not isinstance(value, bool) and value == int(value) >= minimum
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float)) or not math.isfinite(value):
+        return False
+    return value == int(value) and value >= minimum
 
 
 def whole_number(option, value, minimum=1):
