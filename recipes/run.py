@@ -91,6 +91,9 @@ def _reads_sequences(model_name, config):
 def resolve(recipe, *, data=None, model=None, sets=(), epochs=None, quick=False):
     """The recipe's config after --data/--model/--set/--epochs/--quick, validated."""
     config = recipe_config.load_recipe(recipe)
+    quick_keys = [key for key, _, _ in (s.partition("=") for s in sets) if key.strip().startswith("quick.")]
+    if quick_keys and not quick:  # they would be ignored: the run would train the full recipe
+        raise ZooError(f"--set {quick_keys[0].strip()} applies to --quick runs only; add --quick, or set train.epochs / --epochs for a full run")
     if data:
         config["data"] = {"name": data}
     if model:

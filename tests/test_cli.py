@@ -33,6 +33,7 @@ def run_cli(capsys, *args):
     (["run", "classify", "--set", "params.augment_shift=28"], "params.augment_shift must be 0 to 27 pixels for 28x28 inputs, got 28"),
     (["run", "classify", "--set", "params.pretraining=mae"], "unknown params.pretraining 'mae'; choose one of: inpaint, reconstruct"),
     (["run", "denoise", "--set", "epochs"], "--set takes SECTION.KEY=VALUE"),
+    (["run", "denoise", "--set", "quick.epochs=3"], "--set quick.epochs applies to --quick runs only; add --quick"),
     (["run", "reduce", "--set", "data.colour=rgb"], "unknown data key 'colour'; choose one of: color_mode, data_dir, image_key, image_size,"),
     (["run", "reduce", "--set", "data.stream=yes"], "data.stream must be bool, got 'yes'"),
     (["run", "reduce", "--data", "digits", "--set", "data.image_size=[4,4]"], "data.image_size applies to image folders, TFRecord files and TensorFlow Datasets, not digits"),
