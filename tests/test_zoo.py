@@ -232,6 +232,11 @@ def test_bad_size_options_are_refused_naming_the_option(name, options, message):
     assert message in str(error.value)
 
 
+def test_a_family_given_data_of_another_rank_names_itself_and_the_families_that_fit():
+    with pytest.raises(zoo.ZooError, match=r"conv_ae expects input_shape of rank 3 \(no batch axis\), got \(16, 1\); .* lstm_ae \(sequences"):
+        zoo.create("conv_ae", input_shape=(16, 1), latent_dim=4)
+
+
 @pytest.mark.parametrize("name,option,width", [("conv_ae", "filters", 8), ("dense_ae", "hidden_units", 64), ("lstm_ae", "units", 32)])
 def test_one_width_is_a_list_of_one(name, option, width):
     shape = (28, 28) if name == "lstm_ae" else (28, 28, 1)

@@ -30,7 +30,7 @@ class Autoencoder(keras.Model):
 
     def __init__(self, input_shape, latent_dim, output_activation="sigmoid", **kwargs):
         super().__init__(**kwargs)
-        self.data_shape = _validate_shape(input_shape, self.input_rank, type(self).__name__)
+        self.data_shape = _validate_shape(input_shape, self.input_rank, getattr(type(self), "registry_name", type(self).__name__))
         self.input_size = math.prod(self.data_shape)
         self.latent_dim = _validate_latent(latent_dim, self.input_size)
         if output_activation not in OUTPUT_ACTIVATIONS:
@@ -125,7 +125,10 @@ def _validate_shape(input_shape, rank, model):
     if not shape or min(shape) < 1:
         raise ZooError(f"input_shape must be a tuple of positive ints, got {input_shape!r}")
     if rank is not None and len(shape) not in (rank if isinstance(rank, tuple) else (rank,)):
-        raise ZooError(f"{model} expects input_shape of rank {rank} (no batch axis), got {shape}")
+        raise ZooError(
+            f"{model} expects input_shape of rank {rank} (no batch axis), got {shape}; for data of that shape choose "
+            "dense_ae (any shape), conv_ae (images: H, W, C), lstm_ae (sequences: steps, features) or transformer_ae (either)"
+        )
     return shape
 
 
