@@ -191,7 +191,8 @@ def export_model(
         out_dir: the export folder; created, or replaced if it holds an earlier export.
         quantize: modes, a list or comma string of float32, float16, dynamic, int8.
         batch_size: the fixed batch of the TFLite files (the edge runtime splits larger inputs).
-        calibration_data: a data set name for `zoo.data.load` (e.g. "mnist5k") or `DataSplits`:
+        calibration_data: a data set name for `zoo.data.load` (e.g. "mnist5k"; image files are
+            read at the model's input size and colour mode) or `DataSplits`:
             training examples calibrate int8, held-out test examples verify every artifact.
             Required for int8; without it float artifacts are verified on random inputs.
         calibration_samples: training examples used for int8 calibration.
@@ -306,7 +307,10 @@ class _Samples:
                 None, verification, [0.0, 1.0] if sigmoid else None, 1.0,
                 f"no calibration data: verified on {verify_samples} random inputs, PSNR not meaningful", None,
             )
-        splits = zoo.data.load(data) if isinstance(data, (str, os.PathLike)) else data
+        if isinstance(data, (str, os.PathLike)):  # image files: read at the model's input size and colour mode
+            splits = zoo.data.load(data, **zoo.data.image_options_for(tuple(model.data_shape), data))
+        else:
+            splits = data
         if splits.input_shape != tuple(model.data_shape) and splits.input_shape == (*model.data_shape, 1):
             splits = splits.as_sequences()
         if splits.input_shape != tuple(model.data_shape):

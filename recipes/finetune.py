@@ -11,7 +11,7 @@ reads a folder at the size its model takes.
 from recipes.evaluation import first_examples, predict, psnr
 from recipes.report import Results, image_grid
 from zoo import presets
-from zoo.data import reads_image_files
+from zoo.data import image_options_for
 from zoo.errors import ZooError
 from zoo.registry import create
 
@@ -30,9 +30,7 @@ def run(ctx):
     info = presets.preset_info(ctx.from_preset)
     pretrained = presets.from_preset(ctx.from_preset)
     shape, data_config = pretrained.data_shape, ctx.config["data"]
-    image_options = {}
-    if len(shape) == 3 and shape[-1] in (1, 3) and reads_image_files(data_config["name"], data_config.get("data_dir")):
-        image_options = {"image_size": list(shape[:2]), "color_mode": "grayscale" if shape[-1] == 1 else "rgb"}
+    image_options = image_options_for(shape, data_config["name"], data_config.get("data_dir"))
     data = ctx.load_data(for_model=info["model"], **image_options)
     if data.input_shape != shape:
         fix = (f"set data.image_size={image_options['image_size']} and data.color_mode={image_options['color_mode']}, "

@@ -267,6 +267,19 @@ def test_mixed_precision_model_exports_from_a_float32_copy(digits, tmp_path):
     np.testing.assert_allclose(edge.reconstruct(x), np.asarray(model(x), "float32"), atol=1e-2)
 
 
+def test_an_image_folder_calibrates_at_the_models_input_size_and_colour_mode(digits, tmp_path):
+    from PIL import Image
+
+    for i, image in enumerate(digits.x_train[:40]):  # 12x10 RGB images for an 8x8 grayscale model
+        grey = (image[..., 0] * 255).round().astype("uint8")
+        Image.fromarray(grey).convert("RGB").resize((12, 10)).save(tmp_path / f"{i}.png")
+    model = zoo.create("dense_ae", input_shape=(8, 8, 1), latent_dim=8, hidden_units=(32,))
+    export_model(model, tmp_path / "export", quantize="float32,int8", calibration_data=tmp_path)
+    metadata = json.loads((tmp_path / "export" / "metadata.json").read_text())
+    assert metadata["calibration"]["samples"] == 32 and metadata["verification"]["samples"] == 8  # the folder's two splits
+    assert metadata["files"][tflite_name("int8")]["verification"]["met"]
+
+
 @pytest.mark.parametrize(
     "operation, refused",
     [("inverse", "MatrixInverse"), ("random", "RANDOM_STANDARD_NORMAL")],

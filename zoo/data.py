@@ -250,13 +250,20 @@ def _is_path(name):
     return name not in DATASETS and bool(os.sep in str(name) or Path(name).suffix or Path(name).exists())
 
 
-def reads_image_files(name, data_dir=None):
-    """Whether `load(name)` decodes image files that `image_size` and `color_mode` can resize and
-    convert: an image folder, TFRecord files, or a TensorFlow Datasets name prepared in `data_dir`."""
-    kinds = _source_kinds(name, _is_path(name))
-    if "TensorFlow Datasets" in kinds:
-        return data_dir is not None
-    return bool(set(kinds) & set(SOURCE_OPTIONS["image_size"]))
+def image_options_for(input_shape, name, data_dir=None):
+    """`load` options reading data set `name` at a model's `input_shape` (H, W, 1 or 3):
+    `image_size` and `color_mode` where `name` is decoded from image files that they resize and
+    convert (an image folder, TFRecord files, a TensorFlow Datasets name prepared in `data_dir`);
+    {} for other data or inputs that are not images.
+
+    Example:
+        >>> data = zoo.data.load("photos/", **zoo.data.image_options_for((28, 28, 1), "photos/"))
+    """
+    kinds = _source_kinds(str(name), _is_path(str(name)))
+    images = data_dir is not None if "TensorFlow Datasets" in kinds else bool(set(kinds) & set(SOURCE_OPTIONS["image_size"]))
+    if not images or len(input_shape) != 3 or input_shape[-1] not in (1, 3):
+        return {}
+    return {"image_size": list(input_shape[:2]), "color_mode": "grayscale" if input_shape[-1] == 1 else "rgb"}
 
 
 def _source_kinds(name, is_path):
