@@ -18,19 +18,19 @@ def list(args):  # noqa: A001  (the subcommand's name)
         print(f"{name:<16}{model.count_params():>12,}  {shape}")
 
 
-# TrainSettings fields that `aezoo train` / `aezoo finetune` take as flags with a default, not as
-# --set train.KEY (the flag's default would win unseen).
-TRAIN_FLAGS = ("epochs", "batch_size", "loss", "precision", "strategy", "seed")
-FINETUNE_FLAGS = ("epochs", "batch_size")
+# --set keys that `aezoo train` / `aezoo finetune` take as flags with a default: refused as keys,
+# since the flag's default would win unseen (or the key would, unrecorded).
+FINETUNE_FLAGS = {"train.epochs": "--epochs", "train.batch_size": "--batch-size", "data.name": "--data"}
+TRAIN_FLAGS = {**FINETUNE_FLAGS, "train.loss": "--loss", "train.precision": "--precision", "train.strategy": "--strategy",
+               "train.seed": "--seed"}
 
 
 def _refuse_flag_key(key, value, flags):
-    """A one-line error for `--set train.FIELD` where FIELD is one of the command's `flags`."""
+    """A one-line error for `--set KEY=VALUE` where KEY is one of the command's `flags`."""
     from zoo.errors import ZooError
 
-    section, _, field = key.partition(".")
-    if section == "train" and field in flags:
-        raise ZooError(f"train.{field} has its own option here: use --{field.replace('_', '-')} {value}")
+    if key in flags:
+        raise ZooError(f"{key} has its own option here: use {flags[key]} {value}")
 
 
 def _settings(args, **extra):
@@ -62,14 +62,14 @@ def train(args):
         section, dot, field = key.partition(".")
         if section == "data" and dot:
             data_options[field] = data_option(field, value)
-        elif section == "train" and dot:
-            value = train_option(field, value)
             _refuse_flag_key(key, value, TRAIN_FLAGS)
-            train_options[field] = value
+        elif section == "train" and dot:
+            train_options[field] = train_option(field, value)
+            _refuse_flag_key(key, value, TRAIN_FLAGS)
         else:
             options[key] = value
     zoo.registry.check_options(zoo.model_class(args.model), options)
-    data = _as_model_input(args.model, options, zoo.data.load(data_options.pop("name", args.data), **data_options))
+    data = _as_model_input(args.model, options, zoo.data.load(args.data, **data_options))
     out = Path(args.out or Path("runs") / f"{args.model}-{Path(args.data).stem}")
     settings = _settings(args, epochs=args.epochs, batch_size=args.batch_size, loss=args.loss, **train_options)
     with training.worker_run_dir(out, settings.strategy, args.resume) as out:  # non-chief workers: a temporary folder

@@ -26,6 +26,7 @@ def run_cli(capsys, *args):
     (["train", "conv_ae", "--data", "digits", "--set", "filterz=[8]"], "has no option 'filterz'"),
     (["train", "conv_ae", "--data", "digits", "--set", "train.optimiser=adamw"], "unknown train key 'optimiser'"),
     (["train", "conv_ae", "--data", "digits", "--set", "train.epochs=3"], "train.epochs has its own option here: use --epochs 3"),
+    (["train", "conv_ae", "--set", "data.name=digits"], "data.name has its own option here: use --data digits"),
     (["run", "no_such_recipe"], "unknown recipe 'no_such_recipe'"),
     (["run", "denoise", "--set", "train.epochz=1"], "unknown train key 'epochz'"),
     (["run", "denoise", "--set", "params.sigma=loud"], "params.sigma must be float"),
