@@ -18,15 +18,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"aezoo: error: {message} (see '{self.prog} --help')\n")
 
 
-def _count(text):
-    """argparse type of counts (epochs, batch sizes, code widths): a whole number >= 1."""
+def _whole_number(text, minimum):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
     return value
+
+
+def _count(text):
+    """argparse type of counts (epochs, batch sizes, code widths): a whole number >= 1."""
+    return _whole_number(text, 1)
+
+
+def _count_or_zero(text):
+    """argparse type of optional counts (0: none): a whole number >= 0."""
+    return _whole_number(text, 0)
 
 
 def _label_fractions(text):
@@ -108,7 +117,7 @@ def _parser():
     verify.add_argument("export_dirs", nargs="+", metavar="EXPORT_DIR", help="folders written by 'aezoo export'")
     verify.add_argument("--platform", choices=("x86_64", "aarch64"), default="aarch64")
     verify.add_argument("--cpu", type=_cpus, default="cortex-a72", help="aarch64: comma list of cortex-a72 (Pi 4), cortex-a76 (Pi 5)")
-    verify.add_argument("--timing-runs", type=int, default=0, help="time this many single-example reconstruct calls per file")
+    verify.add_argument("--timing-runs", type=_count_or_zero, default=0, help="time this many single-example reconstruct calls per file")
     verify.add_argument("--kernels", default="default", help=KERNELS_HELP)
 
     presets = add_command("presets", help="pretrained presets with their headline metric")
@@ -136,7 +145,7 @@ def _add_training_flags(sub):
     sub.add_argument("--precision", choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"], help="default: auto")
     sub.add_argument("--strategy", choices=["auto", "default", "mirrored", "multi_worker"], help="default: auto")
     sub.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    sub.add_argument("--seed", type=int, help="default: 0")
+    sub.add_argument("--seed", type=_count_or_zero, help="default: 0")
     sub.add_argument("--out", default=None, help="run directory (default: runs/<name>)")
 
 

@@ -104,6 +104,8 @@ class TrainSettings:
         for key in ("epochs", "batch_size"):
             if int(getattr(self, key)) < 1:
                 raise ZooError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if int(self.seed) < 0:  # NumPy's generators take none
+            raise ZooError(f"train.seed must be >= 0, got {self.seed}")
         if not 0 <= self.validation_fraction < 1:
             raise ZooError(f"train.validation_fraction must be in [0, 1), got {self.validation_fraction}")
         for key, choices in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES)):

@@ -57,6 +57,9 @@ def run_cli(capsys, *args):
      "--set model.filters does not apply with --from-preset: preset conv_ae_fashion_mnist brings its own model (conv_ae)"),
     (["run", "classify", "--from-preset", "conv_ae_fashion_mnist", "--model", "dense_ae"], "--model dense_ae does not apply with --from-preset"),
     (["export", "missing.keras", "--out", "x", "--batch-size", 0], "argument --batch-size: must be >= 1, got 0"),
+    (["verify", "x", "--timing-runs", -3], "argument --timing-runs: must be >= 0, got -3"),
+    (["run", "denoise", "--seed", -1], "argument --seed: must be >= 0, got -1"),
+    (["run", "denoise", "--set", "train.seed=-1"], "train.seed must be >= 0, got -1"),
     (["no_such_command"], "invalid choice: 'no_such_command'"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(capsys, tmp_path, monkeypatch, args, expected):
