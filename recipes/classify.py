@@ -161,6 +161,7 @@ def run(ctx):
     fractions = sorted(params["label_fractions"])
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise ZooError(f"params.label_fractions must be shares in (0, 1] (1.0: every label), got {fractions}")
+    augment = augmentation(params, data.input_shape)
     if ctx.from_preset:
         pretrained = ctx.build_model(data.input_shape)()
     else:
@@ -168,7 +169,6 @@ def run(ctx):
         pretrained, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train, tag="pretrain", transform=transform)
     ctx.model = pretrained
 
-    augment = augmentation(params, data.input_shape)
     seed = ctx.settings.seed
     classes = int(max(data.y_train.max(), data.y_test.max())) + 1
     settings = dataclasses.replace(

@@ -18,6 +18,15 @@ DATA_KEYS = {
     "image_size": list, "color_mode": str, "stream": bool, "image_key": str, "label_key": str, "data_dir": str,
 }
 QUICK_KEYS = {"epochs": int, "train_examples": int, "test_examples": int}
+# Inclusive bounds of numeric [params] keys (None: unbounded), checked before anything trains: out of
+# them a recipe would fail after training, in NumPy, scikit-learn or SciPy, or score nothing.
+PARAM_BOUNDS = {
+    "eval_examples": (1, None), "map_examples": (1, None), "neighbours": (1, None), "importance_samples": (1, None),
+    "quality_samples": (2, None), "label_draws": (1, None), "classifier_epochs": (1, None), "min_pass_examples": (1, None),
+    "sigma": (0, None), "extra_sigmas": (0, None), "salt_pepper": (0, 1), "min_fraction": (0, 1), "max_fraction": (0, 1),
+    "threshold_percentile": (0, 100), "binarization_seed": (0, None), "classifier_learning_rate": (0, None),
+    "augment_shift": (0, None), "label_fractions": (0, 1),  # classify checks more: shift < image side, fractions > 0
+}
 
 
 def load_recipe(name):
@@ -45,6 +54,14 @@ def _check_type(key, value, expected):
     return value
 
 
+def _check_bounds(key, value, low, high):
+    """`value` (a number or a list of numbers) if each lies in [low, high]; a ZooError naming `key` otherwise."""
+    for number in value if isinstance(value, list) else [value]:
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise ZooError(f"{key} must be {f'>= {low}' if high is None else f'in [{low}, {high}]'}, got {value}")
+    return value
+
+
 def apply_overrides(config, assignments):
     """Applies `section.key=value` strings; refuses unknown sections, keys and wrong value types."""
     config = copy.deepcopy(config)
@@ -60,7 +77,7 @@ def apply_overrides(config, assignments):
             defaults = config.get("params", {})
             if field not in defaults:
                 raise unknown_name(f"params key of task {config['task']!r}", field, defaults)
-            value = _check_type(key, value, type(defaults[field]))
+            value = _check_bounds(key, _check_type(key, value, type(defaults[field])), *PARAM_BOUNDS.get(field, (None, None)))
         elif section == "data":
             value = data_option(field, value)
         elif section == "quick":

@@ -16,6 +16,7 @@ from recipes import tutorials
 from recipes.evaluation import first_examples, mean_example, predict, psnr, ssim
 from recipes.report import Results, image_grid
 from zoo.data import random_occlusion
+from zoo.errors import ZooError
 
 
 def biharmonic_fill(occluded, mask):
@@ -40,6 +41,8 @@ def pooled_psnr(clean, restored, mask=None):
 
 def occlusion_transform(min_fraction, max_fraction):
     """A training transform (x, y, rng) -> (x with one random rectangle blanked per image, y)."""
+    if not 0 < min_fraction <= max_fraction <= 1:
+        raise ZooError(f"params.min_fraction <= params.max_fraction must hold (both in (0, 1]), got {min_fraction} and {max_fraction}")
 
     def occlude(x, y, rng):
         return random_occlusion(x, rng, min_fraction=min_fraction, max_fraction=max_fraction)[0], y

@@ -35,6 +35,10 @@ def run_cli(capsys, *args):
     (["run", "classify", "--set", "params.pretraining=mae"], "unknown params.pretraining 'mae'; choose one of: inpaint, reconstruct"),
     (["run", "denoise", "--set", "epochs"], "--set takes SECTION.KEY=VALUE"),
     (["run", "denoise", "--set", "quick.epochs=3"], "--set quick.epochs applies to --quick runs only; add --quick"),
+    (["run", "denoise", "--set", "params.extra_sigmas=[0.3, -0.1]"], "params.extra_sigmas must be >= 0, got [0.3, -0.1]"),
+    (["run", "anomaly", "--set", "params.threshold_percentile=150"], "params.threshold_percentile must be in [0, 100], got 150.0"),
+    (["run", "inpaint", "--set", "params.min_fraction=0.6", "--set", "params.max_fraction=0.3"],
+     "params.min_fraction <= params.max_fraction must hold (both in (0, 1]), got 0.6 and 0.3"),
     (["run", "reduce", "--set", "data.colour=rgb"], "unknown data key 'colour'; choose one of: color_mode, data_dir, image_key, image_size,"),
     (["run", "reduce", "--set", "data.stream=yes"], "data.stream must be bool, got 'yes'"),
     (["run", "reduce", "--data", "digits", "--set", "data.image_size=[4,4]"], "data.image_size applies to image folders, TFRecord files and TensorFlow Datasets, not digits"),
@@ -234,6 +238,15 @@ def test_classify_refuses_a_folder_of_one_class(capsys, tmp_path):
         Image.new("L", (8, 8), color=40 * i).save(tmp_path / "images" / "shirts" / f"{i}.png")
     code, _, err = run_cli(capsys, "run", "classify", "--data", tmp_path / "images", "--out", tmp_path / "run")
     assert code == 2 and "needs at least two classes, and the training split of images has one" in err
+
+
+def test_every_numeric_recipe_param_has_bounds_checked_before_training():
+    from recipes.catalog import list_recipes
+    from recipes.config import PARAM_BOUNDS, load_recipe
+
+    numeric = {key for recipe in list_recipes() for key, value in load_recipe(recipe).get("params", {}).items()
+               if not isinstance(value, (bool, str))}
+    assert numeric and numeric <= set(PARAM_BOUNDS), numeric - set(PARAM_BOUNDS)
 
 
 def test_labels_take_percentages_or_shares():
