@@ -209,8 +209,13 @@ def presets(args):
 
 
 def finetune(args):
+    from zoo.errors import ZooError
+
     for key, value in map(_assignment, args.set):
         _refuse_flag_key(key, value, FINETUNE_FLAGS)
+        if key.startswith("model."):
+            raise ZooError(f"{key}: preset {args.preset} brings its own model and options; to train another model use "
+                           "aezoo train or aezoo run")
     run(
         argparse.Namespace(
             recipe="finetune",

@@ -55,6 +55,8 @@ def run_cli(capsys, *args):
     (["finetune", "dense_ae_fashion_mnist", "--data", "digits", "--epochs", 0], "argument --epochs: must be >= 1"),
     (["finetune", "dense_ae_fashion_mnist", "--data", "digits", "--set", "train.batch_size=8"],
      "train.batch_size has its own option here: use --batch-size 8"),
+    (["finetune", "dense_ae_fashion_mnist", "--data", "digits", "--set", "model.latent_dim=3"],
+     "model.latent_dim: preset dense_ae_fashion_mnist brings its own model and options; to train another model use aezoo train"),
     (["finetune", "dense_ae_fashion_mnist", "--data", "digits"],
      "preset dense_ae_fashion_mnist takes inputs of shape (28, 28, 1), digits has (8, 8, 1); give it examples of shape (28, 28, 1)"),
     (["run", "classify", "--from-preset", "conv_ae_fashion_mnist", "--set", "model.filters=[8]"],
