@@ -11,7 +11,6 @@ All print their tables; `--readme` also writes them into README.md (sections `be
 `micro-presets`).
 """
 
-import argparse
 import json
 import shlex
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import keras
 
+from recipes import arguments
 from recipes.presets import CONVERGE
 
 # (label, preset name or aezoo arguments)
@@ -246,12 +246,12 @@ def micro_presets(readme, only=None):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog="aezoo benchmark recipes")
+    parser = arguments.Parser(prog="aezoo benchmark recipes")
     sub = parser.add_subparsers(dest="what", required=True)
     loop_args = sub.add_parser("loop", help="training throughput")
-    loop_args.add_argument("--examples", type=int, default=60000)
-    loop_args.add_argument("--epochs", type=int, default=3)
-    loop_args.add_argument("--batch-size", type=int, default=128)
+    loop_args.add_argument("--examples", type=arguments.count, default=60000)
+    loop_args.add_argument("--epochs", type=arguments.count, default=3)
+    loop_args.add_argument("--batch-size", type=arguments.count, default=128)
     loop_args.add_argument("--readme", action="store_true", help="write the table into README.md")
     full_args = sub.add_parser("full", help="every recipe on full data")
     full_args.add_argument("--readme", action="store_true", help="write the tables into README.md")

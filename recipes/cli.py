@@ -5,37 +5,12 @@ import os
 import shlex
 import sys
 
+from recipes.arguments import Parser, count, count_or_zero
+
 
 VERBOSE_ENV = "AEZOO_VERBOSE"
 KERNELS_HELP = ("default: the TFLite interpreter's optimized kernels; reference: its reference kernels, slower, "
                 "but int8 files give the same outputs on every CPU")
-
-
-class _Parser(argparse.ArgumentParser):
-    """Reports a bad command line in one line with exit code 2, like every other aezoo error."""
-
-    def error(self, message):
-        self.exit(2, f"aezoo: error: {message} (see '{self.prog} --help')\n")
-
-
-def _whole_number(text, minimum):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-    return value
-
-
-def _count(text):
-    """argparse type of counts (epochs, batch sizes, code widths): a whole number >= 1."""
-    return _whole_number(text, 1)
-
-
-def _count_or_zero(text):
-    """argparse type of optional counts (0: none): a whole number >= 0."""
-    return _whole_number(text, 0)
 
 
 def _label_fractions(text):
@@ -58,7 +33,7 @@ def _cpus(text):
 
 
 def _parser():
-    parser = _Parser(prog="aezoo", description="Keras autoencoder zoo: train, run recipes, export, predict.")
+    parser = Parser(prog="aezoo", description="Keras autoencoder zoo: train, run recipes, export, predict.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--verbose", action="store_true", help=f"show TensorFlow's C++ log messages (also {VERBOSE_ENV}=1)"
@@ -73,9 +48,9 @@ def _parser():
     train = add_command("train", help="train one model on one data set")
     train.add_argument("model", help="model name (see 'aezoo list')")
     train.add_argument("--data", default="mnist5k", help="data set name or path (default: mnist5k)")
-    train.add_argument("--epochs", type=_count, default=10)
-    train.add_argument("--batch-size", type=_count, default=128)
-    train.add_argument("--latent-dim", type=_count, default=16)
+    train.add_argument("--epochs", type=count, default=10)
+    train.add_argument("--batch-size", type=count, default=128)
+    train.add_argument("--latent-dim", type=count, default=16)
     train.add_argument("--loss", default="bce", help="reconstruction loss: bce or mse (plain autoencoders)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option (filters=[32,64]), data option (data.image_size=[64,64]) or training option (train.optimizer=adamw)")
     _add_training_flags(train)
@@ -86,7 +61,7 @@ def _parser():
     run.add_argument("--data", help="data set name or path")
     run.add_argument("--model", help="model name")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
-    run.add_argument("--epochs", type=_count)
+    run.add_argument("--epochs", type=count)
     run.add_argument("--quick", action="store_true", help="small data and few epochs (tests, smoke runs)")
     run.add_argument("--export", action="store_true", help="also export edge artifacts into OUT/export")
     run.add_argument("--from-preset", help="start from a pretrained preset's weights")
@@ -99,7 +74,7 @@ def _parser():
     export.add_argument(
         "--quantize", help="comma list of float32,float16,dynamic,int8 (default: float32, and int8 with calibration data)"
     )
-    export.add_argument("--batch-size", type=_count, default=1)
+    export.add_argument("--batch-size", type=count, default=1)
     export.add_argument("--calibration-data", help="data set for int8 calibration and verification (presets: the one they were trained on)")
     export.add_argument("--micro", action="store_true", help="also micro/: TFLite Micro int8 files as C arrays, arenas measured")
     export.add_argument("--onnx", action="store_true", help="also write onnx/<signature>.onnx, verified in ONNX Runtime")
@@ -117,7 +92,7 @@ def _parser():
     verify.add_argument("export_dirs", nargs="+", metavar="EXPORT_DIR", help="folders written by 'aezoo export'")
     verify.add_argument("--platform", choices=("x86_64", "aarch64"), default="aarch64")
     verify.add_argument("--cpu", type=_cpus, default="cortex-a72", help="aarch64: comma list of cortex-a72 (Pi 4), cortex-a76 (Pi 5)")
-    verify.add_argument("--timing-runs", type=_count_or_zero, default=0, help="time this many single-example reconstruct calls per file")
+    verify.add_argument("--timing-runs", type=count_or_zero, default=0, help="time this many single-example reconstruct calls per file")
     verify.add_argument("--kernels", default="default", help=KERNELS_HELP)
 
     presets = add_command("presets", help="pretrained presets with their headline metric")
@@ -126,8 +101,8 @@ def _parser():
     finetune = add_command("finetune", help="continue training a preset on new data")
     finetune.add_argument("preset")
     finetune.add_argument("--data", required=True)
-    finetune.add_argument("--epochs", type=_count, help="default: 5, or 2 with --quick")
-    finetune.add_argument("--batch-size", type=_count, default=128)
+    finetune.add_argument("--epochs", type=count, help="default: 5, or 2 with --quick")
+    finetune.add_argument("--batch-size", type=count, default=128)
     finetune.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
     finetune.add_argument("--quick", action="store_true", help="small data and few epochs")
     finetune.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -145,7 +120,7 @@ def _add_training_flags(sub):
     sub.add_argument("--precision", choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"], help="default: auto")
     sub.add_argument("--strategy", choices=["auto", "default", "mirrored", "multi_worker"], help="default: auto")
     sub.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    sub.add_argument("--seed", type=_count_or_zero, help="default: 0")
+    sub.add_argument("--seed", type=count_or_zero, help="default: 0")
     sub.add_argument("--out", default=None, help="run directory (default: runs/<name>)")
 
 

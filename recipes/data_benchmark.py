@@ -11,7 +11,6 @@ images) and reports the last epoch's samples/s (the first includes tracing). `--
 the table into README.md (section `data`).
 """
 
-import argparse
 import json
 import resource
 import subprocess
@@ -19,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from recipes import arguments
 
 STREAM_SPEED_TARGET = 0.8  # streamed samples/s at least this share of in-memory samples/s
 MEMORY_GROWTH_TARGET_MB = 150  # streamed peak RSS at the largest size at most this much above the smallest
@@ -105,22 +106,22 @@ def table(sizes, epochs, batch_size, folders):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog="aezoo benchmark data", description=__doc__.split("\n\n")[0])
+    parser = arguments.Parser(prog="aezoo benchmark data", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what")
     child = sub.add_parser("measure", help="(internal) one measurement, printed as JSON")
     child.add_argument("folder")
     child.add_argument("--stream", action="store_true")
-    for arguments in (parser, child):
-        arguments.add_argument("--epochs", type=int, default=2)
-        arguments.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--sizes", default="10000,60000", help="comma list of folder sizes (images)")
+    for command in (parser, child):
+        command.add_argument("--epochs", type=arguments.count, default=2)
+        command.add_argument("--batch-size", type=arguments.count, default=128)
+    parser.add_argument("--sizes", type=arguments.counts, default=[10000, 60000], help="comma list of folder sizes (images)")
     parser.add_argument("--folders", default="runs/benchmark/data", help="where the PNG folders are written")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
     if args.what == "measure":
         print(json.dumps(measure(Path(args.folder), args.stream, args.epochs, args.batch_size)))
         return
-    sizes = sorted(int(size) for size in args.sizes.split(","))
+    sizes = sorted(args.sizes)
     from recipes.benchmark import publish
 
     publish(table(sizes, args.epochs, args.batch_size, args.folders), "data" if args.readme else None)

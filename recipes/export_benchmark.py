@@ -31,7 +31,6 @@ with `--presets`, else `export-families`; the micro/ one into `export-micro`. Ea
 command that made it.
 """
 
-import argparse
 import importlib
 import os
 import shlex
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recipes import arguments
 from recipes.report import write_readme_section
 
 # family -> (zoo model, options, reads the images as (rows, columns) sequences)
@@ -69,15 +69,15 @@ WARMUP_RUNS = 10
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="aezoo benchmark export", description=__doc__.split("\n\n")[0])
+    parser = arguments.Parser(prog="aezoo benchmark export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma list of " + ", ".join(FAMILIES))
     parser.add_argument("--modes", default="float32,float16,dynamic,int8", help="comma list of quantize modes")
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs on mnist5k's 4000 training images")
-    parser.add_argument("--runs", type=int, default=200, help="timed single-sample runs per file and thread count")
-    parser.add_argument("--verify-samples", type=int, default=200, help="held-out images the quality is measured on")
+    parser.add_argument("--epochs", type=arguments.count, default=5, help="training epochs on mnist5k's 4000 training images")
+    parser.add_argument("--runs", type=arguments.count, default=200, help="timed single-sample runs per file and thread count")
+    parser.add_argument("--verify-samples", type=arguments.count, default=200, help="held-out images the quality is measured on")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX row (no tf2onnx installed)")
     parser.add_argument("--out", help="keep the exports in this folder (default: a temp folder, removed)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=arguments.count_or_zero, default=0)
     parser.add_argument("--micro", action="store_true", help="also micro/ files: flash and measured TFLM arena per file")
     parser.add_argument("--aarch64", action="store_true", help="also run the .tflite files on an emulated Cortex-A72")
     parser.add_argument(

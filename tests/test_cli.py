@@ -256,3 +256,15 @@ def test_labels_take_percentages_or_shares():
 
     assert _parser().parse_args(["run", "classify", "--labels", "1%, 10%,100%"]).labels == [0.01, 0.1, 1.0]
     assert _parser().parse_args(["run", "classify", "--labels", "0.05"]).labels == [0.05]
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["benchmark", "data", "--sizes", "10000,abc"], "argument --sizes: expected a whole number >= 1, got 'abc'"),
+    (["benchmark", "export", "--seed", -2], "argument --seed: must be >= 0, got -2"),
+    (["benchmark", "recipes", "loop", "--epochs", 0], "argument --epochs: must be >= 1, got 0"),
+])
+def test_benchmark_command_lines_fail_in_one_line_like_the_others(capsys, args, expected):
+    with pytest.raises(SystemExit) as stop:  # the benchmark's own parser exits, as argparse does
+        main([str(a) for a in args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and err[0].startswith("aezoo: error: ") and expected in err[0], err
