@@ -91,7 +91,7 @@ def _parser():
     verify = add_command("verify", help="re-run an export's .tflite files on x86_64 or emulated aarch64 (no TensorFlow)")
     verify.add_argument("export_dirs", nargs="+", metavar="EXPORT_DIR", help="folders written by 'aezoo export'")
     verify.add_argument("--platform", choices=("x86_64", "aarch64"), default="aarch64")
-    verify.add_argument("--cpu", type=_cpus, default="cortex-a72", help="aarch64: comma list of cortex-a72 (Pi 4), cortex-a76 (Pi 5)")
+    verify.add_argument("--cpu", type=_cpus, help="aarch64 only: comma list of cortex-a72 (Pi 4, the default), cortex-a76 (Pi 5)")
     verify.add_argument("--timing-runs", type=count_or_zero, default=0, help="time this many single-example reconstruct calls per file")
     verify.add_argument("--kernels", default="default", help=KERNELS_HELP)
 
@@ -182,8 +182,12 @@ def main(argv=None):
             return 0
         if args.command == "verify":
             from export.aarch64 import verify
+            from export.runtime import EdgeError
 
-            reports = verify(args.export_dirs, args.platform, args.cpu, args.timing_runs, args.kernels)
+            if args.cpu and args.platform != "aarch64":
+                raise EdgeError(f"--cpu applies to --platform aarch64 only ({args.platform} runs natively); remove it")
+            cpus = {"cpus": args.cpu} if args.cpu else {}
+            reports = verify(args.export_dirs, args.platform, timing_runs=args.timing_runs, kernels=args.kernels, **cpus)
             print("\n\n".join(map(str, reports)))
             return 1 if any(report.missed for report in reports) else 0
         from recipes import commands

@@ -64,6 +64,7 @@ def run_cli(capsys, *args):
     (["run", "classify", "--from-preset", "conv_ae_fashion_mnist", "--model", "dense_ae"], "--model dense_ae does not apply with --from-preset"),
     (["export", "missing.keras", "--out", "x", "--batch-size", 0], "argument --batch-size: must be >= 1, got 0"),
     (["verify", "x", "--timing-runs", -3], "argument --timing-runs: must be >= 0, got -3"),
+    (["verify", "x", "--platform", "x86_64", "--cpu", "cortex-a76"], "--cpu applies to --platform aarch64 only (x86_64 runs natively)"),
     (["run", "denoise", "--seed", -1], "argument --seed: must be >= 0, got -1"),
     (["run", "denoise", "--set", "train.seed=-1"], "train.seed must be >= 0, got -1"),
     (["no_such_command"], "invalid choice: 'no_such_command'"),
