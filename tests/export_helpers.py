@@ -59,7 +59,7 @@ def train_briefly(name, data, seed=0, **extra_options):
 
     registry_name, options, _ = FAMILIES[name]
     keras.utils.set_random_seed(seed)
-    model = zoo.create(registry_name, input_shape=data.input_shape, latent_dim=LATENT_DIM, **{**options, **extra_options})
+    model = zoo.create(registry_name, input_shape=data.input_shape, **{"latent_dim": LATENT_DIM, **options, **extra_options})
     x = data.x_train[:TRAIN_SAMPLES]
     # Eager: for ten steps, tracing the train step would cost more than it saves.
     if registry_name == "vae":

@@ -29,8 +29,9 @@ MICRO_FAMILIES = {
     "dense_ae": ("dense_ae", {}, "int8"),
     # Batch-norm residual stages, as in the denoise and inpaint presets (folded into the convolutions).
     "conv_ae_residual": ("conv_ae_residual", {}, "int8"),
-    # The spatial code option (screened for the denoise preset): a 1x1 convolution and reshapes, no dense layer.
-    "conv_ae_spatial": ("conv_ae_residual", {"code": "spatial"}, "int8"),
+    # The denoise preset's code: on stage 0's 4 x 4 grid (1x1 convolution and reshapes, no dense layer),
+    # with stage 1's map resized back up and added.
+    "conv_ae_spatial": ("conv_ae_residual", {"code": "spatial", "code_stage": 0, "latent_dim": 16}, "int8"),
     # The GroupNorm option: TFLM runs its MEAN and RSQRT.
     "conv_ae_group_norm": ("conv_ae_residual", {"normalization": "group"}, "int8"),
     "lstm_ae": ("lstm_ae", {"repeat": "broadcast"}, "int16x8"),

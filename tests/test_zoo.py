@@ -29,12 +29,16 @@ CASES = [
     # Four stages take 28 x 28 to a 2 x 2 grid, so the spatial code of LATENT = 8 has 2 channels.
     ("conv_ae", "image", {"filters": [8, 8, 16, 16], "code": "spatial", "normalization": "batch"}),
     ("vae", "image", {"backbone": "conv", "backbone_config": {"filters": [8, 8, 16, 16], "code": "spatial"}}),
+    # Five stages end at 1 x 1; the code sits on stage 3's 2 x 2 grid, with stage 4's context added.
+    ("conv_ae", "image", {"filters": [8, 8, 8, 16, 16], "code": "spatial", "code_stage": 3, "normalization": "batch",
+                          "blocks_per_stage": 1, "upsampling": "resize"}),
 ]
 IDS = [
     f"{name}-{kind}-{options.get('backbone', '')}".rstrip("-")
     + ("-residual" if "blocks_per_stage" in str(options) else "")
     + ("-bidirectional" if "bidirectional" in options else "")
     + ("-spatial" if "spatial" in str(options) else "")
+    + ("-finer-code" if "code_stage" in options else "")
     for name, kind, options in CASES
 ]
 LATENT = 8
@@ -261,6 +265,24 @@ def test_spatial_code_keeps_each_entry_local_and_refuses_a_latent_dim_off_the_gr
         zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=64, filters=(8, 16), code="spatial")
     with pytest.raises(zoo.ZooError, match="no dense hidden layer; drop hidden_units"):
         zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=98, filters=(8, 16), code="spatial", hidden_units=128)
+
+
+def test_a_code_on_a_finer_stage_keeps_its_grid_and_sees_the_deeper_stages_context():
+    model = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=196, filters=(8, 16), code="spatial", code_stage=0)
+    assert model.encode(np.zeros((1, 28, 28, 1), "float32")).shape == (1, 196)  # 14 x 14 x 1
+    # Changed pixels in rows and columns 0-3 reach cells 0-1 of stage 0's 14 x 14 map; stage 1 (cell
+    # 0 of 7), upsampled and convolved (3x3) back onto that grid, carries them to cell 2 as well.
+    x = np.random.default_rng(0).random((2, 28, 28, 1)).astype("float32")
+    changed = x.copy()
+    changed[:, :4, :4] += 0.5
+    moved = np.abs(model.encode(changed) - model.encode(x)).reshape(2, 14, 14).max(axis=0)
+    assert moved[2, 2] > 0 and moved[3:, :].max() == 0 and moved[:, 3:].max() == 0
+    with pytest.raises(zoo.ZooError, match=r"14x14 grid of stage 0, so latent_dim must be a multiple of 196, got 98"):
+        zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=98, filters=(8, 16), code="spatial", code_stage=0)
+    with pytest.raises(zoo.ZooError, match=r"code_stage=2 names no stage of filters=\[8, 16\]; choose 0 to 1"):
+        zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=98, filters=(8, 16), code="spatial", code_stage=2)
+    with pytest.raises(zoo.ZooError, match="code_stage needs code='spatial'"):
+        zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=16, filters=(8, 16), code_stage=0)
 
 
 def test_transformer_pads_images_that_do_not_divide_into_patches():

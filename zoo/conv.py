@@ -1,5 +1,5 @@
 """Convolutional autoencoder: strided Conv2D encoder, upsampling decoder, any H x W x C; optional
-normalization, SiLU, residual blocks per stage and a spatial code."""
+normalization, SiLU, residual blocks per stage and a spatial code on any stage's grid."""
 
 import dataclasses
 import math
@@ -71,26 +71,33 @@ class ConvStyle:
         return self.conv(h, filters, name)
 
 
-def coarsest_grid(height, width, stages):
+def stage_grid(height, width, stages):
     """(rows, columns) of the feature map after `stages` stride-2 convolutions (input padded up)."""
     return math.ceil(height / 2**stages), math.ceil(width / 2**stages)
 
 
-def conv_networks(input_shape, latent_dim, filters, hidden_units, style, code):
+def conv_networks(input_shape, latent_dim, filters, hidden_units, style, code, code_stage):
     """(trunk, decoder) for `ConvAutoencoder`: one stride-2 stage per entry of `filters`.
 
     A dense code: trunk -> Flatten -> Dense(hidden_units), decoder Dense -> Dense -> Reshape. A
-    spatial code: the trunk ends at the coarsest feature map and the decoder starts from the code
-    reshaped onto that grid, with no dense layer on either side.
+    spatial code: the trunk ends at stage `code_stage`'s feature map (the coarsest: the last
+    stage) and the decoder starts from the code reshaped onto that grid, with no dense layer on
+    either side. Below a finer code stage the trunk runs the deeper stages and brings their
+    context back up to the code's grid (upsample, add to that stage's map, residual blocks).
     """
     height, width, channels = input_shape
     pad, crop = pad_crop_2d(height, width, 2 ** len(filters), style.dtype)
 
     inputs = keras.Input(input_shape)
     h = pad(inputs) if pad else inputs
+    stage_maps = []
     for i, f in enumerate(filters):
         h = style.residual_blocks(style.conv(h, f, f"conv_{i}", strides=2), style.blocks[i], f"conv_{i}")
-    grid = tuple(h.shape[1:3])  # the coarsest map's rows and columns
+        stage_maps.append(h)
+    for i in reversed(range(code_stage, len(filters) - 1)):
+        h = keras.layers.Add(dtype=style.dtype, name=f"context_{i}_add")([stage_maps[i], style.upsample(h, filters[i], f"context_{i}")])
+        h = style.residual_blocks(h, style.blocks[i], f"context_{i}")
+    grid = tuple(h.shape[1:3])  # the code stage's rows and columns
     if code == "dense":
         h = keras.layers.Flatten(dtype=style.dtype)(h)
         h = keras.layers.Dense(hidden_units, activation=style.activation, dtype=style.dtype, name="hidden")(h)
@@ -104,9 +111,9 @@ def conv_networks(input_shape, latent_dim, filters, hidden_units, style, code):
         h = keras.layers.Reshape((*grid, filters[-1]), dtype=style.dtype)(h)
     else:
         h = keras.layers.Reshape((*grid, latent_dim // math.prod(grid)), dtype=style.dtype)(codes)
-        h = style.conv(h, filters[-1], "expand")
-    for i, (f, blocks) in enumerate(zip(reversed(filters), reversed(style.blocks))):
-        h = style.residual_blocks(style.upsample(h, f, f"deconv_{i}"), blocks, f"deconv_{i}")
+        h = style.conv(h, filters[code_stage], "expand")
+    for i, stage in enumerate(reversed(range(code_stage + 1))):  # mirrors the encoder from the code's stage out
+        h = style.residual_blocks(style.upsample(h, filters[stage], f"deconv_{i}"), style.blocks[stage], f"deconv_{i}")
     logits = keras.layers.Conv2D(channels, style.kernel_size, padding="same", dtype="float32", name="logits")(h)
     if crop:
         logits = crop(logits)
@@ -132,10 +139,15 @@ class ConvAutoencoder(Autoencoder):
             only at the coarsest, cheapest resolution).
         upsampling: "transpose" (Conv2DTranspose) or "resize" (nearest resize + Conv2D).
         code: "dense" (flatten, dense layers, a global code) or "spatial": a 1x1 convolution maps
-            the coarsest feature map to latent_dim / (rows x columns) channels, flattened into the
+            a stage's feature map (`code_stage`: the coarsest by default) to latent_dim / (rows x columns) channels, flattened into the
             code, so each code entry describes one neighbourhood (latent_dim must be a multiple of
             that grid's size, e.g. of 7 x 7 = 49 for 28 x 28 images and two stages). Locality
             keeps detail a global code of the same width loses (restoration: denoise, inpaint).
+        code_stage: with code="spatial", the stage (0: the first, finest) whose grid holds the
+            code; default: the last (e.g. 0 for 28 x 28 images and two stages: a 14 x 14 grid). Below a finer code stage the encoder still runs the deeper
+            stages and adds their upsampled maps to that stage's (a top-down path, as in feature
+            pyramid networks), so a code entry keeps a small neighbourhood's detail and sees the
+            wider context; the decoder starts on that grid.
 
     Example:
         >>> model = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64))
@@ -143,6 +155,7 @@ class ConvAutoencoder(Autoencoder):
         >>> residual = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=16, normalization="group",
         ...                       activation="silu", blocks_per_stage=1, upsampling="resize")
         >>> spatial = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=196, code="spatial")  # 7 x 7 x 4
+        >>> finer = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=392, code="spatial", code_stage=0)  # 14 x 14 x 2
     """
 
     input_rank = 3
@@ -160,6 +173,7 @@ class ConvAutoencoder(Autoencoder):
         blocks_per_stage=0,
         upsampling="transpose",
         code="dense",
+        code_stage=None,
         **kwargs,
     ):
         super().__init__(input_shape, latent_dim, output_activation, **kwargs)
@@ -181,11 +195,18 @@ class ConvAutoencoder(Autoencoder):
         kernel_size = whole_number("kernel_size", kernel_size)
         self.style = ConvStyle(kernel_size, normalization, activation, tuple(blocks), upsampling, self.dtype_policy)
         self.code = code
+        last = len(self.filters) - 1
+        self.code_stage = last if code_stage is None else whole_number("code_stage", code_stage, minimum=0)
+        if self.code_stage > last:
+            raise ZooError(f"conv_ae code_stage={code_stage} names no stage of filters={self.filters}; choose 0 to {last}")
+        if code == "dense" and self.code_stage != last:
+            raise ZooError("conv_ae code_stage needs code='spatial' (a dense code reads the last stage); "
+                           "set code='spatial' or drop code_stage")
         if code == "spatial":
-            grid = coarsest_grid(*self.data_shape[:2], len(self.filters))
+            grid = stage_grid(*self.data_shape[:2], self.code_stage + 1)
             if self.latent_dim % math.prod(grid):
                 raise ZooError(
-                    f"conv_ae code='spatial' spreads the code over the {grid[0]}x{grid[1]} grid of the last stage, so "
+                    f"conv_ae code='spatial' spreads the code over the {grid[0]}x{grid[1]} grid of stage {self.code_stage}, so "
                     f"latent_dim must be a multiple of {math.prod(grid)}, got {self.latent_dim}; choose "
                     f"{math.prod(grid) * max(1, self.latent_dim // math.prod(grid))} or use code='dense'"
                 )
@@ -196,7 +217,8 @@ class ConvAutoencoder(Autoencoder):
             self.hidden_units = (auto_width(self.input_size, self.latent_dim) if hidden_units is None
                                  else whole_number("hidden_units", hidden_units))
             check_hidden_widths([self.hidden_units], self.input_size, self.latent_dim, "hidden_units")
-        self._attach(*conv_networks(self.data_shape, self.latent_dim, self.filters, self.hidden_units, self.style, code))
+        self._attach(*conv_networks(self.data_shape, self.latent_dim, self.filters, self.hidden_units, self.style, code,
+                                   self.code_stage))
 
     def code_head_layer(self, name):
         if self.code == "dense":
@@ -218,4 +240,5 @@ class ConvAutoencoder(Autoencoder):
             "blocks_per_stage": self.blocks_per_stage,
             "upsampling": self.style.upsampling,
             "code": self.code,
+            "code_stage": self.code_stage,
         }
