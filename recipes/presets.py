@@ -57,7 +57,8 @@ PRESETS = {
         "Convolutional autoencoder, 16-dim codes (SiLU, nearest-neighbour resize + conv upsampling, AdamW + cosine decay)",
         ["reduce", "--model", "conv_ae", "--set", "model.filters=[32, 64]", "--set", "model.hidden_units=256",
          "--set", "model.activation=silu", "--set", "model.upsampling=resize", *CONVERGE,
-         "--set", "train.learning_rate=0.002", "--epochs", "12"],
+         "--set", "train.learning_rate=0.004", "--epochs", "12"],
+        batch_size=64,
     ),
     "lstm_ae_fashion_mnist": Preset(
         "LSTM autoencoder reading image rows as a sequence, 16-dim codes (TFLite Micro ready: no TILE)",
