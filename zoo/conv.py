@@ -95,7 +95,8 @@ def conv_networks(input_shape, latent_dim, filters, hidden_units, style, code, c
         h = style.residual_blocks(style.conv(h, f, f"conv_{i}", strides=2), style.blocks[i], f"conv_{i}")
         stage_maps.append(h)
     for i in reversed(range(code_stage, len(filters) - 1)):
-        h = keras.layers.Add(dtype=style.dtype, name=f"context_{i}_add")([stage_maps[i], style.upsample(h, filters[i], f"context_{i}")])
+        context = style.upsample(h, filters[i], f"context_{i}")
+        h = keras.layers.Add(dtype=style.dtype, name=f"context_{i}_add")([stage_maps[i], context])
         h = style.residual_blocks(h, style.blocks[i], f"context_{i}")
     grid = tuple(h.shape[1:3])  # the code stage's rows and columns
     if code == "dense":
@@ -139,15 +140,17 @@ class ConvAutoencoder(Autoencoder):
             only at the coarsest, cheapest resolution).
         upsampling: "transpose" (Conv2DTranspose) or "resize" (nearest resize + Conv2D).
         code: "dense" (flatten, dense layers, a global code) or "spatial": a 1x1 convolution maps
-            a stage's feature map (`code_stage`: the coarsest by default) to latent_dim / (rows x columns) channels, flattened into the
-            code, so each code entry describes one neighbourhood (latent_dim must be a multiple of
-            that grid's size, e.g. of 7 x 7 = 49 for 28 x 28 images and two stages). Locality
-            keeps detail a global code of the same width loses (restoration: denoise, inpaint).
+            a stage's feature map (the last, coarsest, unless `code_stage` says otherwise) to
+            latent_dim / (rows x columns) channels, flattened into the code, so each code entry
+            describes one neighbourhood (latent_dim must be a multiple of that grid's size, e.g.
+            of 7 x 7 = 49 for 28 x 28 images and two stages). Locality keeps detail a global code
+            of the same width loses (restoration: denoise, inpaint).
         code_stage: with code="spatial", the stage (0: the first, finest) whose grid holds the
-            code; default: the last (e.g. 0 for 28 x 28 images and two stages: a 14 x 14 grid). Below a finer code stage the encoder still runs the deeper
-            stages and adds their upsampled maps to that stage's (a top-down path, as in feature
-            pyramid networks), so a code entry keeps a small neighbourhood's detail and sees the
-            wider context; the decoder starts on that grid.
+            code; default: the last (with two stages on 28 x 28 images, 0 puts it on 14 x 14).
+            Below a finer code stage the encoder still runs the deeper stages and adds their
+            upsampled maps to that stage's (a top-down path, as in feature pyramid networks), so
+            a code entry keeps a small neighbourhood's detail and sees the wider context; the
+            decoder starts on that grid.
 
     Example:
         >>> model = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64))
