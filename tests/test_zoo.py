@@ -279,6 +279,11 @@ def test_a_code_on_a_finer_stage_keeps_its_grid_and_sees_the_deeper_stages_conte
     assert moved[2, 2] > 0 and moved[3:, :].max() == 0 and moved[:, 3:].max() == 0
     with pytest.raises(zoo.ZooError, match=r"14x14 grid of stage 0, so latent_dim must be a multiple of 196, got 98"):
         zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=98, filters=(8, 16), code="spatial", code_stage=0)
+    # Three stages pad 28 x 28 inputs to 32 x 32, so stage 0's grid is 16 x 16, not 14 x 14.
+    with pytest.raises(zoo.ZooError, match=r"16x16 grid of stage 0, so latent_dim must be a multiple of 256, got 392; choose 256"):
+        zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=392, filters=(8, 16, 16), code="spatial", code_stage=0)
+    assert zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=64, filters=(8, 16, 16), code="spatial",
+                      code_stage=1).encode(np.zeros((1, 28, 28, 1), "float32")).shape == (1, 64)  # 8 x 8 x 1
     with pytest.raises(zoo.ZooError, match=r"code_stage=2 names no stage of filters=\[8, 16\]; choose 0 to 1"):
         zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=98, filters=(8, 16), code="spatial", code_stage=2)
     with pytest.raises(zoo.ZooError, match="code_stage needs code='spatial'"):

@@ -71,9 +71,11 @@ class ConvStyle:
         return self.conv(h, filters, name)
 
 
-def stage_grid(height, width, stages):
-    """(rows, columns) of the feature map after `stages` stride-2 convolutions (input padded up)."""
-    return math.ceil(height / 2**stages), math.ceil(width / 2**stages)
+def stage_grid(height, width, stage, stages):
+    """(rows, columns) of stage `stage`'s feature map (0: the first) in an encoder of `stages`
+    stride-2 stages, whose input is padded up to multiples of 2**stages (28 -> 32 for three)."""
+    multiple = 2**stages
+    return math.ceil(height / multiple) * 2 ** (stages - stage - 1), math.ceil(width / multiple) * 2 ** (stages - stage - 1)
 
 
 def conv_networks(input_shape, latent_dim, filters, hidden_units, style, code, code_stage):
@@ -206,7 +208,7 @@ class ConvAutoencoder(Autoencoder):
             raise ZooError("conv_ae code_stage needs code='spatial' (a dense code reads the last stage); "
                            "set code='spatial' or drop code_stage")
         if code == "spatial":
-            grid = stage_grid(*self.data_shape[:2], self.code_stage + 1)
+            grid = stage_grid(*self.data_shape[:2], self.code_stage, len(self.filters))
             if self.latent_dim % math.prod(grid):
                 raise ZooError(
                     f"conv_ae code='spatial' spreads the code over the {grid[0]}x{grid[1]} grid of stage {self.code_stage}, so "
