@@ -148,7 +148,8 @@ class ConvAutoencoder(Autoencoder):
             of 7 x 7 = 49 for 28 x 28 images and two stages). Locality keeps detail a global code
             of the same width loses (restoration: denoise, inpaint).
         code_stage: with code="spatial", the stage (0: the first, finest) whose grid holds the
-            code; default: the last (with two stages on 28 x 28 images, 0 puts it on 14 x 14).
+            code; default: the last (with two stages on 28 x 28 images, 0 puts it on 14 x 14; three
+            stages pad the input to 32 x 32, and 0 puts it on 16 x 16).
             Below a finer code stage the encoder still runs the deeper stages and adds their
             upsampled maps to that stage's (a top-down path, as in feature pyramid networks), so
             a code entry keeps a small neighbourhood's detail and sees the wider context; the
