@@ -82,11 +82,12 @@ PRESETS = {
         conv_vae_run(128, "--set", "model.latent_dim=2"),
     ),
     "conv_ae_denoise_fashion_mnist": Preset(
-        "Convolutional denoiser, 392-dim spatial code (14x14x2 with the 7x7 stage's context; Gaussian and "
+        "Convolutional denoiser, 512-dim spatial code (16x16x2 with the 8x8 and 4x4 stages' context; Gaussian and "
         "salt-and-pepper noise; batch-norm + SiLU residual stages, resize + conv upsampling, AdamW + cosine decay)",
         # README "Results on Fashion-MNIST": screens and full runs of each change.
-        ["denoise", "--set", "model.latent_dim=392", "--set", "model.code=spatial", "--set", "model.code_stage=0",
-         *RESIDUAL, *CONVERGE, "--set", "train.learning_rate=0.004", "--epochs", "20"],
+        ["denoise", "--set", "model.latent_dim=512", "--set", "model.code=spatial", "--set", "model.code_stage=0",
+         "--set", "model.filters=[32, 64, 64]", *RESIDUAL, *CONVERGE, "--set", "train.learning_rate=0.004",
+         "--epochs", "20"],
         batch_size=64,
     ),
     "conv_ae_inpaint_fashion_mnist": Preset(
