@@ -74,8 +74,9 @@ class ConvStyle:
 def stage_grid(height, width, stage, stages):
     """(rows, columns) of stage `stage`'s feature map (0: the first) in an encoder of `stages`
     stride-2 stages, whose input is padded up to multiples of 2**stages (28 -> 32 for three)."""
-    multiple = 2**stages
-    return math.ceil(height / multiple) * 2 ** (stages - stage - 1), math.ceil(width / multiple) * 2 ** (stages - stage - 1)
+    last_rows, last_columns = math.ceil(height / 2**stages), math.ceil(width / 2**stages)
+    finer = 2 ** (stages - 1 - stage)  # each later stage halves the grid
+    return last_rows * finer, last_columns * finer
 
 
 def conv_networks(input_shape, latent_dim, filters, hidden_units, style, code, code_stage):
