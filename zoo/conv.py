@@ -8,7 +8,7 @@ import keras
 
 from zoo.autoencoder import Autoencoder, check_hidden_widths, whole_number, whole_numbers
 from zoo.errors import ZooError, unknown_name
-from zoo.layers import auto_width, pad_crop_2d
+from zoo.layers import auto_width, pad_crop_2d, padding_to_multiple
 from zoo.registry import register_model
 
 
@@ -73,10 +73,8 @@ class ConvStyle:
 
 def stage_grid(height, width, stage, stages):
     """(rows, columns) of stage `stage`'s feature map (0: the first) in an encoder of `stages`
-    stride-2 stages, whose input is padded up to multiples of 2**stages (28 -> 32 for three)."""
-    last_rows, last_columns = math.ceil(height / 2**stages), math.ceil(width / 2**stages)
-    finer = 2 ** (stages - 1 - stage)  # each later stage halves the grid
-    return last_rows * finer, last_columns * finer
+    stride-2 stages, whose input is padded as `conv_networks` pads it (28 -> 32 for three)."""
+    return tuple((size + sum(padding_to_multiple(size, 2**stages))) // 2 ** (stage + 1) for size in (height, width))
 
 
 def conv_networks(input_shape, latent_dim, filters, hidden_units, style, code, code_stage):
