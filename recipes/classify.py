@@ -43,6 +43,7 @@ from zoo.data import random_shift_flip
 from zoo.errors import ZooError, unknown_name
 
 PROBE_EXAMPLES = 2000
+SELF_TRAINED = "autoencoder + pseudo-labels"
 # params.pretraining -> the autoencoder's training transform: the image back from itself, or from
 # the image with a random rectangle blanked out (as the inpaint recipe trains; sides 25-50%).
 PRETRAINING = {"reconstruct": None, "inpaint": occlusion_transform(min_fraction=0.25, max_fraction=0.5)}
@@ -101,6 +102,17 @@ def probed_classifier(pretrained, classes, x, y, seed):
     return classifier(autoencoder, classes, probe_head_weights(codes, y[sample], classes))
 
 
+def confident_pseudo_labels(probabilities, per_class):
+    """(indices, classes) of the `per_class` rows of `probabilities` most confidently predicted as each
+    class (fewer where fewer rows predict it): a class-balanced set of pseudo-labels, so that the
+    classes a classifier finds easiest do not crowd out the rest."""
+    predicted, confidence = probabilities.argmax(axis=-1), probabilities.max(axis=-1)
+    picks = [members[np.argsort(-confidence[members], kind="stable")[:per_class]]
+             for members in (np.flatnonzero(predicted == c) for c in range(probabilities.shape[1]))]
+    indices = np.sort(np.concatenate(picks))
+    return indices, predicted[indices]
+
+
 def labelled_subset(y, fraction, seed):
     """Indices of a stratified subset: round(fraction x class size) examples of each class, at least one.
 
@@ -125,6 +137,23 @@ def augmentation(params, input_shape):
     if not shift and not flip:
         return None
     return lambda x, y, rng: (random_shift_flip(x, rng, shift, flip), y)
+
+
+def self_train(ctx, teacher, pretrained, classes, data, subset, repeated, settings, augment, tag):
+    """A student classifier, started from `pretrained` as the teacher was, trained on the teacher's
+    labelled examples (`repeated`, indices into the training split) and on the unlabelled training
+    images the teacher classifies most confidently, labelled by the teacher (self-training with
+    pseudo-labels; a fresh student rather than the teacher itself, which would only confirm its
+    own predictions)."""
+    unlabelled = np.setdiff1d(np.arange(len(data.y_train)), subset)
+    chosen, pseudo_labels = confident_pseudo_labels(predict(teacher, data.x_train[unlabelled]),
+                                                    ctx.params["pseudo_labels_per_class"])
+    examples = np.concatenate([repeated, unlabelled[chosen]])
+    x, y = data.x_train[examples], np.concatenate([data.y_train[repeated], pseudo_labels])
+    model, _ = ctx.train(lambda: probed_classifier(pretrained, classes, x, y, ctx.settings.seed), x, y, tag=tag,
+                         settings=dataclasses.replace(settings, epochs=ctx.params["pseudo_label_epochs"]),
+                         compile_fn=training.compile_classifier, transform=augment)
+    return model
 
 
 def fraction_label(fraction):
@@ -162,6 +191,10 @@ def run(ctx):
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise ZooError(f"params.label_fractions must be shares in (0, 1] (1.0: every label), got {fractions}")
     augment = augmentation(params, data.input_shape)
+    self_training = params["pseudo_labels_per_class"] > 0
+    if self_training and fractions[0] == 1.0:
+        raise ZooError("params.pseudo_labels_per_class needs a label fraction below 1.0 (with every label no image is "
+                       "left to pseudo-label); add one to params.label_fractions or set it to 0")
     if ctx.from_preset:
         pretrained = ctx.build_model(data.input_shape)()
     else:
@@ -187,7 +220,7 @@ def run(ctx):
         results.notes.append(f"no {tutorials.CONVNET.label}: it trains on every label, and params.label_fractions leaves out 1.0")
     for fraction in fractions:
         draws = params["label_draws"] if fraction < 1 else 1  # every label: one possible subset
-        accuracies = {"autoencoder": [], "from scratch": []}
+        accuracies = {}
         for draw in range(draws):
             subset = labelled_subset(data.y_train, fraction, [seed, draw])
             repeated = np.resize(subset, max(len(subset), params["min_pass_examples"]))
@@ -196,18 +229,17 @@ def run(ctx):
                 "autoencoder": ("finetune", lambda: probed_classifier(pretrained, classes, x, y, seed)),
                 "from scratch": ("scratch", lambda: classifier(same_network(pretrained, keep_weights=False), classes)),
             }
+            suffix = f"-{fraction * 100:g}pct" + (f"-draw{draw + 1}" if draws > 1 else "")
+            models = {}
             for method, (tag, build) in builders.items():
-                model, _ = ctx.train(
-                    build,
-                    data.x_train[repeated],
-                    data.y_train[repeated],
-                    tag=f"{tag}-{fraction * 100:g}pct" + (f"-draw{draw + 1}" if draws > 1 else ""),
-                    settings=settings,
-                    compile_fn=training.compile_classifier,
-                    transform=augment,
-                )
+                models[method], _ = ctx.train(build, data.x_train[repeated], data.y_train[repeated], tag=tag + suffix,
+                                              settings=settings, compile_fn=training.compile_classifier, transform=augment)
+            if self_training and fraction < 1:
+                models[SELF_TRAINED] = self_train(ctx, models["autoencoder"], pretrained, classes, data, subset, repeated,
+                                                  settings, augment, tag="pseudo" + suffix)
+            for method, model in models.items():
                 predicted = predict(model, data.x_test).argmax(axis=-1)
-                accuracies[method].append(np.mean(predicted == data.y_test))
+                accuracies.setdefault(method, []).append(np.mean(predicted == data.y_test))
                 if draw == 0:
                     predictions[method] = predicted
         results.add(f"accuracy, {fraction_label(fraction)} labels", {m: np.mean(a) for m, a in accuracies.items()})
@@ -242,4 +274,10 @@ def run(ctx):
         "subsets, since with a few examples per class the draw moves accuracy by several points",
         *details,
     ]
+    if self_training:
+        results.notes.append(
+            f"{SELF_TRAINED}: a student started like the autoencoder classifier (pretrained encoder, probed head) and "
+            f"trained for {params['pseudo_label_epochs']} passes on the labelled examples and the unlabelled training "
+            f"images the fine-tuned autoencoder classifier (its teacher) predicts most confidently, "
+            f"{params['pseudo_labels_per_class']} per class, labelled by the teacher (below 100% of the labels)")
     return results, data

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from recipes.classify import labelled_subset, probe_head_weights
+from recipes.classify import confident_pseudo_labels, labelled_subset, probe_head_weights
+from zoo.errors import ZooError
 from recipes.run import run_recipe
 
 
@@ -27,6 +28,21 @@ def test_probe_head_predicts_what_the_logistic_regression_learned(classes):
     assert kernel.shape == (6, classes + 1) and not kernel[:, -1].any()
     assert (logits.argmax(axis=1) != classes).all()
     assert np.mean(logits.argmax(axis=1) == labels) > 0.8
+
+
+def test_pseudo_labels_are_each_class_most_confident_predictions():
+    probabilities = np.array([
+        [0.90, 0.05, 0.05],  # class 0, most confident
+        [0.60, 0.30, 0.10],  # class 0, least confident: left out at 2 per class
+        [0.70, 0.20, 0.10],  # class 0
+        [0.10, 0.80, 0.10],  # class 1
+        [0.20, 0.45, 0.35],  # class 1
+        [0.05, 0.15, 0.80],  # class 2: the only one, still picked
+    ])
+    indices, classes = confident_pseudo_labels(probabilities, per_class=2)
+    assert indices.tolist() == [0, 2, 3, 4, 5]
+    assert classes.tolist() == [0, 0, 1, 1, 2]
+    assert confident_pseudo_labels(probabilities, per_class=1)[0].tolist() == [0, 3, 5]
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +111,23 @@ def test_shifted_and_mirrored_labelled_images_train_both_classifiers(tmp_path):
     assert any("each image shifted by up to 2 pixels and mirrored left-right at random" in note
                for note in runs["augmented"]["notes"])
     assert not any("shifted" in note for note in runs["plain"]["notes"])
+
+
+def test_self_training_adds_a_student_on_pseudo_labels_below_every_label(tmp_path):
+    sets = ["params.label_fractions=[0.1, 1.0]", "params.label_draws=1", "params.tutorial_baseline=false",
+            "params.pseudo_labels_per_class=100", "params.pseudo_label_epochs=3"]
+    run_dir, metrics = run_recipe("classify", quick=True, out=tmp_path / "classify", sets=sets, verbose=0)
+    accuracy = metrics["metrics"]["accuracy, 10% labels"]
+    assert set(accuracy) == {"autoencoder", "from scratch", "autoencoder + pseudo-labels"}
+    assert accuracy["autoencoder + pseudo-labels"] > 0.5  # 10 classes: chance is 0.1
+    assert set(metrics["metrics"]["accuracy, 100% labels"]) == {"autoencoder", "from scratch"}  # nothing unlabelled
+    assert len((run_dir / "pseudo-10pct" / "history.csv").read_text().splitlines()) == 1 + 3
+    assert not (run_dir / "pseudo-100pct").exists()
+    assert any("100 per class" in note for note in metrics["notes"])
+
+
+def test_self_training_needs_a_fraction_with_unlabelled_images(tmp_path):
+    sets = ["params.label_fractions=[1.0]", "params.pseudo_labels_per_class=100"]
+    with pytest.raises(ZooError, match="pseudo_labels_per_class.*below 1.0"):
+        run_recipe("classify", quick=True, out=tmp_path / "classify", sets=sets, verbose=0)
+    assert not (tmp_path / "classify" / "pretrain").exists()  # refused before anything trained
