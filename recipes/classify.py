@@ -139,20 +139,32 @@ def augmentation(params, input_shape):
     return lambda x, y, rng: (random_shift_flip(x, rng, shift, flip), y)
 
 
+def compile_soft_classifier(model, settings, optimizer):
+    """Cross-entropy against target probabilities (a teacher's, or one-hot labels) and accuracy (`compile_fn`)."""
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["categorical_accuracy"])
+    return model
+
+
 def self_train(ctx, teacher, pretrained, classes, data, subset, repeated, settings, augment, tag):
     """A student classifier, started from `pretrained` as the teacher was, trained on the teacher's
     labelled examples (`repeated`, indices into the training split) and on the unlabelled training
     images the teacher classifies most confidently, labelled by the teacher (self-training with
     pseudo-labels; a fresh student rather than the teacher itself, which would only confirm its
-    own predictions)."""
+    own predictions). params.pseudo_label_targets: the teacher's classes ("hard") or its
+    probabilities ("soft", knowledge distillation), the labelled examples one-hot."""
     unlabelled = np.setdiff1d(np.arange(len(data.y_train)), subset)
-    chosen, pseudo_labels = confident_pseudo_labels(predict(teacher, data.x_train[unlabelled]),
-                                                    ctx.params["pseudo_labels_per_class"])
+    probabilities = predict(teacher, data.x_train[unlabelled])
+    chosen, pseudo_labels = confident_pseudo_labels(probabilities, ctx.params["pseudo_labels_per_class"])
     examples = np.concatenate([repeated, unlabelled[chosen]])
     x, y = data.x_train[examples], np.concatenate([data.y_train[repeated], pseudo_labels])
-    model, _ = ctx.train(lambda: probed_classifier(pretrained, classes, x, y, ctx.settings.seed), x, y, tag=tag,
+    if ctx.params["pseudo_label_targets"] == "soft":
+        targets = np.concatenate([np.eye(classes, dtype="float32")[data.y_train[repeated]], probabilities[chosen]])
+        compile_fn = compile_soft_classifier
+    else:
+        targets, compile_fn = y, training.compile_classifier
+    model, _ = ctx.train(lambda: probed_classifier(pretrained, classes, x, y, ctx.settings.seed), x, targets, tag=tag,
                          settings=dataclasses.replace(settings, epochs=ctx.params["pseudo_label_epochs"]),
-                         compile_fn=training.compile_classifier, transform=augment)
+                         compile_fn=compile_fn, transform=augment)
     return model
 
 
@@ -192,6 +204,8 @@ def run(ctx):
         raise ZooError(f"params.label_fractions must be shares in (0, 1] (1.0: every label), got {fractions}")
     augment = augmentation(params, data.input_shape)
     self_training = params["pseudo_labels_per_class"] > 0
+    if params["pseudo_label_targets"] not in ("hard", "soft"):
+        raise unknown_name("params.pseudo_label_targets", params["pseudo_label_targets"], ["hard", "soft"])
     if self_training and fractions[0] == 1.0:
         raise ZooError("params.pseudo_labels_per_class needs a label fraction below 1.0 (with every label no image is "
                        "left to pseudo-label); add one to params.label_fractions or set it to 0")
@@ -235,8 +249,11 @@ def run(ctx):
                 models[method], _ = ctx.train(build, data.x_train[repeated], data.y_train[repeated], tag=tag + suffix,
                                               settings=settings, compile_fn=training.compile_classifier, transform=augment)
             if self_training and fraction < 1:
-                models[SELF_TRAINED] = self_train(ctx, models["autoencoder"], pretrained, classes, data, subset, repeated,
-                                                  settings, augment, tag="pseudo" + suffix)
+                teacher = models["autoencoder"]
+                for round_ in range(params["pseudo_label_rounds"]):  # each round's student teaches the next
+                    teacher = self_train(ctx, teacher, pretrained, classes, data, subset, repeated, settings, augment,
+                                         tag="pseudo" + suffix + (f"-round{round_ + 1}" if round_ else ""))
+                models[SELF_TRAINED] = teacher
             for method, model in models.items():
                 predicted = predict(model, data.x_test).argmax(axis=-1)
                 accuracies.setdefault(method, []).append(np.mean(predicted == data.y_test))
@@ -279,5 +296,7 @@ def run(ctx):
             f"{SELF_TRAINED}: a student started like the autoencoder classifier (pretrained encoder, probed head) and "
             f"trained for {params['pseudo_label_epochs']} passes on the labelled examples and the unlabelled training "
             f"images the fine-tuned autoencoder classifier (its teacher) predicts most confidently, "
-            f"{params['pseudo_labels_per_class']} per class, labelled by the teacher (below 100% of the labels)")
+            f"{params['pseudo_labels_per_class']} per class, labelled by the teacher (below 100% of the labels)"
+            + (f"; {params['pseudo_label_rounds']} rounds, each round's student the next one's teacher"
+               if params["pseudo_label_rounds"] > 1 else ""))
     return results, data

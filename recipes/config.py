@@ -23,7 +23,7 @@ QUICK_KEYS = {"epochs": int, "train_examples": int, "test_examples": int}
 PARAM_BOUNDS = {
     "eval_examples": (1, None), "map_examples": (1, None), "neighbours": (1, None), "importance_samples": (1, None),
     "quality_samples": (2, None), "label_draws": (1, None), "classifier_epochs": (1, None), "min_pass_examples": (1, None),
-    "pseudo_labels_per_class": (0, None), "pseudo_label_epochs": (1, None),
+    "pseudo_labels_per_class": (0, None), "pseudo_label_epochs": (1, None), "pseudo_label_rounds": (1, None),
     "sigma": (0, None), "extra_sigmas": (0, None), "salt_pepper": (0, 1), "min_fraction": (0, 1), "max_fraction": (0, 1),
     "threshold_percentile": (0, 100), "binarization_seed": (0, None), "classifier_learning_rate": (0, None),
     "augment_shift": (0, None), "label_fractions": (0, 1),  # classify checks more: shift < image side, fractions > 0
