@@ -113,11 +113,11 @@ def test_shifted_and_mirrored_labelled_images_train_both_classifiers(tmp_path):
     assert not any("shifted" in note for note in runs["plain"]["notes"])
 
 
-@pytest.mark.parametrize("targets, rounds", [("hard", 1), ("soft", 2)])
-def test_self_training_adds_a_student_on_pseudo_labels_below_every_label(tmp_path, targets, rounds):
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_self_training_adds_a_student_on_pseudo_labels_below_every_label(tmp_path, rounds):
     sets = ["params.label_fractions=[0.1, 1.0]", "params.label_draws=1", "params.tutorial_baseline=false",
             "params.pseudo_labels_per_class=100", "params.pseudo_label_epochs=3",
-            f"params.pseudo_label_targets={targets}", f"params.pseudo_label_rounds={rounds}"]
+            f"params.pseudo_label_rounds={rounds}"]
     run_dir, metrics = run_recipe("classify", quick=True, out=tmp_path / "classify", sets=sets, verbose=0)
     accuracy = metrics["metrics"]["accuracy, 10% labels"]
     assert set(accuracy) == {"autoencoder", "from scratch", "autoencoder + pseudo-labels"}
@@ -125,10 +125,7 @@ def test_self_training_adds_a_student_on_pseudo_labels_below_every_label(tmp_pat
     assert set(metrics["metrics"]["accuracy, 100% labels"]) == {"autoencoder", "from scratch"}  # nothing unlabelled
     students = ["pseudo-10pct"] + [f"pseudo-10pct-round{r}" for r in range(2, rounds + 1)]
     for student in students:
-        history = (run_dir / student / "history.csv").read_text().splitlines()
-        assert len(history) == 1 + 3
-        # soft targets are the teacher's probabilities: the loss compares distributions, the accuracy their argmax
-        assert ("categorical_accuracy" in history[0].split(",")) == (targets == "soft")
+        assert len((run_dir / student / "history.csv").read_text().splitlines()) == 1 + 3
     assert not (run_dir / f"pseudo-10pct-round{rounds + 1}").exists() and not (run_dir / "pseudo-100pct").exists()
     assert any("100 per class" in note for note in metrics["notes"])
 
@@ -138,5 +135,3 @@ def test_self_training_needs_a_fraction_with_unlabelled_images(tmp_path):
     with pytest.raises(ZooError, match="pseudo_labels_per_class.*below 1.0"):
         run_recipe("classify", quick=True, out=tmp_path / "classify", sets=sets, verbose=0)
     assert not (tmp_path / "classify" / "pretrain").exists()  # refused before anything trained
-    with pytest.raises(ZooError, match="pseudo_label_targets.*soft"):
-        run_recipe("classify", quick=True, out=tmp_path / "typo", sets=["params.pseudo_label_targets=sfot"], verbose=0)
