@@ -87,8 +87,8 @@ PRESETS = {
         # README "Results on Fashion-MNIST": screens and full runs of each change.
         ["denoise", "--set", "model.latent_dim=512", "--set", "model.code=spatial", "--set", "model.code_stage=0",
          "--set", "model.filters=[32, 64, 64]", *RESIDUAL, *CONVERGE, "--set", "train.learning_rate=0.004",
-         "--epochs", "20"],
-        batch_size=64,
+         "--epochs", "24"],
+        batch_size=32,
     ),
     "conv_ae_inpaint_fashion_mnist": Preset(
         "Convolutional inpainter, 64-dim codes (rectangular occlusions; batch-norm + SiLU residual stages, resize + "
