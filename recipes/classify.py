@@ -16,12 +16,12 @@ pixels and, with params.augment_flip (for classes that mirroring keeps: garments
 mirrored at random, drawn anew every batch: the usual guard against memorising a few hundred
 labelled images (on Fashion-MNIST's centred garments it gains little; README).
 
-With params.pseudo_labels_per_class > 0 the unlabelled images teach too (self-training): the
-fine-tuned autoencoder classifier labels the training images outside the labelled subset, and a
-student, started from the pretrained encoder as its teacher was, trains on the labelled images
-and the ones the teacher is surest of, that many per class; params.pseudo_label_rounds > 1 makes
-each student the next round's teacher. It is reported as its own column, beside the fine-tuned
-encoder it started from, since it gains from the unlabelled images a second time.
+With params.pseudo_labels_per_class > 0 the unlabelled images teach too (self-training): each
+trained classifier labels the training images outside the labelled subset, and a student,
+started as its teacher was, trains on the labelled images and the ones the teacher is surest of,
+that many per class; params.pseudo_label_rounds > 1 makes each student the next round's teacher.
+Students are reported as columns of their own ("autoencoder + pseudo-labels", "from scratch +
+pseudo-labels"), so that what pretraining adds shows with and without self-training.
 
 Baseline: the same network (encoder architecture + head), initialised at random and trained
 on the same labelled examples with the same batches and budget; and, with every label, Keras'
@@ -50,7 +50,7 @@ from zoo.data import random_shift_flip
 from zoo.errors import ZooError, unknown_name
 
 PROBE_EXAMPLES = 2000
-SELF_TRAINED = "autoencoder + pseudo-labels"
+SELF_TRAINED = " + pseudo-labels"  # a self-trained classifier's column: its teacher's method + this
 # params.pretraining -> the autoencoder's training transform: the image back from itself, or from
 # the image with a random rectangle blanked out (as the inpaint recipe trains; sides 25-50%).
 PRETRAINING = {"reconstruct": None, "inpaint": occlusion_transform(min_fraction=0.25, max_fraction=0.5)}
@@ -146,8 +146,8 @@ def augmentation(params, input_shape):
     return lambda x, y, rng: (random_shift_flip(x, rng, shift, flip), y)
 
 
-def self_train(ctx, teacher, pretrained, classes, data, subset, repeated, settings, augment, tag):
-    """A student classifier, started from `pretrained` as the teacher was, trained on the teacher's
+def self_train(ctx, teacher, build_student, data, subset, repeated, settings, augment, tag):
+    """A student classifier, `build_student(x, y)` (started as its teacher was), trained on the teacher's
     labelled examples (`repeated`, indices into the training split) and on the unlabelled training
     images the teacher classifies most confidently, labelled by the teacher (self-training with
     pseudo-labels; a fresh student rather than the teacher itself, which would only confirm its
@@ -157,7 +157,7 @@ def self_train(ctx, teacher, pretrained, classes, data, subset, repeated, settin
                                                     ctx.params["pseudo_labels_per_class"])
     examples = np.concatenate([repeated, unlabelled[chosen]])
     x, y = data.x_train[examples], np.concatenate([data.y_train[repeated], pseudo_labels])
-    model, _ = ctx.train(lambda: probed_classifier(pretrained, classes, x, y, ctx.settings.seed), x, y, tag=tag,
+    model, _ = ctx.train(lambda: build_student(x, y), x, y, tag=tag,
                          settings=dataclasses.replace(settings, epochs=ctx.params["pseudo_label_epochs"]),
                          compile_fn=training.compile_classifier, transform=augment)
     return model
@@ -232,21 +232,22 @@ def run(ctx):
             subset = labelled_subset(data.y_train, fraction, [seed, draw])
             repeated = np.resize(subset, max(len(subset), params["min_pass_examples"]))
             x, y = data.x_train[subset], data.y_train[subset]
-            builders = {
-                "autoencoder": ("finetune", lambda: probed_classifier(pretrained, classes, x, y, seed)),
-                "from scratch": ("scratch", lambda: classifier(same_network(pretrained, keep_weights=False), classes)),
+            builders = {  # method -> (tag, f(labelled x, y) -> its classifier before training)
+                "autoencoder": ("finetune", lambda x, y: probed_classifier(pretrained, classes, x, y, seed)),
+                "from scratch": ("scratch", lambda x, y: classifier(same_network(pretrained, keep_weights=False), classes)),
             }
             suffix = f"-{fraction * 100:g}pct" + (f"-draw{draw + 1}" if draws > 1 else "")
             models = {}
             for method, (tag, build) in builders.items():
-                models[method], _ = ctx.train(build, data.x_train[repeated], data.y_train[repeated], tag=tag + suffix,
-                                              settings=settings, compile_fn=training.compile_classifier, transform=augment)
-            if self_training and fraction < 1:
-                teacher = models["autoencoder"]
+                models[method], _ = ctx.train(lambda: build(x, y), data.x_train[repeated], data.y_train[repeated],
+                                              tag=tag + suffix, settings=settings,
+                                              compile_fn=training.compile_classifier, transform=augment)
+            for method, (tag, build) in builders.items() if self_training and fraction < 1 else ():
+                teacher = models[method]
                 for round_ in range(params["pseudo_label_rounds"]):  # each round's student teaches the next
-                    teacher = self_train(ctx, teacher, pretrained, classes, data, subset, repeated, settings, augment,
-                                         tag="pseudo" + suffix + (f"-round{round_ + 1}" if round_ else ""))
-                models[SELF_TRAINED] = teacher
+                    teacher = self_train(ctx, teacher, build, data, subset, repeated, settings, augment,
+                                         tag=f"{tag}-pseudo{suffix}" + (f"-round{round_ + 1}" if round_ else ""))
+                models[method + SELF_TRAINED] = teacher
             for method, model in models.items():
                 predicted = predict(model, data.x_test).argmax(axis=-1)
                 accuracies.setdefault(method, []).append(np.mean(predicted == data.y_test))
@@ -286,10 +287,10 @@ def run(ctx):
     ]
     if self_training:
         results.notes.append(
-            f"{SELF_TRAINED}: a student started like the autoencoder classifier (pretrained encoder, probed head) and "
-            f"trained for {params['pseudo_label_epochs']} passes on the labelled examples and the unlabelled training "
-            f"images the fine-tuned autoencoder classifier (its teacher) predicts most confidently, "
-            f"{params['pseudo_labels_per_class']} per class, labelled by the teacher (below 100% of the labels)"
+            f"'{SELF_TRAINED.strip()}' columns: below 100% of the labels, a student started as its teacher was (autoencoder: "
+            f"pretrained encoder, probed head; from scratch: at random) and trained for {params['pseudo_label_epochs']} "
+            f"passes on the labelled examples and the unlabelled training images the teacher, that column's trained "
+            f"classifier, predicts most confidently, {params['pseudo_labels_per_class']} per class, labelled by it"
             + (f"; {params['pseudo_label_rounds']} rounds, each round's student the next one's teacher"
                if params["pseudo_label_rounds"] > 1 else ""))
     return results, data

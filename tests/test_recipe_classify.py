@@ -120,13 +120,16 @@ def test_self_training_adds_a_student_on_pseudo_labels_below_every_label(tmp_pat
             f"params.pseudo_label_rounds={rounds}"]
     run_dir, metrics = run_recipe("classify", quick=True, out=tmp_path / "classify", sets=sets, verbose=0)
     accuracy = metrics["metrics"]["accuracy, 10% labels"]
-    assert set(accuracy) == {"autoencoder", "from scratch", "autoencoder + pseudo-labels"}
-    assert accuracy["autoencoder + pseudo-labels"] > 0.5  # 10 classes: chance is 0.1
-    assert set(metrics["metrics"]["accuracy, 100% labels"]) == {"autoencoder", "from scratch"}  # nothing unlabelled
-    students = ["pseudo-10pct"] + [f"pseudo-10pct-round{r}" for r in range(2, rounds + 1)]
-    for student in students:
-        assert len((run_dir / student / "history.csv").read_text().splitlines()) == 1 + 3
-    assert not (run_dir / f"pseudo-10pct-round{rounds + 1}").exists() and not (run_dir / "pseudo-100pct").exists()
+    methods = ("autoencoder", "from scratch")
+    assert set(accuracy) == {*methods, *(f"{method} + pseudo-labels" for method in methods)}
+    assert all(accuracy[f"{method} + pseudo-labels"] > 0.5 for method in methods)  # 10 classes: chance is 0.1
+    assert set(metrics["metrics"]["accuracy, 100% labels"]) == set(methods)  # nothing left unlabelled
+    for teacher in ("finetune", "scratch"):
+        students = [f"{teacher}-pseudo-10pct"] + [f"{teacher}-pseudo-10pct-round{r}" for r in range(2, rounds + 1)]
+        for student in students:
+            assert len((run_dir / student / "history.csv").read_text().splitlines()) == 1 + 3
+        assert not (run_dir / f"{teacher}-pseudo-10pct-round{rounds + 1}").exists()
+        assert not (run_dir / f"{teacher}-pseudo-100pct").exists()
     assert any("100 per class" in note for note in metrics["notes"])
 
 
