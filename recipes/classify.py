@@ -242,12 +242,13 @@ def run(ctx):
                 models[method], _ = ctx.train(lambda: build(x, y), data.x_train[repeated], data.y_train[repeated],
                                               tag=tag + suffix, settings=settings,
                                               compile_fn=training.compile_classifier, transform=augment)
-            for method, (tag, build) in builders.items() if self_training and fraction < 1 else ():
-                teacher = models[method]
-                for round_ in range(params["pseudo_label_rounds"]):  # each round's student teaches the next
-                    teacher = self_train(ctx, teacher, build, data, subset, repeated, settings, augment,
-                                         tag=f"{tag}-pseudo{suffix}" + (f"-round{round_ + 1}" if round_ else ""))
-                models[method + SELF_TRAINED] = teacher
+            if self_training and fraction < 1:
+                for method, (tag, build) in builders.items():
+                    teacher = models[method]
+                    for round_ in range(params["pseudo_label_rounds"]):  # each round's student teaches the next
+                        teacher = self_train(ctx, teacher, build, data, subset, repeated, settings, augment,
+                                             tag=f"{tag}-pseudo{suffix}" + (f"-round{round_ + 1}" if round_ else ""))
+                    models[method + SELF_TRAINED] = teacher
             for method, model in models.items():
                 predicted = predict(model, data.x_test).argmax(axis=-1)
                 accuracies.setdefault(method, []).append(np.mean(predicted == data.y_test))

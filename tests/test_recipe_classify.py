@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from recipes.classify import confident_pseudo_labels, labelled_subset, probe_head_weights
-from zoo.errors import ZooError
 from recipes.run import run_recipe
+from zoo.errors import ZooError
 
 
 def test_labelled_subsets_are_stratified_and_nested():
