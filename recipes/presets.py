@@ -87,7 +87,7 @@ PRESETS = {
         # README "Results on Fashion-MNIST": screens and full runs of each change.
         ["denoise", "--set", "model.latent_dim=512", "--set", "model.code=spatial", "--set", "model.code_stage=0",
          "--set", "model.filters=[32, 64, 64]", *RESIDUAL, *CONVERGE, "--set", "train.learning_rate=0.004",
-         "--epochs", "24"],
+         "--epochs", "28"],
         batch_size=32,
     ),
     "conv_ae_inpaint_fashion_mnist": Preset(
