@@ -30,11 +30,8 @@ def preset_info(name):
 
 
 def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Hex sha256 of a weights file (a few MB: read whole)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def from_preset(name, **overrides):
