@@ -59,7 +59,9 @@ class TrainSettings:
         use_ema: keep an exponential moving average of the weights (Keras' `use_ema`), validate
             with it, and return it: the averaged weights of the best epoch.
         ema_momentum: the average's momentum (closer to 1: a longer memory).
-        loss: reconstruction loss of plain autoencoders, "bce" or "mse" (a VAE brings its own).
+        loss: reconstruction loss of plain autoencoders: "bce", "mse" or "psnr" (minus each image's
+            PSNR: trains for the mean per-image PSNR the restoration recipes report); a VAE
+            brings its own.
         contrastive_weight: > 0 adds SimCLR's contrastive term on the code of two random views
             of each image, with this weight, to an image autoencoder's reconstruction loss
             (`zoo.contrastive.ContrastiveTraining`); 0: reconstruction only.

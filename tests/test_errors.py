@@ -32,6 +32,12 @@ def test_unknown_vae_backbone_and_backbone_option():
         zoo.create("vae", input_shape=(28, 28, 1), backbone="conv", backbone_config={"units": [8]})
 
 
+def test_vae_refuses_a_reconstruction_loss_that_is_no_likelihood():
+    with pytest.raises(ZooError) as error:
+        zoo.create("vae", input_shape=(28, 28, 1), reconstruction_loss="psnr")
+    assert "'psnr'" in one_line(error) and "bce, mse" in one_line(error)
+
+
 @pytest.mark.parametrize("name,shape", [("dense_ae", (8, 8, 1)), ("conv_ae", (4, 4, 1)), ("lstm_ae", (4, 4)), ("vae", (8, 8, 1))])
 def test_latent_dim_must_be_smaller_than_the_input(name, shape):
     with pytest.raises(ZooError) as error:

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 import zoo
 from recipes import training
+from recipes.evaluation import psnr
 from recipes.training import EpochBatches, TrainSettings
 from zoo.dataset_examples import DatasetExamples
 from zoo.errors import ZooError
@@ -336,6 +337,16 @@ def test_data_outside_the_unit_range_is_refused_for_a_sigmoid_output(tmp_path):
     settings = dataclasses.replace(kwargs["settings"], loss="mse")
     model, history = training.train(linear, standardised, **{**kwargs, "settings": settings})
     assert len(history) == 1 and np.isfinite(history[0]["loss"])
+
+
+def test_the_psnr_loss_is_minus_the_recipes_mean_psnr_and_reloads_with_the_model(tmp_path):
+    x, kwargs = tiny_run(tmp_path, epochs=6, loss="psnr", learning_rate=0.01)
+    model, history = training.train(build_tiny, x, **kwargs)
+    assert history[-1]["loss"] < history[0]["loss"] - 1.0  # dB gained
+    loss = model.evaluate(x, x, verbose=0)
+    assert -loss == pytest.approx(psnr(x, model.predict(x, verbose=0)), abs=1e-3)
+    model.save(tmp_path / "psnr.keras")
+    assert keras.models.load_model(tmp_path / "psnr.keras").evaluate(x, x, verbose=0) == pytest.approx(loss, rel=1e-5)
 
 
 def test_early_stopping_keeps_the_best_epoch(tmp_path):

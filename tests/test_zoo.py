@@ -133,6 +133,22 @@ def test_bce_and_mse_match_numpy_per_example():
     np.testing.assert_allclose(zoo.losses.mse(y, p), ((y - p) ** 2).reshape(4, -1).mean(1), rtol=1e-5)
 
 
+def test_psnr_loss_is_minus_each_images_psnr_and_weights_its_error_by_the_inverse_mse():
+    rng = np.random.default_rng(2)
+    y = rng.random((2, 6, 6, 1)).astype("float32")
+    p = np.clip(y + np.stack([np.full((6, 6, 1), 0.01), np.full((6, 6, 1), 0.2)]), 0, 1).astype("float32")
+    error = ((y - p) ** 2).reshape(2, -1).mean(1)
+    np.testing.assert_allclose(zoo.losses.negative_psnr(y, p), 10 * np.log10(error + 1e-6), rtol=1e-5)
+    p = tf.Variable(p)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(zoo.losses.negative_psnr(y, p))
+    gradient = tape.gradient(loss, p).numpy().reshape(2, -1)
+    # d(-PSNR)/dp = (10 / ln 10) * 2 (p - y) / (pixels * MSE): per unit of error, the well-restored
+    # image's pixels count MSE_bad / MSE_good times as much (MSE would count them alike).
+    per_unit_error = gradient / (p.numpy() - y).reshape(2, -1)
+    np.testing.assert_allclose(per_unit_error[0] / per_unit_error[1], (error[1] + 1e-6) / (error[0] + 1e-6), rtol=1e-3)
+
+
 def test_bce_on_a_saturated_sigmoid_output_still_has_gradient(mnist):
     """The model's sigmoid output carries its logits, so BCE does not clip them to a zero gradient."""
     model = build("dense_ae", "image", CASES[0][2])

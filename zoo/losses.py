@@ -35,6 +35,19 @@ def bce(y_true, y_pred, reduce="mean", from_logits=False):
     return _reduce_features(ops.cast(values, "float32"), reduce)
 
 
+@keras.saving.register_keras_serializable(package="zoo")
+def negative_psnr(y_true, y_pred):
+    """Minus the PSNR in dB per example, for data in [0, 1]: -10 log10(MSE).
+
+    The restoration recipes report the mean of per-image PSNRs. Its gradient weights each
+    image's squared error by the inverse of that image's MSE, so an image already restored well
+    counts as much as a hard one, where MSE and BCE let the hard images' pixels dominate. The
+    floor (60 dB) keeps a perfect image's weight finite.
+    """
+    error = mse(y_true, y_pred)
+    return 10.0 * ops.log10(error + 1e-6)
+
+
 def kl_divergence(z_mean, z_log_var, per_dimension=False):
     """KL(N(mu, sigma^2) || N(0, I)) per example: 0.5 * sum(exp(lv) + mu^2 - 1 - lv);
     with `per_dimension`, the terms of each latent dimension, unsummed."""
@@ -43,11 +56,11 @@ def kl_divergence(z_mean, z_log_var, per_dimension=False):
     return terms if per_dimension else ops.sum(terms, axis=-1)
 
 
-RECONSTRUCTION_LOSSES = {"mse": mse, "bce": bce}
+RECONSTRUCTION_LOSSES = {"mse": mse, "bce": bce, "psnr": negative_psnr}
 
 
 def get(name):
-    """`"mse"` or `"bce"` -> the loss function; a ZooError naming the valid ones otherwise."""
+    """`"mse"`, `"bce"` or `"psnr"` -> the loss function; a ZooError naming the valid ones otherwise."""
     if name not in RECONSTRUCTION_LOSSES:
         raise unknown_name("reconstruction loss", name, RECONSTRUCTION_LOSSES)
     return RECONSTRUCTION_LOSSES[name]

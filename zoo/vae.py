@@ -17,6 +17,7 @@ from zoo.layers import gradient_step
 from zoo.registry import check_options, model_class, register_model
 
 BACKBONES = ("dense", "conv", "lstm", "transformer")
+LIKELIHOODS = ("bce", "mse")  # reconstruction losses that are a negative log-likelihood (up to constants)
 # exp(0.5 * 10) ~ 148: far outside any useful spread, and safe from float16 overflow (~exp(11)).
 LOG_VAR_LIMIT = 10.0
 
@@ -67,7 +68,8 @@ class VAE(keras.Model):
         super().__init__(**kwargs)
         if backbone not in BACKBONES:
             raise unknown_name("VAE backbone", backbone, BACKBONES)
-        losses.get(reconstruction_loss)
+        if reconstruction_loss not in LIKELIHOODS:  # "psnr" is no log-likelihood: no ELBO from it
+            raise unknown_name("VAE reconstruction loss", reconstruction_loss, LIKELIHOODS)
         backbone_config = dict(backbone_config or {})
         family = model_class(f"{backbone}_ae")
         check_options(family, backbone_config)
