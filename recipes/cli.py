@@ -51,7 +51,7 @@ def _parser():
     train.add_argument("--epochs", type=count, default=10)
     train.add_argument("--batch-size", type=count, default=128)
     train.add_argument("--latent-dim", type=count, default=16)
-    train.add_argument("--loss", default="bce", help="reconstruction loss: bce or mse (plain autoencoders)")
+    train.add_argument("--loss", default="bce", help="reconstruction loss: bce, mse or psnr (plain autoencoders)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option (filters=[32,64]), data option (data.image_size=[64,64]) or training option (train.optimizer=adamw)")
     _add_training_flags(train)
 
