@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.runtime import SIGNATURES, EdgeError, EdgeModel, _dequantize, _quantize, _representable_range
+from export.runtime import SIGNATURES, EdgeError, EdgeModel, _dequantize, _quantize
 
 MICRO_DIR = "micro"
 MICRO_FILE = "micro.json"

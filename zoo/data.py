@@ -192,16 +192,11 @@ def _co2(window=32, stride=4, anomalies=8, seed=0):
 DATASETS = {"mnist5k": _mnist5k, "digits": _digits, "fashion_mnist": _fashion_mnist, "co2": _co2}
 
 
-def list_datasets():
-    """Names `load` knows without a path (any TensorFlow Datasets name works too, online)."""
-    return sorted(DATASETS)
-
-
 def load(name, path=None, **options):
     """Loads a data set by name or path as `DataSplits`; refuses NaN or infinite values.
 
     Args:
-        name: a name from `list_datasets()`, a TensorFlow Datasets name, or a path.
+        name: a name in `DATASETS`, a TensorFlow Datasets name, or a path.
         path: folder of the files for `fashion_mnist` (default: $AEZOO_FASHION_MNIST_DIR, then
             the Debian package's folder, then TensorFlow Datasets online).
         options: `window`, `stride` for series (co2, .csv); `label_column` for .csv;

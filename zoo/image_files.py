@@ -186,9 +186,9 @@ def common_shape(shapes, name_of, image_size=None, color_mode=None):
         image_size, color_mode: the options; without them every image must match the first.
     """
     first = shapes[0]
-    for what, differs, option in (
-        ("size", (shapes[:, :2] != first[:2]).any(axis=1) if image_size is None else None, "data.image_size=[H, W]"),
-        ("colour mode", (shapes[:, 2] >= 3) != (first[2] >= 3) if color_mode is None else None, "data.color_mode=grayscale|rgb"),
+    for differs, option in (
+        ((shapes[:, :2] != first[:2]).any(axis=1) if image_size is None else None, "data.image_size=[H, W]"),
+        ((shapes[:, 2] >= 3) != (first[2] >= 3) if color_mode is None else None, "data.color_mode=grayscale|rgb"),
     ):
         if differs is not None and differs.any():
             odd = np.flatnonzero(differs)[0]
