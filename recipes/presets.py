@@ -86,7 +86,7 @@ PRESETS = {
         "salt-and-pepper noise; batch-norm + SiLU residual stages, resize + conv upsampling, AdamW + cosine decay)",
         # README "Results on Fashion-MNIST": screens and full runs of each change.
         ["denoise", "--set", "model.latent_dim=512", "--set", "model.code=spatial", "--set", "model.code_stage=0",
-         "--set", "model.filters=[32, 64, 64]", *RESIDUAL, *CONVERGE, "--set", "train.learning_rate=0.004",
+         "--set", "model.filters=[40, 64, 64]", *RESIDUAL, *CONVERGE, "--set", "train.learning_rate=0.004",
          "--epochs", "28"],
         batch_size=32,
     ),
