@@ -197,7 +197,8 @@ class Result:
     emulated: str | None  # the emulator, e.g. "qemu-aarch64 7.2.22"; None: run natively
     compared_with: str
     cross_runtime: bool  # the baseline came from another interpreter (looser targets)
-    max_abs_diff: float | None = None
+    max_abs_diff: float | None = None  # of the output nearest its limit (float files: runtime.float_limit)
+    output_peak: float = 1.0  # that output's largest |value| in the baseline
     max_int8_steps: float | None = None  # int8 files: the largest difference in output quantization steps
     ms: float | None = None  # median single-example reconstruct; under emulation when `emulated`
     refused: str | None = None  # the interpreter's error when it cannot run the file (2.14 and a dynamic file)
@@ -207,7 +208,11 @@ class Result:
     def target(self):
         if self.max_int8_steps is not None:
             return f"<= {CROSS_RUNTIME_STEPS_TARGET if self.cross_runtime else INT8_STEPS_TARGET} steps"
-        return f"max abs diff <= {CROSS_RUNTIME_FLOAT_TARGET if self.cross_runtime else FLOAT_TARGET:g}"
+        return f"max abs diff <= {self._float_limit:.2g}"
+
+    @property
+    def _float_limit(self):
+        return runtime.float_limit(CROSS_RUNTIME_FLOAT_TARGET if self.cross_runtime else FLOAT_TARGET, self.output_peak)
 
     @property
     def met(self):
@@ -215,7 +220,7 @@ class Result:
             return None
         if self.max_int8_steps is not None:
             return self.max_int8_steps <= (CROSS_RUNTIME_STEPS_TARGET if self.cross_runtime else INT8_STEPS_TARGET)
-        return self.max_abs_diff <= (CROSS_RUNTIME_FLOAT_TARGET if self.cross_runtime else FLOAT_TARGET)
+        return self.max_abs_diff <= self._float_limit
 
     def to_json(self):
         entry = {"runtime": self.runtime, "version": self.version, "kernels": self.kernels, "platform": self.platform,
@@ -409,14 +414,16 @@ def _compare(metadata, run, values, baseline, fields):
         if "refused" in ran:
             results.append(Result(**base, refused=ran["refused"]))
             continue
-        diffs, steps = [], []
+        diffs, steps = [], []  # diffs: (max abs diff, baseline peak |value|) per output
         for key in (k for k in values if k.startswith(f"{file}/")):
             _, signature, name = key.split("/")
-            diffs.append(float(np.abs(values[key] - baseline[key]).max()))
+            diffs.append((float(np.abs(values[key] - baseline[key]).max()), float(np.abs(baseline[key]).max())))
             scale = entry["signatures"][signature]["outputs"][name].get("scale")
             if scale:
-                steps.append(round(diffs[-1] / scale, 2))
-        results.append(Result(**base, max_abs_diff=max(diffs), max_int8_steps=max(steps) if steps else None, ms=ran["ms"]))
+                steps.append(round(diffs[-1][0] / scale, 2))
+        diff, peak = max(diffs, key=lambda d: d[0] / runtime.float_limit(1.0, d[1]))
+        results.append(Result(**base, max_abs_diff=diff, output_peak=peak, max_int8_steps=max(steps) if steps else None,
+                              ms=ran["ms"]))
     return results
 
 

@@ -99,6 +99,13 @@ def find_interpreter():
     )
 
 
+def float_limit(target, peak):
+    """The max abs diff allowed between two float outputs whose largest |value| is `peak`: `target`,
+    times `peak` beyond 1. Every float verification (export, ONNX, aarch64) judges by it, as float32
+    rounding is relative: codes reaching 30 differ by ~30 times what [0, 1] images do."""
+    return target * max(1.0, peak)
+
+
 def sha256_file(path):
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()

@@ -521,6 +521,31 @@ def test_onnx_file_of_every_signature_matches_keras_in_onnxruntime(exports, name
         assert not set(entry["ops"]) & {"Erfc", "Igamma"}  # only ONNX operators
 
 
+def test_aarch64_float_comparison_judges_each_output_against_its_own_peak():
+    # The denoise preset's codes reach ~30 and a float32 file's aarch64 codes were 1.3e-5 from x86_64's:
+    # rounding, not a mismatch. A reconstruction in [0, 1] keeps the plain 1e-5.
+    from export import aarch64
+
+    metadata = {"files": {"f.tflite": {"mode": "float32", "signatures": {
+        "reconstruct": {"outputs": {"reconstruction": {}}}, "encode": {"outputs": {"code": {}}}}}}}
+    run = {"runtime": "ai_edge_litert", "version": "2.3.0", "files": {"f.tflite": {"ms": None}}}
+    fields = dict(platform="aarch64", cpu="cortex-a72", emulated="qemu", compared_with="x86_64",
+                  cross_runtime=False, kernels="default")
+    baseline = {"f.tflite/reconstruct/reconstruction": np.full(4, 0.5, "float32"),
+                "f.tflite/encode/code": np.array([30.0, -2.0], "float32")}
+
+    def result(reconstruction_diff, code_diff):
+        values = {"f.tflite/reconstruct/reconstruction": baseline["f.tflite/reconstruct/reconstruction"] + reconstruction_diff,
+                  "f.tflite/encode/code": baseline["f.tflite/encode/code"] + code_diff}
+        [checked] = aarch64._compare(metadata, run, values, baseline, fields)
+        return checked
+
+    assert result(5e-6, 2e-4).met  # 2e-4 on codes reaching 30: within 30 x 1e-5
+    assert not result(5e-6, 4e-4).met
+    mismatch = result(2e-5, 2e-4)  # the code's larger room does not excuse the image
+    assert not mismatch.met and mismatch.max_abs_diff == pytest.approx(2e-5, rel=0.01), mismatch.target
+
+
 def test_transformer_gelu_converts_through_the_erfc_handler(exports):
     # Keras' exact GELU is 0.5 * x * erfc(-x / sqrt(2)): the ONNX graph holds Erf instead of Erfc.
     metadata = json.loads((exports["transformer_ae"].out_dir / "metadata.json").read_text())
@@ -609,7 +634,7 @@ def test_cli_export_onnx_writes_and_reports_the_onnx_files(exports, tmp_path, ca
     )
     assert code == 0
     row = next(line for line in stdout.splitlines() if line.startswith("| onnx/ |"))
-    assert "onnxruntime" in row and "max abs diff <= 1e-05: met" in row
+    assert "onnxruntime" in row and "max abs diff <= 1e-05" in row and ": met |" in row
     assert sorted(p.name for p in (out / "onnx").iterdir()) == ["decode.onnx", "encode.onnx", "reconstruct.onnx"]
 
 
