@@ -72,7 +72,7 @@ def publish(text, readme_section):
 def loop(examples, epochs, batch_size, readme):
     """Training throughput: plain `model.fit` on arrays vs our loop; float32 vs mixed_bfloat16."""
     import zoo
-    from recipes import training
+    from recipes import distribution, training
 
     x = zoo.data.load("fashion_mnist").x_train[:examples]
 
@@ -83,7 +83,7 @@ def loop(examples, epochs, batch_size, readme):
     # bfloat16 runs an order of magnitude slower on a CPU without bf16 units: a tenth of the
     # images gives the same samples/s without an hour of waiting.
     for precision, images in (("float32", x), ("mixed_bfloat16", x[: max(len(x) // 10, batch_size)])):
-        with training.precision_policy(precision):
+        with distribution.precision_policy(precision):
             keras.utils.set_random_seed(0)
             clock = EpochClock()
             settings = training.TrainSettings()

@@ -53,7 +53,7 @@ def train(args):
     import numpy as np
 
     import zoo
-    from recipes import training
+    from recipes import checkpoints, distribution, training
     from recipes.config import data_option, train_option
     from recipes.evaluation import batches, psnr
 
@@ -72,8 +72,8 @@ def train(args):
     data = _as_model_input(args.model, options, zoo.data.load(args.data, **data_options))
     out = Path(args.out or Path("runs") / f"{args.model}-{Path(args.data).stem}")
     settings = _settings(args, epochs=args.epochs, batch_size=args.batch_size, loss=args.loss, **train_options)
-    with training.worker_run_dir(out, settings.strategy, args.resume) as out:  # non-chief workers: a temporary folder
-        resume = training.claim_run_dir(out, args.resume, marker="checkpoints")
+    with distribution.worker_run_dir(out, settings.strategy, args.resume) as out:  # non-chief workers: a temporary folder
+        resume = checkpoints.claim_run_dir(out, args.resume, marker="checkpoints")
         model, history = training.train(
             lambda: zoo.create(args.model, input_shape=data.input_shape, latent_dim=args.latent_dim, **options),
             data.x_train,
@@ -97,11 +97,11 @@ def train(args):
             "test_mse": squared / values,
             "test_psnr_db": psnr_sum / len(data.x_test) if in_unit_range else None,
             "parameters": int(model.count_params()),
-            "train_seconds": training.train_seconds(out),
+            "train_seconds": checkpoints.train_seconds(out),
             "command": args.command_line,
         }
-        training.atomic_write(out / "model.keras", model.save)
-        training.atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=1)))
+        checkpoints.atomic_write(out / "model.keras", model.save)
+        checkpoints.atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=1)))
         print(json.dumps({k: metrics[k] for k in ("test_mse", "test_psnr_db", "epochs")}), f"-> {out}")
 
 

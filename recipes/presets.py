@@ -10,9 +10,8 @@ import shlex
 from pathlib import Path
 from typing import NamedTuple
 
-from recipes import training
+from recipes.checkpoints import atomic_write, train_seconds
 from recipes.report import metrics_table, write_readme_section
-from recipes.training import atomic_write
 from zoo import presets
 from zoo.errors import ZooError, unknown_name
 
@@ -160,7 +159,7 @@ def build(name):
         "parameters": int(model.count_params()),
         "size_bytes": weights.stat().st_size,
         "sha256": presets.sha256(weights),
-        "train_seconds": round(training.train_seconds(run_dir)),
+        "train_seconds": round(train_seconds(run_dir)),
         "metrics": metrics,
         "headline": f"{headline}: {next(iter(metrics[headline].values())):.4g}",
         "check": {

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recipes.training import atomic_write
+from recipes.checkpoints import atomic_write
 from zoo.errors import ZooError
 
 

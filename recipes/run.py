@@ -12,7 +12,7 @@ from pathlib import Path
 
 import zoo
 from recipes import config as recipe_config
-from recipes import report, training
+from recipes import checkpoints, distribution, report, training
 from zoo.errors import ZooError
 
 CONFIG_FILE = "config.json"
@@ -77,7 +77,7 @@ class RunContext:
             settings=settings or self.settings,
             run_dir=self.run_dir / tag,
             run_name=f"{self.recipe}/{tag}",
-            resume=self.resume and (self.run_dir / tag / "checkpoints" / training.STATE_FILE).exists(),
+            resume=self.resume and (self.run_dir / tag / "checkpoints" / checkpoints.STATE_FILE).exists(),
             **kwargs,
         )
 
@@ -140,16 +140,16 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
     config = resolve(recipe, quick=quick, **options)
     run_dir = Path(out or Path("runs") / recipe)
     strategy = recipe_config.train_settings(config, **train_overrides).strategy
-    with training.worker_run_dir(run_dir, strategy, resume) as run_dir:  # non-chief workers: a temporary folder
+    with distribution.worker_run_dir(run_dir, strategy, resume) as run_dir:  # non-chief workers: a temporary folder
         config_path = run_dir / CONFIG_FILE
-        resume = training.claim_run_dir(run_dir, resume, marker=CONFIG_FILE)
+        resume = checkpoints.claim_run_dir(run_dir, resume, marker=CONFIG_FILE)
         if resume:
             if not config_path.exists():
                 raise ZooError(f"nothing to resume in {run_dir} (no {CONFIG_FILE}); run without --resume")
             saved = json.loads(config_path.read_text())
             if saved.get("recipe") != recipe:
                 raise ZooError(f"{run_dir} holds a {saved.get('recipe')!r} run, not {recipe!r}; choose another --out")
-            changed = training.config_changes(saved["config"], config)
+            changed = checkpoints.config_changes(saved["config"], config)
             if changed:  # resuming would silently train the folder's settings, not the ones asked for
                 raise ZooError(
                     f"{run_dir} holds a run with other settings ({changed}); resume it with the command in "
@@ -157,16 +157,16 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
                 )
         settings = recipe_config.train_settings(config, **train_overrides)
         run_dir.mkdir(parents=True, exist_ok=True)
-        training.atomic_write(
+        checkpoints.atomic_write(
             config_path,
             lambda p: Path(p).write_text(json.dumps({"recipe": recipe, "command": command, "config": config}, indent=1)),
         )
         task = importlib.import_module(f"recipes.{config['task']}")
         context = RunContext(recipe, config, run_dir, settings, resume=resume, quick=quick, from_preset=from_preset)
-        with training.precision_policy(settings.precision) as precision:
+        with distribution.precision_policy(settings.precision) as precision:
             results, data = task.run(context)
         model = context.model
-        training.atomic_write(run_dir / "model.keras", model.save)
+        checkpoints.atomic_write(run_dir / "model.keras", model.save)
         summary = {
             "recipe": recipe,
             "description": config["description"],
@@ -177,7 +177,7 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
             "train_examples": len(data.x_train),
             "test_examples": len(data.x_test),
             "precision": precision,
-            "train_seconds": training.train_seconds(run_dir),  # every model, all resumes
+            "train_seconds": checkpoints.train_seconds(run_dir),  # every model, all resumes
         }
         if export:
             from export import export_model

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes import training
+from recipes import checkpoints, distribution
 from recipes.cli import main
 
 pytestmark = pytest.mark.multiworker
@@ -66,12 +66,12 @@ def test_two_workers_train_in_step_and_only_the_chief_keeps_the_run(tmp_path):
     assert temporary != out and not temporary.exists()  # the other worker's copy is gone
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "history.csv", "logs", "metrics.json", "model.keras"]
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
-    assert len(json.loads((out / "checkpoints" / training.STATE_FILE).read_text())["history"]) == 2
+    assert len(json.loads((out / "checkpoints" / checkpoints.STATE_FILE).read_text())["history"]) == 2
 
 
 def test_a_run_whose_workers_were_killed_resumes_to_the_end(tmp_path):
     out = tmp_path / "run"
-    state = out / "checkpoints" / training.STATE_FILE
+    state = out / "checkpoints" / checkpoints.STATE_FILE
     workers = start_workers(out, epochs=40)
     deadline = time.time() + 300
     while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1) and time.time() < deadline:
@@ -90,7 +90,7 @@ def test_a_run_whose_workers_were_killed_resumes_to_the_end(tmp_path):
 
 def test_a_worker_whose_peer_never_starts_fails_in_one_line(tmp_path):
     own, missing = free_ports(2)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", training.WORKER_TIMEOUT_ENV: "3",
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", distribution.WORKER_TIMEOUT_ENV: "3",
            "TF_CONFIG": tf_config([f"127.0.0.1:{own}", f"127.0.0.1:{missing}"], 0)}
     started = time.time()
     result = subprocess.run([sys.executable, "-m", "recipes.cli", *TRAIN, "--epochs", "1", "--out", tmp_path / "run"],

@@ -18,9 +18,10 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from recipes import training
+from recipes import checkpoints, distribution, training
+from recipes.epoch_batches import EpochBatches, stream_batches
 from recipes.evaluation import psnr
-from recipes.training import EpochBatches, TrainSettings
+from recipes.training import TrainSettings
 from zoo.dataset_examples import DatasetExamples
 from zoo.errors import ZooError
 
@@ -88,7 +89,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import zoo
-    from recipes.training import EpochBatches, TrainSettings, precise_batch_norm_sample, recompute_batch_norm_statistics, train
+    from recipes.epoch_batches import EpochBatches
+    from recipes.training import TrainSettings, precise_batch_norm_sample, recompute_batch_norm_statistics, train
     from zoo.layers import batch_norm_layers
     x = zoo.data.load("mnist5k").x_train[:512]
 
@@ -178,7 +180,7 @@ def assert_stopped_with_finite_checkpoint(tmp_path, error, completed_epochs):
         return
     assert state["epoch"] == completed_epochs and str(tmp_path / "checkpoints" / state["checkpoint"]) in message
     assert all(np.isfinite(row["loss"]) for row in state["history"])
-    for name in (state["checkpoint"], training.BEST_FILE):
+    for name in (state["checkpoint"], checkpoints.BEST_FILE):
         restored = keras.models.load_model(tmp_path / "checkpoints" / name)
         assert all(np.isfinite(w).all() for w in restored.get_weights()), name
 
@@ -249,13 +251,13 @@ class SlowEpochs(keras.callbacks.Callback):
 def test_training_time_is_summed_over_resumes(tmp_path):
     x, kwargs = tiny_run(tmp_path, epochs=2)
     training.train(build_tiny, x, callbacks=[SlowEpochs()], **kwargs)
-    before = training.train_seconds(tmp_path)
+    before = checkpoints.train_seconds(tmp_path)
     assert before >= 1.0
     started = time.perf_counter()
     training.train(build_tiny, x, **{**kwargs, "settings": TrainSettings(**{**vars(kwargs["settings"]), "epochs": 4})},
                    resume=True)
     resumed_part = time.perf_counter() - started
-    total = training.train_seconds(tmp_path)
+    total = checkpoints.train_seconds(tmp_path)
     assert before < total <= before + resumed_part
 
 
@@ -303,7 +305,7 @@ def test_resume_is_exact_with_schedule_clipping_and_weight_average(tmp_path):
     for a, b in zip(whole.get_weights(), resumed.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
     # what is returned is the best epoch's weight average, not its raw weights
-    best = keras.models.load_model(tmp_path / "whole" / "checkpoints" / training.BEST_FILE)
+    best = keras.models.load_model(tmp_path / "whole" / "checkpoints" / checkpoints.BEST_FILE)
     raw = best.get_weights()
     best.optimizer.finalize_variable_values(best.trainable_variables)
     for average, returned in zip(best.get_weights(), whole.get_weights()):
@@ -361,9 +363,9 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
 
 def test_precision_auto_is_float32_on_a_cpu_and_is_restored_after():
     before = keras.config.dtype_policy().name
-    with training.precision_policy("auto") as policy:
+    with distribution.precision_policy("auto") as policy:
         assert policy == "float32"
-    with training.precision_policy("mixed_bfloat16") as policy:
+    with distribution.precision_policy("mixed_bfloat16") as policy:
         assert keras.config.dtype_policy().name == policy == "mixed_bfloat16"
     assert keras.config.dtype_policy().name == before
 
@@ -426,10 +428,10 @@ def test_training_leaves_batch_norm_statistics_of_the_returned_weights_on_a_samp
 
     if streamed:
         examples = len(x)
-        sample = training.stream_batches(DatasetExamples(tf.data.Dataset.from_tensor_slices(x)), None, 64, settings.seed, 0, 1, noisy)
+        sample = stream_batches(DatasetExamples(tf.data.Dataset.from_tensor_slices(x)), None, 64, settings.seed, 0, 1, noisy)
     else:
         examples = len(x) - int(len(x) * settings.validation_fraction)
-        sample = training.EpochBatches(x[:examples], None, 64, settings.seed, 0, 1, noisy)
+        sample = EpochBatches(x[:examples], None, 64, settings.seed, 0, 1, noisy)
     training.recompute_batch_norm_statistics(model, training.precise_batch_norm_sample(sample, examples, 64)())
     for norm, (mean, variance) in zip(norms, kept):
         np.testing.assert_allclose(norm.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
