@@ -1,4 +1,4 @@
-"""Shared fixtures: real data sets loaded once per session."""
+"""Shared fixtures: real data sets loaded once per session, and quick recipe runs."""
 
 import os
 
@@ -21,3 +21,11 @@ def digits():
     from zoo.data import load
 
     return load("digits")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """`quick_run(recipe)`: (run folder, metrics) of the recipe's --quick run on its default data."""
+    from recipes.run import run_recipe
+
+    return lambda recipe: run_recipe(recipe, quick=True, out=tmp_path_factory.mktemp("runs") / recipe, verbose=0)

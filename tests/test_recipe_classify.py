@@ -46,8 +46,8 @@ def test_pseudo_labels_are_each_class_most_confident_predictions():
 
 
 @pytest.fixture(scope="module")
-def classify_run(tmp_path_factory):
-    return run_recipe("classify", quick=True, out=tmp_path_factory.mktemp("runs") / "classify", verbose=0)
+def classify_run(quick_run):
+    return quick_run("classify")
 
 
 def test_pretrained_encoder_beats_the_same_network_from_scratch_with_few_labels(classify_run):

@@ -2,14 +2,12 @@
 
 import pytest
 
-from recipes.run import run_recipe
-
 BASELINES = ("mean fill", "biharmonic")
 
 
 @pytest.fixture(scope="module")
-def inpaint_run(tmp_path_factory):
-    return run_recipe("inpaint", quick=True, out=tmp_path_factory.mktemp("runs") / "inpaint", verbose=0)
+def inpaint_run(quick_run):
+    return quick_run("inpaint")
 
 
 def test_autoencoder_fills_holes_better_than_both_baselines(inpaint_run):

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 from recipes import reduce, tutorials
-from recipes.run import run_recipe
 
 
 @pytest.fixture(scope="module")
-def reduce_run(tmp_path_factory):
-    return run_recipe("reduce", quick=True, out=tmp_path_factory.mktemp("runs") / "reduce", verbose=0)
+def reduce_run(quick_run):
+    return quick_run("reduce")
 
 
 def test_autoencoder_reconstructs_better_than_pca_with_the_same_m(reduce_run):
