@@ -3,7 +3,9 @@
 Both methods are judged on the test split by how well they reconstruct (MSE per pixel) and
 by how much label information their M numbers keep: a linear probe (standardised codes,
 logistic regression fitted on the training codes) and k-NN accuracy (Euclidean, codes as
-they are). A 2-D map shows the test codes coloured by label.
+they are). The probe and k-NN also read the inputs themselves (`input`, up to
+INPUT_FEATURES_LIMIT values): the label information all K numbers hold, against the M of a
+code. A 2-D map shows the test codes coloured by label.
 
 Streamed data (image folders in files) is never loaded whole: metrics are summed over test
 batches, PCA is an IncrementalPCA fitted batch by batch on every training image, and the
@@ -23,6 +25,10 @@ from recipes.evaluation import batches
 from recipes.report import Results, pyplot, save_figure
 
 TUTORIAL = tutorials.CONV_AUTOENCODER.label
+# The probe and k-NN on the inputs themselves: how much of the label a linear map (or a distance)
+# reads from all K values, which M numbers must approach to be worth keeping instead.
+INPUT = "input"
+INPUT_FEATURES_LIMIT = 4096  # larger inputs (say 224x224x3 images) would not fit in memory as "codes"
 FIT_LIMIT = 10_000  # streamed data: training codes the probe and k-NN are fitted on
 PCA_BATCH = 1024  # streamed data: images per IncrementalPCA step
 
@@ -101,6 +107,8 @@ def run(ctx):
     if tutorial is not None:
         encoders[TUTORIAL] = tutorials.code_model(tutorial).predict_on_batch
         reconstructors[TUTORIAL] = tutorial.predict_on_batch
+    if data.y_train is not None and np.prod(data.input_shape) <= INPUT_FEATURES_LIMIT:
+        encoders[INPUT] = flat
     fitted = slice(0, FIT_LIMIT if data.streaming else None)
     train_codes, _ = codes_and_errors(data.x_train[fitted], encoders, {})
     test_codes, mse = codes_and_errors(data.x_test, encoders, reconstructors)
@@ -128,17 +136,18 @@ def run(ctx):
         results.notes.append(
             "linear probe: logistic regression on standardised codes, fitted on the training codes; "
             f"{neighbours}-NN: Euclidean distance between the codes as they are (PCA's are not whitened)"
+            + (f"; {INPUT}: both on the {np.prod(data.input_shape):,} input values themselves, not a code" if INPUT in codes else "")
         )
         shown = slice(0, ctx.params["map_examples"])
         how = "the codes themselves" if latent_dim == 2 else "the first two principal components of the codes"
         results.notes.append(f"2-D map: {how}, for the first {len(data.y_test[shown])} test examples")
         results.plots.append(
-            code_map(ctx.run_dir, {method: test[shown] for method, (_, test) in codes.items()}, data.y_test[shown],
+            code_map(ctx.run_dir, {method: test[shown] for method, (_, test) in codes.items() if method != INPUT}, data.y_test[shown],
                      data.info.get("classes"))
         )
     for metric, values in results.metrics.items():
         ours = values["autoencoder"]
-        for baseline in ("PCA", TUTORIAL):
+        for baseline in ("PCA", TUTORIAL, INPUT):
             theirs = values.get(baseline)
             if theirs is not None and ((ours >= theirs) if "MSE" in metric else (ours <= theirs)):
                 results.notes.append(f"{baseline} does as well or better on {metric}: {theirs:.4f} against {ours:.4f}")

@@ -42,6 +42,16 @@ def test_codes_carry_label_information_for_both_methods(reduce_run):
             assert 0.5 < accuracy <= 1.0, (metric, method)  # 10 classes: chance is 0.1
 
 
+def test_the_inputs_themselves_are_probed_beside_the_codes_but_not_reconstructed(reduce_run):
+    run_dir, metrics = reduce_run
+    probe = metrics["metrics"]["linear-probe accuracy"]
+    # PCA's codes are a linear map of the inputs: a probe on all 784 pixels reads at least as much
+    assert probe[reduce.INPUT] >= probe["PCA"] - 0.01
+    assert reduce.INPUT in metrics["metrics"]["5-NN accuracy"]
+    assert reduce.INPUT not in metrics["metrics"]["reconstruction MSE (M=16)"]
+    assert "784 input values" in (run_dir / "report.md").read_text()
+
+
 def test_run_folder_holds_model_history_map_and_report(reduce_run):
     run_dir, metrics = reduce_run
     for path in ("model.keras", "model/history.csv", "plots/code_map.png", "report.md", "metrics.json"):
