@@ -136,7 +136,8 @@ def run(ctx):
         results.notes.append(
             "linear probe: logistic regression on standardised codes, fitted on the training codes; "
             f"{neighbours}-NN: Euclidean distance between the codes as they are (PCA's are not whitened)"
-            + (f"; {INPUT}: both on the {np.prod(data.input_shape):,} input values themselves, not a code" if INPUT in codes else "")
+            + (f"; {INPUT}: both on the {np.prod(data.input_shape):,} input values themselves, not a code" if INPUT in codes
+               else f"; no {INPUT} column: {np.prod(data.input_shape):,} input values, over the {INPUT_FEATURES_LIMIT:,} probed")
         )
         shown = slice(0, ctx.params["map_examples"])
         how = "the codes themselves" if latent_dim == 2 else "the first two principal components of the codes"

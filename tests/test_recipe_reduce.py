@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from recipes import reduce, tutorials
+from recipes.run import run_recipe
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +70,11 @@ def test_the_code_map_has_a_legend_of_class_names(tmp_path, monkeypatch):
     (legend,) = figures[0].legends
     assert [text.get_text() for text in legend.get_texts()] == ["cats", "dogs"]
     assert not [ax for ax in figures[0].axes if ax.get_label() == "<colorbar>"]
+
+
+def test_inputs_above_the_probed_size_get_a_note_instead_of_a_column(tmp_path, monkeypatch):
+    monkeypatch.setattr(reduce, "INPUT_FEATURES_LIMIT", 63)  # digits have 64 values
+    run_dir, metrics = run_recipe("reduce", data="digits", model="dense_ae", epochs=1, out=tmp_path / "r", verbose=0,
+                                  sets=["params.tutorial_baseline=false"])
+    assert reduce.INPUT not in metrics["metrics"]["linear-probe accuracy"]
+    assert "no input column: 64 input values, over the 63 probed" in (run_dir / "report.md").read_text()
