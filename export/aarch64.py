@@ -207,8 +207,12 @@ class Result:
     @property
     def target(self):
         if self.max_int8_steps is not None:
-            return f"<= {CROSS_RUNTIME_STEPS_TARGET if self.cross_runtime else INT8_STEPS_TARGET} steps"
+            return f"<= {self._steps_limit} steps"
         return f"max abs diff <= {self._float_limit:.2g}"
+
+    @property
+    def _steps_limit(self):
+        return CROSS_RUNTIME_STEPS_TARGET if self.cross_runtime else INT8_STEPS_TARGET
 
     @property
     def _float_limit(self):
@@ -219,7 +223,7 @@ class Result:
         if self.refused:
             return None
         if self.max_int8_steps is not None:
-            return self.max_int8_steps <= (CROSS_RUNTIME_STEPS_TARGET if self.cross_runtime else INT8_STEPS_TARGET)
+            return self.max_int8_steps <= self._steps_limit
         return self.max_abs_diff <= self._float_limit
 
     def to_json(self):
