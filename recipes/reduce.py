@@ -107,7 +107,8 @@ def run(ctx):
     if tutorial is not None:
         encoders[TUTORIAL] = tutorials.code_model(tutorial).predict_on_batch
         reconstructors[TUTORIAL] = tutorial.predict_on_batch
-    if data.y_train is not None and np.prod(data.input_shape) <= INPUT_FEATURES_LIMIT:
+    features = int(np.prod(data.input_shape))
+    if data.y_train is not None and features <= INPUT_FEATURES_LIMIT:
         encoders[INPUT] = flat
     fitted = slice(0, FIT_LIMIT if data.streaming else None)
     train_codes, _ = codes_and_errors(data.x_train[fitted], encoders, {})
@@ -133,11 +134,11 @@ def run(ctx):
         }
         results.add("linear-probe accuracy", {method: acc[0] for method, acc in accuracies.items()})
         results.add(f"{neighbours}-NN accuracy", {method: acc[1] for method, acc in accuracies.items()})
+        on_inputs = (f"{INPUT}: both on the {features:,} input values themselves, not a code" if INPUT in codes
+                     else f"no {INPUT} column: {features:,} input values, over the {INPUT_FEATURES_LIMIT:,} probed")
         results.notes.append(
             "linear probe: logistic regression on standardised codes, fitted on the training codes; "
-            f"{neighbours}-NN: Euclidean distance between the codes as they are (PCA's are not whitened)"
-            + (f"; {INPUT}: both on the {np.prod(data.input_shape):,} input values themselves, not a code" if INPUT in codes
-               else f"; no {INPUT} column: {np.prod(data.input_shape):,} input values, over the {INPUT_FEATURES_LIMIT:,} probed")
+            f"{neighbours}-NN: Euclidean distance between the codes as they are (PCA's are not whitened); {on_inputs}"
         )
         shown = slice(0, ctx.params["map_examples"])
         how = "the codes themselves" if latent_dim == 2 else "the first two principal components of the codes"
