@@ -1,14 +1,14 @@
-"""`aezoo benchmark recipes`: speed and quality figures for the README (a command, not a test).
+"""`aezoo benchmark recipes`: speed and quality figures for the documentation (a command, not a test).
 
-    aezoo benchmark recipes loop [--examples N] [--epochs E] [--readme]  # our loop vs plain fit; float32 vs bf16
-    aezoo benchmark recipes full [--only NAME ...] [--readme]             # every recipe on full data vs its baselines
-    aezoo benchmark recipes reproduce PRESET [--readme]                   # rerun a preset's card command, compare
-    aezoo benchmark recipes micro [--readme]                              # every preset exported for TFLite Micro
+    aezoo benchmark recipes loop [--examples N] [--epochs E] [--docs]    # our loop vs plain fit; float32 vs bf16
+    aezoo benchmark recipes full [--only NAME ...] [--docs]               # every recipe on full data vs its baselines
+    aezoo benchmark recipes reproduce PRESET [--docs]                     # rerun a preset's card command, compare
+    aezoo benchmark recipes micro [--docs]                                # every preset exported for TFLite Micro
 
 `full` shows the Fashion-MNIST presets' runs from their cards (`aezoo presets --build NAME` makes
 them) and runs (or reuses, resuming an interrupted one) the other recipes into runs/benchmark/<name>.
-All print their tables; `--readme` also writes them into README.md (sections `benchmark`, `loop`, `reproduce`,
-`micro-presets`).
+All print their tables; `--docs` (alias `--readme`) also writes them into docs/: `full` into results.md,
+`loop` into training.md, `reproduce` into presets.md, `micro` into micro.md.
 """
 
 import json
@@ -60,16 +60,16 @@ class EpochClock(keras.callbacks.Callback):
         return examples / (sum(steady) / len(steady))
 
 
-def publish(text, readme_section):
-    """Prints a benchmark's tables and, when `readme_section` is named, writes them into README.md."""
-    from recipes.report import write_readme_section
+def publish(text, docs_section):
+    """Prints a benchmark's tables and, when `docs_section` is named, writes them into its page of docs/."""
+    from recipes.report import write_docs_section
 
     print(text)
-    if readme_section:
-        write_readme_section(readme_section, text)
+    if docs_section:
+        write_docs_section(docs_section, text)
 
 
-def loop(examples, epochs, batch_size, readme):
+def loop(examples, epochs, batch_size, docs):
     """Training throughput: plain `model.fit` on arrays vs our loop; float32 vs mixed_bfloat16."""
     import zoo
     from recipes import distribution, training
@@ -109,7 +109,7 @@ def loop(examples, epochs, batch_size, readme):
         "|---|---|---|",
         *[f"| {name} | {speed:,.0f} | {speed / base - 1:+.1%} |" for name, speed in rows],
     ]
-    publish("\n".join(lines), "loop" if readme else None)
+    publish("\n".join(lines), "loop" if docs else None)
 
 
 def _run_name(spec):
@@ -117,21 +117,21 @@ def _run_name(spec):
     return spec if isinstance(spec, str) else Path(spec[spec.index("--out") + 1]).name
 
 
-def _readme_tables(labels):
-    """{label: its heading line and table} as README.md's benchmark section holds them."""
-    from recipes.report import read_readme_section
+def _published_tables(labels):
+    """{label: its heading line and table} as the benchmark section of docs/results.md holds them."""
+    from recipes.report import read_docs_section
 
-    text = read_readme_section("benchmark")
+    text = read_docs_section("benchmark")
     starts = sorted((text.index(f"**{label}** —"), label) for label in labels if f"**{label}** —" in text)
     ends = [start for start, _ in starts[1:]] + [len(text)]
     return {label: text[start:end].strip() for (start, label), end in zip(starts, ends)}
 
 
-def full(readme, only=None):
+def full(docs, only=None):
     """Prints every recipe's metric tables on its full data: a preset's from its card (the run that
     built it), the other recipes from their runs (run, or resumed, when not finished yet).
 
-    With `only` (names of FULL_RUNS entries), the other entries' tables are kept as README.md has
+    With `only` (names of FULL_RUNS entries), the other entries' tables are kept as docs/results.md has
     them (made anew where it has none): after retraining one preset, without rerunning the others.
     """
     from recipes.presets import run_or_resume
@@ -143,7 +143,7 @@ def full(readme, only=None):
     for name in only or ():
         if name not in names:
             raise unknown_name("benchmark run", name, names)
-    kept = _readme_tables([label for label, _ in FULL_RUNS]) if only else {}
+    kept = _published_tables([label for label, _ in FULL_RUNS]) if only else {}
     sections = []
     for name, (label, spec) in zip(names, FULL_RUNS):
         if only and name not in only and label in kept:
@@ -157,10 +157,10 @@ def full(readme, only=None):
             command, data = "aezoo " + shlex.join(spec), f"{run['train_examples']:,} train / {run['test_examples']:,} test"
             seconds, metrics = run["train_seconds"], run["metrics"]
         sections += [f"**{label}** — `{command}` ({data}; training {seconds / 60:.1f} min)", "", metrics_table(metrics), ""]
-    publish("\n".join(sections), "benchmark" if readme else None)
+    publish("\n".join(sections), "benchmark" if docs else None)
 
 
-def reproduce(name, readme):
+def reproduce(name, docs):
     """Reruns preset `name`'s card command into runs/reproduce/<name>; prints card vs rerun per metric."""
     from recipes.presets import run_or_resume
     from zoo import presets
@@ -185,7 +185,7 @@ def reproduce(name, readme):
             worst = max(worst, change)
             lines.append(f"| {metric} | {method} | {card_value:.4g} | {new:.4g} | {change:.1%} |")
     lines += ["", f"Largest difference {worst:.1%} ({'within' if worst <= 0.05 else 'OUTSIDE'} the 5% target)."]
-    publish("\n".join(lines), "reproduce" if readme else None)
+    publish("\n".join(lines), "reproduce" if docs else None)
 
 
 def _compiles(compiler, folder, entry):
@@ -198,7 +198,7 @@ def _compiles(compiler, folder, entry):
     return "yes" if subprocess.run(command, cwd=folder).returncode == 0 else "NO"
 
 
-def micro_presets(readme, only=None):
+def micro_presets(docs, only=None):
     """Exports every shipped preset for TensorFlow Lite Micro (int8, calibrated on its own data) into
     runs/benchmark/micro/<name>, compiles its C arrays, and tables flash, arena and verification per file.
 
@@ -242,7 +242,7 @@ def micro_presets(readme, only=None):
         "|---|---|---|---|---|---|---|",
         *rows,
     ]
-    publish("\n".join(lines), "micro-presets" if readme else None)
+    publish("\n".join(lines), "micro-presets" if docs else None)
 
 
 def main(argv):
@@ -252,25 +252,29 @@ def main(argv):
     loop_args.add_argument("--examples", type=arguments.count, default=60000)
     loop_args.add_argument("--epochs", type=arguments.count, default=3)
     loop_args.add_argument("--batch-size", type=arguments.count, default=128)
-    loop_args.add_argument("--readme", action="store_true", help="write the table into README.md")
+    loop_args.add_argument("--docs", "--readme", dest="docs", action="store_true",
+                           help="write the table into docs/training.md (--readme: the same)")
     full_args = sub.add_parser("full", help="every recipe on full data")
-    full_args.add_argument("--readme", action="store_true", help="write the tables into README.md")
+    full_args.add_argument("--docs", "--readme", dest="docs", action="store_true",
+                           help="write the tables into docs/results.md (--readme: the same)")
     full_args.add_argument("--only", nargs="+", metavar="NAME",
                            help="make only these tables anew (a preset, or a run folder's name: classify, anomaly, "
-                                "anomaly-transformer); keep the others as README.md has them")
+                                "anomaly-transformer); keep the others as docs/results.md has them")
     reproduce_args = sub.add_parser("reproduce", help="rerun a preset's card command")
     reproduce_args.add_argument("preset")
-    reproduce_args.add_argument("--readme", action="store_true", help="write the table into README.md")
+    reproduce_args.add_argument("--docs", "--readme", dest="docs", action="store_true",
+                                help="write the table into docs/presets.md (--readme: the same)")
     micro_args = sub.add_parser("micro", help="every preset exported for TensorFlow Lite Micro")
-    micro_args.add_argument("--readme", action="store_true", help="write the table into README.md")
+    micro_args.add_argument("--docs", "--readme", dest="docs", action="store_true",
+                            help="write the table into docs/micro.md (--readme: the same)")
     micro_args.add_argument("--only", nargs="+", metavar="PRESET",
                             help="export only these presets again; table the others' existing exports")
     args = parser.parse_args(argv)
     if args.what == "micro":
-        micro_presets(args.readme, args.only)
+        micro_presets(args.docs, args.only)
     elif args.what == "loop":
-        loop(args.examples, args.epochs, args.batch_size, args.readme)
+        loop(args.examples, args.epochs, args.batch_size, args.docs)
     elif args.what == "full":
-        full(args.readme, args.only)
+        full(args.docs, args.only)
     else:
-        reproduce(args.preset, args.readme)
+        reproduce(args.preset, args.docs)

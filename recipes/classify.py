@@ -14,7 +14,7 @@ gradient steps do not wreck the pretrained features while a random head is still
 With params.augment_shift > 0 both classifiers see each labelled image shifted by up to that many
 pixels and, with params.augment_flip (for classes that mirroring keeps: garments, not digits),
 mirrored at random, drawn anew every batch: the usual guard against memorising a few hundred
-labelled images (on Fashion-MNIST's centred garments it gains little; README).
+labelled images (on Fashion-MNIST's centred garments it gains little; docs/experiments/classify.md).
 
 With params.pseudo_labels_per_class > 0 the unlabelled images teach too (self-training): each
 trained classifier labels the training images outside the labelled subset, and a student,

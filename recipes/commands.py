@@ -196,11 +196,11 @@ def _load_source(source):
 
 def presets(args):
     if args.build:
-        from recipes.presets import PRESETS, build, readme_table
+        from recipes.presets import PRESETS, build, preset_tables
 
         for name in PRESETS if args.build == ["all"] else args.build:
             print(f"{name}: {build(name)['headline']}")
-        readme_table()
+        preset_tables()
         return
     from recipes.catalog import preset_cards
 

@@ -1,14 +1,14 @@
 """`aezoo benchmark data`: one training epoch from a PNG folder streamed through tf.data vs the same
 images loaded into memory (a command, not a test).
 
-    aezoo benchmark data [--sizes 10000,60000] [--epochs 2] [--folders runs/benchmark/data] [--readme]
+    aezoo benchmark data [--sizes 10000,60000] [--epochs 2] [--folders runs/benchmark/data] [--docs]
 
 Writes the first N Fashion-MNIST training images as 28x28 PNGs into FOLDERS/N/<class>/ (once per
 size), then measures each size and path in its own child process, so that its peak resident
 memory (RSS high-water mark) is its own: the child loads the folder (`stream=True` or
 `stream=False`), trains conv_ae for `--epochs` epochs on the training split (80% of the
-images) and reports the last epoch's samples/s (the first includes tracing). `--readme` writes
-the table into README.md (section `data`).
+images) and reports the last epoch's samples/s (the first includes tracing). `--docs` (alias `--readme`)
+writes the table into docs/data.md (section `data`).
 """
 
 import json
@@ -116,7 +116,8 @@ def main(argv):
         command.add_argument("--batch-size", type=arguments.count, default=128)
     parser.add_argument("--sizes", type=arguments.counts, default=[10000, 60000], help="comma list of folder sizes (images)")
     parser.add_argument("--folders", default="runs/benchmark/data", help="where the PNG folders are written")
-    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--docs", "--readme", dest="docs", action="store_true",
+                        help="write the table into docs/data.md (--readme: the same)")
     args = parser.parse_args(argv)
     if args.what == "measure":
         print(json.dumps(measure(Path(args.folder), args.stream, args.epochs, args.batch_size)))
@@ -124,7 +125,7 @@ def main(argv):
     sizes = sorted(args.sizes)
     from recipes.benchmark import publish
 
-    publish(table(sizes, args.epochs, args.batch_size, args.folders), "data" if args.readme else None)
+    publish(table(sizes, args.epochs, args.batch_size, args.folders), "data" if args.docs else None)
 
 
 if __name__ == "__main__":

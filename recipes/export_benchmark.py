@@ -26,8 +26,8 @@ Example:
     aezoo benchmark export --presets --modes float32,int8 --no-onnx
     python -m recipes.export_benchmark --families conv_ae,vae --modes float32,int8 --epochs 1
 
-`--readme` also writes the tables into README.md: the main one into the section `export-presets`
-with `--presets`, else `export-families`; the micro/ one into `export-micro`. Each starts with the
+`--docs` (alias `--readme`) also writes the tables into docs/: the main one into benchmark-export.md
+(section `export-presets` with `--presets`, else `export-families`); the micro/ one into micro.md (`export-micro`). Each starts with the
 command that made it.
 """
 
@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from recipes import arguments
-from recipes.report import write_readme_section
+from recipes.report import write_docs_section
 
 # family -> (zoo model, options, reads the images as (rows, columns) sequences)
 FAMILIES = {
@@ -84,7 +84,10 @@ def _parser():
         "--presets", action="store_true",
         help="each family with its Fashion-MNIST preset's architecture (the files a user deploys), not the small default",
     )
-    parser.add_argument("--readme", action="store_true", help="also write the tables into README.md")
+    parser.add_argument(
+        "--docs", "--readme", dest="docs", action="store_true",
+        help="also write the tables into docs/benchmark-export.md and docs/micro.md (--readme: the same)",
+    )
     return parser
 
 
@@ -192,7 +195,7 @@ def main(argv=None):
     finally:
         if not args.out:
             shutil.rmtree(root, ignore_errors=True)
-    command = "`aezoo benchmark export" + "".join(f" {shlex.quote(a)}" for a in argv if a != "--readme") + "`"
+    command = "`aezoo benchmark export" + "".join(f" {shlex.quote(a)}" for a in argv if a not in ("--docs", "--readme")) + "`"
     onnx_runtime = "" if args.no_onnx else f" (ONNX: onnxruntime {importlib.import_module('onnxruntime').__version__})"
     sections = {
         "export-presets" if args.presets else "export-families": "\n".join([
@@ -220,9 +223,9 @@ def main(argv=None):
             *micro_rows,
         ])
     print("\n\n".join(sections.values()))
-    if args.readme:
+    if args.docs:
         for section, text in sections.items():
-            write_readme_section(section, text)
+            write_docs_section(section, text)
     return 0
 
 

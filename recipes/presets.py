@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from recipes.checkpoints import atomic_write, train_seconds
-from recipes.report import metrics_table, write_readme_section
+from recipes.report import metrics_table, write_docs_section
 from zoo import presets
 from zoo.errors import ZooError, unknown_name
 
@@ -21,7 +21,7 @@ class Preset(NamedTuple):
     description: str
     args: list  # after `aezoo run`, before `--data`
     dataset: str = "fashion_mnist"
-    headline: str | None = None  # the metric the README shows; None: the recipe's first
+    headline: str | None = None  # the metric the preset tables show; None: the recipe's first
     micro: bool = False  # export int8 for TFLite Micro and put its flash and arena bytes on the card
     compare: tuple = ()  # other model families run by the same recipe, reported beside it
     # Fashion-MNIST runs: the recipes' small default batches suit a few thousand images, not 60,000.
@@ -83,7 +83,7 @@ PRESETS = {
     "conv_ae_denoise_fashion_mnist": Preset(
         "Convolutional denoiser, 512-dim spatial code (16x16x2 with the 8x8 and 4x4 stages' context; Gaussian and "
         "salt-and-pepper noise; batch-norm + SiLU residual stages, resize + conv upsampling, AdamW + cosine decay)",
-        # README "Results on Fashion-MNIST": screens and full runs of each change.
+        # docs/experiments/denoise.md: what each change of the network and training gave.
         ["denoise", "--set", "model.latent_dim=512", "--set", "model.code=spatial", "--set", "model.code_stage=0",
          "--set", "model.filters=[40, 64, 64]", *RESIDUAL, *CONVERGE, "--set", "train.learning_rate=0.004",
          "--epochs", "28"],
@@ -270,15 +270,31 @@ def _compare_section(compare):
     ]
 
 
-def readme_table():
-    """The README's preset table, from the shipped preset files; written by `aezoo presets --build`."""
-    rows = [
-        "| preset | model | parameters | size | headline (test split) | check MSE |",
-        "|---|---|---|---|---|---|",
+def _baselines(info):
+    """The headline metric's other methods, e.g. `tutorial denoiser 18.07, best filter 13.58`; else the first
+    metric that has any, named (a VAE's tutorial network is scored on continuous pixels only)."""
+    headline_metric = info["headline"].rsplit(": ", 1)[0]
+    metrics = info["metrics"]
+    for metric in [headline_metric, *metrics]:
+        others = {method: value for method, value in list(metrics[metric].items())[1:] if value is not None}
+        if others:
+            cell = ", ".join(f"{method} {value:.4g}" for method, value in others.items())
+            return cell if metric == headline_metric else f"{metric}: {cell}"
+    return "–"
+
+
+def preset_tables():
+    """The preset table of README.md and docs/presets.md, from the shipped preset files; written by
+    `aezoo presets --build`. The README links each preset to its card."""
+    header = [
+        "| preset | model | parameters | size | headline (test split) | baselines, same run | check MSE |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, info in presets.list_presets().items():
-        rows.append(
-            f"| [`{name}`](zoo/presets/{name}.md) | `{info['model']}` | {info['parameters']:,} | "
-            f"{info['size_bytes'] / 1e6:.2f} MB | {info['headline']} | {info['check']['reconstruction_mse']:.5f} |"
-        )
-    write_readme_section("presets", "\n".join(rows))
+    for page, link in [("README.md", "zoo/presets/{name}.md"), ("docs/presets.md", None)]:
+        rows = [
+            f"| {f'[`{name}`]({link.format(name=name)})' if link else f'`{name}`'} | `{info['model']}` | "
+            f"{info['parameters']:,} | {info['size_bytes'] / 1e6:.2f} MB | {info['headline']} | {_baselines(info)} | "
+            f"{info['check']['reconstruction_mse']:.5f} |"
+            for name, info in presets.list_presets().items()
+        ]
+        write_docs_section("presets", "\n".join(header + rows), page=page)
