@@ -334,9 +334,9 @@ class EdgeModel:
         return self._runners[signature]
 
     def describe_signatures(self):
-        """{signature: {"inputs"|"outputs": {name: {shape, dtype, scale, zero_point}}}} as the interpreter sees them.
+        """`{signature: {"inputs"|"outputs": {name: {shape, dtype, scale, zero_point}}}}` as the interpreter sees them.
 
-        Example:
+        Examples:
             >>> model.describe_signatures()["reconstruct"]["inputs"]["x"]
             {'shape': [1, 28, 28, 1], 'dtype': 'int8', 'scale': 0.00392, 'zero_point': -128}
         """
