@@ -1,4 +1,4 @@
-"""Report tables: counts print as counts, measurements with their precision; README sections."""
+"""Report tables: counts print as counts, measurements with their precision; the docs pages' generated sections."""
 
 import json
 
@@ -25,20 +25,43 @@ def test_benchmark_only_makes_the_named_table_anew_and_keeps_the_others(tmp_path
     from recipes import benchmark, report
     from zoo import ZooError, presets
 
-    readme = tmp_path / "README.md"
-    section = report.read_readme_section("benchmark")
+    (tmp_path / "docs").mkdir()
+    results = tmp_path / "docs" / "results.md"
+    section = report.read_docs_section("benchmark")
     conv_heading = next(line for line in section.splitlines() if line.startswith("**reduce (conv_ae)**"))
     classify_heading = next(line for line in section.splitlines() if line.startswith("**classify**"))
     stale = section.replace(conv_heading, conv_heading + " stale").replace(classify_heading, classify_heading + " kept")
-    readme.write_text(report.README.read_text().replace(section, stale))
-    monkeypatch.setattr(report, "README", readme)
+    results.write_text((report.REPOSITORY / "docs" / "results.md").read_text().replace(section, stale))
+    monkeypatch.setattr(report, "REPOSITORY", tmp_path)
     monkeypatch.chdir(tmp_path)  # a run the benchmark started would land in tmp_path/runs
 
-    benchmark.full(readme=True, only=["conv_ae_fashion_mnist"])
-    remade = report.read_readme_section("benchmark")
+    benchmark.full(docs=True, only=["conv_ae_fashion_mnist"])
+    remade = report.read_docs_section("benchmark")
     card = presets.preset_info("conv_ae_fashion_mnist")
     assert f"**reduce (conv_ae)** — `{card['command']}`" in remade and " stale" not in remade
     assert classify_heading + " kept" in remade  # the expensive runs' tables stay as they were
     assert remade.count("**") == section.count("**") and not (tmp_path / "runs").exists()
     with pytest.raises(ZooError, match="unknown benchmark run 'conv_ae'; choose one of: anomaly"):
-        benchmark.full(readme=False, only=["conv_ae"])
+        benchmark.full(docs=False, only=["conv_ae"])
+
+
+def test_preset_tables_fill_the_readme_and_the_presets_page_with_each_headline_and_its_baselines(tmp_path, monkeypatch):
+    from recipes import presets as preset_builder
+    from recipes import report
+    from zoo import presets
+
+    (tmp_path / "docs").mkdir()
+    for page in ["README.md", "docs/presets.md"]:
+        (tmp_path / page).write_text("before\n<!-- presets:start -->\nstale\n<!-- presets:end -->\nafter\n")
+    monkeypatch.setattr(report, "REPOSITORY", tmp_path)
+
+    preset_builder.preset_tables()
+    readme, page = (report.read_docs_section("presets", page=p) for p in ["README.md", "docs/presets.md"])
+    denoise = presets.preset_info("conv_ae_denoise_fashion_mnist")
+    tutorial = denoise["metrics"]["PSNR (dB), gaussian σ=0.5"]["tutorial denoiser"]
+    for table in (readme, page):
+        assert len(table.splitlines()) == 2 + len(presets.list_presets()) and "stale" not in table
+        row = next(line for line in table.splitlines() if "conv_ae_denoise_fashion_mnist" in line)
+        assert denoise["headline"] in row and f"tutorial denoiser {tutorial:.4g}" in row
+    assert "(zoo/presets/conv_ae_denoise_fashion_mnist.md)" in readme and "zoo/presets/" not in page
+    assert (tmp_path / "README.md").read_text().startswith("before\n") and page.count("`vae`") == 2
