@@ -28,12 +28,12 @@ RANDOM_OPS = ("RANDOM_STANDARD_NORMAL", "RANDOM_UNIFORM", "MULTINOMIAL")
 # (attention softmax, the layer norms' MEAN, SQUARED_DIFFERENCE, RSQRT and MUL; measured
 # variant by variant) round differently on aarch64 and x86_64, and the attention amplifies a
 # 1-step difference into tens of output steps (the Transformer preset: 67 steps, 40% of pixels
-# over 1 step, on a Cortex-A72; with these ops float: 0 steps, README "Verified on aarch64").
+# over 1 step, on a Cortex-A72; with these ops float: 0 steps, docs/boards.md, "Verified on aarch64").
 ATTENTION_FLOAT_OPS = ("SOFTMAX", "BATCH_MATMUL", "MEAN", "SQUARED_DIFFERENCE", "RSQRT", "MUL")
 # Ops an int8 file of a recurrent graph (the export's unrolled LSTM) keeps in float32: the cell's
 # gates and state update. All-int8, the LSTM preset's file scored 12.81 dB PSNR against Keras' 20.10
 # and differed by 27 steps on a Cortex-A72; with these in float, 19.90 dB and 0 steps; the input and
-# recurrent projections stay int8 (README, "LSTM cells keep their arithmetic in float32"). Of the
+# recurrent projections stay int8 (docs/boards.md, "LSTM cells keep their arithmetic in float32"). Of the
 # subsets tried by editing this list, only TANH, MUL and ADD did as well (19.88 dB); LOGISTIC and
 # TANH, or those and MUL, or ADD alone still gave 12.8 dB. SPLIT (into the four gates) is float
 # too: in int8 every step re-quantized the summed projections (one more rounding) and dequantized

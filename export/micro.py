@@ -76,7 +76,7 @@ def preferred_precision(amplifies_rounding):
     steps: the LSTM preset's int8 codes differed by 35 steps, and int8 alone cost its
     reconstruction 7.4 dB against Keras (12.7 dB vs 20.1); attention's softmax widens it too
     (the Transformer preset's int8 codes: 3 steps). int16 activations: the LSTM's codes 14 int16
-    steps apart (0.05 int8 steps) and 20.1 dB (README "Microcontrollers").
+    steps apart (0.05 int8 steps) and 20.1 dB (docs/micro.md).
     """
     return "int16x8" if amplifies_rounding else "int8"
 

@@ -39,7 +39,7 @@ QUANTIZED_TYPES = (np.int8, np.int16)  # int8 files; int16 activations of TFLite
 # rounding differs by a step here and there between CPUs and versions, and a network amplifies it
 # (tflite_runtime 2.14 ran the presets' int8 files 12 to 52 steps apart on aarch64 and x86_64).
 # "reference": the reference kernels, 10 to 140 times slower on the presets, but the same on every
-# CPU (README, "Reference kernels").
+# CPU (docs/boards.md, "Reference kernels").
 KERNELS = {"default": "AUTO", "reference": "BUILTIN_REF"}
 KERNEL_LABELS = {"default": "", "reference": " (reference kernels)"}  # after the runtime's name in reports
 

@@ -15,7 +15,7 @@ FAMILIES = {
     "conv_ae_residual": (
         "conv_ae",
         # Batch normalization folds into the convolutions; GroupNorm's int8 kernels give results up to
-        # 8 steps apart in tflite_runtime 2.14 and ai_edge_litert (README, conv_ae options).
+        # 8 steps apart in tflite_runtime 2.14 and ai_edge_litert (docs/models.md, conv_ae options).
         {"filters": (8, 16), "normalization": "batch", "activation": "silu", "blocks_per_stage": 1, "upsampling": "resize"},
         False,
     ),

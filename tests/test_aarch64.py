@@ -69,7 +69,7 @@ def exports(tmp_path_factory):
         export_model(train_briefly(family, data, **options), folders[name], quantize="float32,int8",
                      calibration_data=data, calibration_samples=100, verify_samples=8)
     # The export's default calibration (200 samples), as `aezoo export` makes it: with 50 samples
-    # one int8 file still came out 36 steps apart (README, "Verified on aarch64").
+    # one int8 file still came out 36 steps apart (docs/boards.md, "Verified on aarch64").
     export_model(zoo.from_preset(PRESET), folders[PRESET], quantize="int8", calibration_data="fashion_mnist",
                  verify_samples=8)
     return folders

@@ -22,7 +22,7 @@ from export.exporter import tflite_name
 pytestmark = pytest.mark.edge
 
 ROOT = Path(__file__).resolve().parents[1]
-# The board install of the README, with the checkout in place of the package index's copy.
+# The board install of docs/boards.md, with the checkout in place of the package index's copy.
 EDGE_REQUIREMENTS = ["numpy<2", "pillow", "tflite-runtime"]
 # Their versions as last passed; AEZOO_EDGE_CONSTRAINTS="" installs the newest (.ci/refresh-constraints).
 EDGE_CONSTRAINTS = os.environ.get("AEZOO_EDGE_CONSTRAINTS", str(ROOT / "constraints-edge.txt"))

@@ -97,7 +97,7 @@ def test_a_batch_norm_preset_fine_tunes_with_plain_keras_fit_once_its_statistics
         after[frozen] = model.evaluate(held_out, held_out, verbose=0)
         kept = [np.array_equal(norm.moving_mean.numpy(), mean) for norm, mean in zip(batch_norm_layers(model), moving_means)]
         assert all(kept) if frozen else not any(kept)
-    # Trained, the layers' lagging statistics undo much of the fine-tuning (README, "Presets and fine-tuning").
+    # Trained, the layers' lagging statistics undo much of the fine-tuning (docs/presets.md).
     assert after[True] < before and after[True] < after[False]
 
 

@@ -29,7 +29,7 @@ def test_the_quickstart_leaves_the_tutorial_network_out_and_the_recipes_train_it
 
 
 def test_the_quickstart_runs_end_to_end(tmp_path):
-    # The README's first command; its [params] are its own, not the denoise recipe's defaults.
+    # The README's main-job command; its [params] are its own, not the denoise recipe's defaults.
     sets = ["quick.train_examples=300", "quick.test_examples=100"]
     run_dir, metrics = run_recipe("quickstart", quick=True, epochs=1, sets=sets, out=tmp_path / "quickstart", verbose=0)
     assert (run_dir / "report.md").exists()
