@@ -26,6 +26,6 @@ def digits():
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """`quick_run(recipe)`: (run folder, metrics) of the recipe's --quick run on its default data."""
-    from recipes.run import run_recipe
+    from recipes.engine.run import run_recipe
 
     return lambda recipe: run_recipe(recipe, quick=True, out=tmp_path_factory.mktemp("runs") / recipe, verbose=0)

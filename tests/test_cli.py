@@ -244,8 +244,8 @@ def test_classify_refuses_a_folder_of_one_class(capsys, tmp_path):
 
 
 def test_every_numeric_recipe_param_has_bounds_checked_before_training():
-    from recipes.catalog import list_recipes
-    from recipes.config import PARAM_BOUNDS, load_recipe
+    from recipes.engine.catalog import list_recipes
+    from recipes.engine.config import PARAM_BOUNDS, load_recipe
 
     numeric = {key for recipe in list_recipes() for key, value in load_recipe(recipe).get("params", {}).items()
                if not isinstance(value, (bool, str))}

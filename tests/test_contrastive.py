@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import zoo
-from recipes import training
-from recipes.training import TrainSettings
+from recipes.engine import training
+from recipes.engine.training import TrainSettings
 from zoo.contrastive import ContrastiveTraining, random_views
 from zoo.errors import ZooError
 

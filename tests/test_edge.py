@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EDGE_REQUIREMENTS = ["numpy<2", "pillow", "tflite-runtime"]
 # Their versions as last passed; AEZOO_EDGE_CONSTRAINTS="" installs the newest (.ci/refresh-constraints).
 EDGE_CONSTRAINTS = os.environ.get("AEZOO_EDGE_CONSTRAINTS", str(ROOT / "constraints-edge.txt"))
-INSTALLED_SOURCES = ["pyproject.toml", "recipes/__init__.py", "recipes/cli.py", "export/__init__.py",
+INSTALLED_SOURCES = ["pyproject.toml", "recipes/__init__.py", "recipes/cli/main.py", "export/__init__.py",
                      "export/runtime.py", "export/onnx_runtime.py", "export/tflite_file.py"]  # what `aezoo predict` runs
 # int8 outputs of tflite_runtime 2.14 and ai_edge_litert differ by up to one quantization step, and on
 # attention models (their int8 softmax/GELU kernels differ) by up to five, about one on average.

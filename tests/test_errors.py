@@ -75,7 +75,7 @@ def test_integer_images_are_refused_with_the_scaling_fix():
 
 
 def test_nan_in_training_data_is_refused_before_training(tmp_path):
-    from recipes.training import TrainSettings, train
+    from recipes.engine.training import TrainSettings, train
 
     x = np.random.default_rng(0).random((64, 8, 8, 1)).astype("float32")
     x[3, 2, 2, 0] = np.nan

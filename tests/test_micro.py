@@ -17,7 +17,7 @@ from export_helpers import FAMILIES, train_briefly
 
 import zoo
 from export import micro
-from recipes import cli
+from recipes.cli import main as cli
 from zoo.errors import ZooError
 
 pytest.importorskip("tflite_micro", reason="the micro target needs pip install tflite-micro")
@@ -320,8 +320,8 @@ def test_transformer_relu_option_saves_and_reloads_and_gelu_stays_the_default(tm
 
 
 def test_the_microcontroller_preset_fits_its_board_and_flags_anomalies_like_keras(tmp_path):
-    from recipes.anomaly import reconstruction_error
-    from recipes.presets import MICRO_LIMITS
+    from recipes.tasks.anomaly import reconstruction_error
+    from recipes.tools.build_presets import MICRO_LIMITS
     from sklearn.metrics import roc_auc_score
 
     name = "dense_ae_co2_micro"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes import checkpoints, distribution
+from recipes.engine import checkpoints, distribution
 from recipes.cli import main
 
 pytestmark = pytest.mark.multiworker

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import zoo
-from recipes.run import run_recipe
+from recipes.engine.run import run_recipe
 from zoo import presets
 from zoo.errors import ZooError
 
@@ -159,7 +159,7 @@ def test_denoise_preset_onnx_files_meet_their_targets_on_codes_beyond_one(tmp_pa
 def test_every_card_command_is_the_one_presets_build_runs():
     import shlex
 
-    from recipes import presets as builds
+    from recipes.tools import build_presets as builds
 
     assert set(builds.PRESETS) == set(PRESETS)
     for name in PRESETS:
@@ -167,7 +167,7 @@ def test_every_card_command_is_the_one_presets_build_runs():
 
 
 def test_a_preset_build_refuses_a_run_folder_of_another_command(tmp_path):
-    from recipes import presets as builds
+    from recipes.tools import build_presets as builds
 
     out = tmp_path / "conv_ae_fashion_mnist"
     out.mkdir()

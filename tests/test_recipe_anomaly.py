@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from recipes.run import run_recipe
+from recipes.engine.run import run_recipe
 from zoo.data import TEST_FRACTION, inject_anomalies
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from recipes.classify import confident_pseudo_labels, labelled_subset, probe_head_weights
-from recipes.run import run_recipe
+from recipes.tasks.classify import confident_pseudo_labels, labelled_subset, probe_head_weights
+from recipes.engine.run import run_recipe
 from zoo.errors import ZooError
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from recipes.run import run_recipe
+from recipes.engine.run import run_recipe
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from recipes import reduce, tutorials
-from recipes.run import run_recipe
+from recipes.tasks import reduce, tutorials
+from recipes.engine.run import run_recipe
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from recipes.run import resolve, run_recipe
+from recipes.engine.run import resolve, run_recipe
 
 CHEAPEST = {  # the switch is what is checked, not the results: one epoch on 500 images
     "denoise": [],

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from recipes.report import Results, metrics_table
+from recipes.engine.report import Results, metrics_table
 
 
 def test_counts_stay_integers_and_measurements_keep_decimals():
@@ -22,21 +22,22 @@ def test_counts_stay_integers_and_measurements_keep_decimals():
 
 
 def test_benchmark_only_makes_the_named_table_anew_and_keeps_the_others(tmp_path, monkeypatch):
-    from recipes import benchmark, report
+    from recipes.tools import benchmark
+    from recipes.tools import doc_tables
     from zoo import ZooError, presets
 
     (tmp_path / "docs").mkdir()
     results = tmp_path / "docs" / "results.md"
-    section = report.read_docs_section("benchmark")
+    section = doc_tables.read_docs_section("benchmark")
     conv_heading = next(line for line in section.splitlines() if line.startswith("**reduce (conv_ae)**"))
     classify_heading = next(line for line in section.splitlines() if line.startswith("**classify**"))
     stale = section.replace(conv_heading, conv_heading + " stale").replace(classify_heading, classify_heading + " kept")
-    results.write_text((report.REPOSITORY / "docs" / "results.md").read_text().replace(section, stale))
-    monkeypatch.setattr(report, "REPOSITORY", tmp_path)
+    results.write_text((doc_tables.REPOSITORY / "docs" / "results.md").read_text().replace(section, stale))
+    monkeypatch.setattr(doc_tables, "REPOSITORY", tmp_path)
     monkeypatch.chdir(tmp_path)  # a run the benchmark started would land in tmp_path/runs
 
     benchmark.full(docs=True, only=["conv_ae_fashion_mnist"])
-    remade = report.read_docs_section("benchmark")
+    remade = doc_tables.read_docs_section("benchmark")
     card = presets.preset_info("conv_ae_fashion_mnist")
     assert f"**reduce (conv_ae)** — `{card['command']}`" in remade and " stale" not in remade
     assert classify_heading + " kept" in remade  # the expensive runs' tables stay as they were
@@ -46,17 +47,17 @@ def test_benchmark_only_makes_the_named_table_anew_and_keeps_the_others(tmp_path
 
 
 def test_preset_tables_fill_the_readme_and_the_presets_page_with_each_headline_and_its_baselines(tmp_path, monkeypatch):
-    from recipes import presets as preset_builder
-    from recipes import report
+    from recipes.tools import build_presets as preset_builder
+    from recipes.tools import doc_tables
     from zoo import presets
 
     (tmp_path / "docs").mkdir()
     for page in ["README.md", "docs/presets.md"]:
         (tmp_path / page).write_text("before\n<!-- presets:start -->\nstale\n<!-- presets:end -->\nafter\n")
-    monkeypatch.setattr(report, "REPOSITORY", tmp_path)
+    monkeypatch.setattr(doc_tables, "REPOSITORY", tmp_path)
 
     preset_builder.preset_tables()
-    readme, page = (report.read_docs_section("presets", page=p) for p in ["README.md", "docs/presets.md"])
+    readme, page = (doc_tables.read_docs_section("presets", page=p) for p in ["README.md", "docs/presets.md"])
     denoise = presets.preset_info("conv_ae_denoise_fashion_mnist")
     tutorial = denoise["metrics"]["PSNR (dB), gaussian σ=0.5"]["tutorial denoiser"]
     for table in (readme, page):

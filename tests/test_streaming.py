@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 import zoo
-from recipes import training
+from recipes.engine import training
 from recipes.cli import main
-from recipes.run import run_recipe
+from recipes.engine.run import run_recipe
 from zoo import data
 from zoo.errors import DataNotFoundError, ZooError
 

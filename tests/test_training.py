@@ -18,10 +18,10 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from recipes import checkpoints, distribution, training
-from recipes.epoch_batches import EpochBatches, stream_batches
-from recipes.evaluation import psnr
-from recipes.training import TrainSettings
+from recipes.engine import checkpoints, distribution, training
+from recipes.engine.epoch_batches import EpochBatches, stream_batches
+from recipes.engine.evaluation import psnr
+from recipes.engine.training import TrainSettings
 from zoo.dataset_examples import DatasetExamples
 from zoo.errors import ZooError
 
@@ -89,8 +89,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import zoo
-    from recipes.epoch_batches import EpochBatches
-    from recipes.training import TrainSettings, precise_batch_norm_sample, recompute_batch_norm_statistics, train
+    from recipes.engine.epoch_batches import EpochBatches
+    from recipes.engine.training import TrainSettings, precise_batch_norm_sample, recompute_batch_norm_statistics, train
     from zoo.layers import batch_norm_layers
     x = zoo.data.load("mnist5k").x_train[:512]
 

@@ -2,7 +2,7 @@
 
 Each preset is three files in `zoo/presets/`: `<name>.json` (model name and config, the
 sha256 of the weights, the card's metrics and its reproducible check), `<name>.weights.h5`
-and `<name>.md` (the model card). `recipes/presets.py` builds them from `aezoo run` commands.
+and `<name>.md` (the model card). `recipes/tools/build_presets.py` builds them from `aezoo run` commands.
 """
 
 import hashlib

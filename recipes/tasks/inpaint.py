@@ -12,11 +12,11 @@ the scores are on the first `eval_examples` test images, decoded into memory.
 import numpy as np
 from skimage.restoration import inpaint_biharmonic
 
-from recipes import tutorials
-from recipes.evaluation import first_examples, mean_example, predict, psnr, ssim
-from recipes.report import Results, image_grid
+from recipes.tasks import tutorials
+from recipes.engine.evaluation import first_examples, mean_example, predict, psnr, ssim
+from recipes.engine.report import Results, image_grid
+from recipes.tasks.transforms import occlusion_transform
 from zoo.data import random_occlusion
-from zoo.errors import ZooError
 
 
 def biharmonic_fill(occluded, mask):
@@ -37,17 +37,6 @@ def pooled_psnr(clean, restored, mask=None):
     """
     as_one_image = lambda a: None if a is None else a.reshape(1, -1)  # noqa: E731
     return psnr(as_one_image(clean), as_one_image(restored), as_one_image(mask))
-
-
-def occlusion_transform(min_fraction, max_fraction):
-    """A training transform (x, y, rng) -> (x with one random rectangle blanked per image, y)."""
-    if not 0 < min_fraction <= max_fraction <= 1:
-        raise ZooError(f"params.min_fraction <= params.max_fraction must hold (both in (0, 1]), got {min_fraction} and {max_fraction}")
-
-    def occlude(x, y, rng):
-        return random_occlusion(x, rng, min_fraction=min_fraction, max_fraction=max_fraction)[0], y
-
-    return occlude
 
 
 def run(ctx):

@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 import zoo
-from recipes import training
+from recipes.engine import training
 
 TUTORIAL_SETTINGS = {
     "learning_rate": 1e-3,

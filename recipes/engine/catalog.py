@@ -15,7 +15,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-RECIPES_DIR = Path(__file__).parent
+RECIPES_DIR = Path(__file__).parents[1] / "tasks"
 
 
 def list_recipes():

@@ -35,7 +35,7 @@ def _refuse_flag_key(key, value, flags):
 
 def _settings(args, **extra):
     """TrainSettings from `extra` and the --precision/--strategy/--seed flags that were given."""
-    from recipes.training import TrainSettings
+    from recipes.engine.training import TrainSettings
 
     flags = {key: getattr(args, key) for key in ("precision", "strategy", "seed") if getattr(args, key) is not None}
     return TrainSettings(**flags, **extra)
@@ -53,9 +53,9 @@ def train(args):
     import numpy as np
 
     import zoo
-    from recipes import checkpoints, distribution, training
-    from recipes.config import data_option, train_option
-    from recipes.evaluation import batches, psnr
+    from recipes.engine import checkpoints, distribution, training
+    from recipes.engine.config import data_option, train_option
+    from recipes.engine.evaluation import batches, psnr
 
     options, data_options, train_options = {}, {}, {}
     for key, value in map(_assignment, args.set):
@@ -106,7 +106,7 @@ def train(args):
 
 
 def _assignment(text):
-    from recipes.config import parse_value
+    from recipes.engine.config import parse_value
     from zoo.errors import ZooError
 
     key, sep, value = text.partition("=")
@@ -117,13 +117,13 @@ def _assignment(text):
 
 def run(args):
     if args.list or not args.recipe:
-        from recipes.catalog import list_recipes
+        from recipes.engine.catalog import list_recipes
 
         for name, description in list_recipes().items():
             print(f"{name:<12}{description}")
         return
-    from recipes.config import load_recipe
-    from recipes.run import run_recipe
+    from recipes.engine.config import load_recipe
+    from recipes.engine.run import run_recipe
     from zoo.errors import ZooError
 
     if args.labels and "label_fractions" not in load_recipe(args.recipe).get("params", {}):
@@ -144,7 +144,7 @@ def run(args):
         seed=args.seed,
         command=args.command_line,
     )
-    from recipes.report import metrics_table
+    from recipes.engine.report import metrics_table
 
     print(metrics_table(metrics["metrics"]))
     print(f"report: {run_dir / 'report.md'}")
@@ -196,13 +196,13 @@ def _load_source(source):
 
 def presets(args):
     if args.build:
-        from recipes.presets import PRESETS, build, preset_tables
+        from recipes.tools.build_presets import PRESETS, build, preset_tables
 
         for name in PRESETS if args.build == ["all"] else args.build:
             print(f"{name}: {build(name)['headline']}")
         preset_tables()
         return
-    from recipes.catalog import preset_cards
+    from recipes.engine.catalog import preset_cards
 
     for name, info in preset_cards().items():
         print(f"{name:<32}{info['model']:<16}{info['headline']}")
@@ -240,9 +240,9 @@ def finetune(args):
 
 def benchmark(args):
     if args.suite == "export":
-        from recipes.export_benchmark import main
+        from recipes.tools.export_benchmark import main
     elif args.suite == "data":
-        from recipes.data_benchmark import main
+        from recipes.tools.data_benchmark import main
     else:
-        from recipes.benchmark import main
+        from recipes.tools.benchmark import main
     return main(args.args)

@@ -5,7 +5,7 @@ import os
 import shlex
 import sys
 
-from recipes.arguments import Parser, count, count_or_zero
+from recipes.cli.arguments import Parser, count, count_or_zero
 
 
 VERBOSE_ENV = "AEZOO_VERBOSE"
@@ -190,7 +190,7 @@ def main(argv=None):
             reports = verify(args.export_dirs, args.platform, timing_runs=args.timing_runs, kernels=args.kernels, **cpus)
             print("\n\n".join(map(str, reports)))
             return 1 if any(report.missed for report in reports) else 0
-        from recipes import commands
+        from recipes.cli import commands
 
         return getattr(commands, args.command)(args) or 0
     except KeyboardInterrupt:

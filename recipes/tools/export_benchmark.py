@@ -24,7 +24,7 @@ Example:
     aezoo benchmark export
     aezoo benchmark export --micro --modes int8
     aezoo benchmark export --presets --modes float32,int8 --no-onnx
-    python -m recipes.export_benchmark --families conv_ae,vae --modes float32,int8 --epochs 1
+    python -m recipes.tools.export_benchmark --families conv_ae,vae --modes float32,int8 --epochs 1
 
 `--docs` (alias `--readme`) also writes the tables into docs/: the main one into benchmark-export.md
 (section `export-presets` with `--presets`, else `export-families`); the micro/ one into micro.md (`export-micro`). Each starts with the
@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recipes import arguments
-from recipes.report import write_docs_section
+from recipes.cli import arguments
+from recipes.tools.doc_tables import write_docs_section
 
 # family -> (zoo model, options, reads the images as (rows, columns) sequences)
 FAMILIES = {

@@ -9,8 +9,8 @@ for `--quick`).
 import copy
 import dataclasses
 
-from recipes.catalog import RECIPES_DIR, list_recipes, tomllib
-from recipes.training import TrainSettings
+from recipes.engine.catalog import RECIPES_DIR, list_recipes, tomllib
+from recipes.engine.training import TrainSettings
 from zoo.errors import ZooError, unknown_name
 
 DATA_KEYS = {

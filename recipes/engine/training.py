@@ -1,9 +1,9 @@
 """The training core shared by `aezoo train`, every recipe and fine-tuning.
 
 What it adds to `model.fit`: a precision policy (mixed_float16 on a GPU by default), a
-tf.distribute strategy (`recipes.distribution`), data order and corruption noise that are pure
-functions of (seed, epoch, step) (`recipes.epoch_batches`), an atomic checkpoint every epoch that
-`--resume` continues exactly (`recipes.checkpoints`), early stopping on validation loss,
+tf.distribute strategy (`recipes.engine.distribution`), data order and corruption noise that are pure
+functions of (seed, epoch, step) (`recipes.engine.epoch_batches`), an atomic checkpoint every epoch that
+`--resume` continues exactly (`recipes.engine.checkpoints`), early stopping on validation loss,
 batch-norm statistics recomputed each epoch, and a clear stop when the loss turns NaN.
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
-from recipes.epoch_batches import EpochBatches, stream_batches, with_transform
-from recipes.checkpoints import (
+from recipes.engine.epoch_batches import EpochBatches, stream_batches, with_transform
+from recipes.engine.checkpoints import (
     CheckpointCallback,
     check_resumed_settings,
     config_changes,
@@ -27,7 +27,7 @@ from recipes.checkpoints import (
     restore_best,
     write_history,
 )
-from recipes.distribution import PRECISIONS, STRATEGIES, cluster_worker, make_strategy, precision_policy
+from recipes.engine.distribution import PRECISIONS, STRATEGIES, cluster_worker, make_strategy, precision_policy
 from zoo.contrastive import ContrastiveTraining
 from zoo.dataset_examples import DatasetExamples
 from zoo.errors import ZooError

@@ -7,11 +7,14 @@ exactly the one that ran, so anyone can reproduce it.
 
 import json
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from recipes.checkpoints import atomic_write, train_seconds
-from recipes.report import metrics_table, write_docs_section
+from recipes.engine.checkpoints import atomic_write, train_seconds
+from recipes.engine.report import metrics_table
+from recipes.tools.doc_tables import write_docs_section
 from zoo import presets
 from zoo.errors import ZooError, unknown_name
 
@@ -121,9 +124,7 @@ def command_for(name, model=None, out=None):
 
 def run_or_resume(args):
     """Runs `aezoo ARGS` (a recipe run with --out) unless it finished, resuming an interrupted one;
-    returns its run folder."""
-    from recipes.cli import main
-
+    returns its run folder. The run has a process of its own, as a user's `aezoo run` would."""
     run_dir = Path(args[args.index("--out") + 1])
     config_path = run_dir / "config.json"
     if config_path.exists():
@@ -131,7 +132,9 @@ def run_or_resume(args):
         if recorded != command:  # a card must never show a command its model was not trained by
             raise ZooError(f"{run_dir} holds a run of another command ({recorded}); move it away to run {command}")
     if not (run_dir / "metrics.json").exists():
-        main(args + (["--resume"] if config_path.exists() else []))
+        command = [sys.executable, "-m", "recipes.cli", *args, *(["--resume"] if config_path.exists() else [])]
+        if subprocess.run(command).returncode != 0:
+            raise ZooError(f"aezoo {shlex.join(command[3:])} failed (its messages are above); fix it and build again")
     return run_dir
 
 

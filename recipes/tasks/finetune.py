@@ -8,8 +8,8 @@ unless data.image_size / data.color_mode say otherwise, as Keras' `image_dataset
 reads a folder at the size its model takes.
 """
 
-from recipes.evaluation import first_examples, predict, psnr
-from recipes.report import Results, image_grid
+from recipes.engine.evaluation import first_examples, predict, psnr
+from recipes.engine.report import Results, image_grid
 from zoo import presets
 from zoo.data import image_options_for
 from zoo.errors import ZooError

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from recipes import arguments
+from recipes.cli import arguments
 
 STREAM_SPEED_TARGET = 0.8  # streamed samples/s at least this share of in-memory samples/s
 MEMORY_GROWTH_TARGET_MB = 150  # streamed peak RSS at the largest size at most this much above the smallest
@@ -46,8 +46,8 @@ def write_folder(folder, count):
 def measure(folder, stream, epochs, batch_size):
     """Loads `folder` (streamed or into memory), trains conv_ae; samples/s of the last epoch, peak RSS."""
     import zoo
-    from recipes import training
-    from recipes.benchmark import EpochClock
+    from recipes.engine import training
+    from recipes.tools.benchmark import EpochClock
 
     started = time.perf_counter()
     data = zoo.data.load(str(folder), stream=stream)
@@ -68,7 +68,7 @@ def measure(folder, stream, epochs, batch_size):
 
 
 def _in_child(folder, stream, epochs, batch_size):
-    command = [sys.executable, "-m", "recipes.data_benchmark", "measure", str(folder), "--epochs", str(epochs),
+    command = [sys.executable, "-m", "recipes.tools.data_benchmark", "measure", str(folder), "--epochs", str(epochs),
                "--batch-size", str(batch_size)] + (["--stream"] if stream else [])
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
@@ -123,7 +123,7 @@ def main(argv):
         print(json.dumps(measure(Path(args.folder), args.stream, args.epochs, args.batch_size)))
         return
     sizes = sorted(args.sizes)
-    from recipes.benchmark import publish
+    from recipes.tools.benchmark import publish
 
     publish(table(sizes, args.epochs, args.batch_size, args.folders), "data" if args.docs else None)
 

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recipes.checkpoints import atomic_write
-from zoo.errors import ZooError
+from recipes.engine.checkpoints import atomic_write
 
 
 class Results:
@@ -114,42 +113,3 @@ def image_grid(run_dir, name, rows, columns=8):
                 ax.imshow(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
         axes[r][0].set_title(label, fontsize=8, loc="left")
     return save_figure(fig, run_dir, name)
-
-
-REPOSITORY = Path(__file__).resolve().parents[1]
-# The page of the documentation (docs/, the MkDocs site) that holds each generated section.
-SECTION_PAGES = {
-    "benchmark": "docs/results.md",
-    "reproduce": "docs/presets.md",
-    "presets": "docs/presets.md",
-    "loop": "docs/training.md",
-    "data": "docs/data.md",
-    "export-families": "docs/benchmark-export.md",
-    "export-presets": "docs/benchmark-export.md",
-    "export-micro": "docs/micro.md",
-    "micro-presets": "docs/micro.md",
-}
-
-
-def _marked_section(page, section):
-    """The page's text and where its `<!-- section:start -->` ... `<!-- section:end -->` text starts and ends."""
-    path = REPOSITORY / page
-    content = path.read_text() if path.exists() else ""
-    start_marker, end_marker = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-    if start_marker not in content or end_marker not in content:
-        raise ZooError(f"{path} has no {start_marker} ... {end_marker} section; run this from a checkout of the repository")
-    return content, content.index(start_marker) + len(start_marker), content.index(end_marker)
-
-
-def read_docs_section(section, page=None):
-    """What stands between the `<!-- section:start -->` and `<!-- section:end -->` markers of the section's page."""
-    content, start, end = _marked_section(page or SECTION_PAGES[section], section)
-    return content[start:end].strip()
-
-
-def write_docs_section(section, text, page=None):
-    """Replaces what stands between the section's markers on its page (docs/, or `page` relative to the repository)."""
-    page = page or SECTION_PAGES[section]
-    content, start, end = _marked_section(page, section)
-    updated = content[:start] + "\n" + text.strip() + "\n" + content[end:]
-    atomic_write(REPOSITORY / page, lambda p: Path(p).write_text(updated))  # a page is never left half-written

@@ -18,9 +18,9 @@ import csv
 import numpy as np
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
-from recipes.checkpoints import atomic_write
-from recipes.evaluation import batches
-from recipes.report import Results, pyplot, save_figure
+from recipes.engine.checkpoints import atomic_write
+from recipes.engine.evaluation import batches
+from recipes.engine.report import Results, pyplot, save_figure
 from zoo.errors import ZooError
 
 

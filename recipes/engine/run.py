@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import zoo
-from recipes import config as recipe_config
-from recipes import checkpoints, distribution, report, training
+from recipes.engine import config as recipe_config
+from recipes.engine import checkpoints, distribution, report, training
 from zoo.errors import ZooError
 
 CONFIG_FILE = "config.json"
@@ -161,7 +161,7 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
             config_path,
             lambda p: Path(p).write_text(json.dumps({"recipe": recipe, "command": command, "config": config}, indent=1)),
         )
-        task = importlib.import_module(f"recipes.{config['task']}")
+        task = importlib.import_module(f"recipes.tasks.{config['task']}")
         context = RunContext(recipe, config, run_dir, settings, resume=resume, quick=quick, from_preset=from_preset)
         with distribution.precision_policy(settings.precision) as precision:
             results, data = task.run(context)

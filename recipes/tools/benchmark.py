@@ -19,8 +19,8 @@ from pathlib import Path
 
 import keras
 
-from recipes import arguments
-from recipes.presets import CONVERGE
+from recipes.cli import arguments
+from recipes.tools.build_presets import CONVERGE
 
 # (label, preset name or aezoo arguments)
 FULL_RUNS = [
@@ -62,7 +62,7 @@ class EpochClock(keras.callbacks.Callback):
 
 def publish(text, docs_section):
     """Prints a benchmark's tables and, when `docs_section` is named, writes them into its page of docs/."""
-    from recipes.report import write_docs_section
+    from recipes.tools.doc_tables import write_docs_section
 
     print(text)
     if docs_section:
@@ -72,7 +72,7 @@ def publish(text, docs_section):
 def loop(examples, epochs, batch_size, docs):
     """Training throughput: plain `model.fit` on arrays vs our loop; float32 vs mixed_bfloat16."""
     import zoo
-    from recipes import distribution, training
+    from recipes.engine import distribution, training
 
     x = zoo.data.load("fashion_mnist").x_train[:examples]
 
@@ -119,7 +119,7 @@ def _run_name(spec):
 
 def _published_tables(labels):
     """{label: its heading line and table} as the benchmark section of docs/results.md holds them."""
-    from recipes.report import read_docs_section
+    from recipes.tools.doc_tables import read_docs_section
 
     text = read_docs_section("benchmark")
     starts = sorted((text.index(f"**{label}** —"), label) for label in labels if f"**{label}** —" in text)
@@ -134,8 +134,8 @@ def full(docs, only=None):
     With `only` (names of FULL_RUNS entries), the other entries' tables are kept as docs/results.md has
     them (made anew where it has none): after retraining one preset, without rerunning the others.
     """
-    from recipes.presets import run_or_resume
-    from recipes.report import metrics_table
+    from recipes.tools.build_presets import run_or_resume
+    from recipes.engine.report import metrics_table
     from zoo import presets
     from zoo.errors import unknown_name
 
@@ -162,7 +162,7 @@ def full(docs, only=None):
 
 def reproduce(name, docs):
     """Reruns preset `name`'s card command into runs/reproduce/<name>; prints card vs rerun per metric."""
-    from recipes.presets import run_or_resume
+    from recipes.tools.build_presets import run_or_resume
     from zoo import presets
 
     info = presets.preset_info(name)

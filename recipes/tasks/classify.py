@@ -42,10 +42,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix
 from threadpoolctl import threadpool_limits
 
-from recipes import training, tutorials
-from recipes.evaluation import predict
-from recipes.inpaint import occlusion_transform
-from recipes.report import Results, pyplot, save_figure
+from recipes.engine import training
+from recipes.tasks import tutorials
+from recipes.engine.evaluation import predict
+from recipes.tasks.transforms import occlusion_transform
+from recipes.engine.report import Results, pyplot, save_figure
 from zoo.data import random_shift_flip
 from zoo.errors import ZooError, unknown_name
 

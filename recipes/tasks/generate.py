@@ -25,10 +25,11 @@ import numpy as np
 from scipy import special, stats
 
 import zoo
-from recipes import config as recipe_config
-from recipes import training, tutorials
-from recipes.evaluation import first_examples, predict
-from recipes.report import Results, image_grid, pyplot, save_figure
+from recipes.engine import config as recipe_config
+from recipes.engine import training
+from recipes.tasks import tutorials
+from recipes.engine.evaluation import first_examples, predict
+from recipes.engine.report import Results, image_grid, pyplot, save_figure
 from zoo.errors import ZooError
 
 LOG_2PI = np.log(2 * np.pi)

@@ -1,0 +1,1 @@
+"""The training engine: training loop, precision and distribution, checkpoints, run configs, reports."""
