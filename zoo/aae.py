@@ -127,12 +127,12 @@ class AAE(keras.Model):
         if self.dtype_policy.name == "mixed_float16" and not isinstance(discriminator_optimizer, keras.optimizers.LossScaleOptimizer):
             discriminator_optimizer = keras.optimizers.LossScaleOptimizer(discriminator_optimizer)
         self.discriminator_optimizer = discriminator_optimizer
+        self.optimizer.build(self.backbone.trainable_weights)
         self.discriminator_optimizer.build(self.discriminator.trainable_weights)
 
     def compile_from_config(self, config):
         # A loaded model is compiled as saved; the discriminator's optimizer starts afresh.
         self.compile(**keras.saving.deserialize_keras_object(config))
-        self.optimizer.build(self.trainable_variables)
 
     def _unpack(self, data):
         x, target, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
