@@ -101,7 +101,7 @@ def test_vq_vae_straight_through_gradient_reaches_the_encoder(digits):
 
 def test_vq_vae_ema_moves_entries_without_gradients_and_restarts_unused_ones(digits):
     model = build(*CASES[1])
-    assert model.quantizer.codebook not in model.trainable_weights
+    assert all(w is not model.quantizer.codebook for w in model.trainable_weights)
     before = model.quantizer.codebook.numpy().copy()
     model.fit(digits.x_train[:64], batch_size=32, epochs=1, verbose=0)
     after = model.quantizer.codebook.numpy()
@@ -191,8 +191,9 @@ def test_vq_vae_refuses_float_or_misshapen_indices():
         model.decode(np.array([[[0, 16], [1, 2]]]))
 
 
-def tflite_ops(function, spec):
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([tf.function(function).get_concrete_function(spec)])
+def tflite_ops(function, *specs):
+    concrete = tf.function(function).get_concrete_function(*specs)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     content = converter.convert()
     check_builtin_only(content, "float32")
@@ -211,8 +212,8 @@ def test_cvae_and_aae_decoders_convert_to_builtin_tflite_ops(name, options):
     model = build(name, options)
     latent = model.latent_dim
     if name == "cvae":
-        decoder_ops = tflite_ops(lambda z, y: model.decode(z, y), [tf.TensorSpec((1, latent), tf.float32),
-                                                                   tf.TensorSpec((1, 10), tf.float32)])
+        decoder_ops = tflite_ops(lambda z, y: model.decode(z, y), tf.TensorSpec((1, latent), tf.float32),
+                                 tf.TensorSpec((1, 10), tf.float32))
     else:
         decoder_ops = tflite_ops(model.decode, tf.TensorSpec((1, latent), tf.float32))
     assert "FULLY_CONNECTED" in decoder_ops

@@ -89,7 +89,8 @@ class CVAE(keras.Model):
         if isinstance(labels, (int, np.integer)) and batch_size is not None:
             labels = np.full((batch_size,), labels)
         if isinstance(labels, (list, tuple, np.ndarray, int, np.integer)):
-            self.check_labels(np.asarray(labels))
+            labels = np.asarray(labels)
+            self.check_labels(labels)
         if len(labels.shape) == 2 and labels.shape[-1] == self.num_classes:
             return ops.cast(labels, "float32")
         return ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), self.num_classes, dtype="float32")

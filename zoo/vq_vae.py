@@ -35,6 +35,16 @@ def conv_code_grid(input_shape, backbone_config):
     return stage_grid(*input_shape[:2], min(stage, stages - 1), stages)
 
 
+def nearest(distances):
+    """Index of the smallest distance along the last axis, int32: ARG_MIN in TFLite."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # Keras' float argmin adds a sign-bit test (BITWISE_AND) that TFLite builtins lack.
+        return tf.argmin(distances, axis=-1, output_type="int32")
+    return ops.cast(ops.argmin(distances, axis=-1), "int32")
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class VectorQuantizer(keras.layers.Layer):
     """A codebook of `codebook_size` vectors of width `code_dim`: nearest-entry indices, lookup,
@@ -62,7 +72,7 @@ class VectorQuantizer(keras.layers.Layer):
         vectors = ops.cast(vectors, "float32")
         distances = (ops.sum(ops.square(vectors), axis=-1, keepdims=True) - 2 * ops.matmul(vectors, ops.transpose(self.codebook))
                      + ops.sum(ops.square(self.codebook), axis=-1))
-        return ops.cast(ops.argmin(distances, axis=-1), "int32")
+        return nearest(distances)
 
     def lookup(self, indices):
         return ops.take(self.codebook, indices, axis=0)
