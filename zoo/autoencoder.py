@@ -12,7 +12,8 @@ import math
 import keras
 import numpy as np
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, unknown_name
+from zoo.registry import check_options, model_class
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "linear")
 
@@ -107,6 +108,10 @@ class Autoencoder(keras.Model):
         """The family's own options (what a VAE backbone_config holds); subclasses extend it."""
         return {}
 
+    def backbone_config(self):
+        """Every option a model type built over this network needs to rebuild it (its `backbone_config`)."""
+        return {"output_activation": self.output_activation, **self.family_config()}
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -115,6 +120,19 @@ class Autoencoder(keras.Model):
             "output_activation": self.output_activation,
             **self.family_config(),
         }
+
+
+def build_backbone(model_type, backbone, backbone_config, input_shape, latent_dim, dtype, backbones):
+    """The `backbone` family's network (`<backbone>_ae`) that a model type trains with its own objective.
+
+    Its options are checked against the family's, so an option of another type (or family) is
+    refused with the valid list.
+    """
+    if backbone not in backbones:
+        raise unknown_name(f"{model_type} backbone", backbone, backbones)
+    family = model_class(f"{backbone}_ae")
+    check_options(family, backbone_config)
+    return family(input_shape, latent_dim, dtype=dtype, name="backbone", **backbone_config)
 
 
 def _validate_shape(input_shape, rank, model):

@@ -166,17 +166,20 @@ def freeze_batch_norm(model):
     return len(norms)
 
 
-def gradient_step(model, objective):
+def gradient_step(model, objective, optimizer=None, variables=None):
     """One optimizer step of `model` on the first value `objective()` returns (the loss); returns them all.
 
     For custom `train_step`s (the VAE's, contrastive training's). Replicas' gradients are summed,
     so each replica contributes its mean / replicas; the optimizer's loss scale (mixed_float16)
-    keeps small float16 gradients alive.
+    keeps small float16 gradients alive. `optimizer` and `variables` (default: the model's
+    optimizer and trainable weights) let a model with two players (an adversarial one) step each.
     """
+    optimizer = model.optimizer if optimizer is None else optimizer
+    variables = model.trainable_weights if variables is None else variables
     with tf.GradientTape() as tape:
         values = objective()
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        scaled_loss = model.optimizer.scale_loss(values[0] / replicas)
-    gradients = tape.gradient(scaled_loss, model.trainable_weights)
-    model.optimizer.apply_gradients(zip(gradients, model.trainable_weights))
+        scaled_loss = optimizer.scale_loss(values[0] / replicas)
+    gradients = tape.gradient(scaled_loss, variables)
+    optimizer.apply_gradients(zip(gradients, variables))
     return values

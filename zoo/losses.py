@@ -8,7 +8,9 @@ needs, and averages the sum over the batch.
 import keras
 from keras import ops
 
-from zoo.errors import unknown_name
+from zoo.errors import ZooError, unknown_name
+
+SUMMED_LOSSES = ("bce", "mse")  # the reconstruction errors `reconstruction_error` computes
 
 
 def _reduce_features(values, reduce):
@@ -46,6 +48,22 @@ def negative_psnr(y_true, y_pred):
     """
     error = mse(y_true, y_pred)
     return 10.0 * ops.log10(error + 1e-6)
+
+
+def check_reconstruction_error(model_type, kind, output_activation):
+    """Refuses a reconstruction error `reconstruction_error` lacks, or "bce" on a linear output."""
+    if kind not in SUMMED_LOSSES:
+        raise unknown_name(f"{model_type} reconstruction loss", kind, SUMMED_LOSSES)
+    if kind == "bce" and output_activation != "sigmoid":
+        raise ZooError("reconstruction_loss='bce' needs output_activation='sigmoid'; use 'mse' for linear outputs")
+
+
+def reconstruction_error(target, logits, kind, output_layer):
+    """Per-example reconstruction error summed over features, from decoder `logits`: "bce" (from
+    logits, data in [0, 1]) or "mse" (squared error of `output_layer(logits)`)."""
+    if kind == "bce":
+        return bce(target, logits, reduce="sum", from_logits=True)
+    return mse(target, output_layer(logits), reduce="sum")
 
 
 def kl_divergence(z_mean, z_log_var, per_dimension=False):

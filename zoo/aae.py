@@ -1,0 +1,195 @@
+"""Adversarial autoencoder (Makhzani et al. 2016) on any zoo family's networks.
+
+The backbone's encoder is also the generator of a GAN played in code space: a discriminator
+learns to tell its codes from draws of the prior N(0, I), and the encoder learns to fool it, so
+the codes fill the prior and `sample` can decode prior draws. Two optimizers take turns each
+step: the autoencoder's (reconstruction + adversarial_weight x the generator's loss) and the
+discriminator's.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from zoo import losses
+from zoo.autoencoder import build_backbone, whole_numbers
+from zoo.errors import ZooError
+from zoo.layers import gradient_step
+from zoo.registry import register_model
+
+BACKBONES = ("dense", "conv", "lstm", "transformer")
+
+
+def discriminator_network(latent_dim, units, dtype):
+    """Codes -> one logit (float32): "drawn from the prior" against "produced by the encoder"."""
+    layers = [keras.Input((latent_dim,))]
+    layers += [keras.layers.Dense(width, activation="relu", dtype=dtype, name=f"hidden_{i}") for i, width in enumerate(units)]
+    layers.append(keras.layers.Dense(1, dtype="float32", name="logit"))
+    return keras.Sequential(layers, name="discriminator")
+
+
+def real_or_fake_loss(logits, real):
+    """Per-example binary cross-entropy of discriminator `logits` against "real" (1) or "fake" (0)."""
+    labels = ops.ones_like(logits) if real else ops.zeros_like(logits)
+    return losses.bce(labels, logits, from_logits=True)
+
+
+@register_model("aae")
+class AAE(keras.Model):
+    """Adversarial autoencoder: a deterministic code pushed onto N(0, I) by a discriminator.
+
+    Args:
+        input_shape: one example's shape, without the batch axis.
+        latent_dim: width M of the code.
+        backbone: family providing encoder and decoder: "dense", "conv", "lstm" or "transformer".
+        backbone_config: that family's options (see its class), e.g. {"filters": [32, 64]}.
+        discriminator_units: hidden widths of the discriminator MLP on codes.
+        adversarial_weight: weight of the encoder's generator loss against the reconstruction
+            error (summed over features).
+        reconstruction_loss: "bce" (from logits, data in [0, 1]) or "mse" (squared error summed).
+        seed: seed of the prior draws the discriminator sees.
+
+    Example:
+        >>> aae = zoo.create("aae", input_shape=(28, 28, 1), latent_dim=8, backbone="conv")
+        >>> aae.compile(keras.optimizers.Adam(1e-3), discriminator_optimizer=keras.optimizers.Adam(1e-4))
+        >>> aae.fit(x, epochs=10)  # logs loss, reconstruction_loss, generator_loss, discriminator_loss
+        >>> images = aae.sample(16, seed=0)
+    """
+
+    def __init__(
+        self,
+        input_shape,
+        latent_dim=8,
+        backbone="conv",
+        backbone_config=None,
+        discriminator_units=(64, 64),
+        adversarial_weight=1.0,
+        reconstruction_loss="bce",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        backbone_config = dict(backbone_config or {})
+        losses.check_reconstruction_error("aae", reconstruction_loss, backbone_config.get("output_activation", "sigmoid"))
+        if float(adversarial_weight) < 0:
+            raise ZooError(f"adversarial_weight must be >= 0, got {adversarial_weight}")
+        self.backbone = build_backbone("aae", backbone, backbone_config, input_shape, latent_dim, self.dtype_policy, BACKBONES)
+        self.data_shape, self.latent_dim = self.backbone.data_shape, self.backbone.latent_dim
+        self.backbone_name, self.reconstruction_loss = backbone, reconstruction_loss
+        self.discriminator_units = whole_numbers("discriminator_units", discriminator_units, "[64, 64]")
+        self.adversarial_weight = float(adversarial_weight)
+        self.seed = int(np.random.randint(2**31 - 1) if seed is None else seed)
+
+        self.discriminator = discriminator_network(self.latent_dim, self.discriminator_units, self.dtype_policy)
+        self.prior_seed = keras.random.SeedGenerator(self.seed, name="prior_seed")
+        self.trackers = [keras.metrics.Mean(name=name) for name in
+                         ("loss", "reconstruction_loss", "generator_loss", "discriminator_loss")]
+        self.built = True
+
+    # --- the model -------------------------------------------------------------------------
+    def __call__(self, inputs, *args, **kwargs):
+        self.backbone.check_input(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def check_input(self, x, shape=None, what="inputs"):
+        self.backbone.check_input(x, shape, what)
+
+    def encode(self, x, training=False):
+        """Codes, float32 of shape (batch, latent_dim)."""
+        return self.backbone.encode(x, training=training)
+
+    def decode(self, z, training=False):
+        """Reconstructions from codes of shape (batch, latent_dim)."""
+        return self.backbone.decode(z, training=training)
+
+    def call(self, x, training=False):
+        return self.backbone.call(x, training=training)
+
+    def sample(self, n, seed=None):
+        """Decodes `n` draws of the prior N(0, I); the same seed gives the same samples."""
+        z = np.random.default_rng(seed).standard_normal((int(n), self.latent_dim)).astype("float32")
+        return self.decode(z)
+
+    @property
+    def encoder(self):
+        """x -> code as a functional model sharing this model's weights."""
+        return self.backbone.encoder
+
+    # --- the objective ---------------------------------------------------------------------
+    def compile(self, optimizer="adam", discriminator_optimizer=None, **kwargs):
+        """`optimizer` trains the autoencoder, `discriminator_optimizer` (default: a fresh copy of
+        `optimizer`) the discriminator."""
+        super().compile(optimizer=optimizer, **kwargs)
+        if discriminator_optimizer is None:
+            template = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+            discriminator_optimizer = type(template).from_config(template.get_config())
+        discriminator_optimizer = keras.optimizers.get(discriminator_optimizer)
+        if self.dtype_policy.name == "mixed_float16" and not isinstance(discriminator_optimizer, keras.optimizers.LossScaleOptimizer):
+            discriminator_optimizer = keras.optimizers.LossScaleOptimizer(discriminator_optimizer)
+        self.discriminator_optimizer = discriminator_optimizer
+        self.optimizer.build(self.backbone.trainable_weights)
+        self.discriminator_optimizer.build(self.discriminator.trainable_weights)
+
+    def compile_from_config(self, config):
+        # A loaded model is compiled as saved; the discriminator's optimizer starts afresh.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    def _unpack(self, data):
+        x, target, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise ZooError("the aae does not take sample weights; pass (x,) or (x, target)")
+        return x, x if target is None else target
+
+    def autoencoder_losses(self, x, target, training=False):
+        """(loss, reconstruction, generator loss, codes): batch means, and the codes they came from."""
+        codes = self.backbone.encode(x, training=training)
+        logits = self.backbone.decode_logits(codes, training=training)
+        reconstruction = ops.mean(losses.reconstruction_error(target, logits, self.reconstruction_loss, self.backbone.output_layer))
+        generator = ops.mean(real_or_fake_loss(self.discriminator(codes, training=training), real=True))
+        return reconstruction + self.adversarial_weight * generator, reconstruction, generator, codes
+
+    def discriminator_loss(self, codes, training=False):
+        """Batch mean of the discriminator's error on prior draws (real) and on `codes` (fake)."""
+        prior = keras.random.normal(ops.shape(codes), seed=self.prior_seed)
+        real = real_or_fake_loss(self.discriminator(prior, training=training), real=True)
+        fake = real_or_fake_loss(self.discriminator(ops.stop_gradient(codes), training=training), real=False)
+        return ops.mean(real + fake)
+
+    def _track(self, batch_size, *values):
+        weight = ops.cast(batch_size, "float32")
+        for tracker, value in zip(self.trackers, values):
+            tracker.update_state(value, sample_weight=weight)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        x, target = self._unpack(data)
+        loss, reconstruction, generator, codes = gradient_step(
+            self, lambda: self.autoencoder_losses(x, target, training=True), variables=self.backbone.trainable_weights
+        )
+        (discriminator,) = gradient_step(
+            self, lambda: (self.discriminator_loss(codes, training=True),), self.discriminator_optimizer,
+            self.discriminator.trainable_weights,
+        )
+        return self._track(ops.shape(x)[0], loss, reconstruction, generator, discriminator)
+
+    def test_step(self, data):
+        x, target = self._unpack(data)
+        loss, reconstruction, generator, codes = self.autoencoder_losses(x, target)
+        return self._track(ops.shape(x)[0], loss, reconstruction, generator, self.discriminator_loss(codes))
+
+    @property
+    def metrics(self):
+        return list(self.trackers)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "input_shape": list(self.data_shape),
+            "latent_dim": self.latent_dim,
+            "backbone": self.backbone_name,
+            "backbone_config": self.backbone.backbone_config(),
+            "discriminator_units": list(self.discriminator_units),
+            "adversarial_weight": self.adversarial_weight,
+            "reconstruction_loss": self.reconstruction_loss,
+            "seed": self.seed,
+        }
