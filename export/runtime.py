@@ -19,11 +19,13 @@ Example:
     >>> images = model.decode(codes)           # (n, *input_shape) float32
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -42,6 +44,39 @@ QUANTIZED_TYPES = (np.int8, np.int16)  # int8 files; int16 activations of TFLite
 # CPU (README, "Reference kernels").
 KERNELS = {"default": "AUTO", "reference": "BUILTIN_REF"}
 KERNEL_LABELS = {"default": "", "reference": " (reference kernels)"}  # after the runtime's name in reports
+
+
+VERBOSE_ENV = "AEZOO_VERBOSE"
+
+
+def logs_wanted():
+    """Whether the user asked for the libraries' own log lines: AEZOO_VERBOSE=1 (`aezoo --verbose`),
+    or a TF_CPP_MIN_LOG_LEVEL of their own below 3."""
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0") or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "3"
+
+
+@contextlib.contextmanager
+def native_logs_hidden():
+    """Sends file descriptor 2 to /dev/null inside the block unless `logs_wanted()`.
+
+    C++ code writes its log lines straight to fd 2, past Python's sys.stderr and logging: the
+    TFLite interpreter's "Created TensorFlow Lite XNNPACK delegate", the converter's quantizer
+    settings, TensorFlow's start-up lines. Exceptions raised inside still reach the user: they
+    are printed after the block, when stderr is back.
+    """
+    if logs_wanted():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class EdgeError(ValueError):
@@ -188,9 +223,10 @@ class EdgeModel:
         self._refuse_if_too_old()
         resolver = getattr(self.runtime.resolvers, KERNELS[kernels])
         try:
-            self._interpreter = self.runtime.cls(
-                model_content=content, num_threads=num_threads, experimental_op_resolver_type=resolver
-            )
+            with native_logs_hidden():  # ai_edge_litert's "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self._interpreter = self.runtime.cls(
+                    model_content=content, num_threads=num_threads, experimental_op_resolver_type=resolver
+                )
         except (ValueError, RuntimeError) as error:
             raise self._load_error(error) from None
         self.signatures = tuple(name for name in SIGNATURES if name in info.signature_keys)
@@ -328,7 +364,8 @@ class EdgeModel:
     def _runner(self, signature):
         if signature not in self._runners:
             try:
-                self._runners[signature] = self._interpreter.get_signature_runner(signature)
+                with native_logs_hidden():
+                    self._runners[signature] = self._interpreter.get_signature_runner(signature)
             except (ValueError, RuntimeError) as error:
                 raise self._load_error(error) from None
         return self._runners[signature]
