@@ -81,8 +81,8 @@ def _parser():
 
     predict = add_command("predict", help="run a .tflite or .onnx artifact (no TensorFlow needed)")
     predict.add_argument("artifact", help="a .tflite file or onnx/<signature>.onnx file from 'aezoo export'")
-    predict.add_argument("input", help="a .png or .npy file")
-    predict.add_argument("-o", "--output", help="where to write the result (.png or .npy)")
+    predict.add_argument("input", help="an image (resized and converted as training reads it), a folder of images, or a .npy file")
+    predict.add_argument("-o", "--output", help="where to write the result (.png or .npy; a folder for a folder of images)")
     predict.add_argument("--signature", default="reconstruct", help="reconstruct, encode, decode or sample")
     predict.add_argument("--runtime", choices=("tflite", "micro"), default="tflite", help="micro: a micro/ file in TFLite Micro")
     predict.add_argument("--kernels", default="default", help=KERNELS_HELP)
@@ -178,6 +178,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("aezoo: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # a read-only, missing or full folder: the writers that keep files say what is kept
+        where = f" {error.filename}" if error.filename else ""
+        print(f"aezoo: error: cannot write or read{where} ({error.strerror or error}); "
+              "choose a folder that exists, is writable and has free space", file=sys.stderr)
+        return 2
     except Exception as error:
         if isinstance(error, _user_errors()):
             print(f"aezoo: error: {error}", file=sys.stderr)
