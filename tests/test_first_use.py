@@ -60,8 +60,9 @@ def digits_export(tmp_path_factory):
 def test_predict_takes_a_folder_of_other_sized_colour_images_as_training_reads_them(digits_export, tmp_path, capsys):
     root, digits = digits_export
     images = tmp_path / "images"
-    (images / "more").mkdir(parents=True)
-    for i, name in enumerate(["a.png", "b.jpg", "more/c.png"]):
+    (images / "cats").mkdir(parents=True)
+    (images / "dogs").mkdir()
+    for i, name in enumerate(["cats/a.png", "cats/b.jpg", "dogs/c.png"]):
         gray = np.round(digits.x_test[i, ..., 0] * 255).astype("uint8")
         rgb = np.stack([gray, gray // 2, 255 - gray], axis=-1)  # colour, so conversion matters
         Image.fromarray(rgb).resize((20, 20), Image.NEAREST).save(images / name, quality=95)
@@ -70,14 +71,14 @@ def test_predict_takes_a_folder_of_other_sized_colour_images_as_training_reads_t
     assert code == 0, err
     assert "resized 3 image(s) from 20x20 to 8x8" in out and "converted 3 image(s) to grayscale" in out
     written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
-    assert written == ["a.png", "b.png", "more/c.png"]
+    assert written == ["cats/a.png", "cats/b.png", "dogs/c.png"]
     # The reconstructions of the images as a training run reads them (tf.image resize and conversion).
     trained_as, _, _ = scan_folder(images, image_size=[8, 8], color_mode="grayscale")
     expected = runtime.load(model_file).reconstruct(trained_as.numpy())
     got = np.stack([np.asarray(Image.open(tmp_path / "out" / name), "float32") / 255 for name in written])
     np.testing.assert_allclose(got, expected[..., 0], atol=0.03)
 
-    code, out, err = run_cli(capsys, "predict", model_file, images / "a.png", "--signature", "encode")
+    code, out, err = run_cli(capsys, "predict", model_file, images / "cats" / "a.png", "--signature", "encode")
     assert code == 0 and "(1, 8)" in out and "resized 1 image(s) from 20x20 to 8x8" in out
 
 
