@@ -100,18 +100,18 @@ def test_export_under_a_file_or_onto_a_full_disk_is_one_line_and_keeps_the_earli
                                                                                            monkeypatch):
     root, _ = digits_export
     (tmp_path / "file").write_text("")
-    code, _, err = run_cli(capsys, "export", root / "model.keras", "--out", tmp_path / "file" / "export")
+    code, _, err = run_cli(capsys, "export", root / "model.keras", "--quantize", "float32", "--out", tmp_path / "file" / "export")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "nothing was written" in err, err
 
     out = tmp_path / "export"
-    assert run_cli(capsys, "export", root / "model.keras", "--out", out)[0] == 0
+    assert run_cli(capsys, "export", root / "model.keras", "--quantize", "float32", "--out", out)[0] == 0
     earlier = (out / runtime.METADATA_FILE).read_bytes()
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr("export.convert.write_saved_model", disk_full)  # the first file the export writes
-    code, _, err = run_cli(capsys, "export", root / "model.keras", "--out", out)
+    code, _, err = run_cli(capsys, "export", root / "model.keras", "--quantize", "float32", "--out", out)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "the earlier export there is unchanged" in err, err
     assert (out / runtime.METADATA_FILE).read_bytes() == earlier
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
@@ -128,7 +128,7 @@ def test_a_full_disk_during_training_says_truly_whether_a_checkpoint_is_kept(tmp
 
     monkeypatch.setattr(checkpoints.os, "replace", disk_full_at_epoch)
     out = tmp_path / "run"
-    code, _, err = run_cli(capsys, "train", "dense_ae", "--data", "digits", "--epochs", 2, "--set", "hidden_units=[16]",
+    code, _, err = run_cli(capsys, "train", "dense_ae", "--data", "digits", "--epochs", 2, "--set", "hidden_units=[32]", "--latent-dim", 8,
                            "--out", out)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "No space left on device" in err, err
     if failing_epoch == 1:
