@@ -178,14 +178,14 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("aezoo: interrupted", file=sys.stderr)
         return 130
-    except OSError as error:  # a read-only, missing or full folder: the writers that keep files say what is kept
-        where = f" {error.filename}" if error.filename else ""
-        print(f"aezoo: error: cannot write or read{where} ({error.strerror or error}); "
-              "choose a folder that exists, is writable and has free space", file=sys.stderr)
-        return 2
     except Exception as error:
         if isinstance(error, _user_errors()):
             print(f"aezoo: error: {error}", file=sys.stderr)
+            return 2
+        if isinstance(error, OSError):  # a read-only, missing or full folder; the writers that keep files say what is kept
+            where = f" {error.filename}" if error.filename else ""
+            print(f"aezoo: error: cannot write or read{where} ({error.strerror or error}); "
+                  "choose a folder that exists, is writable and has free space", file=sys.stderr)
             return 2
         raise
 
