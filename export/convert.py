@@ -17,7 +17,7 @@ from tensorflow.lite.python.convert import mlir_quantize
 from tensorflow.lite.python.convert_phase import ConverterError
 from tensorflow.lite.tools import flatbuffer_utils
 
-from export.runtime import SIGNATURES, VAE_SIGNATURES
+from export.runtime import SIGNATURES, VAE_SIGNATURES, native_logs_hidden
 from export.tflite_file import read_model_info
 from zoo.errors import ZooError
 
@@ -241,7 +241,8 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_
         # Calibrated float graph first: whether it holds attention decides what stays float.
         converter._experimental_calibrate_only = not all_int8
     try:
-        with warnings.catch_warnings():
+        # native_logs_hidden: the converter prints its quantizer settings ("fully_quantize: 0, ...") from C++.
+        with warnings.catch_warnings(), native_logs_hidden():
             # int8 calibration runs TensorFlow's own, deprecated tf.lite.Interpreter: not ours to fix.
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
             content = converter.convert()

@@ -249,18 +249,30 @@ def export_model(
     model = _as_zoo_model(model)
     samples = _Samples.prepare(model, calibration_data, calibration_samples, verify_samples, batch_size)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     # Beside the target (same file system, so the final move is a rename); mkdir keeps the umask.
     staging = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
-    staging.mkdir()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as error:
+        raise _write_error(target, error) from None
     try:
         report = _write_export(model, staging, modes, int(batch_size), samples, micro_target, onnx)
         _move_into_place(staging, target)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise _write_error(target, error) from None
         raise
     report.out_dir = Path(out_dir)
     return report
+
+
+def _write_error(target, error):
+    """A one-line ZooError for a failed write (disk full, read-only, missing folder), saying what is kept."""
+    kept = "the earlier export there is unchanged" if (target / runtime.METADATA_FILE).is_file() else "nothing was written"
+    return ZooError(f"could not write the export to {target} ({error.strerror or error}); {kept}; "
+                    "free disk space or choose another --out")
 
 
 def _check_target(out_dir):

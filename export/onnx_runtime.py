@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.runtime import SIGNATURES, EdgeError, EdgeModel, InterpreterPackage, _matching_metadata
+from export.runtime import SIGNATURES, EdgeError, EdgeModel, InterpreterPackage, _matching_metadata, logs_wanted
 
 
 def find_onnxruntime():
@@ -28,6 +28,15 @@ def find_onnxruntime():
     except ImportError:
         raise EdgeError("no ONNX Runtime installed: pip install onnxruntime (or run a .tflite file)") from None
     return InterpreterPackage("onnxruntime", module.__version__, module.InferenceSession)
+
+
+def session_options():
+    """onnxruntime SessionOptions that log errors only (its warnings, e.g. on the resize modes tf2onnx
+    writes, are not the user's to act on) unless `runtime.logs_wanted()`."""
+    options = importlib.import_module("onnxruntime").SessionOptions()
+    if not logs_wanted():
+        options.log_severity_level = 3
+    return options
 
 
 class OnnxModel(EdgeModel):
@@ -95,7 +104,7 @@ class OnnxModel(EdgeModel):
             path = self.path.parent / f"{signature}.onnx"
             content = path.read_bytes()
             metadata = _matching_metadata(path, content, f"{path.parent.name}/{path.name}", path.parent.parent)
-            options = importlib.import_module("onnxruntime").SessionOptions()
+            options = session_options()
             if self._num_threads:
                 options.intra_op_num_threads = int(self._num_threads)
             try:

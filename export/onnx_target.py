@@ -24,7 +24,7 @@ import importlib
 
 import numpy as np
 
-from export import convert, runtime
+from export import convert, onnx_runtime, runtime
 from zoo.errors import ZooError
 
 FOLDER = "onnx"
@@ -124,7 +124,7 @@ def check_runnable(content, what="the graph"):
             "has no handler for them, and ONNX Runtime cannot run the file; the export refuses it"
         )
     try:
-        onnxruntime.InferenceSession(content, providers=["CPUExecutionProvider"])
+        onnxruntime.InferenceSession(content, onnx_runtime.session_options(), providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime's pybind errors (Fail, InvalidGraph, ...) share no base class
         raise ZooError(f"ONNX Runtime cannot load the ONNX graph of {what}: {_first_line(error)}") from None
 

@@ -19,11 +19,13 @@ Example:
     >>> images = model.decode(codes)           # (n, *input_shape) float32
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -42,6 +44,39 @@ QUANTIZED_TYPES = (np.int8, np.int16)  # int8 files; int16 activations of TFLite
 # CPU (docs/boards.md, "Reference kernels").
 KERNELS = {"default": "AUTO", "reference": "BUILTIN_REF"}
 KERNEL_LABELS = {"default": "", "reference": " (reference kernels)"}  # after the runtime's name in reports
+
+
+VERBOSE_ENV = "AEZOO_VERBOSE"
+
+
+def logs_wanted():
+    """Whether the user asked for the libraries' own log lines: AEZOO_VERBOSE=1 (`aezoo --verbose`),
+    or a TF_CPP_MIN_LOG_LEVEL of their own below 3."""
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0") or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "3"
+
+
+@contextlib.contextmanager
+def native_logs_hidden():
+    """Sends file descriptor 2 to /dev/null inside the block unless `logs_wanted()`.
+
+    C++ code writes its log lines straight to fd 2, past Python's sys.stderr and logging: the
+    TFLite interpreter's "Created TensorFlow Lite XNNPACK delegate", the converter's quantizer
+    settings, TensorFlow's start-up lines. Exceptions raised inside still reach the user: they
+    are printed after the block, when stderr is back.
+    """
+    if logs_wanted():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class EdgeError(ValueError):
@@ -188,9 +223,10 @@ class EdgeModel:
         self._refuse_if_too_old()
         resolver = getattr(self.runtime.resolvers, KERNELS[kernels])
         try:
-            self._interpreter = self.runtime.cls(
-                model_content=content, num_threads=num_threads, experimental_op_resolver_type=resolver
-            )
+            with native_logs_hidden():  # ai_edge_litert's "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self._interpreter = self.runtime.cls(
+                    model_content=content, num_threads=num_threads, experimental_op_resolver_type=resolver
+                )
         except (ValueError, RuntimeError) as error:
             raise self._load_error(error) from None
         self.signatures = tuple(name for name in SIGNATURES if name in info.signature_keys)
@@ -256,7 +292,9 @@ class EdgeModel:
             chunk = values[start : start + self.batch_size]
             # A fixed-batch model needs a full batch: pad with copies of the last example.
             padded = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - len(chunk), axis=0)])
-            outputs = runner(**{spec.input: _quantize(padded, in_details)})
+            # The interpreter applies its delegate, and logs it, on a runner's first call.
+            with native_logs_hidden() if start == 0 else contextlib.nullcontext():
+                outputs = runner(**{spec.input: _quantize(padded, in_details)})
             for name in spec.outputs:
                 chunks[name].append(_dequantize(outputs[name], out_details[name])[: len(chunk)])
         return {name: np.concatenate(parts) for name, parts in chunks.items()}
@@ -328,7 +366,8 @@ class EdgeModel:
     def _runner(self, signature):
         if signature not in self._runners:
             try:
-                self._runners[signature] = self._interpreter.get_signature_runner(signature)
+                with native_logs_hidden():
+                    self._runners[signature] = self._interpreter.get_signature_runner(signature)
             except (ValueError, RuntimeError) as error:
                 raise self._load_error(error) from None
         return self._runners[signature]
@@ -413,23 +452,27 @@ PREDICT_RUNTIMES = ("tflite", "micro")
 
 
 def predict_file(artifact, input_path, output_path=None, signature="reconstruct", runtime="tflite", kernels="default"):
-    """Runs `artifact` on a .png or .npy file and writes the result; what `aezoo predict` does.
+    """Runs `artifact` on an image, a folder of images or a .npy file and writes the result; what `aezoo predict` does.
 
     Args:
         artifact: a .tflite file from `aezoo export`, or one of its onnx/<signature>.onnx files.
-        input_path: a .png image (8-bit, scaled to [0, 1]) or a .npy float array of one example
-            or of n examples; for `sample`, a .npy of noise eps (n, latent_dim) or a count n.
-        output_path: a .npy file (any result) or .png file (images in [0, 1]); None: only report.
+        input_path: an image (.png, .jpg, ...: read as training reads images, scaled to [0, 1],
+            converted to the model's channels and resized to its height and width), a folder of
+            images, or a .npy float array of one example or of n examples; for `sample`, a .npy
+            of noise eps (n, latent_dim) or a count n.
+        output_path: a .npy file (any result) or .png file (images in [0, 1]); for a folder of
+            images, a folder that gets one output per image (.png images, .npy codes). None:
+            only report.
         signature: reconstruct, encode, decode or sample.
         runtime: "tflite" (ai_edge_litert / tflite_runtime) or "micro" (a micro/ file of
             `aezoo export --micro` in the TFLite Micro interpreter, as a board runs it).
         kernels: the TFLite interpreter's "default" or "reference" kernels (see `load`).
 
     Returns:
-        A one-line summary of what ran and where the result went.
+        A one-line summary of what ran, what was converted, and where the result went.
 
     Example:
-        >>> print(predict_file("out/model_int8.tflite", "digit.png", "recon.png"))
+        >>> print(predict_file("out/model_int8.tflite", "photos/", "reconstructions/"))
     """
     if signature not in PREDICT_SIGNATURES:
         raise EdgeError(f"unknown signature {signature!r}; choose one of: {', '.join(PREDICT_SIGNATURES)}")
@@ -444,62 +487,124 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
     else:
         model = load(artifact, kernels=kernels)
     model.require(signature)  # before the input is read: its shape depends on the signature
+    input_path, images, notes = Path(input_path), None, ""
     if signature == "sample" and str(input_path).isdigit():
         result = model.sample(int(input_path), seed=0)
         source = f"{int(input_path)} draws of eps (seed 0)"
     else:
         shape = model.input_shape if signature in ("reconstruct", "encode") else (model.latent_dim,)
-        values = _read_input(Path(input_path), shape)
+        if input_path.is_dir():
+            images = image_files(input_path)
+        values, notes = _read_inputs(images or [input_path], shape)
         result = model.run(signature, values)[SIGNATURES[signature].outputs[0]]
-        source = f"{len(values)} example(s) from {Path(input_path).name}"
+        source = f"{len(values)} example(s) from {input_path.name}"
     summary = (
-        f"{signature} with {model.path.name} on {model.runtime}{KERNEL_LABELS[kernels]}: {source} -> "
+        f"{signature} with {model.path.name} on {model.runtime}{KERNEL_LABELS[kernels]}: {source}{notes} -> "
         f"{result.dtype} {result.shape} in [{result.min():.4g}, {result.max():.4g}]"
     )
     if output_path is None:
-        return summary + "; pass -o FILE.npy or FILE.png to save it"
-    _write_output(Path(output_path), result, is_image=signature != "encode")
+        return summary + f"; pass -o {'DIR' if images else 'FILE.npy or FILE.png'} to save it"
+    if images:
+        _write_outputs(input_path, images, Path(output_path), result, is_image=signature != "encode")
+    else:
+        _write_output(Path(output_path), result, is_image=signature != "encode")
     return f"{summary}; wrote {output_path}"
 
 
-def _read_input(path, example_shape):
-    """(n, *example_shape) float array from a .npy (n examples or one) or a .png (one image)."""
-    if path.is_dir():
-        raise EdgeError(f"{path} is a folder; give one .png image or a .npy array of examples")
+# What training reads from an image folder (zoo.image_files, which the board side cannot import).
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], np.float32)  # tf.image.rgb_to_grayscale's, as in training
+
+
+def image_files(folder):
+    """A folder's images (sorted, sub-folders included) as `aezoo predict` reads them."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise EdgeError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    return files
+
+
+def _read_inputs(paths, example_shape):
+    """(n, *example_shape) float array of the files and a note on what was resized or converted ('' if nothing)."""
+    arrays, resized, converted = [], {}, 0
+    for path in paths:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            pixels, size, was_converted = _read_image(path, example_shape)
+            if size != tuple(example_shape[1::-1]):
+                resized[size] = resized.get(size, 0) + 1
+            converted += was_converted
+            arrays.append(pixels[None])
+        else:
+            arrays.append(_read_array(path, example_shape))
+    notes = ""
+    if resized:
+        sizes = ", ".join(f"{w}x{h}" for w, h in sorted(resized))
+        notes += f"; resized {sum(resized.values())} image(s) from {sizes} to {example_shape[1]}x{example_shape[0]}"
+    if converted:
+        notes += f"; converted {converted} image(s) to {'grayscale' if _channels(example_shape) == 1 else 'RGB'}"
+    return np.concatenate(arrays), notes
+
+
+def _read_array(path, example_shape):
+    """(n, *example_shape) float array from a .npy file (n examples or one)."""
     if not path.is_file():
         raise EdgeError(f"{path}: no such input file")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            values = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as error:
-            raise EdgeError(f"{path} is not a readable .npy file ({str(error).splitlines()[0]})") from None
-    elif suffix == ".png":
-        values = _read_png(path, example_shape)
-    else:
-        raise EdgeError(f"{path}: unsupported input type {suffix or '(none)'}; give a .png or .npy file")
+    if path.suffix.lower() != ".npy":
+        raise EdgeError(f"{path}: unsupported input type {path.suffix or '(none)'}; give an image, a folder of images or a .npy file")
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise EdgeError(f"{path} is not a readable .npy file ({str(error).splitlines()[0]})") from None
     return values[None] if values.shape == tuple(example_shape) else values
 
 
-def _read_png(path, example_shape):
-    from PIL import Image, UnidentifiedImageError
-
+def _channels(example_shape):
     # (H, W) sequences read a grayscale image as rows; (H, W, C) images need C of 1 or 3.
     channels = 1 if len(example_shape) == 2 else example_shape[-1] if len(example_shape) == 3 else None
     if channels not in (1, 3):
-        raise EdgeError(f"a PNG cannot hold one input of shape {tuple(example_shape)}; give a .npy file")
+        raise EdgeError(f"an image cannot hold one input of shape {tuple(example_shape)}; give a .npy file")
+    return channels
+
+
+def _read_image(path, example_shape):
+    """One image as training reads it: [0, 1] floats, colour converted to the model's channels
+    (alpha dropped), resized (bilinear, antialiased) to its height and width. Returns the pixels,
+    the stored (width, height) and whether the colour mode was converted."""
+    from PIL import Image, UnidentifiedImageError
+
+    channels = _channels(example_shape)
+    if not path.is_file():
+        raise EdgeError(f"{path}: no such input file")
     try:
         with Image.open(path) as image:
-            pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+            colour = image.mode not in ("1", "L", "LA", "I", "I;16", "F")
+            size = image.size
+            pixels = np.asarray(image.convert("RGB" if colour else "L"), np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as error:
-        raise EdgeError(f"{path} is not a readable PNG ({error})") from None
-    if pixels.shape[:2] != tuple(example_shape[:2]):
-        raise EdgeError(
-            f"{path.name} is {pixels.shape[1]}x{pixels.shape[0]} pixels; the model expects "
-            f"{example_shape[1]}x{example_shape[0]} (resize it first)"
-        )
-    pixels = pixels.astype(np.float32) / 255.0
-    return pixels.reshape(example_shape)
+        raise EdgeError(f"{path} is not a readable image ({error})") from None
+    if colour and channels == 1:
+        pixels = pixels @ GRAY_WEIGHTS
+    elif not colour and channels == 3:
+        pixels = np.repeat(pixels[..., None], 3, axis=-1)
+    pixels = pixels.reshape(*pixels.shape[:2], -1)
+    height, width = example_shape[:2]
+    if size != (width, height):
+        pixels = np.stack([np.asarray(Image.fromarray(pixels[..., c]).resize((width, height), Image.BILINEAR))
+                           for c in range(pixels.shape[-1])], axis=-1)
+    return pixels.reshape(example_shape), size, colour != (channels == 3)
+
+
+def _write_outputs(input_folder, images, out_dir, result, is_image):
+    """One output per image under out_dir, at the image's place in input_folder: .png images, .npy codes."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EdgeError(f"{out_dir} is a file; give a folder for the outputs of a folder of images")
+    if not out_dir.parent.is_dir():
+        raise EdgeError(f"{out_dir.parent}: no such output folder")
+    out_dir.mkdir(exist_ok=True)
+    for image, output in zip(images, result):
+        path = (out_dir / image.relative_to(input_folder)).with_suffix(".png" if is_image else ".npy")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_output(path, output[None], is_image)
 
 
 def _write_output(path, result, is_image):

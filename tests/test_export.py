@@ -434,8 +434,9 @@ def test_predict_names_the_real_problem(exports, tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8), "uint8")).save(tmp_path / "digit.png")
     code, _, err = run_cli(capsys, "predict", model_file, tmp_path / "digit.png", "--signature", "sample")
     assert_one_line_error(code, err, "has no 'sample' signature (encode_distribution and sample exist for VAE exports only)")
-    code, _, err = run_cli(capsys, "predict", model_file, tmp_path)
-    assert_one_line_error(code, err, "is a folder; give one .png image or a .npy array")
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "predict", model_file, tmp_path / "empty")
+    assert_one_line_error(code, err, "no images (.bmp, .gif, .jpeg, .jpg, .png, .webp) in")
 
 
 @pytest.mark.parametrize(

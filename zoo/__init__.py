@@ -8,9 +8,14 @@ Example:
 
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+from zoo.logs import logs_wanted, native_logs_hidden
 
-import keras  # noqa: E402
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if not logs_wanted():
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # what logs_wanted() reads as "not asked for"
+
+with native_logs_hidden():
+    import keras  # noqa: E402  (imports TensorFlow)
 
 if keras.backend.backend() != "tensorflow":
     from zoo.errors import ZooError

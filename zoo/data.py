@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import DataNotFoundError, ZooError, unknown_name
+from zoo.logs import native_logs_hidden
 from zoo.mapped_array import MappedRows, scaled
 
 FASHION_MNIST_ENV = "AEZOO_FASHION_MNIST_DIR"
@@ -160,8 +161,16 @@ def read_idx(path):
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
+def _tfds():
+    """tensorflow_datasets, imported without the C++ start-up lines its import repeats."""
+    with native_logs_hidden():
+        import tensorflow_datasets
+
+    return tensorflow_datasets
+
+
 def _from_tfds(name, image_key="image", label_key="label"):
-    import tensorflow_datasets as tfds
+    tfds = _tfds()
 
     def arrays(split):
         # Batched reads, concatenated: batch_size=-1 asks TF for one giant batch, which can abort.
@@ -276,9 +285,10 @@ def _source_kinds(name, is_path):
 
 
 def _from_tfds_name(name, data_dir=None, **options):
-    import tensorflow_datasets as tfds
+    tfds = _tfds()
 
-    if name.removeprefix("tfds:") not in tfds.list_builders():
+    # Without the community list, which asks a cloud server (and logs its failure) offline.
+    if name.removeprefix("tfds:") not in tfds.list_builders(with_community_datasets=False):
         raise unknown_name("data set", name, [*DATASETS, "<any TensorFlow Datasets name>", "<path>"])
     if data_dir is not None:
         return _prepared_tfds(name.removeprefix("tfds:"), data_dir, **options)
@@ -296,7 +306,7 @@ def _from_tfds_name(name, data_dir=None, **options):
 def _prepared_tfds(name, data_dir, image_size=None, color_mode=None, stream=None):
     """A TensorFlow Datasets image data set prepared in `data_dir`, read from its TFRecord shards
     (its own train and test splits), streamed like an image folder above STREAM_ABOVE_BYTES."""
-    import tensorflow_datasets as tfds
+    tfds = _tfds()
 
     from zoo.tfrecord_images import scan_tfrecords
 

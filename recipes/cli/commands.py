@@ -100,7 +100,7 @@ def train(args):
             "train_seconds": checkpoints.train_seconds(out),
             "command": args.command_line,
         }
-        checkpoints.atomic_write(out / "model.keras", model.save)
+        checkpoints.atomic_write(out / "model.keras", model.save, checkpoints.resume_note(out))
         checkpoints.atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=1)))
         print(json.dumps({k: metrics[k] for k in ("test_mse", "test_psnr_db", "epochs")}), f"-> {out}")
 

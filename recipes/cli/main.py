@@ -8,7 +8,6 @@ import sys
 from recipes.cli.arguments import Parser, count, count_or_zero
 
 
-VERBOSE_ENV = "AEZOO_VERBOSE"
 KERNELS_HELP = ("default: the TFLite interpreter's optimized kernels; reference: its reference kernels, slower, "
                 "but int8 files give the same outputs on every CPU")
 
@@ -36,7 +35,7 @@ def _parser():
     parser = Parser(prog="aezoo", description="Keras autoencoder zoo: train, run recipes, export, predict.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--verbose", action="store_true", help=f"show TensorFlow's C++ log messages (also {VERBOSE_ENV}=1)"
+        "--verbose", action="store_true", help="show the log messages of TensorFlow and the runtimes (also AEZOO_VERBOSE=1)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -82,8 +81,8 @@ def _parser():
 
     predict = add_command("predict", help="run a .tflite or .onnx artifact (no TensorFlow needed)")
     predict.add_argument("artifact", help="a .tflite file or onnx/<signature>.onnx file from 'aezoo export'")
-    predict.add_argument("input", help="a .png or .npy file")
-    predict.add_argument("-o", "--output", help="where to write the result (.png or .npy)")
+    predict.add_argument("input", help="an image (resized and converted as training reads it), a folder of images, or a .npy file")
+    predict.add_argument("-o", "--output", help="where to write the result (.png or .npy; a folder for a folder of images)")
     predict.add_argument("--signature", default="reconstruct", help="reconstruct, encode, decode or sample")
     predict.add_argument("--runtime", choices=("tflite", "micro"), default="tflite", help="micro: a micro/ file in TFLite Micro")
     predict.add_argument("--kernels", default="default", help=KERNELS_HELP)
@@ -143,26 +142,6 @@ def _needs_tensorflow(args):
     return args.command not in ("predict", "verify")
 
 
-def _import_tensorflow_quietly():
-    """Imports TensorFlow with stderr closed at the file-descriptor level.
-
-    TF 2.21 writes its start-up lines (absl's preamble, CUDA probing, CPU features) from C++
-    straight to fd 2, some of them whatever TF_CPP_MIN_LOG_LEVEL says; they came before every
-    one-line error. Python exceptions raised by the import still reach the user: they are
-    printed after stderr is restored.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -171,9 +150,12 @@ def main(argv=None):
         return stop.code
     # What reproduces this run (recorded in config.json / metrics.json); --resume and --verbose do not change it.
     args.command_line = "aezoo " + shlex.join(a for a in argv if a not in ("--resume", "--verbose"))
-    verbose = args.verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
-    if _needs_tensorflow(args) and not verbose:
-        _import_tensorflow_quietly()
+    from export.runtime import VERBOSE_ENV
+
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"  # read by zoo and the runtimes, as in the Python API
+    if _needs_tensorflow(args):
+        import zoo  # noqa: F401  (imports TensorFlow without its start-up lines unless asked for)
     try:
         if args.command == "predict":
             from export.runtime import predict_file
@@ -199,6 +181,11 @@ def main(argv=None):
     except Exception as error:
         if isinstance(error, _user_errors()):
             print(f"aezoo: error: {error}", file=sys.stderr)
+            return 2
+        if isinstance(error, OSError):  # a read-only, missing or full folder; the writers that keep files say what is kept
+            where = f" {error.filename}" if error.filename else ""
+            print(f"aezoo: error: cannot write or read{where} ({error.strerror or error}); "
+                  "choose a folder that exists, is writable and has free space", file=sys.stderr)
             return 2
         raise
 

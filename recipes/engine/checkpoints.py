@@ -20,8 +20,12 @@ STATE_FILE = "state.json"
 BEST_FILE = "best.keras"
 
 
-def atomic_write(path, write):
-    """Calls `write(temporary_path)` then renames it to `path`; on failure nothing at `path` changes."""
+def atomic_write(path, write, kept=""):
+    """Calls `write(temporary_path)` then renames it to `path`; on failure nothing at `path` changes.
+
+    A failed write (disk full, read-only or missing folder) raises a one-line ZooError naming the
+    file, `kept` (what is intact: the caller knows, e.g. `resume_note`) and the fix.
+    """
     path = Path(path)
     temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
     try:
@@ -30,9 +34,24 @@ def atomic_write(path, write):
     except OSError as error:
         temporary.unlink(missing_ok=True)
         raise ZooError(
-            f"could not write {path} ({error.strerror or error}); free disk space or choose another --out; "
-            "earlier checkpoints are intact, continue with --resume"
+            f"could not write {path} ({error.strerror or error}); {kept + '; ' if kept else ''}"
+            "free disk space or choose another --out"
         ) from None
+
+
+def resume_note(run_dir):
+    """What a run in `run_dir` can resume from, read from its state files: a failed write says it truly."""
+    epochs = []
+    for path in _states(run_dir):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if state.get("epoch", 0) > 0 and (path.parent / str(state.get("checkpoint"))).is_file():
+            epochs.append(state["epoch"])
+    if not epochs:
+        return "no epoch was checkpointed yet, so nothing can be resumed: run again"
+    return f"the checkpoint of epoch {max(epochs)} is intact, continue with --resume"
 
 
 class CheckpointCallback(keras.callbacks.Callback):
@@ -61,23 +80,24 @@ class CheckpointCallback(keras.callbacks.Callback):
             self.model.stop_training = True
         if self.non_finite:
             return  # keep the last good checkpoint
+        kept = resume_note(self.directory.parent)  # before this epoch's files: what a failed write leaves
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         state = self.state
         state["history"].append(row)
         state["epoch"] = epoch + 1
         state["train_seconds"] = self.earlier_seconds + time.perf_counter() - self.started  # summed over resumes
         name = f"epoch-{epoch + 1:04d}.keras"
-        atomic_write(self.directory / name, self.model.save)
+        atomic_write(self.directory / name, self.model.save, kept)
         monitor = "val_loss" if "val_loss" in row else "loss"
         if state["best"] is None or row[monitor] < state["best"]["value"]:
             state["best"] = {"epoch": epoch + 1, "value": row[monitor], "monitor": monitor}
             state["wait"] = 0
             # A file copy, not a second serialisation: checkpoints stay cheap on short epochs.
-            atomic_write(self.directory / BEST_FILE, lambda p: shutil.copyfile(self.directory / name, p))
+            atomic_write(self.directory / BEST_FILE, lambda p: shutil.copyfile(self.directory / name, p), kept)
         else:
             state["wait"] += 1
         previous, state["checkpoint"] = state.get("checkpoint"), name
-        atomic_write(self.directory / STATE_FILE, lambda p: Path(p).write_text(json.dumps(state, indent=1)))
+        atomic_write(self.directory / STATE_FILE, lambda p: Path(p).write_text(json.dumps(state, indent=1)), kept)
         if previous and previous != name:
             (self.directory / previous).unlink(missing_ok=True)
         if self.settings.patience and state["wait"] >= self.settings.patience:

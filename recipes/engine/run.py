@@ -166,7 +166,7 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
         with distribution.precision_policy(settings.precision) as precision:
             results, data = task.run(context)
         model = context.model
-        checkpoints.atomic_write(run_dir / "model.keras", model.save)
+        checkpoints.atomic_write(run_dir / "model.keras", model.save, checkpoints.resume_note(run_dir))
         summary = {
             "recipe": recipe,
             "description": config["description"],

@@ -80,6 +80,12 @@ def fit_pca(x, components, seed):
     return pca
 
 
+def called(model):
+    """A batch function calling `model` eagerly: four models' predict functions, each traced again for
+    the last, shorter batch, made TensorFlow warn of excessive retracing."""
+    return lambda batch: model(batch, training=False)
+
+
 def codes_and_errors(x, encoders, reconstructors):
     """Every method's codes of x, and the reconstruction MSE of the methods in `reconstructors`,
     in one pass over x's batches (functions of a NumPy batch)."""
@@ -100,13 +106,13 @@ def run(ctx):
     latent_dim = model.latent_dim
 
     pca = fit_pca(data.x_train, latent_dim, ctx.settings.seed)
-    encoders = {"autoencoder": model.encoder.predict_on_batch, "PCA": lambda x: pca.transform(flat(x))}
-    reconstructors = {"autoencoder": model.predict_on_batch, "PCA": lambda x: pca.inverse_transform(pca.transform(flat(x)))}
+    encoders = {"autoencoder": called(model.encoder), "PCA": lambda x: pca.transform(flat(x))}
+    reconstructors = {"autoencoder": called(model), "PCA": lambda x: pca.inverse_transform(pca.transform(flat(x)))}
     results = Results()
     tutorial = tutorials.train(ctx, tutorials.CONV_AUTOENCODER, results, data.x_train, latent_dim=latent_dim)
     if tutorial is not None:
-        encoders[TUTORIAL] = tutorials.code_model(tutorial).predict_on_batch
-        reconstructors[TUTORIAL] = tutorial.predict_on_batch
+        encoders[TUTORIAL] = called(tutorials.code_model(tutorial))
+        reconstructors[TUTORIAL] = called(tutorial)
     features = int(np.prod(data.input_shape))
     if data.y_train is not None and features <= INPUT_FEATURES_LIMIT:
         encoders[INPUT] = flat
