@@ -17,7 +17,7 @@ import pytest
 from export_helpers import FAMILIES, session_exports, train_briefly
 
 from export import aarch64
-from recipes.cli import main as cli
+from recipes import cli
 
 pytestmark = pytest.mark.aarch64
 

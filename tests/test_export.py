@@ -18,7 +18,7 @@ import zoo
 from export import convert, export_model, onnx_target, runtime
 from export.exporter import tflite_name
 from export.onnx_target import onnx_name
-from recipes.cli import main as cli
+from recipes import cli
 from zoo.errors import ZooError
 
 ROOT = Path(__file__).resolve().parents[1]

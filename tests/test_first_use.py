@@ -18,7 +18,8 @@ import zoo
 from export import export_model, runtime
 from export.exporter import tflite_name
 from export.onnx_target import onnx_name
-from recipes import checkpoints, cli
+from recipes.engine import checkpoints
+from recipes import cli
 from zoo.image_files import scan_folder
 
 REPO = Path(__file__).resolve().parents[1]

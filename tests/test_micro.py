@@ -17,7 +17,7 @@ from export_helpers import FAMILIES, train_briefly
 
 import zoo
 from export import micro
-from recipes.cli import main as cli
+from recipes import cli
 from zoo.errors import ZooError
 
 pytest.importorskip("tflite_micro", reason="the micro target needs pip install tflite-micro")
