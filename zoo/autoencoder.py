@@ -13,11 +13,12 @@ import keras
 import numpy as np
 
 from zoo.errors import ZooError
+from zoo.presets import PresetMixin
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "linear")
 
 
-class Autoencoder(keras.Model):
+class Autoencoder(PresetMixin, keras.Model):
     """Base class of the plain autoencoders; subclasses call `_attach(trunk, decoder)` in `__init__`.
 
     Args:
