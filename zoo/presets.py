@@ -189,7 +189,9 @@ def save_preset(model, folder, metadata=None, run_config=None, sections=(), over
         info = {**describe(model, staging / WEIGHTS), **(metadata or {})}
         (staging / CONFIG).write_text(json.dumps({"model": model.registry_name, "options": model_options(model)}, indent=1))
         (staging / METADATA).write_text(json.dumps(info, indent=1))
-        (staging / CARD).write_text(card_text(folder.name, {**info, "model": model.registry_name}, sections))
+        # A run's preset loads by the run folder's name (see `resolve`): the card names that.
+        name = folder.parent.name if folder.name == RUN_PRESET else folder.name
+        (staging / CARD).write_text(card_text(name, {**info, "model": model.registry_name}, sections))
         if run_config is not None:
             (staging / TRAIN_CONFIG).write_text(run_config)
         if folder.exists():  # replaced only once the new folder is complete
