@@ -65,10 +65,8 @@ def resolve(handle):
     if (PRESETS_DIR / handle / CONFIG).exists() and os.sep not in handle:
         return PRESETS_DIR / handle
     folder = Path(handle)
-    if folder.is_dir():
-        if not (folder / CONFIG).exists() and (folder / RUN_PRESET / CONFIG).exists():
-            return folder / RUN_PRESET
-        return folder
+    if folder.is_dir():  # a run folder (it has a config.json of its own) holds its preset in RUN_PRESET
+        return folder / RUN_PRESET if (folder / RUN_PRESET / CONFIG).exists() else folder
     shipped = sorted(p.parent.name for p in PRESETS_DIR.glob(f"*/{CONFIG}"))
     raise ZooError(f"unknown preset {handle!r}: not a folder, an hf://owner/name handle or a shipped preset "
                    f"({', '.join(shipped)})")
