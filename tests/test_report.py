@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from recipes.engine.report import Results, metrics_table
+from recipes.engine.report import Results
+from zoo.presets import metrics_table
 
 
 def test_counts_stay_integers_and_measurements_keep_decimals():

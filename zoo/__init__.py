@@ -30,7 +30,7 @@ from zoo.autoencoder import Autoencoder  # noqa: E402
 from zoo.contrastive import ContrastiveTraining  # noqa: E402
 from zoo.errors import DataNotFoundError, ZooError  # noqa: E402
 from zoo.layers import freeze_batch_norm  # noqa: E402
-from zoo.presets import from_preset, list_presets  # noqa: E402
+from zoo.presets import from_preset, list_presets, preset_info, upload_preset  # noqa: E402
 from zoo.registry import create, list_models, model_class  # noqa: E402
 from zoo.vae import VAE  # noqa: E402
 
@@ -44,6 +44,8 @@ __all__ = [
     "freeze_batch_norm",
     "from_preset",
     "list_presets",
+    "preset_info",
+    "upload_preset",
     "list_models",
     "data",
     "losses",

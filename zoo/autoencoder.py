@@ -13,12 +13,13 @@ import keras
 import numpy as np
 
 from zoo.errors import ZooError, unknown_name
+from zoo.presets import PresetMixin
 from zoo.registry import check_options, model_class
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "linear")
 
 
-class Autoencoder(keras.Model):
+class Autoencoder(PresetMixin, keras.Model):
     """Base class of the plain autoencoders; subclasses call `_attach(trunk, decoder)` in `__init__`.
 
     Args:

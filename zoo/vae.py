@@ -14,6 +14,7 @@ from keras import ops
 from zoo import losses
 from zoo.errors import ZooError, unknown_name
 from zoo.layers import gradient_step
+from zoo.presets import PresetMixin
 from zoo.registry import check_options, model_class, register_model
 
 BACKBONES = ("dense", "conv", "lstm", "transformer")
@@ -28,7 +29,7 @@ def reparameterize(z_mean, z_log_var, eps):
 
 
 @register_model("vae")
-class VAE(keras.Model):
+class VAE(PresetMixin, keras.Model):
     """Variational autoencoder; `call`/`encode` use the mean code, `sample` decodes draws from N(0, I).
 
     Args:

@@ -144,7 +144,7 @@ def run(args):
         seed=args.seed,
         command=args.command_line,
     )
-    from recipes.engine.report import metrics_table
+    from zoo.presets import metrics_table
 
     print(metrics_table(metrics["metrics"]))
     print(f"report: {run_dir / 'report.md'}")
@@ -156,8 +156,8 @@ def export(args):
     import zoo
 
     model, calibration = _load_source(args.source), args.calibration_data
-    if calibration is None and args.source in zoo.list_presets():
-        calibration = zoo.presets.preset_info(args.source)["dataset"]  # the data it was trained on
+    if calibration is None and Path(args.source).suffix != ".keras":
+        calibration = zoo.presets.preset_info(args.source).get("dataset")  # the data it was trained on
     quantize = args.quantize or ("float32,int8" if calibration else "float32")
     if not args.quantize and not calibration and not args.micro:  # --micro without data is refused below
         print("aezoo: exporting float32 only; add --calibration-data NAME for int8", file=sys.stderr)
@@ -178,7 +178,7 @@ def export(args):
 
 
 def _load_source(source):
-    """A .keras file or a preset name -> a zoo model."""
+    """A .keras file or a preset handle (a shipped name, a preset folder, hf://owner/name) -> a zoo model."""
     import keras
 
     import zoo

@@ -63,12 +63,12 @@ def _parser():
     run.add_argument("--epochs", type=count)
     run.add_argument("--quick", action="store_true", help="small data and few epochs (tests, smoke runs)")
     run.add_argument("--export", action="store_true", help="also export edge artifacts into OUT/export")
-    run.add_argument("--from-preset", help="start from a pretrained preset's weights")
+    run.add_argument("--from-preset", metavar="PRESET", help="start from a preset's weights: a shipped name, a preset folder or hf://owner/name")
     run.add_argument("--labels", type=_label_fractions, help="classify: label fractions, e.g. 1%%,10%%,100%%")
     _add_training_flags(run)
 
     export = add_command("export", help="SavedModel + TFLite artifacts, verified against Keras")
-    export.add_argument("source", help="a .keras file or a preset name")
+    export.add_argument("source", help="a .keras file or a preset: a shipped name, a preset folder or hf://owner/name")
     export.add_argument("--out", required=True)
     export.add_argument(
         "--quantize", help="comma list of float32,float16,dynamic,int8 (default: float32, and int8 with calibration data)"
@@ -98,7 +98,7 @@ def _parser():
     presets.add_argument("--build", nargs="+", metavar="NAME", help="(maintainers) train presets and write their files")
 
     finetune = add_command("finetune", help="continue training a preset on new data")
-    finetune.add_argument("preset")
+    finetune.add_argument("preset", help="a shipped name, a preset folder or hf://owner/name; OUT/preset becomes a new preset")
     finetune.add_argument("--data", required=True)
     finetune.add_argument("--epochs", type=count, help="default: 5, or 2 with --quick")
     finetune.add_argument("--batch-size", type=count, default=128)

@@ -24,6 +24,7 @@ def list_recipes():
 
 
 def preset_cards():
-    """{name: preset description dict} for every preset shipped in zoo/presets/ (`zoo.list_presets()`)."""
+    """{name: metadata plus model name} for every preset folder shipped in zoo/presets/ (`zoo.list_presets()`)."""
     presets_dir = Path(importlib.util.find_spec("zoo").submodule_search_locations[0]) / "presets"
-    return {p.stem: json.loads(p.read_text()) for p in sorted(presets_dir.glob("*.json"))}
+    return {p.parent.name: {**json.loads((p.parent / "metadata.json").read_text()), "model": json.loads(p.read_text())["model"]}
+            for p in sorted(presets_dir.glob("*/config.json"))}

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from recipes.engine.checkpoints import atomic_write
+from zoo.presets import metrics_table
 
 
 class Results:
@@ -33,24 +34,6 @@ def _plain(value):
     if value is None:
         return None
     return int(value) if isinstance(value, (int, np.integer)) else float(value)
-
-
-def metrics_table(metrics):
-    """A markdown table: one row per metric, one column per method."""
-    methods = list(dict.fromkeys(m for values in metrics.values() for m in values))
-    lines = ["| metric | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
-    for metric, values in metrics.items():
-        cells = [_format(values.get(m)) for m in methods]
-        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _format(value):
-    if value is None:
-        return "–"
-    if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 10):
-        return f"{int(value):,}"  # counts
-    return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
 
 
 def write_outputs(run_dir, summary, results):

@@ -3,10 +3,15 @@ scratch, trained for the same epochs on the same batches, is the baseline. The p
 is (no training on the new data) is reported too, so the gain from each step is visible.
 Training streams large image folders; the scores are on the first `eval_examples` test images.
 
+The fine-tuned model becomes a preset in OUT/preset (its card records the parent preset, the
+data and the metrics below), so `zoo.from_preset(OUT)` and `aezoo export OUT` take the run folder.
+
 Image files (a folder, TFRecord files) are read at the preset's input size and colour mode
 unless data.image_size / data.color_mode say otherwise, as Keras' `image_dataset_from_directory`
 reads a folder at the size its model takes.
 """
+
+import json
 
 from recipes.engine.evaluation import first_examples, predict, psnr
 from recipes.engine.report import Results, image_grid
@@ -37,7 +42,7 @@ def run(ctx):
                "or leave both out" if image_options else f"give it examples of shape {shape}")
         raise ZooError(f"preset {ctx.from_preset} takes inputs of shape {shape}, {data_config['name']} has {data.input_shape}; {fix}")
     freeze = freeze_encoder if ctx.params["freeze_encoder"] else (lambda m: m)
-    config = {k: v for k, v in info["config"].items() if k not in ("name", "trainable", "dtype")}
+    config = {k: v for k, v in info["config"].items() if k != "dtype"}
 
     finetuned, _ = ctx.train(lambda: freeze(presets.from_preset(ctx.from_preset)), data.x_train, tag="finetune")
     scratch, _ = ctx.train(lambda: freeze(create(info["model"], **config)), data.x_train, tag="scratch")
@@ -59,4 +64,22 @@ def run(ctx):
     )
     rows = [("input", test), *outputs.items()]
     results.plots.append(image_grid(ctx.run_dir, "finetune_reconstructions", rows))
+    save_finetuned_preset(ctx, finetuned, info, results.metrics)
     return results, data
+
+
+def save_finetuned_preset(ctx, model, parent, metrics):
+    """Writes OUT/preset: the fine-tuned model with its parent, data and the metrics measured on that data."""
+    data_name = ctx.config["data"]["name"]
+    command = json.loads((ctx.run_dir / "config.json").read_text())["command"]
+    metadata = {
+        "description": f"{ctx.from_preset} fine-tuned on {data_name} for {ctx.settings.epochs} epochs",
+        "task": parent.get("task"),
+        "dataset": data_name,
+        "data": data_name,
+        "command": command,
+        "metrics": metrics,
+        "parent": {"preset": str(ctx.from_preset), "sha256": parent["sha256"]},
+    }
+    # A resumed run writes its preset again: the folder belongs to this run.
+    model.save_to_preset(ctx.run_dir / presets.RUN_PRESET, metadata=metadata, overwrite=True)

@@ -135,7 +135,7 @@ def full(docs, only=None):
     them (made anew where it has none): after retraining one preset, without rerunning the others.
     """
     from recipes.tools.build_presets import run_or_resume
-    from recipes.engine.report import metrics_table
+    from zoo.presets import metrics_table
     from zoo import presets
     from zoo.errors import unknown_name
 
@@ -217,8 +217,8 @@ def micro_presets(docs, only=None):
         if name not in shipped:
             raise unknown_name("preset", name, shipped)
     rows = []
-    for name, info in shipped.items():
-        out = Path("runs/benchmark/micro") / name
+    for name in shipped:
+        info, out = presets.preset_info(name), Path("runs/benchmark/micro") / name
         try:
             if only is None or name in only or not (out / "micro" / "micro.json").exists():
                 export_model(from_preset(name), out, quantize="int8", calibration_data=info["dataset"], micro_target=True)

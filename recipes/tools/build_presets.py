@@ -1,7 +1,7 @@
 """Builds the shipped presets: each is the model of one `aezoo run` (full Fashion-MNIST, or a series).
 
 `aezoo presets --build NAME ...` runs the preset's recipe command (or resumes it) into
-runs/presets/NAME, then writes zoo/presets/NAME.{weights.h5,json,md}. The card's command is
+runs/presets/NAME, then writes the preset folder zoo/presets/NAME/. The card's command is
 exactly the one that ran, so anyone can reproduce it.
 """
 
@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from recipes.engine.checkpoints import atomic_write, train_seconds
-from recipes.engine.report import metrics_table
+from recipes.engine.checkpoints import train_seconds
 from recipes.tools.doc_tables import write_docs_section
 from zoo import presets
 from zoo.errors import ZooError, unknown_name
@@ -139,7 +138,7 @@ def run_or_resume(args):
 
 
 def build(name):
-    """Trains (or resumes) preset `name` and writes its weights, description and card."""
+    """Trains (or resumes) preset `name` and writes its folder (weights, config, metadata, card)."""
     import keras
 
     if name not in PRESETS:
@@ -147,21 +146,14 @@ def build(name):
     preset, args = PRESETS[name], command_for(name)
     run_dir = run_or_resume(args)
     model = keras.models.load_model(run_dir / "model.keras", compile=False)  # no optimizer state in the weights
-    config = {**model.get_config(), "dtype": "float32"}  # presets load in float32; fine-tune in any policy
-    weights = presets.PRESETS_DIR / f"{name}.weights.h5"
-    atomic_write(weights, model.save_weights)
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     headline = preset.headline or next(iter(metrics))
-    info = {
+    metadata = {
         "description": preset.description,
-        "model": model.registry_name,
-        "config": config,
-        "command": "aezoo " + shlex.join(args),
+        "task": preset.args[0],
         "dataset": preset.dataset,
         "data": DATA_DESCRIPTIONS[preset.dataset],
-        "parameters": int(model.count_params()),
-        "size_bytes": weights.stat().st_size,
-        "sha256": presets.sha256(weights),
+        "command": "aezoo " + shlex.join(args),
         "train_seconds": round(train_seconds(run_dir)),
         "metrics": metrics,
         "headline": f"{headline}: {next(iter(metrics[headline].values())):.4g}",
@@ -171,12 +163,11 @@ def build(name):
         },
     }
     if preset.micro:
-        info["micro"] = _micro_footprint(model, preset.dataset, run_dir / "export")
+        metadata["micro"] = _micro_footprint(model, preset.dataset, run_dir / "export")
     if preset.compare:
-        info["compare"] = {family: _compare(name, family, headline) for family in preset.compare}
-    atomic_write(presets.PRESETS_DIR / f"{name}.json", lambda p: Path(p).write_text(json.dumps(info, indent=1)))
-    atomic_write(presets.PRESETS_DIR / f"{name}.md", lambda p: Path(p).write_text(card(name, info)))
-    return info
+        metadata["compare"] = {family: _compare(name, family, headline) for family in preset.compare}
+    return presets.save_preset(model, presets.PRESETS_DIR / name, metadata, sections=card_sections(name, metadata),
+                               overwrite=True)
 
 
 def _micro_footprint(model, dataset, out_dir):
@@ -206,37 +197,9 @@ def _compare(name, family, headline):
             "command": "aezoo " + shlex.join(args)}
 
 
-def card(name, info):
-    """The model card: what it is, how it was made, how good it is, how to check it."""
-    return "\n".join([
-        f"# {name}",
-        "",
-        info["description"] + ".",
-        "",
-        f"- Model: `{info['model']}`, {info['parameters']:,} parameters, weights {info['size_bytes'] / 1e6:.2f} MB "
-        f"(sha256 `{info['sha256']}`)",
-        f"- Data: {info['data']}",
-        f"- Reproduce: `{info['command']}` (training took {info['train_seconds']} s on 2 CPU cores)",
-        f"- Load: `zoo.from_preset(\"{name}\")`; export: `aezoo export {name} --out DIR{' --micro' * ('micro' in info)}`",
-        "",
-        "## Test metrics from that run",
-        "",
-        metrics_table(info["metrics"]),
-        "",
-        *_micro_section(name, info.get("micro")),
-        *_compare_section(info.get("compare")),
-        "## Check",
-        "",
-        f"{info['check']['what']}: {info['check']['reconstruction_mse']:.6f} "
-        "(the test suite reloads the preset and requires this within 2%).",
-        "",
-        "## Config",
-        "",
-        "```json",
-        json.dumps(info["config"], indent=1),
-        "```",
-        "",
-    ])
+def card_sections(name, metadata):
+    """What a shipped preset's card adds after its metrics: its micro footprint, other families."""
+    return [*_micro_section(name, metadata.get("micro")), *_compare_section(metadata.get("compare"))]
 
 
 def _micro_section(name, footprint):
@@ -293,11 +256,12 @@ def preset_tables():
         "| preset | model | parameters | size | headline (test split) | baselines, same run | check MSE |",
         "|---|---|---|---|---|---|---|",
     ]
-    for page, link in [("README.md", "zoo/presets/{name}.md"), ("docs/presets.md", None)]:
+    cards = {name: presets.preset_info(name) for name in presets.list_presets()}
+    for page, link in [("README.md", "zoo/presets/{name}/README.md"), ("docs/presets.md", None)]:
         rows = [
             f"| {f'[`{name}`]({link.format(name=name)})' if link else f'`{name}`'} | `{info['model']}` | "
             f"{info['parameters']:,} | {info['size_bytes'] / 1e6:.2f} MB | {info['headline']} | {_baselines(info)} | "
             f"{info['check']['reconstruction_mse']:.5f} |"
-            for name, info in presets.list_presets().items()
+            for name, info in cards.items()
         ]
         write_docs_section("presets", "\n".join(header + rows), page=page)
