@@ -102,7 +102,7 @@ class TrainSettings:
         for key in ("epochs", "batch_size"):
             if int(getattr(self, key)) < 1:
                 raise ZooError(f"train.{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("seed", "patience"):  # NumPy's generators take no negative seed
+        for key in ("seed", "patience"):  # NumPy's generators take no negative seed; patience 0 already means never stop
             if int(getattr(self, key)) < 0:
                 raise ZooError(f"train.{key} must be >= 0, got {getattr(self, key)}")
         if self.verbose not in (0, 1, 2):
