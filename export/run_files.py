@@ -25,7 +25,7 @@ REFERENCE_FILE = "reference.npz"
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("export_dirs", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--timing-runs", type=int, default=0, help="timed single-example reconstruct calls per file")

@@ -68,6 +68,21 @@ def run_cli(capsys, *args):
     (["run", "denoise", "--seed", -1], "argument --seed: must be >= 0, got -1"),
     (["run", "denoise", "--set", "train.seed=-1"], "train.seed must be >= 0, got -1"),
     (["no_such_command"], "invalid choice: 'no_such_command'"),
+    # a negative count is refused before anything runs, whichever section holds it
+    (["run", "reduce", "--quick", "--set", "quick.train_examples=-5"], "quick.train_examples must be >= 1, got -5"),
+    (["run", "reduce", "--quick", "--set", "quick.test_examples=0"], "quick.test_examples must be >= 1, got 0"),
+    (["run", "reduce", "--set", "params.neighbours=-1"], "params.neighbours must be >= 1, got -1"),
+    (["run", "reduce", "--quick", "--data", "digits", "--set", "model.latent_dim=-5"], "latent_dim must be a positive int, got -5"),
+    (["run", "anomaly", "--set", "data.window=-1"], "data.window must be >= 1, got -1"),
+    (["run", "anomaly", "--set", "data.stride=0"], "data.stride must be >= 1, got 0"),
+    (["train", "conv_ae", "--set", "data.image_size=[-28,28]"], "data.image_size must be >= 1, got [-28, 28]"),
+    (["run", "reduce", "--set", "train.patience=-1"], "train.patience must be >= 0, got -1"),
+    (["run", "reduce", "--quick", "--set", "train.epochs=-1"], "train.epochs must be >= 1, got -1"),  # --quick's epochs would hide it
+    (["train", "dense_ae", "--set", "train.verbose=-1"], "train.verbose must be 0, 1 or 2, got -1"),
+    # options by their whole names only: argparse would read --epoch as --epochs
+    (["run", "reduce", "--quick", "--data", "digits", "--epoch", 1], "unrecognized arguments: --epoch 1"),
+    (["train", "dense_ae", "--data", "digits", "--epoch", 1], "unrecognized arguments: --epoch 1"),
+    (["train", "dense_ae", "--data", "digits", "--set", "model.latent_dim=3"], "model.latent_dim has its own option here: use --latent-dim 3"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(capsys, tmp_path, monkeypatch, args, expected):
     monkeypatch.chdir(tmp_path)
@@ -177,6 +192,7 @@ def test_train_resuming_another_model_fails_in_one_line(capsys, tmp_path):
     # more epochs of the same model is what --resume is for
     code, _, err = run_cli(capsys, "train", "dense_ae", "--data", "digits", "--epochs", 2, "--out", out, "--resume")
     assert code == 0, err
+    assert f"aezoo: resuming from {out / 'checkpoints' / 'epoch-0001.keras'} (epoch 1 of 2 done)" in err.splitlines()
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
 
 
@@ -205,6 +221,26 @@ def test_train_takes_training_keys_in_set(capsys, tmp_path):
     assert code == 0, err
     optimizer = keras.saving.load_model(out / "checkpoints" / "epoch-0001.keras").optimizer
     assert type(optimizer).__name__ == "AdamW" and optimizer.weight_decay == 0.5
+
+
+def test_train_takes_model_options_bare_or_prefixed_as_run_does(capsys, tmp_path):
+    import keras
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "conv_ae", "--data", "digits", "--epochs", 1, "--latent-dim", 4, "--out", out,
+                           "--set", "model.filters=[4]", "--set", "hidden_units=16", "--set", "train.verbose=0")
+    assert code == 0, err
+    config = keras.saving.load_model(out / "model.keras").get_config()
+    assert (config["filters"], config["hidden_units"]) == ([4], 16)
+
+
+def test_export_of_a_file_that_is_no_model_says_what_it_takes(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    code, _, err = run_cli(capsys, "export", tmp_path / "notes.txt", "--out", tmp_path / "x")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "notes.txt is not a .keras file" in lines[0] and "or a preset name" in lines[0] and "unknown preset" not in lines[0]
+    assert not (tmp_path / "x").exists()
 
 
 def test_run_list_names_every_recipe(capsys):
@@ -263,6 +299,7 @@ def test_labels_take_percentages_or_shares():
     (["benchmark", "data", "--sizes", "10000,abc"], "argument --sizes: expected a whole number >= 1, got 'abc'"),
     (["benchmark", "export", "--seed", -2], "argument --seed: must be >= 0, got -2"),
     (["benchmark", "recipes", "loop", "--epochs", 0], "argument --epochs: must be >= 1, got 0"),
+    (["benchmark", "recipes", "loop", "--epoch", 0], "unrecognized arguments: --epoch 0"),
 ])
 def test_benchmark_command_lines_fail_in_one_line_like_the_others(capsys, args, expected):
     with pytest.raises(SystemExit) as stop:  # the benchmark's own parser exits, as argparse does

@@ -67,6 +67,41 @@ def test_wrong_input_shape_names_expected_and_got():
         model.decode(np.zeros((2, 5), "float32"))
 
 
+def test_one_example_without_the_batch_axis_is_told_to_add_it():
+    model = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=4, filters=[4])
+    with pytest.raises(ZooError) as error:
+        model(np.zeros((28, 28, 1), "float32"))
+    message = one_line(error)
+    assert "add the batch axis" in message and "(1, 28, 28, 1)" in message and "input_shape=" not in message
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_corrupt_png_is_named_without_tensorflow_internals(tmp_path, stream):
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("L", (8, 8), color=60 * i).save(tmp_path / f"{i}.png")
+    (tmp_path / "2.png").write_bytes((tmp_path / "0.png").read_bytes()[:40])  # cut inside the header
+    with pytest.raises(ZooError) as error:
+        zoo.data.load(str(tmp_path), stream=stream)
+    message = one_line(error)
+    assert message == f"cannot read image {tmp_path / '2.png'} (Invalid PNG. Failed to initialize decoder.); remove or replace it"
+
+
+@pytest.mark.parametrize("assignment,expected", [
+    ("quick.train_examples=-5", "quick.train_examples must be >= 1, got -5"),
+    ("data.window=0", "data.window must be >= 1, got 0"),
+    ("train.patience=-2", "train.patience must be >= 0, got -2"),
+    ("params.map_examples=-1", "params.map_examples must be >= 1, got -1"),
+])
+def test_negative_counts_in_a_recipe_config_are_refused_where_they_are_set(assignment, expected):
+    from recipes.run import resolve
+
+    with pytest.raises(ZooError) as error:
+        resolve("reduce", sets=[assignment], quick=True)
+    assert one_line(error) == expected
+
+
 def test_integer_images_are_refused_with_the_scaling_fix():
     model = zoo.create("dense_ae", input_shape=(8, 8, 1), latent_dim=4)
     with pytest.raises(ZooError) as error:

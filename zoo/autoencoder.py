@@ -68,6 +68,11 @@ class Autoencoder(PresetMixin, keras.Model):
         """Raises a one-line ZooError if `x` does not have the shape (batch, *shape) or is not float."""
         shape = self.data_shape if shape is None else tuple(shape)
         got = tuple(x.shape)
+        if got == shape:  # one example: suggesting input_shape=got[1:] would point the wrong way
+            raise ZooError(
+                f"{self.name} expects {what} of shape (batch, {', '.join(map(str, shape))}), got one example of shape {got}; "
+                f"add the batch axis: x[None] (or np.expand_dims(x, 0)) has shape (1, {', '.join(map(str, shape))})"
+            )
         if len(got) != len(shape) + 1 or any(g is not None and g != s for g, s in zip(got[1:], shape)):
             raise ZooError(
                 f"{self.name} expects {what} of shape (batch, {', '.join(map(str, shape))}), got {got}; "

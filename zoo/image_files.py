@@ -8,6 +8,7 @@ needs one (`len`, `shape`, slicing) and decodes them on demand as a `tf.data.Dat
 """
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,14 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 UNREADABLE_SUFFIXES = {".tif", ".tiff"}
 COLOR_MODES = {"grayscale": 1, "rgb": 3}
 DECODE_BATCH = 256
+
+
+def decode_failure(error):
+    """What a failed image decode says, without TensorFlow's op and device names around it
+    (`{{function_node __wrapped__DecodeImage_device_...}} Invalid PNG. ... [Op:DecodeImage] name:`)."""
+    message = str(getattr(error, "message", error)).strip().splitlines()[0]
+    message = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", message).strip()
+    return message or "not a decodable image"
 
 
 def _mode(channels):
@@ -154,7 +163,7 @@ def scan_folder(folder, image_size=None, color_mode=None):
             _raw_image(tf.io.read_file(str(path)))
             reason = "not a decodable image"
         except tf.errors.OpError as error:
-            reason = error.message.strip().splitlines()[0]
+            reason = decode_failure(error)
         raise unreadable_error(path, len(unreadable), reason)
     image_shape, resize = common_shape(shapes, files.__getitem__, image_size, color_mode)
     images = ImageFiles(np.array([str(p) for p in files]), image_shape, resize)

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.errors import DataNotFoundError, ZooError
-from zoo.image_files import ImageFiles, _raw_image, check_options, common_shape, unreadable_error
+from zoo.image_files import ImageFiles, _raw_image, check_options, common_shape, decode_failure, unreadable_error
 
 # The feature names of TensorFlow Datasets and of the TF models / slim convention, tried in order.
 IMAGE_KEYS = ("image", "image/encoded")
@@ -146,7 +146,7 @@ def scan_tfrecords(source, image_size=None, color_mode=None, image_key=None, lab
             parsed(0, index.read(int(unreadable[0])))
             reason = "not a decodable image"
         except (tf.errors.OpError, ValueError) as error:
-            reason = str(getattr(error, "message", error)).strip().splitlines()[0]
+            reason = decode_failure(error)
         raise unreadable_error(index.name(unreadable[0]), len(unreadable), reason)
     image_shape, resize = common_shape(shapes, index.name, image_size, color_mode)
     images = TFRecordImages(np.arange(n), image_shape, resize, index, image_key)

@@ -5,7 +5,11 @@ import argparse
 
 
 class Parser(argparse.ArgumentParser):
-    """Reports a bad command line in one line with exit code 2, like every other aezoo error."""
+    """Reports a bad command line in one line with exit code 2, like every other aezoo error, and takes
+    options by their whole names only (argparse's prefix matching would read --epoch as --epochs)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message):
         self.exit(2, f"aezoo: error: {message} (see '{self.prog} --help')\n")

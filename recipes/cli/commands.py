@@ -22,7 +22,7 @@ def list(args):  # noqa: A001  (the subcommand's name)
 # since the flag's default would win unseen (or the key would, unrecorded).
 FINETUNE_FLAGS = {"train.epochs": "--epochs", "train.batch_size": "--batch-size", "data.name": "--data"}
 TRAIN_FLAGS = {**FINETUNE_FLAGS, "train.loss": "--loss", "train.precision": "--precision", "train.strategy": "--strategy",
-               "train.seed": "--seed"}
+               "train.seed": "--seed", "model.latent_dim": "--latent-dim"}
 
 
 def _refuse_flag_key(key, value, flags):
@@ -66,8 +66,10 @@ def train(args):
         elif section == "train" and dot:
             train_options[field] = train_option(field, value)
             _refuse_flag_key(key, value, TRAIN_FLAGS)
-        else:
-            options[key] = value
+        else:  # a model option, bare (filters=...) or as `aezoo run` spells it (model.filters=...)
+            name = field if section == "model" and dot else key
+            _refuse_flag_key(f"model.{name}", value, TRAIN_FLAGS)
+            options[name] = value
     zoo.registry.check_options(zoo.model_class(args.model), options)
     data = _as_model_input(args.model, options, zoo.data.load(args.data, **data_options))
     out = Path(args.out or Path("runs") / f"{args.model}-{Path(args.data).stem}")
@@ -191,6 +193,9 @@ def _load_source(source):
             return keras.models.load_model(path)
         except Exception as error:  # a truncated zip, a foreign file: one line, not a traceback
             raise zoo.ZooError(f"cannot load {path} as a Keras model ({type(error).__name__}); re-save it with model.save") from None
+    if path.exists():  # a file, but not a model: no preset would be found under its path either
+        raise zoo.ZooError(f"{path} is not a .keras file; export takes a model saved with model.save (.keras) "
+                           "or a preset name (see 'aezoo presets')")
     return zoo.presets.from_preset(source)
 
 

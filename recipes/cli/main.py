@@ -33,7 +33,7 @@ def _cpus(text):
 
 def _parser():
     parser = Parser(prog="aezoo", description="Keras autoencoder zoo: train, run recipes, export, predict.")
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument(
         "--verbose", action="store_true", help="show the log messages of TensorFlow and the runtimes (also AEZOO_VERBOSE=1)"
     )
@@ -51,7 +51,7 @@ def _parser():
     train.add_argument("--batch-size", type=count, default=128)
     train.add_argument("--latent-dim", type=count, default=16)
     train.add_argument("--loss", default="bce", help="reconstruction loss: bce, mse or psnr (plain autoencoders)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option (filters=[32,64]), data option (data.image_size=[64,64]) or training option (train.optimizer=adamw)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option (filters=[32,64] or model.filters=[32,64]), data option (data.image_size=[64,64]) or training option (train.optimizer=adamw)")
     _add_training_flags(train)
 
     run = add_command("run", help="run a recipe (see 'aezoo run --list')")

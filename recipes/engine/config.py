@@ -18,6 +18,12 @@ DATA_KEYS = {
     "image_size": list, "color_mode": str, "stream": bool, "image_key": str, "label_key": str, "data_dir": str,
 }
 QUICK_KEYS = {"epochs": int, "train_examples": int, "test_examples": int}
+# Inclusive lower bounds of the counts in [data] and [quick]: a negative count would slice the data
+# (quick.train_examples=-5 trains on all but 5 examples) instead of failing.
+COUNT_MINIMUMS = {
+    "data.window": 1, "data.stride": 1, "data.image_size": 1,
+    "quick.epochs": 1, "quick.train_examples": 1, "quick.test_examples": 1,
+}
 # Inclusive bounds of numeric [params] keys (None: unbounded), checked before anything trains: out of
 # them a recipe would fail after training, in NumPy, scikit-learn or SciPy, or score nothing.
 PARAM_BOUNDS = {
@@ -84,7 +90,7 @@ def apply_overrides(config, assignments):
         elif section == "quick":
             if field not in QUICK_KEYS:
                 raise unknown_name("quick key", field, QUICK_KEYS)
-            value = _check_type(key, value, QUICK_KEYS[field])
+            value = _check_bounds(key, _check_type(key, value, QUICK_KEYS[field]), COUNT_MINIMUMS[key], None)
         elif section != "model":  # model options are checked by zoo.create against the chosen model
             raise unknown_name("config section", section, ["data", "model", "train", "params", "quick"])
         config.setdefault(section, {})[field] = value
@@ -92,18 +98,25 @@ def apply_overrides(config, assignments):
 
 
 def train_option(key, value):
-    """A `train.KEY` value checked against TrainSettings' fields (unknown keys and wrong types refused)."""
+    """A `train.KEY` value checked against TrainSettings' fields (unknown keys, wrong types and values
+    TrainSettings refuses, such as a negative count, are refused)."""
     fields = {f.name: type(f.default) for f in dataclasses.fields(TrainSettings)}
     if key not in fields:
         raise unknown_name("train key", key, fields)
-    return _check_type(f"train.{key}", value, fields[key])
+    value = _check_type(f"train.{key}", value, fields[key])
+    TrainSettings(**{key: value})  # checked alone too: --quick replaces train.epochs, which would hide it
+    return value
 
 
 def data_option(key, value):
-    """A `data.KEY` value checked against DATA_KEYS (unknown keys and wrong types refused)."""
+    """A `data.KEY` value checked against DATA_KEYS and COUNT_MINIMUMS (unknown keys, wrong types and
+    counts below their minimum refused)."""
     if key not in DATA_KEYS:
         raise unknown_name("data key", key, DATA_KEYS)
-    return _check_type(f"data.{key}", value, DATA_KEYS[key])
+    value = _check_type(f"data.{key}", value, DATA_KEYS[key])
+    if f"data.{key}" in COUNT_MINIMUMS:
+        _check_bounds(f"data.{key}", value, COUNT_MINIMUMS[f"data.{key}"], None)
+    return value
 
 
 def model_options(config):

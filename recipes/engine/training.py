@@ -102,8 +102,11 @@ class TrainSettings:
         for key in ("epochs", "batch_size"):
             if int(getattr(self, key)) < 1:
                 raise ZooError(f"train.{key} must be >= 1, got {getattr(self, key)}")
-        if int(self.seed) < 0:  # NumPy's generators take none
-            raise ZooError(f"train.seed must be >= 0, got {self.seed}")
+        for key in ("seed", "patience"):  # NumPy's generators take no negative seed; patience 0 already means never stop
+            if int(getattr(self, key)) < 0:
+                raise ZooError(f"train.{key} must be >= 0, got {getattr(self, key)}")
+        if self.verbose not in (0, 1, 2):
+            raise ZooError(f"train.verbose must be 0, 1 or 2, got {self.verbose}")
         if not 0 <= self.validation_fraction < 1:
             raise ZooError(f"train.validation_fraction must be in [0, 1), got {self.validation_fraction}")
         for key, choices in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES)):
@@ -319,6 +322,8 @@ def train(
             check_resumed_settings(state.get("settings"), settings, checkpoints)
             model = keras.models.load_model(checkpoints / state["checkpoint"])
             _check_resumed_model(model, build_trained, checkpoints)
+            print(f"aezoo: resuming from {checkpoints / state['checkpoint']} (epoch {state['epoch']} of {settings.epochs} done)",
+                  file=sys.stderr)
         else:
             optimizer = make_optimizer(settings, steps_per_epoch)
             model = (compile_fn or compile_model)(build_trained(), settings, optimizer)
