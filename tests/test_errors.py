@@ -95,7 +95,7 @@ def test_a_corrupt_png_is_named_without_tensorflow_internals(tmp_path, stream):
     ("params.map_examples=-1", "params.map_examples must be >= 1, got -1"),
 ])
 def test_negative_counts_in_a_recipe_config_are_refused_where_they_are_set(assignment, expected):
-    from recipes.run import resolve
+    from recipes.engine.run import resolve
 
     with pytest.raises(ZooError) as error:
         resolve("reduce", sets=[assignment], quick=True)
