@@ -64,5 +64,5 @@ def test_a_folder_of_mixed_sizes_and_colour_modes_trains(mixed_folder, tmp_path,
     _, metrics = run_recipe(recipe, data=str(mixed_folder), quick=True, epochs=1, verbose=0, out=tmp_path / recipe,
                             **{**options, "sets": sets})
     assert metrics["train_examples"] + metrics["test_examples"] == 60
-    mse = next(values for name, values in metrics["metrics"].items() if "MSE" in name)
-    assert all(np.isfinite(v) and 0 < v < 0.3 for v in mse.values() if v is not None)
+    scores = [v for values in metrics["metrics"].values() for v in values.values() if v is not None]
+    assert scores and np.isfinite(scores).all()
