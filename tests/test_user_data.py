@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from recipes import training
+from recipes.cli import main
 from recipes.run import run_recipe
 from recipes.training import TrainSettings
 from zoo import create, data
@@ -66,3 +67,29 @@ def test_a_folder_of_mixed_sizes_and_colour_modes_trains(mixed_folder, tmp_path,
     assert metrics["train_examples"] + metrics["test_examples"] == 60
     scores = [v for values in metrics["metrics"].values() for v in values.values() if v is not None]
     assert scores and np.isfinite(scores).all()
+
+
+def write_series(path, cells):
+    """A CSV of a noisy sine wave: an index column t, then `value` (a cell replaced where `cells` says)."""
+    values = np.sin(np.arange(301) / 8) + np.random.default_rng(0).normal(0, 0.1, 301)
+    rows = [f"{i},{cells.get(i, f'{v:.3f}')},{v * 2:.3f}" for i, v in enumerate(values)]
+    path.write_text("\n".join(["t,value,doubled", *rows]))
+    return path
+
+
+def test_a_text_cell_in_a_numeric_csv_column_names_its_line_and_column(tmp_path, capsys):
+    series = write_series(tmp_path / "oops.csv", {300: "oops"})  # the last row: line 302
+    with pytest.raises(ZooError, match=r"oops.csv line 302, column 'value': 'oops' is not a number") as error:
+        data.load(str(series))
+    assert "\n" not in str(error.value)
+    assert main(["run", "anomaly", "--quick", "--data", str(series), "--out", str(tmp_path / "run")]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("aezoo: error: ") and "line 302, column 'value'" in message
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_the_report_lists_the_csv_columns_the_run_used(tmp_path):
+    series = write_series(tmp_path / "sine.csv", {})
+    assert data.load(str(series)).info["columns"] == ["value", "doubled"]  # t indexes time
+    run_dir, metrics = run_recipe("anomaly", data=str(series), quick=True, epochs=1, verbose=0, out=tmp_path / "run")
+    assert metrics["columns"] == ["value", "doubled"] and metrics["train_examples"] > 0
