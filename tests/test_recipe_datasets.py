@@ -17,7 +17,6 @@ needs_fashion_mnist = pytest.mark.skipif(
     not any(path.exists() for path in FASHION_MNIST_FILES),
     reason=f"Fashion-MNIST is not installed in {data.FASHION_MNIST_DEBIAN_DIR} (apt-get install dataset-fashion-mnist)",
 )
-IMAGE_SETS = ["mnist5k", "digits", pytest.param("fashion_mnist", marks=needs_fashion_mnist)]
 # Tiny runs: 200 training and 100 test examples, one epoch, and each task's own counts cut down.
 TINY = ["quick.train_examples=200", "quick.test_examples=100"]
 TASK_SETS = {
@@ -27,7 +26,8 @@ TASK_SETS = {
 }
 FITTED_ON_DIGITS = {"reduce", "quickstart", "inpaint", "generate", "classify"}  # denoise's conv_ae picks its own
 RUNS = [
-    *[(recipe, name) for recipe in ("reduce", "denoise", "quickstart", "inpaint", "generate", "classify") for name in IMAGE_SETS],
+    *[run for recipe in ("reduce", "denoise", "quickstart", "inpaint", "generate", "classify") for run in (
+        (recipe, "mnist5k"), (recipe, "digits"), pytest.param(recipe, "fashion_mnist", marks=needs_fashion_mnist))],
     ("finetune", "mnist5k"), pytest.param("finetune", "fashion_mnist", marks=needs_fashion_mnist),  # the presets take 28x28
     ("anomaly", "co2"),
 ]
