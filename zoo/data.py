@@ -43,7 +43,7 @@ SOURCE_OPTIONS = {
 TFRECORD_MARK = ".tfrecord"  # in the names of TFRecord files: x.tfrecord, x.tfrecords, x.tfrecord-00000-of-00004
 TEST_FRACTION = 0.2
 CSV_CHUNK_ROWS = 65536  # CSV rows parsed at a time
-TIME_COLUMNS = {"time", "timestamp", "date", "datetime", "year", "index", "step"}
+TIME_COLUMNS = {"t", "time", "timestamp", "date", "datetime", "year", "index", "step"}
 DIGIT_CLASSES = [str(digit) for digit in range(10)]
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
@@ -195,7 +195,7 @@ def _co2(window=32, stride=4, anomalies=8, seed=0):
     values = frame["co2"].to_numpy("float64")
     split_at = int(len(values) * 0.5)
     values, point_labels = inject_anomalies(values, np.random.default_rng(seed), anomalies, start=split_at)
-    return series_windows("co2", values[:, None], point_labels, window, stride, split_at)
+    return series_windows("co2", values[:, None], point_labels, window, stride, split_at, columns=["co2"])
 
 
 DATASETS = {"mnist5k": _mnist5k, "digits": _digits, "fashion_mnist": _fashion_mnist, "co2": _co2}
@@ -349,10 +349,10 @@ def _from_path(path, window=32, stride=None, label_column=None, **folder_options
     if suffix == ".npz":
         return _npz(path)
     if suffix == ".csv":
-        values, point_labels = load_csv_series(path, label_column)
+        values, point_labels, columns = load_csv_series(path, label_column)
         split_at = int(len(values) * (1 - TEST_FRACTION))
         return series_windows(path.stem, values, point_labels, window, stride or max(1, window // 4), split_at,
-                              folder_options.get("stream"))
+                              folder_options.get("stream"), columns)
     raise ZooError(f"cannot read {path}: use a folder of images, a .npy/.npz array or a .csv series")
 
 
@@ -465,13 +465,15 @@ def _split(name, x, y, classes=None):
 
 # --- time series ----------------------------------------------------------------------------
 def load_csv_series(path, label_column=None):
-    """A CSV file's numeric columns as (time, features) float values, plus 0/1 point labels if it has them.
+    """A CSV file's numeric columns as (time, features) float values, 0/1 point labels if it has
+    them (else None), and the names of the value columns.
 
     A header row is required. The label column is `label_column`, else one named `label`,
-    `anomaly` or `is_anomaly` if present. Non-numeric columns (judged on the first
-    CSV_CHUNK_ROWS rows) and time-index columns (named time, timestamp, date, datetime, year,
-    index or step) are not values. The file is parsed CSV_CHUNK_ROWS rows at a time, so memory
-    holds the float values, not the text.
+    `anomaly` or `is_anomaly` if present. Text columns (most of their filled cells in the first
+    CSV_CHUNK_ROWS rows are not numbers) and time-index columns (named t, time, timestamp, date,
+    datetime, year, index or step) are not values; a text cell in a numeric column is an error
+    naming its line. The file is parsed CSV_CHUNK_ROWS rows at a time, so memory holds the float
+    values, not the text.
     """
     import csv
     import itertools
@@ -517,15 +519,16 @@ def load_csv_series(path, label_column=None):
             f"{path} has {len(bad)} empty, NaN or infinite values (first on line {row + 2}, column "
             f"{names[column]!r}); fill or drop them before training"
         )
-    return values, None if labels is None else (labels > 0).astype("int64")
+    return values, None if labels is None else (labels > 0).astype("int64"), names
 
 
 def _csv_column(rows, i, path, name, first_line, strict=True):
-    """Column i of CSV rows as float64 (empty cells NaN); not strict: None for a text column."""
+    """Column i of CSV rows as float64 (empty cells NaN); not strict: None for a text column, one
+    whose filled cells are mostly not numbers (a column of numbers with a stray word is an error)."""
     try:
         return np.array([float(r[i]) if r[i].strip() else np.nan for r in rows])
     except (ValueError, IndexError):
-        if not strict:
+        if not strict and not _mostly_numbers([r[i] for r in rows if i < len(r) and r[i].strip()]):
             return None
     for line, row in enumerate(rows, first_line):
         try:
@@ -534,6 +537,18 @@ def _csv_column(rows, i, path, name, first_line, strict=True):
             cell = repr(row[i]) if i < len(row) else "missing"
             raise ZooError(f"{path} line {line}, column {name!r}: {cell} is not a number; "
                            "numeric columns must hold numbers on every line") from None
+
+
+def _mostly_numbers(cells):
+    """Whether more than half of `cells` (CSV text) read as numbers."""
+    numbers = 0
+    for cell in cells:
+        try:
+            float(cell)
+            numbers += 1
+        except ValueError:
+            pass
+    return numbers > len(cells) / 2
 
 
 def inject_anomalies(values, rng, count, start=0, length=(4, 16)):
@@ -559,14 +574,15 @@ def inject_anomalies(values, rng, count, start=0, length=(4, 16)):
     return values, labels
 
 
-def series_windows(name, values, point_labels, window, stride, split_at, stream=None):
+def series_windows(name, values, point_labels, window, stride, split_at, stream=None, columns=None):
     """Cuts a (time, features) series into windows; the train split is the windows before `split_at`.
 
     Each window has its own mean removed (so slow trends do not dominate) and is divided by
     the train split's spread. A window's label is 1 if any of its points is labelled. With
     `stream` (default: when the windows would take more than STREAM_ABOVE_BYTES as float32)
     the splits are `MappedRows` of strided views of the series, each window standardised as it
-    is read, so memory holds the series once however much the windows overlap.
+    is read, so memory holds the series once however much the windows overlap. `columns` names
+    the features (info["columns"]).
     """
     if window < 2 or window > split_at:
         raise ZooError(f"window={window} must be between 2 and the training part's length {split_at}")
@@ -588,7 +604,7 @@ def series_windows(name, values, point_labels, window, stride, split_at, stream=
         labels = (labelled[starts + window] > labelled[starts]).astype("int64")
     pick = lambda a, m: None if a is None else a[m]  # noqa: E731
     info = {"series": values, "point_labels": point_labels, "starts": starts, "window": window,
-            "train_starts": starts[train], "test_starts": starts[test], "scale": scale}
+            "train_starts": starts[train], "test_starts": starts[test], "scale": scale, "columns": columns}
     splits = DataSplits(name, windows[train], pick(labels, train), windows[test], pick(labels, test), info=info)
     return _stream_or_load(splits, stream)
 

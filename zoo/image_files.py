@@ -83,8 +83,8 @@ class ImageFiles:
             image = tf.cond(has_colour, lambda: tf.image.rgb_to_grayscale(image[..., :3]), lambda: image[..., :1])
         else:
             image = tf.cond(has_colour, lambda: image[..., :3], lambda: tf.image.grayscale_to_rgb(image[..., :1]))
-        if self.resize:
-            image = tf.image.resize(image, self.image_shape[:2], antialias=True)
+        if self.resize:  # its float weights lift a white pixel a rounding error above 1
+            image = tf.clip_by_value(tf.image.resize(image, self.image_shape[:2], antialias=True), 0.0, 1.0)
         return tf.ensure_shape(image, self.image_shape)
 
     def examples(self, order=None, labels=None):

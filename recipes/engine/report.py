@@ -46,7 +46,8 @@ def write_outputs(run_dir, summary, results):
         "",
         f"Command: `{summary['command']}`",
         "",
-        f"Data: `{summary['data']}` ({summary['train_examples']} train / {summary['test_examples']} test examples). "
+        f"Data: `{summary['data']}` ({summary['train_examples']} train / {summary['test_examples']} test examples"
+        + (f"; columns {', '.join(summary['columns'])}" if summary.get("columns") else "") + "). "
         f"Model: `{summary['model']}` ({summary['parameters']:,} parameters). "
         f"Precision: {summary['precision']}. Training time: {summary['train_seconds']:.0f} s.",
         "",

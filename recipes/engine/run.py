@@ -8,12 +8,14 @@ when asked.
 import dataclasses
 import importlib
 import json
+import math
 from pathlib import Path
 
 import zoo
 from recipes.engine import config as recipe_config
 from recipes.engine import checkpoints, distribution, report, training
 from zoo.errors import ZooError
+from zoo.layers import auto_width
 
 CONFIG_FILE = "config.json"
 EXPORT_EXAMPLES = 2000
@@ -31,6 +33,7 @@ class RunContext:
     quick: bool = False
     from_preset: str | None = None
     model: object = None
+    fitted_widths: dict = dataclasses.field(default_factory=dict)  # option -> (the recipe's, the one used)
 
     @property
     def params(self):
@@ -66,7 +69,31 @@ class RunContext:
             return lambda: zoo.presets.from_preset(self.from_preset)
         name, options = recipe_config.model_options(self.config)
         options.update(overrides)
+        self._fit_recipe_widths(name, options, math.prod(input_shape))
         return lambda: zoo.create(name, input_shape=input_shape, **options)
+
+    def _fit_recipe_widths(self, name, options, input_size):
+        """Replaces, in `options`, the recipe's own hidden widths (set for 28x28 images) that do not lie
+        between latent_dim and `input_size` with widths that do, recording each change in
+        `fitted_widths`; widths the user set stay as given, for the model to check."""
+        recipe_options = {k: v for k, v in self.config["models"].get(name, {}).items() if k not in self.config["model"]}
+        latent_dim = options.get("latent_dim")
+        if latent_dim is None:
+            return
+
+        def fitted(option, widths):
+            widths_used = fit_widths(widths, input_size, latent_dim)
+            if widths_used != widths:
+                self.fitted_widths[option] = (widths, widths_used)
+            return widths_used
+
+        if "hidden_units" in recipe_options:
+            options["hidden_units"] = fitted("model.hidden_units", options["hidden_units"])
+        backbone = recipe_options.get("backbone_config")
+        if isinstance(backbone, dict) and "hidden_units" in backbone:
+            options["backbone_config"] = {
+                **backbone, "hidden_units": fitted("model.backbone_config.hidden_units", backbone["hidden_units"])
+            }
 
     def train(self, build_model, x, y=None, tag="model", settings=None, **kwargs):
         """training.train in run_dir/<tag>/ (its own checkpoints, so --resume continues every model)."""
@@ -80,6 +107,16 @@ class RunContext:
             resume=self.resume and (self.run_dir / tag / "checkpoints" / checkpoints.STATE_FILE).exists(),
             **kwargs,
         )
+
+
+def fit_widths(widths, input_size, latent_dim):
+    """`widths` (a width or a list) if each lies strictly between `latent_dim` and `input_size`; else as
+    many widths spread geometrically between the two, as the models choose by default (K > N > M)."""
+    listed = widths if isinstance(widths, list) else [widths]
+    if all(latent_dim < width < input_size for width in listed):
+        return widths
+    fitted = [auto_width(input_size, latent_dim, (i + 1) / (len(listed) + 1)) for i in range(len(listed))]
+    return fitted if isinstance(widths, list) else fitted[0]
 
 
 def _reads_sequences(model_name, config):
@@ -179,6 +216,16 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
             "precision": precision,
             "train_seconds": checkpoints.train_seconds(run_dir),  # every model, all resumes
         }
+        if data.info.get("columns"):  # a series' value columns
+            summary["columns"] = list(data.info["columns"])
+        if context.fitted_widths:
+            summary["fitted_widths"] = {option: {"recipe": recipe_width, "used": used}
+                                        for option, (recipe_width, used) in context.fitted_widths.items()}
+            results.notes.append(
+                f"the recipe's widths fitted to the input size {math.prod(data.input_shape)} and latent_dim: "
+                + ", ".join(f"{option}={used} (recipe: {recipe_width})" for option, (recipe_width, used) in context.fitted_widths.items())
+                + "; set them with --set to choose others"
+            )
         if export:
             from export import export_model
 

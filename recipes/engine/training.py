@@ -36,6 +36,7 @@ from zoo.layers import batch_norm_layers
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISE_BN_EXAMPLES = 4096  # training inputs the batch-norm statistics are recomputed over each epoch
+RANGE_ROUNDING = 1e-5  # how far outside [0, 1] float rounding (resizing, rescaling) may leave a sigmoid target
 
 
 @dataclasses.dataclass
@@ -373,10 +374,11 @@ def _check_output_range(model, targets):
     network = getattr(network, "backbone", network)  # a VAE's
     if not isinstance(targets, np.ndarray) or getattr(network, "output_activation", None) != "sigmoid":
         return
-    low, high = float(targets.min()), float(targets.max())
-    if low < 0 or high > 1:
+    low, high = targets.min(), targets.max()
+    if low < -RANGE_ROUNDING or high > 1 + RANGE_ROUNDING:
+        # str of a NumPy scalar: the shortest digits that read back as that value, so 1.0000002 is not printed as 1
         raise ZooError(
-            f"the training data lies in [{low:.3g}, {high:.3g}] but the model's sigmoid output gives values in [0, 1] only; "
+            f"the training data lies in [{low!s}, {high!s}] but the model's sigmoid output gives values in [0, 1] only; "
             "scale it to [0, 1], or for standardised data create the model with output_activation='linear' and train with loss mse"
         )
 
