@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recipes.run import fit_widths, run_recipe
+from recipes.engine.run import fit_widths, run_recipe
 from zoo import data
 from zoo.errors import ZooError
 

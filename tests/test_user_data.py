@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recipes import training
+from recipes.engine import training
 from recipes.cli import main
-from recipes.run import run_recipe
-from recipes.training import TrainSettings
+from recipes.engine.run import run_recipe
+from recipes.engine.training import TrainSettings
 from zoo import create, data
 from zoo.errors import ZooError
 
