@@ -313,7 +313,7 @@ def test_transformer_pads_images_that_do_not_divide_into_patches():
 
 
 def test_every_registered_model_is_listed():
-    assert zoo.list_models() == ["aae", "conv_ae", "cvae", "dense_ae", "lstm_ae", "transformer_ae", "vae", "vq_vae"]
+    assert zoo.list_models() == ["aae", "conv_ae", "cvae", "dense_ae", "lstm_ae", "masked_ae", "transformer_ae", "vae", "vq_vae", "wae"]
 
 
 def test_model_encoder_is_a_functional_model_sharing_weights(mnist):

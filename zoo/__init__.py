@@ -25,7 +25,7 @@ if keras.backend.backend() != "tensorflow":
         "unset KERAS_BACKEND or set it to 'tensorflow'"
     )
 
-from zoo import aae, conv, cvae, data, dense, lstm, losses, presets, transformer, vae, vq_vae  # noqa: E402,F401  (registers the models)
+from zoo import aae, conv, cvae, data, dense, lstm, losses, masked_ae, presets, transformer, vae, vq_vae, wae  # noqa: E402,F401  (registers the models)
 from zoo.autoencoder import Autoencoder  # noqa: E402
 from zoo.contrastive import ContrastiveTraining  # noqa: E402
 from zoo.errors import DataNotFoundError, ZooError  # noqa: E402

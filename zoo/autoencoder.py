@@ -3,20 +3,26 @@
 A family (dense, conv, LSTM, Transformer) only builds its two networks: the trunk maps an
 input to hidden features of width N, the decoder maps a code of width M back to logits of
 the input's shape. This base class adds the code head and the output activation, checks
-inputs, and gives every family the same `encode` / `decode` / `call` / config behaviour. The
-VAE (`zoo.vae`) reuses a family's networks as its backbone.
+inputs, and gives every family the same `encode` / `decode` / `call` / config behaviour, and
+the optional penalties on the code: sparsity (L1 or KL to a target activation) and the
+contractive penalty (Rifai et al. 2011). The VAE (`zoo.vae`) and the other types reuse a
+family's networks as their backbone.
 """
 
 import math
 
 import keras
 import numpy as np
+from keras import ops
 
 from zoo.errors import ZooError, unknown_name
 from zoo.presets import PresetMixin
 from zoo.registry import check_options, model_class
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "linear")
+SPARSITY = ("l1", "kl")
+# The plain autoencoders' penalties: a type over a backbone trains with its own objective instead.
+PENALTY_OPTIONS = ("sparsity", "sparsity_weight", "sparsity_target", "contractive_weight")
 
 
 class Autoencoder(PresetMixin, keras.Model):
@@ -26,11 +32,28 @@ class Autoencoder(PresetMixin, keras.Model):
         input_shape: one example's shape, without the batch axis.
         latent_dim: width M of the code; must be smaller than the input size K.
         output_activation: `"sigmoid"` for data in [0, 1] (images), `"linear"` for standardised series.
+        sparsity: a penalty on the code added to the compiled loss: None, "l1" (sparsity_weight x
+            the mean over the batch of sum |code|) or "kl" (sparsity_weight x sum over code units
+            of KL(rho || rho_hat), rho_hat the batch mean of sigmoid(code), rho = sparsity_target).
+        sparsity_weight: weight of the sparsity penalty.
+        sparsity_target: rho, the mean activation the "kl" penalty aims at, in (0, 1).
+        contractive_weight: weight of the contractive penalty, the squared Frobenius norm of the
+            encoder's Jacobian d code / d x (batch mean); 0: off.
     """
 
     input_rank = None  # rank of one example a family accepts; None: any rank
 
-    def __init__(self, input_shape, latent_dim, output_activation="sigmoid", **kwargs):
+    def __init__(
+        self,
+        input_shape,
+        latent_dim,
+        output_activation="sigmoid",
+        sparsity=None,
+        sparsity_weight=1e-3,
+        sparsity_target=0.05,
+        contractive_weight=0.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.data_shape = _validate_shape(input_shape, self.input_rank, getattr(type(self), "registry_name", type(self).__name__))
         self.input_size = math.prod(self.data_shape)
@@ -40,6 +63,9 @@ class Autoencoder(PresetMixin, keras.Model):
                 f"output_activation must be one of {', '.join(OUTPUT_ACTIVATIONS)}, got {output_activation!r}"
             )
         self.output_activation = output_activation
+        self.sparsity, self.sparsity_weight, self.sparsity_target, self.contractive_weight = check_penalties(
+            sparsity, sparsity_weight, sparsity_target, contractive_weight
+        )
 
     def _attach(self, encoder_trunk, decoder):
         """Adds the family's networks, the float32 code head and output, then builds the model."""
@@ -110,6 +136,40 @@ class Autoencoder(PresetMixin, keras.Model):
     def call(self, x, training=False):
         return self.output_layer(self.decode_logits(self.code_head(self.features(x, training)), training))
 
+    # --- penalties on the code -------------------------------------------------------------
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled loss plus the sparsity and contractive penalties on the codes of `x`."""
+        loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        if x is None or (self.sparsity is None and not self.contractive_weight):
+            return loss
+        return ops.cast(loss, "float32") + self.code_penalty(x, training)
+
+    def code_penalty(self, x, training=False):
+        """sparsity_weight x the sparsity penalty + contractive_weight x the contractive penalty, float32."""
+        penalty = ops.zeros((), "float32")
+        if self.contractive_weight:
+            codes, jacobian_norm = self.contractive_penalty(x, training)
+            penalty = penalty + self.contractive_weight * jacobian_norm
+        else:
+            codes = self.encode(x, training=training)
+        if self.sparsity is not None:
+            penalty = penalty + self.sparsity_weight * sparsity_penalty(codes, self.sparsity, self.sparsity_target)
+        return penalty
+
+    def contractive_penalty(self, x, training=False):
+        """(codes, batch mean of ||d code / d x||_F^2): the exact Jacobian of each example's code."""
+        if keras.backend.backend() != "tensorflow":
+            raise ZooError("contractive_weight needs the TensorFlow Keras backend (it differentiates the encoder); "
+                           "set KERAS_BACKEND=tensorflow or contractive_weight=0")
+        import tensorflow as tf
+
+        x = ops.convert_to_tensor(x, "float32")
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            codes = self.encode(x, training=training)
+        jacobian = ops.cast(tape.batch_jacobian(codes, x), "float32")  # (batch, latent_dim, *input_shape)
+        return codes, ops.mean(ops.sum(ops.reshape(ops.square(jacobian), (ops.shape(x)[0], -1)), axis=-1))
+
     def family_config(self):
         """The family's own options (what a VAE backbone_config holds); subclasses extend it."""
         return {}
@@ -125,7 +185,40 @@ class Autoencoder(PresetMixin, keras.Model):
             "latent_dim": self.latent_dim,
             "output_activation": self.output_activation,
             **self.family_config(),
+            "sparsity": self.sparsity,
+            "sparsity_weight": self.sparsity_weight,
+            "sparsity_target": self.sparsity_target,
+            "contractive_weight": self.contractive_weight,
         }
+
+
+def sparsity_penalty(codes, kind, target):
+    """"l1": batch mean of sum |code|; "kl": sum over code units of KL(target || rho_hat) between
+    Bernoulli means, rho_hat the batch mean of sigmoid(code)."""
+    codes = ops.cast(codes, "float32")
+    if kind == "l1":
+        return ops.mean(ops.sum(ops.abs(codes), axis=-1))
+    rho_hat = ops.clip(ops.mean(ops.sigmoid(codes), axis=0), 1e-6, 1 - 1e-6)
+    return ops.sum(target * ops.log(target / rho_hat) + (1 - target) * ops.log((1 - target) / (1 - rho_hat)))
+
+
+def check_penalties(sparsity, sparsity_weight, sparsity_target, contractive_weight):
+    """(sparsity, sparsity_weight, sparsity_target, contractive_weight) checked, as stored."""
+    if sparsity is not None and sparsity not in SPARSITY:
+        raise unknown_name("sparsity", sparsity, SPARSITY)
+    if float(sparsity_weight) < 0 or float(contractive_weight) < 0:
+        raise ZooError(f"sparsity_weight and contractive_weight must be >= 0, got {sparsity_weight} and {contractive_weight}")
+    if not 0 < float(sparsity_target) < 1:
+        raise ZooError(f"sparsity_target must lie in (0, 1), got {sparsity_target}")
+    return sparsity, float(sparsity_weight), float(sparsity_target), float(contractive_weight)
+
+
+def check_plain_options(model_type, backbone_config):
+    """Refuses the plain autoencoders' penalties in a type's backbone_config: the type trains with its own objective."""
+    given = sorted(set(backbone_config) & set(PENALTY_OPTIONS))
+    if given:
+        raise ZooError(f"{', '.join(given)} apply to the plain autoencoders (dense_ae, conv_ae, lstm_ae, transformer_ae), "
+                       f"not to a {model_type} backbone; drop them from backbone_config")
 
 
 def build_backbone(model_type, backbone, backbone_config, input_shape, latent_dim, dtype, backbones):
@@ -138,6 +231,7 @@ def build_backbone(model_type, backbone, backbone_config, input_shape, latent_di
         raise unknown_name(f"{model_type} backbone", backbone, backbones)
     family = model_class(f"{backbone}_ae")
     check_options(family, backbone_config)
+    check_plain_options(model_type, backbone_config)
     return family(input_shape, latent_dim, dtype=dtype, name="backbone", **backbone_config)
 
 

@@ -35,13 +35,18 @@ def model_class(name):
 
 
 def model_options(cls):
-    """Constructor options of a model class with their defaults (`input_shape` excluded)."""
-    params = inspect.signature(cls.__init__).parameters
-    return {
-        key: p.default
-        for key, p in params.items()
-        if key not in ("self", "input_shape") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    """Constructor options of a model class with their defaults (`input_shape` excluded), its zoo
+    base classes' options included (the penalties every plain autoencoder takes)."""
+    options = {}
+    for klass in reversed(cls.__mro__):
+        if klass.__module__.startswith("zoo.") and "__init__" in vars(klass):
+            params = inspect.signature(klass.__init__).parameters
+            options.update({
+                key: p.default
+                for key, p in params.items()
+                if key not in ("self", "input_shape") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            })
+    return options
 
 
 def check_options(cls, config):
