@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from zoo.errors import ZooError
+from zoo.layers import float32_policy, quantized_dtype
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "linear")
 
@@ -24,6 +25,14 @@ class Autoencoder(keras.Model):
         input_shape: one example's shape, without the batch axis.
         latent_dim: width M of the code; must be smaller than the input size K.
         output_activation: `"sigmoid"` for data in [0, 1] (images), `"linear"` for standardised series.
+        dtype: a Keras dtype policy ("float32", "mixed_bfloat16", ...) or a `DTypePolicyMap`; it
+            reaches every sublayer, except that the code head, logits and output stay float32
+            under mixed precision (Keras' mixed-precision guide: they feed losses and export). A
+            map's per-layer entries (quantized layers) reach those layers too.
+
+    `model.quantize("int8")` quantizes the Dense layers; the config then records their policies
+    (`zoo.layers.quantized_dtype`), so `save` / `keras.models.load_model` and
+    `save_weights` / `load_weights` into `from_config(get_config())` round-trip the int8 model.
     """
 
     input_rank = None  # rank of one example a family accepts; None: any rank
@@ -45,7 +54,7 @@ class Autoencoder(keras.Model):
         self.decoder_net = decoder
         # Codes, logits and outputs stay float32 under mixed precision: they feed losses and export.
         self.code_head = self.code_head_layer("code")
-        self.output_layer = keras.layers.Activation(self.output_activation, dtype="float32", name="output")
+        self.output_layer = keras.layers.Activation(self.output_activation, dtype=float32_policy(self.dtype_policy), name="output")
         inputs = keras.Input(self.data_shape)
         # x -> code as one functional model sharing these weights (classifier heads, export, probes).
         self.encoder = keras.Model(inputs, self.code_head(encoder_trunk(inputs)), name="encoder")
@@ -80,7 +89,7 @@ class Autoencoder(keras.Model):
 
     def code_head_layer(self, name):
         """A new layer from trunk features to a float32 code of width M (the VAE's z_log_var head too)."""
-        return keras.layers.Dense(self.latent_dim, dtype="float32", name=name)
+        return keras.layers.Dense(self.latent_dim, dtype=float32_policy(self.dtype_policy), name=name)
 
     def features(self, x, training=False):
         """Hidden features from the encoder trunk (width N; a conv_ae with a spatial code: a feature map)."""
@@ -108,13 +117,14 @@ class Autoencoder(keras.Model):
         return {}
 
     def get_config(self):
-        return {
+        config = {
             **super().get_config(),
             "input_shape": list(self.data_shape),
             "latent_dim": self.latent_dim,
             "output_activation": self.output_activation,
             **self.family_config(),
         }
+        return {**config, "dtype": quantized_dtype(self) or config["dtype"]}
 
 
 def _validate_shape(input_shape, rank, model):

@@ -13,7 +13,7 @@ from keras import ops
 
 from zoo import losses
 from zoo.errors import ZooError, unknown_name
-from zoo.layers import gradient_step
+from zoo.layers import gradient_step, quantized_dtype
 from zoo.registry import check_options, model_class, register_model
 
 BACKBONES = ("dense", "conv", "lstm", "transformer")
@@ -45,6 +45,10 @@ class VAE(keras.Model):
         reconstruction_loss: "bce" (from logits, data in [0, 1]) or "mse" (squared error summed).
         seed: seed of the training noise; draws are a function of (seed, step), so a resumed
             run repeats them exactly.
+        dtype: a Keras dtype policy or `DTypePolicyMap`, passed to the backbone (see
+            `zoo.autoencoder.Autoencoder`); the z_log_var head stays float32 like the code head.
+            After `quantize("int8")` the config records the quantized layers, so the model saves
+            and loads as int8.
 
     Example:
         >>> vae = zoo.create("vae", input_shape=(28, 28, 1), latent_dim=2, backbone="conv")
@@ -189,7 +193,7 @@ class VAE(keras.Model):
         return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
 
     def get_config(self):
-        return {
+        config = {
             **super().get_config(),
             "input_shape": list(self.data_shape),
             "latent_dim": self.latent_dim,
@@ -204,3 +208,4 @@ class VAE(keras.Model):
             "reconstruction_loss": self.reconstruction_loss,
             "seed": self.seed,
         }
+        return {**config, "dtype": quantized_dtype(self) or config["dtype"]}
