@@ -282,3 +282,40 @@ def readme_table():
             f"{info['size_bytes'] / 1e6:.2f} MB | {info['headline']} | {info['check']['reconstruction_mse']:.5f} |"
         )
     write_readme_section("presets", "\n".join(rows))
+
+
+TRAIN_CONFIG = "train.toml"
+
+
+def train_config(name):
+    """The text of preset `name`'s train.toml: `aezoo run ... --dump-config` of the command its card
+    records, so `aezoo run zoo/presets/NAME/train.toml` trains the same model on the same data."""
+    import contextlib
+    import io
+
+    from recipes.cli import main
+
+    command = presets.preset_info(name)["command"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main([*shlex.split(command)[1:], "--dump-config"])  # after "aezoo"
+    if status:
+        raise ZooError(f"preset {name}: its command no longer parses ({command}); rebuild the preset")
+    return (f"# Trains preset {name}: aezoo run zoo/presets/{name}/{TRAIN_CONFIG} (add --out DIR, --quick, --set ...).\n"
+            f"# --dump-config of its recorded command: {command}\n\n{printed.getvalue()}")
+
+
+def write_train_config(name):
+    """Writes zoo/presets/NAME/train.toml from the preset's recorded command; returns its path."""
+    path = presets.PRESETS_DIR / name / TRAIN_CONFIG
+    text = train_config(name)
+    path.parent.mkdir(exist_ok=True)
+    atomic_write(path, lambda p: Path(p).write_text(text))
+    return path
+
+
+if __name__ == "__main__":  # maintainers: python -m recipes.presets [NAME ...] rewrites the train.toml files
+    import sys
+
+    for preset_name in sys.argv[1:] or presets.list_presets():
+        print(write_train_config(preset_name))
