@@ -16,6 +16,7 @@ import numpy as np
 from keras import ops
 
 from zoo.errors import ZooError, unknown_name
+from zoo.layers import float32_policy, quantized_dtype
 from zoo.presets import PresetMixin
 from zoo.registry import check_options, model_class
 
@@ -39,6 +40,14 @@ class Autoencoder(PresetMixin, keras.Model):
         sparsity_target: rho, the mean activation the "kl" penalty aims at, in (0, 1).
         contractive_weight: weight of the contractive penalty, the squared Frobenius norm of the
             encoder's Jacobian d code / d x (batch mean); 0: off.
+        dtype: a Keras dtype policy ("float32", "mixed_bfloat16", ...) or a `DTypePolicyMap`; it
+            reaches every sublayer, except that the code head, logits and output stay float32
+            under mixed precision (Keras' mixed-precision guide: they feed losses and export). A
+            map's per-layer entries (quantized layers) reach those layers too.
+
+    `model.quantize("int8")` quantizes the Dense layers; the config then records their policies
+    (`zoo.layers.quantized_dtype`), so `save` / `keras.models.load_model` and
+    `save_weights` / `load_weights` into `from_config(get_config())` round-trip the int8 model.
     """
 
     input_rank = None  # rank of one example a family accepts; None: any rank
@@ -73,7 +82,7 @@ class Autoencoder(PresetMixin, keras.Model):
         self.decoder_net = decoder
         # Codes, logits and outputs stay float32 under mixed precision: they feed losses and export.
         self.code_head = self.code_head_layer("code")
-        self.output_layer = keras.layers.Activation(self.output_activation, dtype="float32", name="output")
+        self.output_layer = keras.layers.Activation(self.output_activation, dtype=float32_policy(self.dtype_policy), name="output")
         inputs = keras.Input(self.data_shape)
         # x -> code as one functional model sharing these weights (classifier heads, export, probes).
         self.encoder = keras.Model(inputs, self.code_head(encoder_trunk(inputs)), name="encoder")
@@ -113,7 +122,7 @@ class Autoencoder(PresetMixin, keras.Model):
 
     def code_head_layer(self, name):
         """A new layer from trunk features to a float32 code of width M (the VAE's z_log_var head too)."""
-        return keras.layers.Dense(self.latent_dim, dtype="float32", name=name)
+        return keras.layers.Dense(self.latent_dim, dtype=float32_policy(self.dtype_policy), name=name)
 
     def features(self, x, training=False):
         """Hidden features from the encoder trunk (width N; a conv_ae with a spatial code: a feature map)."""
@@ -179,7 +188,7 @@ class Autoencoder(PresetMixin, keras.Model):
         return {"output_activation": self.output_activation, **self.family_config()}
 
     def get_config(self):
-        return {
+        config = {
             **super().get_config(),
             "input_shape": list(self.data_shape),
             "latent_dim": self.latent_dim,
@@ -190,6 +199,7 @@ class Autoencoder(PresetMixin, keras.Model):
             "sparsity_target": self.sparsity_target,
             "contractive_weight": self.contractive_weight,
         }
+        return {**config, "dtype": quantized_dtype(self) or config["dtype"]}
 
 
 def sparsity_penalty(codes, kind, target):

@@ -8,7 +8,7 @@ import keras
 
 from zoo.autoencoder import Autoencoder, check_hidden_widths, whole_number, whole_numbers
 from zoo.errors import ZooError, unknown_name
-from zoo.layers import auto_width, pad_crop_2d, padding_to_multiple
+from zoo.layers import auto_width, float32_policy, pad_crop_2d, padding_to_multiple
 from zoo.registry import register_model
 
 
@@ -116,7 +116,7 @@ def conv_networks(input_shape, latent_dim, filters, hidden_units, style, code, c
         h = style.conv(h, filters[code_stage], "expand")
     for i, stage in enumerate(reversed(range(code_stage + 1))):  # mirrors the encoder from the code's stage out
         h = style.residual_blocks(style.upsample(h, filters[stage], f"deconv_{i}"), style.blocks[stage], f"deconv_{i}")
-    logits = keras.layers.Conv2D(channels, style.kernel_size, padding="same", dtype="float32", name="logits")(h)
+    logits = keras.layers.Conv2D(channels, style.kernel_size, padding="same", dtype=float32_policy(style.dtype), name="logits")(h)
     if crop:
         logits = crop(logits)
     return trunk, keras.Model(codes, logits, name="decoder")
@@ -231,7 +231,8 @@ class ConvAutoencoder(Autoencoder):
         rows, columns = self.encoder_trunk.output.shape[1:3]
         channels = self.latent_dim // (rows * columns)
         return keras.Sequential(
-            [keras.layers.Conv2D(channels, 1, dtype="float32", name=f"{name}_conv"), keras.layers.Flatten(dtype="float32")],
+            [keras.layers.Conv2D(channels, 1, dtype=float32_policy(self.dtype_policy), name=f"{name}_conv"),
+             keras.layers.Flatten(dtype=float32_policy(self.dtype_policy))],
             name=name,
         )
 

@@ -5,7 +5,7 @@ import math
 import keras
 
 from zoo.autoencoder import Autoencoder, check_hidden_widths, whole_number, whole_numbers
-from zoo.layers import auto_width
+from zoo.layers import auto_width, float32_policy
 from zoo.registry import register_model
 
 
@@ -23,8 +23,8 @@ def dense_networks(input_shape, latent_dim, hidden_units, dtype, blocks_per_stag
     for i, units in enumerate(reversed(hidden_units)):
         h = keras.layers.Dense(units, activation="relu", dtype=dtype, name=f"decoder_hidden_{i}")(h)
         h = residual_mlp_blocks(h, blocks_per_stage, dtype, f"decoder_hidden_{i}")
-    h = keras.layers.Dense(math.prod(input_shape), dtype="float32", name="logits")(h)
-    logits = keras.layers.Reshape(input_shape, dtype="float32")(h)
+    h = keras.layers.Dense(math.prod(input_shape), dtype=float32_policy(dtype), name="logits")(h)
+    logits = keras.layers.Reshape(input_shape, dtype=float32_policy(dtype))(h)
     return trunk, keras.Model(codes, logits, name="decoder")
 
 

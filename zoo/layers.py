@@ -1,5 +1,6 @@
 """Layers shared by the model families: learned positions, a Transformer block, pad/crop helpers;
-the batch-norm layers of a model; the gradient step of the custom `train_step`s."""
+the batch-norm layers of a model; dtype policies of heads and quantized models; the gradient
+step of the custom `train_step`s."""
 
 import keras
 import tensorflow as tf
@@ -139,6 +140,44 @@ def pad_crop_2d(height, width, multiple, dtype):
 def auto_width(input_size, latent_dim, fraction=0.5):
     """A hidden width between input size K and code size M (geometric: K**(1-f) * M**f), so K > N > M."""
     return max(latent_dim + 1, round(input_size ** (1 - fraction) * latent_dim**fraction))
+
+
+def float32_policy(policy):
+    """The dtype of a model's float32 layers (code heads, logits, outputs) given the model's `policy`.
+
+    Under mixed precision these layers stay float32, as Keras' mixed-precision guide advises:
+    codes, logits and outputs feed losses and export. A `DTypePolicyMap` (a quantized model's
+    config, or one passed to the constructor) becomes the same map over float32, so its entries
+    (e.g. `int8_from_float32` for the code head's path) still reach these layers.
+    """
+    if isinstance(policy, keras.dtype_policies.DTypePolicyMap):
+        return keras.dtype_policies.DTypePolicyMap("float32", dict(policy.items()))
+    return "float32"
+
+
+def layer_policy(layer):
+    """`layer`'s own dtype policy: its entry in the `DTypePolicyMap` it was given, if any."""
+    policy = layer.dtype_policy
+    if isinstance(policy, keras.dtype_policies.DTypePolicyMap) and layer.path:
+        return policy[layer.path]
+    return policy
+
+
+def quantized_dtype(model):
+    """The `dtype` a model's config records once `model.quantize(...)` quantized some of its layers:
+    a serialized `DTypePolicyMap` of their policies by layer path over the model's own policy
+    (keras-hub's `Backbone.get_config` does the same); None when no layer is quantized.
+
+    The constructor passes that map to every sublayer, so a model rebuilt from its config creates
+    the quantized variables (int8 kernel and scale) that `save` wrote, and `load_model` fills them.
+    """
+    quantized = {layer.path: layer_policy(layer) for layer in model._flatten_layers() if layer.quantization_mode}
+    if not quantized:
+        return None
+    default = model.dtype_policy
+    if isinstance(default, keras.dtype_policies.DTypePolicyMap):
+        default = default.default_policy
+    return keras.dtype_policies.serialize(keras.dtype_policies.DTypePolicyMap(default, quantized))
 
 
 def batch_norm_layers(model):

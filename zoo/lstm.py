@@ -3,7 +3,7 @@
 import keras
 
 from zoo.autoencoder import Autoencoder, check_hidden_widths, whole_numbers
-from zoo.layers import repeat_layer
+from zoo.layers import float32_policy, repeat_layer
 from zoo.registry import register_model
 
 
@@ -24,7 +24,7 @@ def lstm_networks(input_shape, latent_dim, units, unroll, dtype, repeat="tile", 
     h = repeat_layer(repeat, steps, dtype)(codes)
     for i, width in enumerate(reversed(units)):
         h = keras.layers.LSTM(width, return_sequences=True, unroll=unroll, dtype=dtype, name=f"decoder_lstm_{i}")(h)
-    logits = keras.layers.Dense(channels, dtype="float32", name="logits")(h)
+    logits = keras.layers.Dense(channels, dtype=float32_policy(dtype), name="logits")(h)
     return trunk, keras.Model(codes, logits, name="decoder")
 
 

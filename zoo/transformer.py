@@ -10,7 +10,7 @@ import keras
 
 from zoo.autoencoder import Autoencoder, check_hidden_widths, whole_number
 from zoo.errors import ZooError
-from zoo.layers import PositionEmbedding, TransformerBlock, pad_crop_2d
+from zoo.layers import PositionEmbedding, TransformerBlock, float32_policy, pad_crop_2d
 from zoo.registry import register_model
 
 
@@ -50,12 +50,12 @@ def transformer_networks(
     if len(input_shape) == 3:
         h = keras.layers.Reshape((*grid, embed_dim), dtype=dtype)(h)
         logits = keras.layers.Conv2DTranspose(
-            channels, patch_size, strides=patch_size, dtype="float32", name="logits"
+            channels, patch_size, strides=patch_size, dtype=float32_policy(dtype), name="logits"
         )(h)
         if crop:
             logits = crop(logits)
     else:
-        logits = keras.layers.Dense(input_shape[-1], dtype="float32", name="logits")(h)
+        logits = keras.layers.Dense(input_shape[-1], dtype=float32_policy(dtype), name="logits")(h)
     return trunk, keras.Model(codes, logits, name="decoder")
 
 

@@ -19,7 +19,7 @@ from keras import ops
 from zoo import losses
 from zoo.autoencoder import check_plain_options, whole_number
 from zoo.errors import ZooError, unknown_name
-from zoo.layers import gradient_step
+from zoo.layers import gradient_step, quantized_dtype
 from zoo.presets import PresetMixin
 from zoo.registry import check_options, model_class, register_model
 
@@ -77,6 +77,10 @@ class VAE(PresetMixin, keras.Model):
         tc_weight: extra weight of the total correlation of q(z) (beta-TCVAE, Chen et al. 2018;
             the paper's beta is 1 + tc_weight), estimated by minibatch-weighted sampling; logged
             as `tc_loss`. 0: off.
+        dtype: a Keras dtype policy or `DTypePolicyMap`, passed to the backbone (see
+            `zoo.autoencoder.Autoencoder`); the z_log_var head stays float32 like the code head.
+            After `quantize("int8")` the config records the quantized layers, so the model saves
+            and loads as int8.
 
     Example:
         >>> vae = zoo.create("vae", input_shape=(28, 28, 1), latent_dim=2, backbone="conv")
@@ -255,7 +259,7 @@ class VAE(PresetMixin, keras.Model):
         return trackers + ([self.tc_tracker] if self.tc_tracker is not None else [])
 
     def get_config(self):
-        return {
+        config = {
             **super().get_config(),
             "input_shape": list(self.data_shape),
             "latent_dim": self.latent_dim,
@@ -273,6 +277,7 @@ class VAE(PresetMixin, keras.Model):
             "samples": self.samples,
             "tc_weight": self.tc_weight,
         }
+        return {**config, "dtype": quantized_dtype(self) or config["dtype"]}
 
 
 def check_bound(bound, samples, tc_weight, free_bits):

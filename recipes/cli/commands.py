@@ -130,26 +130,44 @@ def run(args):
 
     if args.labels and "label_fractions" not in load_recipe(args.recipe).get("params", {}):
         raise ZooError(f"--labels applies to the classify recipe, not {args.recipe}; remove it")
+    options = dict(
+        data=args.data,
+        model=args.model,
+        sets=args.set + ([f"params.label_fractions={args.labels}"] if args.labels else []),
+        epochs=args.epochs,
+        quick=args.quick,
+    )
+    if getattr(args, "dump_config", False):
+        return _dump_config(args, options)
     run_dir, metrics = run_recipe(
         args.recipe,
         out=args.out,
         resume=args.resume,
         export=args.export,
-        quick=args.quick,
         from_preset=args.from_preset,
-        data=args.data,
-        model=args.model,
-        sets=args.set + ([f"params.label_fractions={args.labels}"] if args.labels else []),
-        epochs=args.epochs,
         precision=args.precision,
         strategy=args.strategy,
         seed=args.seed,
         command=args.command_line,
+        **options,
     )
     from zoo.presets import metrics_table
 
     print(metrics_table(metrics["metrics"]))
     print(f"report: {run_dir / 'report.md'}")
+
+
+def _dump_config(args, options):
+    """Prints the config `aezoo run` would train with these `options` and flags, as a config file."""
+    from recipes.engine.config import dump_config
+    from recipes.engine.run import resolve
+    from zoo.errors import ZooError
+
+    if args.from_preset:
+        raise ZooError("--dump-config writes the config of a new model; --from-preset's weights are no config key: drop one")
+    config = resolve(args.recipe, **options)
+    config["train"].update({key: getattr(args, key) for key in ("precision", "strategy", "seed") if getattr(args, key) is not None})
+    print(dump_config(config), end="")
 
 
 def export(args):

@@ -55,7 +55,7 @@ def _parser():
     _add_training_flags(train)
 
     run = add_command("run", help="run a recipe (see 'aezoo run --list')")
-    run.add_argument("recipe", nargs="?", help="recipe name")
+    run.add_argument("recipe", nargs="?", help="recipe name, or a config file (FILE.toml, see --dump-config)")
     run.add_argument("--list", action="store_true", help="list the recipes")
     run.add_argument("--data", help="data set name or path")
     run.add_argument("--model", help="model name")
@@ -65,6 +65,8 @@ def _parser():
     run.add_argument("--export", action="store_true", help="also export edge artifacts into OUT/export")
     run.add_argument("--from-preset", metavar="PRESET", help="start from a preset's weights: a shipped name, a preset folder or hf://owner/name")
     run.add_argument("--labels", type=_label_fractions, help="classify: label fractions, e.g. 1%%,10%%,100%%")
+    run.add_argument("--dump-config", action="store_true",
+                     help="print the resolved config of this command line as a config file (TOML) and exit")
     _add_training_flags(run)
 
     export = add_command("export", help="SavedModel + TFLite artifacts, verified against Keras")

@@ -4,10 +4,18 @@ A config names its `task` (the module in recipes/ that runs it) and a `descripti
 the sections [data], [model], [models.<name>] (options for that model only), [train] (a
 `TrainSettings`), [params] (the task's own knobs) and [quick] (smaller data and fewer epochs
 for `--quick`).
+
+A config file (`aezoo run FILE.toml`) has the same format: its `task` picks the recipe whose
+[train], [params] and [quick] keys it starts from, and its own sections replace [data], [model]
+and [models] and override those keys. `aezoo run ... --dump-config` writes any command line's
+resolved config as such a file.
 """
 
 import copy
 import dataclasses
+from pathlib import Path
+
+import tomli_w
 
 from recipes.engine.catalog import RECIPES_DIR, list_recipes, tomllib
 from recipes.engine.training import TrainSettings
@@ -36,13 +44,78 @@ PARAM_BOUNDS = {
 }
 
 
+SECTIONS = ("task", "description", "data", "model", "models", "train", "params", "quick")
+# Sections a config file gives in full; the others' keys override the task's recipe one by one.
+REPLACED_SECTIONS = ("description", "data", "model", "models")
+
+
 def load_recipe(name):
+    """The config of recipe `name`, or of a config file when `name` ends in .toml."""
+    if name.endswith(".toml"):
+        return load_config_file(name)
     path = RECIPES_DIR / f"{name}.toml"
     if not path.exists():
         raise unknown_name("recipe", name, list_recipes())
     config = tomllib.loads(path.read_text())
     config.setdefault("models", {})
     return config
+
+
+def config_name(recipe):
+    """What a run of `recipe` is called (its default folder is runs/NAME): a recipe's name, or a config
+    file's name without .toml; a train.toml is named after its folder (a preset's)."""
+    if not recipe.endswith(".toml"):
+        return recipe
+    path = Path(recipe)
+    return path.parent.name if path.stem == "train" and path.parent.name else path.stem
+
+
+def task_names():
+    """The tasks a config's `task` may name: those of the shipped recipes (each has a recipe of its name)."""
+    return sorted({tomllib.loads(p.read_text())["task"] for p in RECIPES_DIR.glob("*.toml")})
+
+
+def load_config_file(path):
+    """A run config file, checked, over the defaults of its task's recipe (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ZooError(f"config file {path} does not exist; give a recipe name (aezoo run --list) or a .toml file")
+    try:
+        given = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ZooError(f"{path} is not a TOML file ({error}); see aezoo run RECIPE --dump-config for one") from None
+    for section in given:
+        if section not in SECTIONS:
+            raise unknown_name(f"section of {path}", section, SECTIONS)
+    if given.get("task") not in task_names():
+        raise unknown_name(f"task in {path}", given.get("task"), task_names())
+    config = load_recipe(given["task"])
+    for section in REPLACED_SECTIONS:
+        if section in given:
+            config[section] = given[section] if section in ("description", "models") else {}
+    if not all(isinstance(options, dict) for options in config["models"].values()):
+        raise ZooError(f"{path}: [models] holds one [models.MODEL] section of options per model")
+    for section in ("data", "model", "train", "params", "quick"):
+        if not isinstance(given.get(section, {}), dict):
+            raise ZooError(f"{path}: {section} must be a [{section}] section of KEY = VALUE lines")
+        for key, value in given.get(section, {}).items():
+            try:
+                config.setdefault(section, {})[key] = checked_value(config, section, key, value)
+            except ZooError as error:
+                raise ZooError(f"{path}: {error}") from None
+    for section, example in (("data", "a data set name or path"), ("model", "a model (aezoo list)")):
+        if "name" not in config.get(section, {}):
+            raise ZooError(f"{path}: [{section}] needs name = {example}")
+    return config
+
+
+def dump_config(config):
+    """`config` as the text of a config file, every key resolved: [model] holds the chosen model's
+    options ([models.<name>] folded in), since [models] options of other models change nothing."""
+    name, options = model_options(config)
+    resolved = {**{key: config[key] for key in SECTIONS if key in config}, "model": {"name": name, **options}}
+    resolved.pop("models", None)
+    return tomli_w.dumps(resolved)
 
 
 def parse_value(text):
@@ -77,24 +150,29 @@ def apply_overrides(config, assignments):
         section, dot, field = key.strip().partition(".")
         if not sep or not dot or not field:
             raise ZooError(f"--set takes SECTION.KEY=VALUE (e.g. train.epochs=5), got {assignment!r}")
-        value = parse_value(text.strip())
-        if section == "train":
-            value = train_option(field, value)
-        elif section == "params":
-            defaults = config.get("params", {})
-            if field not in defaults:
-                raise unknown_name(f"params key of task {config['task']!r}", field, defaults)
-            value = _check_bounds(key, _check_type(key, value, type(defaults[field])), *PARAM_BOUNDS.get(field, (None, None)))
-        elif section == "data":
-            value = data_option(field, value)
-        elif section == "quick":
-            if field not in QUICK_KEYS:
-                raise unknown_name("quick key", field, QUICK_KEYS)
-            value = _check_bounds(key, _check_type(key, value, QUICK_KEYS[field]), COUNT_MINIMUMS[key], None)
-        elif section != "model":  # model options are checked by zoo.create against the chosen model
-            raise unknown_name("config section", section, ["data", "model", "train", "params", "quick"])
-        config.setdefault(section, {})[field] = value
+        config.setdefault(section, {})[field] = checked_value(config, section, field, parse_value(text.strip()))
     return config
+
+
+def checked_value(config, section, field, value):
+    """`value` for `section.field` of `config`, checked; unknown sections and keys and wrong types refused."""
+    key = f"{section}.{field}"
+    if section == "train":
+        return train_option(field, value)
+    if section == "params":
+        defaults = config.get("params", {})
+        if field not in defaults:
+            raise unknown_name(f"params key of task {config['task']!r}", field, defaults)
+        return _check_bounds(key, _check_type(key, value, type(defaults[field])), *PARAM_BOUNDS.get(field, (None, None)))
+    if section == "data":
+        return data_option(field, value)
+    if section == "quick":
+        if field not in QUICK_KEYS:
+            raise unknown_name("quick key", field, QUICK_KEYS)
+        return _check_bounds(key, _check_type(key, value, QUICK_KEYS[field]), COUNT_MINIMUMS[key], None)
+    if section != "model":  # model options are checked by zoo.create against the chosen model
+        raise unknown_name("config section", section, ["data", "model", "train", "params", "quick"])
+    return value
 
 
 def train_option(key, value):

@@ -126,7 +126,7 @@ def _reads_sequences(model_name, config):
 
 
 def resolve(recipe, *, data=None, model=None, sets=(), epochs=None, quick=False):
-    """The recipe's config after --data/--model/--set/--epochs/--quick, validated."""
+    """The config of a recipe or config file after --data/--model/--set/--epochs/--quick, validated."""
     config = recipe_config.load_recipe(recipe)
     quick_keys = [key for key, _, _ in (s.partition("=") for s in sets) if key.strip().startswith("quick.")]
     if quick_keys and not quick:  # they would be ignored: the run would train the full recipe
@@ -159,7 +159,8 @@ def _preset_model(preset, model, sets):
 
 
 def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, from_preset=None, command=None, **options):
-    """Runs `recipe` end to end into `out` (default runs/<recipe>) and returns (run_dir, metrics dict).
+    """Runs `recipe` (a recipe name or a config file, FILE.toml) end to end into `out` (default
+    runs/<recipe>, for a file runs/<its name>) and returns (run_dir, metrics dict).
 
     Keyword options: data, model, sets (list of "section.key=value"), epochs, precision,
     strategy, seed, verbose; `from_preset` starts from a pretrained preset's weights.
@@ -175,7 +176,7 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
     if from_preset:  # the preset decides the model; its config travels with its weights
         options["model"] = _preset_model(from_preset, options.get("model"), options.get("sets", ()))
     config = resolve(recipe, quick=quick, **options)
-    run_dir = Path(out or Path("runs") / recipe)
+    run_dir = Path(out or Path("runs") / recipe_config.config_name(recipe))
     strategy = recipe_config.train_settings(config, **train_overrides).strategy
     with distribution.worker_run_dir(run_dir, strategy, resume) as run_dir:  # non-chief workers: a temporary folder
         config_path = run_dir / CONFIG_FILE
@@ -199,7 +200,8 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
             lambda p: Path(p).write_text(json.dumps({"recipe": recipe, "command": command, "config": config}, indent=1)),
         )
         task = importlib.import_module(f"recipes.tasks.{config['task']}")
-        context = RunContext(recipe, config, run_dir, settings, resume=resume, quick=quick, from_preset=from_preset)
+        context = RunContext(recipe_config.config_name(recipe), config, run_dir, settings, resume=resume, quick=quick,
+                             from_preset=from_preset)
         with distribution.precision_policy(settings.precision) as precision:
             results, data = task.run(context)
         model = context.model

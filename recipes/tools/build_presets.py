@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from recipes.engine.checkpoints import train_seconds
+from recipes.engine.checkpoints import atomic_write, train_seconds
 from recipes.tools.doc_tables import write_docs_section
 from zoo import presets
 from zoo.errors import ZooError, unknown_name
@@ -166,8 +166,8 @@ def build(name):
         metadata["micro"] = _micro_footprint(model, preset.dataset, run_dir / "export")
     if preset.compare:
         metadata["compare"] = {family: _compare(name, family, headline) for family in preset.compare}
-    return presets.save_preset(model, presets.PRESETS_DIR / name, metadata, sections=card_sections(name, metadata),
-                               overwrite=True)
+    return presets.save_preset(model, presets.PRESETS_DIR / name, metadata, run_config=train_config(name, metadata["command"]),
+                               sections=card_sections(name, metadata), overwrite=True)
 
 
 def _micro_footprint(model, dataset, out_dir):
@@ -265,3 +265,32 @@ def preset_tables():
             for name, info in cards.items()
         ]
         write_docs_section("presets", "\n".join(header + rows), page=page)
+
+
+TRAIN_CONFIG = "train.toml"
+
+
+def train_config(name, command=None):
+    """The text of preset `name`'s train.toml: `aezoo run ... --dump-config` of `command` (default: the one
+    its card records), so `aezoo run zoo/presets/NAME/train.toml` trains the same model on the same data."""
+    command = command or presets.preset_info(name)["command"]
+    dumped = subprocess.run([sys.executable, "-m", "recipes.cli", *shlex.split(command)[1:], "--dump-config"],
+                            capture_output=True, text=True)  # after "aezoo"
+    if dumped.returncode:
+        raise ZooError(f"preset {name}: its command no longer parses ({command}); rebuild the preset")
+    return (f"# Trains preset {name}: aezoo run zoo/presets/{name}/{TRAIN_CONFIG} (add --out DIR, --quick, --set ...).\n"
+            f"# --dump-config of its recorded command: {command}\n\n{dumped.stdout}")
+
+
+def write_train_config(name):
+    """Writes zoo/presets/NAME/train.toml from the preset's recorded command; returns its path."""
+    path = presets.PRESETS_DIR / name / TRAIN_CONFIG
+    text = train_config(name)
+    path.parent.mkdir(exist_ok=True)
+    atomic_write(path, lambda p: Path(p).write_text(text))
+    return path
+
+
+if __name__ == "__main__":  # maintainers: python -m recipes.tools.build_presets [NAME ...] rewrites the train.toml files
+    for preset_name in sys.argv[1:] or presets.list_presets():
+        print(write_train_config(preset_name))
