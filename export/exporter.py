@@ -43,6 +43,8 @@ MAX_ABS_TARGETS = {"saved_model": 1e-4, "float32": 1e-4, "float16": 1e-2, "onnx"
 ALL_SIGNATURES_JUDGED = ("onnx",)  # one file per signature: each must meet the target, not reconstruct alone
 PSNR_DROP_TARGET_DB = 1.0  # dynamic and int8: PSNR within this of the Keras model's
 REFERENCE_SAMPLES = 8
+PHONE_DIR = "phone"
+PHONE_MODES = ("float16", "int8")  # float16: the GPU delegate's file (it computes in float16); int8: CPUs
 
 
 def tflite_name(mode):
@@ -196,6 +198,8 @@ def export_model(
     verify_samples=64,
     micro_target=False,
     onnx=False,
+    phone=False,
+    card=None,
 ):
     """Writes a SavedModel and one TFLite file per mode for a zoo model, each verified against Keras.
 
@@ -215,6 +219,9 @@ def export_model(
             (needs calibration data and `pip install tflite-micro`).
         onnx: also write onnx/<signature>.onnx per signature, verified in ONNX Runtime (needs
             tf2onnx, onnx and onnxruntime: the `onnx` extra).
+        phone: also write phone/: what an app needs in one folder (`PHONE_MODES` files, the
+            model card, a README with the input and output contract); adds those modes.
+        card: a model card (.md) copied into phone/ (a preset folder's README.md).
 
     Returns:
         ExportReport; `str(report)` is the table `aezoo export` prints. Targets that are
@@ -232,8 +239,14 @@ def export_model(
         >>> print(report)
     """
     modes = parse_modes(quantize)
+    if phone:
+        modes = parse_modes([*modes, *PHONE_MODES])
+    if card is not None and not Path(card).is_file():
+        raise ZooError(f"model card {card}: no such file")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ZooError(f"batch_size must be a positive int, got {batch_size!r}")
+    if phone and calibration_data is None:
+        raise ZooError("--phone writes an int8 file, which needs calibration data: pass --calibration-data NAME")
     if "int8" in modes and calibration_data is None:
         raise ZooError("int8 needs calibration data: pass --calibration-data NAME (e.g. mnist5k) or drop int8")
     if micro_target and calibration_data is None:
@@ -258,6 +271,8 @@ def export_model(
         raise _write_error(target, error) from None
     try:
         report = _write_export(model, staging, modes, int(batch_size), samples, micro_target, onnx)
+        if phone:
+            write_phone_folder(staging, card)
         _move_into_place(staging, target)
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
@@ -482,6 +497,58 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
     metadata = _metadata(model, copy, signatures, batch_size, samples, files, notes)
     (folder / runtime.METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     return ExportReport(folder, model.registry_name, checks, samples.note, notes, micro_checks)
+
+
+def write_phone_folder(export_dir, card=None):
+    """phone/ in an export folder: its float16 and int8 files, the model card (when given) and a
+    README.md with each file's signatures, input and output names, shapes, ranges and quantization."""
+    export_dir = Path(export_dir)
+    metadata = json.loads((export_dir / runtime.METADATA_FILE).read_text())
+    folder = export_dir / PHONE_DIR
+    folder.mkdir()
+    for mode in PHONE_MODES:
+        shutil.copyfile(export_dir / tflite_name(mode), folder / tflite_name(mode))
+    if card is not None:
+        shutil.copyfile(card, folder / "MODEL_CARD.md")
+    (folder / "README.md").write_text(_phone_readme(metadata, card is not None))
+
+
+def _phone_readme(metadata, has_card):
+    model, value_range = metadata["model"], metadata["input"]["range"]
+    lines = [
+        f"# {model['name']} for apps",
+        "",
+        f"Batch {metadata['batch_size']}; inputs in [{value_range[0]:g}, {value_range[1]:g}]." if value_range else
+        f"Batch {metadata['batch_size']}; inputs unbounded (standardised data).",
+        "Run a signature by name (LiteRT `Interpreter.runSignature`, TensorFlowLiteSwift `signatureRunner(with:)`).",
+        "int8 files take and give int8: quantize as q = round(x / scale) + zero_point, dequantize as "
+        "x = (q - zero_point) * scale.",
+        *(["The model card: MODEL_CARD.md."] if has_card else []),
+    ]
+    for mode in PHONE_MODES:
+        entry = metadata["files"][tflite_name(mode)]
+        lines += ["", f"## {tflite_name(mode)} ({format_size(entry['size_bytes'])})", "",
+                  "| signature | tensor | name | shape | dtype | scale | zero point |", "|---|---|---|---|---|---|---|"]
+        for signature, tensors in entry["signatures"].items():
+            for kind in ("inputs", "outputs"):
+                for name, tensor in tensors[kind].items():
+                    lines.append(f"| {signature} | {kind[:-1]} | {name} | {tensor['shape']} | {tensor['dtype']} | "
+                                 f"{tensor.get('scale') or '-'} | {tensor.get('zero_point', '-')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _xnnpack_steps(path, input_range, inputs, outputs):
+    """How far an int8 file's outputs through XNNPACK are from `outputs` (the default kernels'), in
+    output quantization steps: the two requantize differently, so an app's outputs may differ by this."""
+    fast = runtime.load(path, kernels="xnnpack")
+    fast.input_range = input_range
+    described = fast.describe_signatures()
+    steps = 0.0
+    for signature, expected in outputs.items():
+        for name, value in fast.run(signature, inputs[runtime.SIGNATURES[signature].input]).items():
+            scale = described[signature]["outputs"][name]["scale"]
+            steps = max(steps, float(np.abs(value - expected[name]).max()) / scale)
+    return round(steps, 2)
 
 
 def _write_micro(context, source, batch_size):

@@ -189,6 +189,8 @@ def export(args):
         calibration_data=calibration,
         micro_target=args.micro,
         onnx=args.onnx,
+        phone=args.phone,
+        card=None if Path(args.source).suffix == ".keras" else zoo.presets.resolve(args.source) / "README.md",
     )
     if args.aarch64:
         from export import aarch64

@@ -79,6 +79,8 @@ def _parser():
     export.add_argument("--calibration-data", help="data set for int8 calibration and verification (presets: the one they were trained on)")
     export.add_argument("--micro", action="store_true", help="also micro/: TFLite Micro int8 files as C arrays, arenas measured")
     export.add_argument("--onnx", action="store_true", help="also write onnx/<signature>.onnx, verified in ONNX Runtime")
+    export.add_argument("--phone", action="store_true",
+                        help="also phone/: the float16 and int8 files, the model card and a README of the contract")
     export.add_argument("--aarch64", action="store_true", help="also run the .tflite files on an emulated Cortex-A72 (aezoo verify)")
 
     predict = add_command("predict", help="run a .tflite or .onnx artifact (no TensorFlow needed)")
