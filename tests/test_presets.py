@@ -180,7 +180,7 @@ def test_a_folder_missing_a_file_is_refused_naming_it(copied_preset, file):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"model": "resnet"}, "config.json: unknown model 'resnet'; choose one of: conv_ae"),
+    ({"model": "resnet"}, "config.json: unknown model 'resnet'; choose one of: .*conv_ae"),
     ({"options": {"input_shape": [28, 28, 1], "depth": 3}}, "config.json: dense_ae has no option 'depth'; valid options"),
     ({"metrics": {}}, r"config.json must hold exactly the keys \['model', 'options'\].*remove the others"),
 ])

@@ -65,5 +65,5 @@ def test_preset_tables_fill_the_readme_and_the_presets_page_with_each_headline_a
         assert len(table.splitlines()) == 2 + len(presets.list_presets()) and "stale" not in table
         row = next(line for line in table.splitlines() if "conv_ae_denoise_fashion_mnist" in line)
         assert denoise["headline"] in row and f"tutorial denoiser {tutorial:.4g}" in row
-    assert "(zoo/presets/conv_ae_denoise_fashion_mnist.md)" in readme and "zoo/presets/" not in page
+    assert "(zoo/presets/conv_ae_denoise_fashion_mnist/README.md)" in readme and "zoo/presets/" not in page
     assert (tmp_path / "README.md").read_text().startswith("before\n") and page.count("`vae`") == 2

@@ -213,7 +213,7 @@ def _load_source(source):
             return keras.models.load_model(path)
         except Exception as error:  # a truncated zip, a foreign file: one line, not a traceback
             raise zoo.ZooError(f"cannot load {path} as a Keras model ({type(error).__name__}); re-save it with model.save") from None
-    if path.exists():  # a file, but not a model: no preset would be found under its path either
+    if path.is_file():  # a file, but not a model: no preset would be found under its path either
         raise zoo.ZooError(f"{path} is not a .keras file; export takes a model saved with model.save (.keras) "
                            "or a preset name (see 'aezoo presets')")
     return zoo.presets.from_preset(source)
