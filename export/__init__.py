@@ -1,9 +1,9 @@
-"""Edge export: SavedModel, TFLite and ONNX artifacts of zoo models, and a TensorFlow-free runtime for them.
+"""Edge export: SavedModel, TFLite, ONNX and TFLite Micro artifacts of zoo models, and a TensorFlow-free runtime.
 
-`export.runtime` (the edge side) needs only numpy and a TFLite interpreter (or onnxruntime for
-.onnx files, `export.onnx_runtime`); everything else
-here needs TensorFlow, so it is imported on first use (PEP 562) and `import export.runtime`
-stays light on a board.
+Two halves: `export.edge` is the board side (the runtime, the ONNX and TFLite Micro runtimes,
+`aezoo predict`), which needs only numpy and an interpreter and imports nothing from the build
+side; `export.builder` converts, writes and verifies exports and needs TensorFlow. Names are
+imported on first use (PEP 562), so `import export` stays light on a board.
 
 Example:
     >>> import export
@@ -14,14 +14,17 @@ Example:
 import importlib
 
 _LAZY = {
-    "export_model": "export.exporter",
-    "ExportReport": "export.exporter",
-    "MODES": "export.convert",
-    "load": "export.runtime",
-    "EdgeError": "export.runtime",
+    "export_model": "export.builder.exporter",
+    "ExportReport": "export.builder.exporter",
+    "MODES": "export.builder.convert",
+    "load": "export.edge.runtime",
+    "EdgeError": "export.edge.runtime",
 }
-
-_SUBMODULES = ("benchmark", "convert", "exporter", "micro", "onnx_runtime", "onnx_target", "runtime", "tflite_file")
+# The modules of both halves by their short names: `from export import runtime, micro`.
+_SUBMODULES = {
+    **{name: f"export.edge.{name}" for name in ("runtime", "onnx_runtime", "micro_runtime", "predict", "tflite_file")},
+    **{name: f"export.builder.{name}" for name in ("convert", "exporter", "micro", "onnx_target", "aarch64")},
+}
 
 __all__ = sorted(_LAZY)
 
@@ -30,5 +33,5 @@ def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     if name in _SUBMODULES:
-        return importlib.import_module(f"export.{name}")
+        return importlib.import_module(_SUBMODULES[name])
     raise AttributeError(f"module 'export' has no attribute {name!r}")

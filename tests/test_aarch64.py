@@ -6,7 +6,7 @@ Most exports are the session's (tests/export_helpers.py), shared with test_expor
 Every export runs in one emulated process per interpreter: the emulated Python starts slowly.
 
 Needs qemu-user-static (.ci/run installs it) and, to build the cached environment the first time,
-dpkg and apt-get as root (see export/aarch64.py); skipped with the reason otherwise.
+dpkg and apt-get as root (see export/builder/aarch64.py); skipped with the reason otherwise.
 """
 
 import json
@@ -19,7 +19,7 @@ from export_helpers import FAMILIES, session_exports, train_briefly
 from export import aarch64
 from recipes import cli
 
-pytestmark = pytest.mark.aarch64
+pytestmark = [pytest.mark.slow, pytest.mark.aarch64]
 
 # The smallest model of every family's ops: name -> its session export (tests/export_helpers.py),
 # or (FAMILIES entry, extra options) for a model trained here. The Transformer in both feed-forward activations.

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 import zoo
+from export.builder.convert import check_builtin_only, op_names
 from zoo.vae import gaussian_log_density
-from export.convert import check_builtin_only, op_names
 
 SHAPE = (8, 8, 1)
 # (registry name, options) on the 8 x 8 digits: tiny networks keep each case a few seconds.

@@ -289,7 +289,7 @@ def test_every_numeric_recipe_param_has_bounds_checked_before_training():
 
 
 def test_labels_take_percentages_or_shares():
-    from recipes.cli import _parser
+    from recipes.cli.main import _parser
 
     assert _parser().parse_args(["run", "classify", "--labels", "1%, 10%,100%"]).labels == [0.01, 0.1, 1.0]
     assert _parser().parse_args(["run", "classify", "--labels", "0.05"]).labels == [0.05]

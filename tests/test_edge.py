@@ -17,17 +17,18 @@ import numpy as np
 import pytest
 from export_helpers import FAMILIES, session_exports
 
-from export.exporter import tflite_name
+from export.builder.exporter import tflite_name
 
-pytestmark = pytest.mark.edge
+pytestmark = [pytest.mark.slow, pytest.mark.edge]
 
 ROOT = Path(__file__).resolve().parents[1]
 # The board install of docs/boards.md, with the checkout in place of the package index's copy.
 EDGE_REQUIREMENTS = ["numpy<2", "pillow", "tflite-runtime"]
 # Their versions as last passed; AEZOO_EDGE_CONSTRAINTS="" installs the newest (.ci/refresh-constraints).
 EDGE_CONSTRAINTS = os.environ.get("AEZOO_EDGE_CONSTRAINTS", str(ROOT / "constraints-edge.txt"))
-INSTALLED_SOURCES = ["pyproject.toml", "recipes/__init__.py", "recipes/cli/main.py", "export/__init__.py",
-                     "export/runtime.py", "export/onnx_runtime.py", "export/tflite_file.py"]  # what `aezoo predict` runs
+INSTALLED_SOURCES = ["pyproject.toml", "recipes/__init__.py", "recipes/cli/__init__.py", "recipes/cli/main.py",
+                     "export/__init__.py", *(f"export/edge/{name}.py" for name in (  # what `aezoo predict` runs
+                         "__init__", "interpreter", "runtime", "onnx_runtime", "micro_runtime", "predict", "tflite_file"))]
 # int8 outputs of tflite_runtime 2.14 and ai_edge_litert differ by up to one quantization step, and on
 # attention models (their int8 softmax/GELU kernels differ) by up to five, about one on average.
 INT8_MAX_STEPS, INT8_MEAN_STEPS = 6, 2
@@ -69,7 +70,7 @@ def test_edge_venv_has_tflite_runtime_and_no_tensorflow(edge_venv):
     probe = run_edge(edge_venv, "python", "-c", "import tensorflow", check=False)
     assert probe.returncode != 0 and "No module named 'tensorflow'" in probe.stderr
     script = (
-        "import sys, numpy, export.runtime as r; print(r.find_interpreter(), numpy.__version__);"
+        "import sys, numpy; from export import runtime as r; print(r.find_interpreter(), numpy.__version__);"
         "assert not [m for m in ('tensorflow', 'keras', 'zoo') if m in sys.modules]"
     )
     interpreter, numpy_version = run_edge(edge_venv, "python", "-c", script).stdout.split(" ")[-2:]

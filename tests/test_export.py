@@ -16,10 +16,12 @@ from export_helpers import FAMILIES, session_exports
 
 import zoo
 from export import convert, export_model, onnx_target, runtime
-from export.exporter import tflite_name
-from export.onnx_target import onnx_name
+from export.builder.exporter import tflite_name
+from export.builder.onnx_target import onnx_name
 from recipes import cli
 from zoo.errors import ZooError
+
+pytestmark = pytest.mark.slow  # exports every family (session fixture) and converts files
 
 ROOT = Path(__file__).resolve().parents[1]
 VAES = [name for name in FAMILIES if name.startswith("vae")]
@@ -357,8 +359,8 @@ def test_reference_kernels_run_the_interpreters_reference_op_resolver(exports, t
 
 def test_runtime_imports_without_tensorflow():
     script = (
-        "import sys, export, export.runtime as r; r.find_interpreter();"
-        "heavy = [m for m in ('tensorflow', 'keras', 'zoo', 'export.exporter') if m in sys.modules];"
+        "import sys, export; from export import runtime as r; r.find_interpreter();"
+        "heavy = [m for m in sys.modules if m in ('tensorflow', 'keras', 'zoo') or m.startswith('export.builder')];"
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True)
@@ -618,7 +620,7 @@ def test_predict_refuses_bad_onnx_files(exports, tmp_path, capsys, how, message)
 def test_onnx_runtime_runs_without_tensorflow(exports):
     path = exports["dense_ae"].out_dir / onnx_name("reconstruct")
     script = (
-        "import sys, numpy as np, export.runtime as r;"
+        "import sys, numpy as np; from export import runtime as r;"
         f"m = r.load({str(path)!r}); y = m.reconstruct(np.zeros((2, 8, 8, 1), 'float32'));"
         "assert y.shape == (2, 8, 8, 1) and str(m.runtime).startswith('onnxruntime'), (y.shape, m.runtime);"
         "heavy = [m for m in ('tensorflow', 'keras', 'zoo', 'tf2onnx', 'onnx') if m in sys.modules];"

@@ -16,11 +16,14 @@ from PIL import Image
 
 import zoo
 from export import export_model, runtime
-from export.exporter import tflite_name
-from export.onnx_target import onnx_name
-from recipes.engine import checkpoints
+from export.edge import interpreter
+from export.builder.exporter import tflite_name
+from export.builder.onnx_target import onnx_name
 from recipes import cli
+from recipes.engine import checkpoints
 from zoo.image_files import scan_folder
+
+pytestmark = pytest.mark.slow  # recipe, export and predict runs in subprocesses
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +94,7 @@ def test_predict_into_a_read_only_folder_is_one_line(digits_export, tmp_path, ca
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path))
 
-    monkeypatch.setattr(runtime.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(interpreter.tempfile, "mkstemp", read_only)  # write_atomically's temp file
     code, _, err = run_cli(capsys, "predict", root / "export" / tflite_name("float32"), tmp_path / "x.npy", "-o", tmp_path / "y.npy")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Read-only file system" in err
     assert not (tmp_path / "y.npy").exists()
@@ -111,7 +114,7 @@ def test_export_under_a_file_or_onto_a_full_disk_is_one_line_and_keeps_the_earli
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("export.convert.write_saved_model", disk_full)  # the first file the export writes
+    monkeypatch.setattr("export.builder.convert.write_saved_model", disk_full)  # the first file the export writes
     code, _, err = run_cli(capsys, "export", root / "model.keras", "--quantize", "float32", "--out", out)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "the earlier export there is unchanged" in err, err
     assert (out / runtime.METADATA_FILE).read_bytes() == earlier

@@ -16,9 +16,11 @@ import pytest
 from export_helpers import FAMILIES, train_briefly
 
 import zoo
-from export import micro
+from export import micro, micro_runtime
 from recipes import cli
 from zoo.errors import ZooError
+
+pytestmark = pytest.mark.slow  # exports to TensorFlow Lite Micro, arenas measured in TFLM
 
 pytest.importorskip("tflite_micro", reason="the micro target needs pip install tflite-micro")
 
@@ -209,7 +211,7 @@ def test_lstm_micro_files_keep_int16_activations_and_track_keras(micro_exports):
     # Measured on this model: int16x8 max 0.0021, mean 0.00025; all-int8 max 0.0062, mean 0.0014.
     model, data, folder = micro_exports["lstm_ae"]
     x = data.x_test[:32]
-    board = micro.load(folder / micro.file_name("reconstruct", "int16x8"))
+    board = micro_runtime.load(folder / micro.file_name("reconstruct", "int16x8"))
     drift = np.abs(board.reconstruct(x) - np.asarray(model(x)))
     assert drift.max() < 1 / 256  # within one int8 output step everywhere
     assert drift.mean() < 1 / 1024
@@ -320,9 +322,10 @@ def test_transformer_relu_option_saves_and_reloads_and_gelu_stays_the_default(tm
 
 
 def test_the_microcontroller_preset_fits_its_board_and_flags_anomalies_like_keras(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
     from recipes.tasks.anomaly import reconstruction_error
     from recipes.tools.build_presets import MICRO_LIMITS
-    from sklearn.metrics import roc_auc_score
 
     name = "dense_ae_co2_micro"
     card = zoo.presets.preset_info(name)
@@ -337,7 +340,7 @@ def test_the_microcontroller_preset_fits_its_board_and_flags_anomalies_like_kera
 
     # The board's int8 model, one window per invoke in TFLM, ranks the test windows as Keras does.
     data = zoo.data.load("co2")
-    board = micro.load(tmp_path / "e" / "micro" / "model_reconstruct_int8.tflite")
+    board = micro_runtime.load(tmp_path / "e" / "micro" / "model_reconstruct_int8.tflite")
     board_errors = np.mean((board.reconstruct(data.x_test) - data.x_test) ** 2, axis=(1, 2))
     keras_auc = roc_auc_score(data.y_test, reconstruction_error(zoo.from_preset(name), data.x_test))
     assert roc_auc_score(data.y_test, board_errors) >= keras_auc - 0.02

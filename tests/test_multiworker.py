@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from recipes.engine import checkpoints, distribution
 from recipes.cli import main
+from recipes.engine import checkpoints, distribution
 
-pytestmark = pytest.mark.multiworker
+pytestmark = [pytest.mark.slow, pytest.mark.multiworker]
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "dense_ae", "--data", "digits", "--batch-size", "64", "--latent-dim", "4", "--precision", "float32",

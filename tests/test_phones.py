@@ -5,12 +5,13 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 from export_helpers import train_briefly
 
 from export import export_model, runtime
-from export.exporter import PHONE_DIR, PHONE_MODES, tflite_name
+from export.builder.exporter import PHONE_DIR, PHONE_MODES, tflite_name
+
+pytestmark = pytest.mark.slow  # an export with float16 and int8 files
 
 ROOT = Path(__file__).resolve().parents[1]
 PHONES_DOC = ROOT / "docs" / "phones.md"

@@ -302,7 +302,7 @@ def test_export_accepts_a_preset_name(tmp_path, capsys):
 
 
 def test_lstm_preset_int8_file_keeps_the_keras_quality_at_a_third_of_the_size(tmp_path):
-    # All-int8 LSTM cells scored 12.8 dB against the preset's 20.1 (export.convert.RECURRENT_FLOAT_OPS);
+    # All-int8 LSTM cells scored 12.8 dB against the preset's 20.1 (export.builder.convert.RECURRENT_FLOAT_OPS);
     # issue 12 asks every family's int8 file to be at most 0.35x its float32 file.
     from export import export_model
 

@@ -9,6 +9,8 @@ from sklearn.metrics import roc_auc_score
 from recipes.engine.run import run_recipe
 from zoo.data import TEST_FRACTION, inject_anomalies
 
+pytestmark = pytest.mark.slow  # recipe runs
+
 
 def read_window_scores(run_dir):
     with open(run_dir / "window_scores.csv", newline="") as f:

@@ -3,9 +3,15 @@
 import numpy as np
 import pytest
 
-from recipes.tasks.classify import confident_pseudo_labels, labelled_subset, probe_head_weights
 from recipes.engine.run import run_recipe
+from recipes.tasks.classify import (
+    confident_pseudo_labels,
+    labelled_subset,
+    probe_head_weights,
+)
 from zoo.errors import ZooError
+
+pytestmark = pytest.mark.slow  # recipe runs
 
 
 def test_labelled_subsets_are_stratified_and_nested():

@@ -11,6 +11,8 @@ from recipes.engine.run import fit_widths, run_recipe
 from zoo import data
 from zoo.errors import ZooError
 
+pytestmark = pytest.mark.slow  # a recipe run per recipe and data set
+
 FASHION_MNIST_FILES = [Path(folder, "train-images-idx3-ubyte.gz") for folder in
                        filter(None, [os.environ.get(data.FASHION_MNIST_ENV), data.FASHION_MNIST_DEBIAN_DIR])]
 needs_fashion_mnist = pytest.mark.skipif(

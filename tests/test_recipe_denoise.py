@@ -4,6 +4,8 @@ import pytest
 
 from recipes.engine.run import run_recipe
 
+pytestmark = pytest.mark.slow  # recipe runs
+
 
 @pytest.fixture(scope="module")
 def denoise_run(tmp_path_factory):

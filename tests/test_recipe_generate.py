@@ -8,8 +8,16 @@ import pytest
 from scipy import linalg, special
 
 import zoo
-from recipes.tasks.generate import active_units, bernoulli_draw, frechet_distance, likelihood_bounds, plot_manifold
 from recipes.engine.run import run_recipe
+from recipes.tasks.generate import (
+    active_units,
+    bernoulli_draw,
+    frechet_distance,
+    likelihood_bounds,
+    plot_manifold,
+)
+
+pytestmark = pytest.mark.slow  # recipe runs
 
 
 @pytest.fixture(scope="module")

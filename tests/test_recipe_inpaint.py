@@ -2,6 +2,8 @@
 
 import pytest
 
+pytestmark = pytest.mark.slow  # recipe runs
+
 BASELINES = ("mean fill", "biharmonic")
 
 

@@ -6,8 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from recipes.tasks import reduce, tutorials
 from recipes.engine.run import run_recipe
+from recipes.tasks import reduce, tutorials
+
+pytestmark = pytest.mark.slow  # recipe runs
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,8 @@ import pytest
 
 from recipes.engine.run import resolve, run_recipe
 
+pytestmark = pytest.mark.slow  # recipe runs
+
 CHEAPEST = {  # the switch is what is checked, not the results: one epoch on 500 images
     "denoise": [],
     "inpaint": [],

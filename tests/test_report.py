@@ -23,8 +23,7 @@ def test_counts_stay_integers_and_measurements_keep_decimals():
 
 
 def test_benchmark_only_makes_the_named_table_anew_and_keeps_the_others(tmp_path, monkeypatch):
-    from recipes.tools import benchmark
-    from recipes.tools import doc_tables
+    from recipes.tools import benchmark, doc_tables
     from zoo import ZooError, presets
 
     (tmp_path / "docs").mkdir()

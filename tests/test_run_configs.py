@@ -8,9 +8,9 @@ import shlex
 import pytest
 
 import zoo
+from recipes.cli import main
 from recipes.engine import training
 from recipes.engine.catalog import tomllib
-from recipes.cli import main
 from recipes.tools.build_presets import TRAIN_CONFIG, train_config
 
 PRESETS = sorted(zoo.list_presets())

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 import zoo
-from recipes.engine import training
 from recipes.cli import main
+from recipes.engine import training
 from recipes.engine.run import run_recipe
 from zoo import data
 from zoo.errors import DataNotFoundError, ZooError

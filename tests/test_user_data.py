@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recipes.engine import training
 from recipes.cli import main
+from recipes.engine import training
 from recipes.engine.run import run_recipe
 from recipes.engine.training import TrainSettings
 from zoo import create, data
 from zoo.errors import ZooError
+
+pytestmark = pytest.mark.slow  # recipe runs on image folders
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def _mode(channels):
     return "grayscale" if channels in (1, 2) else "RGB"  # 2 and 4: with an alpha channel, which is dropped
 
 
-def _raw_image(content):
+def raw_image(content):
     return tf.io.decode_image(content, expand_animations=False)
 
 
@@ -76,7 +76,7 @@ class ImageFiles:
 
     def decode(self, path):
         """One entry of `files` -> a float32 (H, W, C) image in [0, 1] (a graph function for tf.data)."""
-        image = tf.image.convert_image_dtype(_raw_image(self.encoded(path)), tf.float32)
+        image = tf.image.convert_image_dtype(raw_image(self.encoded(path)), tf.float32)
         channels = self.image_shape[-1]
         has_colour = tf.shape(image)[-1] >= 3
         if channels == 1:
@@ -127,7 +127,7 @@ def list_images(folder):
 def _shapes(files):
     """(n, 3) height, width, channels of every file, decoded in parallel; -1 rows for unreadable files."""
     def shape(i, path):
-        return i, tf.shape(_raw_image(tf.io.read_file(path)))
+        return i, tf.shape(raw_image(tf.io.read_file(path)))
 
     numbered = tf.data.Dataset.from_tensor_slices((tf.range(len(files)), [str(p) for p in files]))
     readable = numbered.map(shape, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
@@ -160,7 +160,7 @@ def scan_folder(folder, image_size=None, color_mode=None):
     if len(unreadable):
         path = files[unreadable[0]]
         try:
-            _raw_image(tf.io.read_file(str(path)))
+            raw_image(tf.io.read_file(str(path)))
             reason = "not a decodable image"
         except tf.errors.OpError as error:
             reason = decode_failure(error)

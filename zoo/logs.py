@@ -1,6 +1,6 @@
 """Keeps TensorFlow's own log lines (start-up, C++ warnings) off the user's terminal unless asked for.
 
-`export.runtime` holds the same two functions for the board side, which imports nothing of `zoo`.
+`export.edge.runtime` holds the same two functions for the board side, which imports nothing of `zoo`.
 """
 
 import contextlib

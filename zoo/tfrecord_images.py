@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.errors import DataNotFoundError, ZooError
-from zoo.image_files import ImageFiles, _raw_image, check_options, common_shape, decode_failure, unreadable_error
+from zoo.image_files import ImageFiles, raw_image, check_options, common_shape, decode_failure, unreadable_error
 
 # The feature names of TensorFlow Datasets and of the TF models / slim convention, tried in order.
 IMAGE_KEYS = ("image", "image/encoded")
@@ -131,7 +131,7 @@ def scan_tfrecords(source, image_size=None, color_mode=None, image_key=None, lab
 
     def parsed(number, record):
         example = tf.io.parse_single_example(record, spec)
-        return number, tf.shape(_raw_image(example[image_key])), example.get(label_key, tf.constant(-1, tf.int64))
+        return number, tf.shape(raw_image(example[image_key])), example.get(label_key, tf.constant(-1, tf.int64))
 
     n = len(index.offset)
     shapes, labels = np.full((n, 3), -1), np.full(n, -1)

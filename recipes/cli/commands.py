@@ -5,7 +5,9 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_SHAPES = {"lstm_ae": (28, 28)}  # `aezoo list` counts parameters for MNIST-sized inputs
+# `aezoo list` counts parameters for MNIST-sized inputs and 16-number codes, except where a model needs
+# other inputs or sizes its own code (a VQ-VAE: a grid of code vectors).
+LIST_OPTIONS = {"lstm_ae": {"input_shape": (28, 28)}, "vq_vae": {"latent_dim": None}}
 
 
 def list(args):  # noqa: A001  (the subcommand's name)
@@ -13,9 +15,9 @@ def list(args):  # noqa: A001  (the subcommand's name)
 
     print(f"{'model':<16}{'parameters':>12}  input (for the count)")
     for name in zoo.list_models():
-        shape = DEFAULT_SHAPES.get(name, (28, 28, 1))
-        model = zoo.create(name, input_shape=shape, latent_dim=16)
-        print(f"{name:<16}{model.count_params():>12,}  {shape}")
+        options = {"input_shape": (28, 28, 1), "latent_dim": 16, **LIST_OPTIONS.get(name, {})}
+        model = zoo.create(name, **{key: value for key, value in options.items() if value is not None})
+        print(f"{name:<16}{model.count_params():>12,}  {options['input_shape']}")
 
 
 # --set keys that `aezoo train` / `aezoo finetune` take as flags with a default: refused as keys,
@@ -171,9 +173,8 @@ def _dump_config(args, options):
 
 
 def export(args):
-    from export import export_model
-
     import zoo
+    from export import export_model
 
     model, calibration = _load_source(args.source), args.calibration_data
     if calibration is None and Path(args.source).suffix != ".keras":

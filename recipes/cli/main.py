@@ -7,7 +7,6 @@ import sys
 
 from recipes.cli.arguments import Parser, count, count_or_zero
 
-
 KERNELS_HELP = ("default: the TFLite interpreter's optimized kernels; reference: its reference kernels, slower, "
                 "but int8 files give the same outputs on every CPU")
 
@@ -22,8 +21,8 @@ def _label_fractions(text):
 
 def _cpus(text):
     """argparse type of --cpu: the emulated CPUs, each one qemu knows by that name."""
-    from export.aarch64 import parse_cpus
-    from export.runtime import EdgeError
+    from export.builder.aarch64 import parse_cpus
+    from export.edge.runtime import EdgeError
 
     try:
         return parse_cpus(text)
@@ -129,7 +128,7 @@ def _add_training_flags(sub):
 
 def _user_errors():
     """Exception types that are the user's to fix: printed as one line, exit code 2."""
-    from export.runtime import EdgeError
+    from export.edge.runtime import EdgeError
 
     types = [EdgeError]
     if "zoo.errors" in sys.modules:  # only loaded with TensorFlow; no ZooError can exist otherwise
@@ -154,7 +153,7 @@ def main(argv=None):
         return stop.code
     # What reproduces this run (recorded in config.json / metrics.json); --resume and --verbose do not change it.
     args.command_line = "aezoo " + shlex.join(a for a in argv if a not in ("--resume", "--verbose"))
-    from export.runtime import VERBOSE_ENV
+    from export.edge.runtime import VERBOSE_ENV
 
     if args.verbose:
         os.environ[VERBOSE_ENV] = "1"  # read by zoo and the runtimes, as in the Python API
@@ -162,13 +161,13 @@ def main(argv=None):
         import zoo  # noqa: F401  (imports TensorFlow without its start-up lines unless asked for)
     try:
         if args.command == "predict":
-            from export.runtime import predict_file
+            from export.edge.predict import predict_file
 
             print(predict_file(args.artifact, args.input, args.output, args.signature, args.runtime, args.kernels))
             return 0
         if args.command == "verify":
-            from export.aarch64 import verify
-            from export.runtime import EdgeError
+            from export.builder.aarch64 import verify
+            from export.edge.runtime import EdgeError
 
             if args.cpu and args.platform != "aarch64":
                 raise EdgeError(f"--cpu applies to --platform aarch64 only ({args.platform} runs natively); remove it")

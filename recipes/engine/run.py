@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 
 import zoo
-from recipes.engine import config as recipe_config
 from recipes.engine import checkpoints, distribution, report, training
+from recipes.engine import config as recipe_config
 from zoo.errors import ZooError
 from zoo.layers import auto_width
 
@@ -78,8 +78,8 @@ class RunContext:
         `fitted_widths`; widths the user set stay as given, for the model to check."""
         recipe_options = {k: v for k, v in self.config["models"].get(name, {}).items() if k not in self.config["model"]}
         latent_dim = options.get("latent_dim")
-        if latent_dim is None:
-            return
+        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+            return  # no code width to fit to: the model refuses a bad one in its own words
 
         def fitted(option, widths):
             widths_used = fit_widths(widths, input_size, latent_dim)

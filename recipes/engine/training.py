@@ -17,7 +17,6 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
-from recipes.engine.epoch_batches import EpochBatches, stream_batches, with_transform
 from recipes.engine.checkpoints import (
     CheckpointCallback,
     check_resumed_settings,
@@ -27,7 +26,14 @@ from recipes.engine.checkpoints import (
     restore_best,
     write_history,
 )
-from recipes.engine.distribution import PRECISIONS, STRATEGIES, cluster_worker, make_strategy, precision_policy
+from recipes.engine.distribution import (
+    PRECISIONS,
+    STRATEGIES,
+    cluster_worker,
+    make_strategy,
+    precision_policy,
+)
+from recipes.engine.epoch_batches import EpochBatches, stream_batches, with_transform
 from zoo.contrastive import ContrastiveTraining
 from zoo.dataset_examples import DatasetExamples
 from zoo.errors import ZooError

@@ -43,10 +43,10 @@ from sklearn.metrics import confusion_matrix
 from threadpoolctl import threadpool_limits
 
 from recipes.engine import training
-from recipes.tasks import tutorials
 from recipes.engine.evaluation import predict
-from recipes.tasks.transforms import occlusion_transform
 from recipes.engine.report import Results, pyplot, save_figure
+from recipes.tasks import tutorials
+from recipes.tasks.transforms import occlusion_transform
 from zoo.data import random_shift_flip
 from zoo.errors import ZooError, unknown_name
 

@@ -10,9 +10,9 @@ images, decoded into memory.
 import numpy as np
 from scipy import ndimage
 
-from recipes.tasks import tutorials
 from recipes.engine.evaluation import first_examples, predict, psnr, ssim
 from recipes.engine.report import Results, image_grid
+from recipes.tasks import tutorials
 from zoo.data import gaussian_noise, salt_and_pepper
 
 

@@ -27,9 +27,9 @@ from scipy import special, stats
 import zoo
 from recipes.engine import config as recipe_config
 from recipes.engine import training
-from recipes.tasks import tutorials
 from recipes.engine.evaluation import first_examples, predict
 from recipes.engine.report import Results, image_grid, pyplot, save_figure
+from recipes.tasks import tutorials
 from zoo.errors import ZooError
 
 LOG_2PI = np.log(2 * np.pi)

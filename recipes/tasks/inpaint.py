@@ -12,9 +12,9 @@ the scores are on the first `eval_examples` test images, decoded into memory.
 import numpy as np
 from skimage.restoration import inpaint_biharmonic
 
-from recipes.tasks import tutorials
 from recipes.engine.evaluation import first_examples, mean_example, predict, psnr, ssim
 from recipes.engine.report import Results, image_grid
+from recipes.tasks import tutorials
 from recipes.tasks.transforms import occlusion_transform
 from zoo.data import random_occlusion
 

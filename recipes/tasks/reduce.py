@@ -20,9 +20,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from recipes.tasks import tutorials
 from recipes.engine.evaluation import batches
 from recipes.engine.report import Results, pyplot, save_figure
+from recipes.tasks import tutorials
 
 TUTORIAL = tutorials.CONV_AUTOENCODER.label
 # The probe and k-NN on the inputs themselves: how much of the label a linear map (or a distance)

@@ -135,9 +135,9 @@ def full(docs, only=None):
     them (made anew where it has none): after retraining one preset, without rerunning the others.
     """
     from recipes.tools.build_presets import run_or_resume
-    from zoo.presets import metrics_table
     from zoo import presets
     from zoo.errors import unknown_name
+    from zoo.presets import metrics_table
 
     names = [_run_name(spec) for _, spec in FULL_RUNS]
     for name in only or ():

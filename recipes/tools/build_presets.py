@@ -17,6 +17,7 @@ from recipes.tools.doc_tables import write_docs_section
 from zoo import presets
 from zoo.errors import ZooError, unknown_name
 
+
 class Preset(NamedTuple):
     """One shipped preset: the `aezoo run` arguments that train it and what its card adds."""
 

@@ -3,7 +3,7 @@
 Not a test. Each family is trained briefly on mnist5k (so the quality columns mean something),
 exported in every requested mode, and each file is timed in the edge runtime on single
 held-out examples at 1 and 2 interpreter threads. Latency is per sample (batch 1) through
-`export.runtime` (input checks and int8 quantization included); quality is the export's own
+`export.edge.runtime` (input checks and int8 quantization included); quality is the export's own
 verification against the Keras model. The ONNX row times onnx/reconstruct.onnx in onnxruntime
 (its size: all signature files together, as the TFLite file holds every signature).
 
@@ -151,8 +151,13 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     import zoo
     from export import runtime
-    from export.exporter import export_model, format_size, parse_modes, tflite_name
-    from export.onnx_target import onnx_name
+    from export.builder.exporter import (
+        export_model,
+        format_size,
+        parse_modes,
+        tflite_name,
+    )
+    from export.builder.onnx_target import onnx_name
     from zoo.errors import unknown_name
 
     families = [name.strip() for name in args.families.split(",") if name.strip()]

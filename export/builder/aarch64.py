@@ -19,8 +19,8 @@ host's x86 one, so the sysroot carries an ARM /proc/cpuinfo (qemu's -L serves sy
 first); qemu's default CPU (`max`, with newer vector extensions) gives wrong int8 results in
 XNNPACK, so a named CPU is always passed.
 
-Inside the emulated Python only numpy, the interpreter and `export.runtime` are imported
-(`export.run_files`, one process per CPU and interpreter running every file).
+Inside the emulated Python only numpy, the interpreter and `export.edge.runtime` are imported
+(`export.edge.run_files`, one process per CPU and interpreter running every file).
 
 Example:
     aezoo verify runs/conv/export --platform aarch64 --cpu cortex-a72,cortex-a76
@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export import runtime
-from export.runtime import EdgeError
+from export.edge import runtime
+from export.edge.runtime import EdgeError
 
 PLATFORMS = ("x86_64", "aarch64")
 CPUS = ("cortex-a72", "cortex-a76")  # Raspberry Pi 4, Raspberry Pi 5
@@ -82,7 +82,7 @@ class Environment:
     qemu: str | None  # aarch64 only
 
     def command(self, cpu):
-        """The Python to run `export.run_files` with: emulated on `cpu`, or this one without its site-packages."""
+        """The Python to run `export.edge.run_files` with: emulated on `cpu`, or this one without its site-packages."""
         if self.platform == "x86_64":
             return [sys.executable, "-S"]  # -S: only the pinned site folder, not this virtualenv's packages
         sysroot = self.folder / "sysroot"
@@ -369,7 +369,7 @@ def verify(export_dirs, platform="aarch64", cpus=CPUS[:1], timing_runs=0, kernel
 
 
 def _read_run(out_dir):
-    """(run.json, {key: array}) that `export.run_files` wrote for one export."""
+    """(run.json, {key: array}) that `export.edge.run_files` wrote for one export."""
     with np.load(out_dir / "outputs.npz") as saved:
         return json.loads((out_dir / "run.json").read_text()), dict(saved)
 
@@ -400,9 +400,9 @@ def host_cpu():
 
 
 def _start(env, cpu, interpreter, export_dirs, out_dir, timing_runs, kernels):
-    """Starts `python -m export.run_files` seeing only the interpreter's site folder and this package."""
+    """Starts `python -m export.edge.run_files` seeing only the interpreter's site folder and this package."""
     variables = {**os.environ, "PYTHONPATH": f"{env.site(interpreter)}{os.pathsep}{PACKAGE_ROOT}", "PYTHONNOUSERSITE": "1"}
-    arguments = ["-m", "export.run_files", *(str(d.resolve()) for d in export_dirs), "--out", str(out_dir),
+    arguments = ["-m", "export.edge.run_files", *(str(d.resolve()) for d in export_dirs), "--out", str(out_dir),
                  "--timing-runs", str(timing_runs), "--kernels", kernels]
     process = subprocess.Popen([*env.command(cpu), *arguments], env=variables, cwd=PACKAGE_ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -3,10 +3,10 @@
 Layout of an export folder:
     saved_model/              serving_default (reconstruct), encode, decode (+ encode_distribution, sample)
     model_<mode>.tflite       one file per mode, all signatures in it, fixed batch
-    onnx/<signature>.onnx     with onnx=True: one ONNX file per signature, any batch (export.onnx_target)
+    onnx/<signature>.onnx     with onnx=True: one ONNX file per signature, any batch (export.builder.onnx_target)
     reference.npz             a few held-out inputs with the Keras and per-file outputs
     metadata.json             model, shapes, dtypes, ranges, quantization, runtimes, checks, sha256s
-    micro/                    with micro=True: TFLite Micro files and C arrays (see export.micro)
+    micro/                    with micro=True: TFLite Micro files and C arrays (see export.builder.micro)
 
 Everything is written to a temp folder beside the target and moved into place when complete,
 so a failed export leaves the target as it was.
@@ -15,7 +15,6 @@ so a failed export leaves the target as it was.
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import platform
 import secrets
@@ -27,10 +26,12 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
-from export import convert, micro, runtime
-from export.aarch64 import host_cpu
-from export.convert import MODES
-from export.tflite_file import parse_version, read_model_info
+from export.builder import convert, micro
+from export.builder.aarch64 import host_cpu
+from export.builder.convert import MODES
+from export.builder.quality import psnr
+from export.edge import runtime
+from export.edge.tflite_file import parse_version, read_model_info
 from zoo.errors import ZooError, unknown_name
 
 FORMAT = "aezoo-export/1"
@@ -480,7 +481,7 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
     if micro_checks:
         files[micro.MICRO_DIR] = {"kind": "micro", "content": f"{micro.MICRO_DIR}/{micro.MICRO_FILE} lists the files"}
     if onnx:
-        from export import onnx_target
+        from export.builder import onnx_target
 
         written = onnx_target.export(context)
         checks.append(written.check)
@@ -631,12 +632,6 @@ def _compare(file, mode, size, verified_on, outputs, keras_outputs, samples, ker
     reconstruction = outputs["reconstruct"]["reconstruction"]
     return ArtifactCheck(file, mode, size, verified_on, max_abs, psnr(samples.verification, reconstruction, samples.peak),
                          keras_psnr, runs_on_2_14, peak)
-
-
-def psnr(reference, estimate, peak):
-    """Peak signal-to-noise ratio in dB of `estimate` against `reference` (inf when identical)."""
-    mse = float(np.mean((np.asarray(reference, np.float64) - np.asarray(estimate, np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
 
 
 def _flatten_outputs(prefix, outputs, count):

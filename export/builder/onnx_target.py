@@ -3,7 +3,7 @@
 ONNX has no multi-signature file, so every signature (reconstruct, encode, decode; a VAE's
 encode_distribution and sample too) gets its own file with a free batch axis named "batch".
 Each is converted from the same signature function the SavedModel and the TFLite files are
-traced from, then run through the edge runtime (`export.onnx_runtime`, onnxruntime) against
+traced from, then run through the edge runtime (`export.edge.onnx_runtime`, onnxruntime) against
 the Keras outputs.
 
 tf2onnx leaves a TensorFlow op it has no handler for in the graph under its TensorFlow name
@@ -24,7 +24,8 @@ import importlib
 
 import numpy as np
 
-from export import convert, onnx_runtime, runtime
+from export.builder import convert
+from export.edge import onnx_runtime, runtime
 from zoo.errors import ZooError
 
 FOLDER = "onnx"

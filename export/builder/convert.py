@@ -11,14 +11,14 @@ import warnings
 import flatbuffers
 import keras
 import numpy as np
-from keras import ops
 import tensorflow as tf
+from keras import ops
 from tensorflow.lite.python.convert import mlir_quantize
 from tensorflow.lite.python.convert_phase import ConverterError
 from tensorflow.lite.tools import flatbuffer_utils
 
-from export.runtime import SIGNATURES, VAE_SIGNATURES, native_logs_hidden
-from export.tflite_file import read_model_info
+from export.edge.runtime import SIGNATURES, VAE_SIGNATURES, native_logs_hidden
+from export.edge.tflite_file import read_model_info
 from zoo.errors import ZooError
 
 MODES = ("float32", "float16", "dynamic", "int8")
@@ -203,7 +203,7 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_
         mode: "float32", "float16" (float16 weights), "dynamic" (int8 weights, float
             activations), "int8" (int8 weights, activations, inputs and outputs) or "int16x8"
             (int8 weights, int16 activations, inputs and outputs: TFLite Micro files of
-            LSTM and attention graphs, see `export.micro.preferred_precision`).
+            LSTM and attention graphs, see `export.builder.micro.preferred_precision`).
         representative_dataset: for int8 and int16x8, a generator function yielding
             (signature, {input name: array}) pairs of real samples.
         all_int8: int8 every op even in an attention or recurrent graph (TFLite Micro has no mixed

@@ -37,10 +37,15 @@ from pathlib import Path
 
 import numpy as np
 
-from export.runtime import SIGNATURES, EdgeError, EdgeModel, _dequantize, _quantize
+from export.edge.interpreter import SIGNATURES, EdgeError, dequantize, quantize
+from export.edge.micro_runtime import (
+    MICRO_DIR,
+    MICRO_FILE,
+    MicroModel,
+    find_tflm,
+    tflm_version,
+)
 
-MICRO_DIR = "micro"
-MICRO_FILE = "micro.json"
 # The signatures a board runs: anomaly scores (reconstruct) and features (encode); a VAE's
 # distribution and its generator too (`sample` is `decode` of noise the board draws itself).
 BOARD_SIGNATURES = ("reconstruct", "encode")
@@ -126,22 +131,6 @@ def resolver_registration(op):
     return f"{RESOLVER_EXCEPTIONS.get(op) or 'Add' + ''.join(parts)}()"
 
 
-def find_tflm():
-    """TFLM's Python `runtime` module; an EdgeError saying what to install when it is absent."""
-    try:
-        from tflite_micro.python.tflite_micro import runtime as tflm
-    except ImportError:
-        raise EdgeError("the micro target needs the TFLite Micro interpreter: pip install tflite-micro") from None
-    return tflm
-
-
-def tflm_version():
-    """The installed tflite-micro version, e.g. '0.dev20261023182759'."""
-    from importlib import metadata
-
-    return metadata.version("tflite-micro")
-
-
 # --- C arrays ---------------------------------------------------------------------------------------
 def write_c_array(content, folder, stem):
     """Writes `<stem>.h` (declarations) and `<stem>.cc` (the bytes, 16-byte aligned); returns the names.
@@ -184,7 +173,7 @@ class _ArenaProbe:
     def runs(self, arena):
         if self.child is None:
             self.child = subprocess.Popen(
-                [sys.executable, "-m", "export.micro", "probe", str(self.path)],
+                [sys.executable, "-m", "export.builder.micro", "probe", str(self.path)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
                 cwd=Path(__file__).resolve().parents[1],
             )
@@ -277,89 +266,6 @@ def with_margin(arena):
     return math.ceil(arena * (1 + ARENA_MARGIN) / ARENA_ALIGNMENT) * ARENA_ALIGNMENT
 
 
-# --- running micro files ----------------------------------------------------------------------------
-def load(path):
-    """Opens a micro file (with its micro.json beside it) in the TFLM interpreter; see `MicroModel`."""
-    return MicroModel(path)
-
-
-class MicroModel(EdgeModel):
-    """One micro file in the TFLM interpreter, with the arena micro.json gives; batch 1, one signature.
-
-    It takes float inputs of any length like `EdgeModel` (same checks, same quantization)
-    and runs them one example at a time, as a board does. Only the EdgeModel methods that go
-    through `run` apply (no signature runners here).
-
-    Args:
-        path: a file of an export's micro/ folder.
-        entry: its micro.json entry (the export passes it before micro.json is written);
-            None reads micro.json beside the file.
-    """
-
-    def __init__(self, path, entry=None):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise EdgeError(f"{self.path}: no such model file")
-        listing = self.path.parent / MICRO_FILE
-        if entry is None and listing.is_file():
-            try:
-                entry = json.loads(listing.read_text())["files"].get(self.path.name)
-            except (ValueError, KeyError, TypeError, AttributeError):
-                raise EdgeError(f"{listing} is not an aezoo micro.json; re-export with --micro") from None
-        if entry is None:
-            raise EdgeError(
-                f"{self.path.name} is not listed in a {MICRO_FILE} beside it; --runtime micro runs the files "
-                f"of an export's {MICRO_DIR}/ folder (aezoo export --micro)"
-            )
-        content = self.path.read_bytes()
-        if hashlib.sha256(content).hexdigest() != entry["sha256"]:
-            raise EdgeError(f"{self.path.name} does not match {MICRO_FILE}: the file was changed; copy the micro folder again")
-        tflm = find_tflm()
-        self.metadata, self.runtime, self.min_runtime_version = entry, f"tflite-micro {tflm_version()}", None
-        self.arena_bytes = entry["arena_bytes"]
-        try:
-            self._interpreter = tflm.Interpreter.from_bytes(content, arena_size=self.arena_bytes)
-        except RuntimeError as error:
-            raise EdgeError(f"{self.path.name} does not load in TFLite Micro ({error}); re-export with --micro") from None
-        self.signatures = (entry["signature"],)
-        self.batch_size = 1
-        self._input = _details(entry["input"])
-        self._outputs = [(output["name"], _details(output)) for output in entry["outputs"]]
-        shape = tuple(entry["input_shape"])
-        self.input_shape = shape if SIGNATURES[entry["signature"]].input == "x" else None
-        self.latent_dim = shape[0] if self.input_shape is None else entry.get("latent_dim")
-        self.input_range = tuple(entry["input_range"]) if entry.get("input_range") else None
-
-    def require(self, signature):
-        if signature not in self.signatures:
-            raise EdgeError(
-                f"{self.path.name} holds only the {self.signatures[0]!r} signature, not {signature!r}; "
-                f"pick the model_{signature}_* file from the same folder"
-            )
-
-    def run(self, signature, values):
-        """Runs the file's signature on `values` (n examples), one invoke per example; {output: float32}."""
-        self.require(signature)
-        values = self._checked(values, SIGNATURES[signature].input, tuple(self.metadata["input_shape"]))
-        raw = self.run_quantized(_quantize(values, self._input))
-        return {name: _dequantize(raw[name], details) for name, details in self._outputs}
-
-    def run_quantized(self, values):
-        """Raw quantized outputs for quantized inputs (n, *shape): what the verification compares step by step."""
-        results = {name: [] for name, _ in self._outputs}
-        for example in values:
-            self._interpreter.set_input(example[None], 0)
-            self._interpreter.invoke()
-            for index, (name, _) in enumerate(self._outputs):
-                results[name].append(np.array(self._interpreter.get_output(index)))
-        return {name: np.concatenate(parts) for name, parts in results.items()}
-
-
-def _details(tensor):
-    """A micro.json tensor entry as the interpreter-style details `_quantize` / `_dequantize` take."""
-    return {"dtype": np.dtype(tensor["dtype"]).type, "quantization": (tensor["scale"], tensor["zero_point"])}
-
-
 def _tensor(details, name=None):
     scale, zero_point = details["quantization"]
     entry = {"name": name, "shape": [int(d) for d in details["shape"]], "dtype": np.dtype(details["dtype"]).name}
@@ -380,7 +286,7 @@ def _reference_kernels(content, signature, values):
     by_index = {details["index"]: name for name, details in output_details.items()}
     # TFLM's get_output(i) follows the subgraph's output list, not the signature's names.
     ordered = [(by_index[d["index"]], output_details[by_index[d["index"]]]) for d in interpreter.get_output_details()]
-    quantized = _quantize(values, input_details)
+    quantized = quantize(values, input_details)
     outputs = {name: [] for name, _ in ordered}
     for example in quantized:
         result = runner(**{input_name: example[None]})
@@ -470,8 +376,8 @@ def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_d
         EdgeError: a file needs an op TFLM lacks (naming the model option that avoids it).
     """
     # Export time only (TensorFlow is there): the export's own op reader and PSNR, so tables agree.
-    from export.convert import op_names
-    from export.exporter import psnr
+    from export.builder.convert import op_names
+    from export.builder.quality import psnr
 
     folder.mkdir()
     listing, checks = {}, []
@@ -504,7 +410,7 @@ def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_d
         steps = [int(np.abs(tflm[o].astype(int) - reference[o].astype(int)).max()) for o in reference if o in CODE_OUTPUTS]
         reconstructions = [o for o in reference if o not in CODE_OUTPUTS]
         scores = [
-            (psnr(targets, _dequantize(tflm[o], details), peak), psnr(targets, _dequantize(reference[o], details), peak))
+            (psnr(targets, dequantize(tflm[o], details), peak), psnr(targets, dequantize(reference[o], details), peak))
             for o, details in ordered if o in reconstructions
         ]
         check = MicroCheck(
@@ -534,4 +440,4 @@ if __name__ == "__main__":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         _probe_main(sys.argv[2])
     else:
-        sys.exit("usage: python -m export.micro probe FILE.tflite  (the arena probe's child process)")
+        sys.exit("usage: python -m export.builder.micro probe FILE.tflite  (the arena probe's child process)")

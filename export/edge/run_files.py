@@ -1,13 +1,13 @@
 """Runs every .tflite file of exports on this machine's interpreter; what `aezoo verify` starts.
 
-    python -m export.run_files EXPORT_DIR... --out OUT_DIR [--timing-runs N] [--kernels default|reference]
+    python -m export.edge.run_files EXPORT_DIR... --out OUT_DIR [--timing-runs N] [--kernels default|reference]
 
 Each file runs every signature on the inputs saved in its export's reference.npz, through the
-edge runtime (`export.runtime`: the quantization, batching and sha256 checks a board gets).
+edge runtime (`export.edge.runtime`: the quantization, batching and sha256 checks a board gets).
 OUT_DIR/<i> (i: the export's position) receives outputs.npz (`<file>/<signature>/<output>`, float32) and run.json (the
 interpreter, the machine, and per file the milliseconds of one single-example `reconstruct`, or
 why the interpreter refused the file). `aezoo verify --platform aarch64` runs this script in an
-emulated aarch64 Python, so it imports numpy and the interpreter only (through export.runtime),
+emulated aarch64 Python, so it imports numpy and the interpreter only (through export.edge.runtime),
 never TensorFlow.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export import runtime
+from export.edge import runtime
 
 REFERENCE_FILE = "reference.npz"
 

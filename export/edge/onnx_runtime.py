@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from export.runtime import SIGNATURES, EdgeError, EdgeModel, InterpreterPackage, _matching_metadata, logs_wanted
+from export.edge.interpreter import (
+    SIGNATURES,
+    EdgeError,
+    EdgeModel,
+    InterpreterPackage,
+    logs_wanted,
+    matching_metadata,
+)
 
 
 def find_onnxruntime():
@@ -103,7 +110,7 @@ class OnnxModel(EdgeModel):
         if signature not in self._sessions:
             path = self.path.parent / f"{signature}.onnx"
             content = path.read_bytes()
-            metadata = _matching_metadata(path, content, f"{path.parent.name}/{path.name}", path.parent.parent)
+            metadata = matching_metadata(path, content, f"{path.parent.name}/{path.name}", path.parent.parent)
             options = session_options()
             if self._num_threads:
                 options.intra_op_num_threads = int(self._num_threads)
