@@ -1,5 +1,7 @@
 """autoencoder-zoo: Keras 3 autoencoders (dense, conv, LSTM, Transformer, VAE) that save, load and export.
 
+Runs on the TensorFlow Keras backend (the default) or on JAX (KERAS_BACKEND=jax; see docs/backends.md).
+
 Example:
     >>> import zoo
     >>> model = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=16)
@@ -10,15 +12,9 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import keras  # noqa: E402
+from zoo.backend import check_backend  # noqa: E402
 
-if keras.backend.backend() != "tensorflow":
-    from zoo.errors import ZooError
-
-    raise ZooError(
-        f"autoencoder-zoo needs the TensorFlow Keras backend, got {keras.backend.backend()!r}; "
-        "unset KERAS_BACKEND or set it to 'tensorflow'"
-    )
+check_backend()
 
 from zoo import conv, data, dense, lstm, losses, presets, transformer, vae  # noqa: E402,F401  (registers the models)
 from zoo.autoencoder import Autoencoder  # noqa: E402

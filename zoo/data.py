@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.backend import import_tensorflow
 from zoo.errors import DataNotFoundError, ZooError, unknown_name
 from zoo.mapped_array import MappedRows, scaled
 
@@ -161,7 +162,7 @@ def read_idx(path):
 
 
 def _from_tfds(name, image_key="image", label_key="label"):
-    import tensorflow_datasets as tfds
+    tfds = import_tensorflow("TensorFlow Datasets", "tensorflow_datasets")
 
     def arrays(split):
         # Batched reads, concatenated: batch_size=-1 asks TF for one giant batch, which can abort.
@@ -276,7 +277,7 @@ def _source_kinds(name, is_path):
 
 
 def _from_tfds_name(name, data_dir=None, **options):
-    import tensorflow_datasets as tfds
+    tfds = import_tensorflow("TensorFlow Datasets", "tensorflow_datasets")
 
     if name.removeprefix("tfds:") not in tfds.list_builders():
         raise unknown_name("data set", name, [*DATASETS, "<any TensorFlow Datasets name>", "<path>"])
@@ -296,7 +297,7 @@ def _from_tfds_name(name, data_dir=None, **options):
 def _prepared_tfds(name, data_dir, image_size=None, color_mode=None, stream=None):
     """A TensorFlow Datasets image data set prepared in `data_dir`, read from its TFRecord shards
     (its own train and test splits), streamed like an image folder above STREAM_ABOVE_BYTES."""
-    import tensorflow_datasets as tfds
+    tfds = import_tensorflow("TensorFlow Datasets", "tensorflow_datasets")
 
     from zoo.tfrecord_images import scan_tfrecords
 

@@ -8,12 +8,12 @@ averaged over the batch, trained by a custom `train_step`.
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from zoo import losses
+from zoo.backend import import_tensorflow, on_jax
 from zoo.errors import ZooError, unknown_name
-from zoo.layers import gradient_step
+from zoo.layers import objective_test_step, objective_train_step
 from zoo.registry import check_options, model_class, register_model
 
 BACKBONES = ("dense", "conv", "lstm", "transformer")
@@ -152,6 +152,9 @@ class VAE(keras.Model):
 
     def _noise(self, batch_size, stream):
         # Stateless draws keyed by (seed, step, stream, replica): restored exactly on resume.
+        if on_jax():
+            return self._jax_noise(batch_size, stream)
+        tf = import_tensorflow("the VAE's training noise")
         step = ops.cast(self.optimizer.iterations, "int64")
         seed = tf.random.experimental.stateless_fold_in(tf.stack([tf.constant(self.seed, "int64"), step]), stream)
         replica = tf.distribute.get_replica_context()
@@ -159,12 +162,18 @@ class VAE(keras.Model):
             seed = tf.random.experimental.stateless_fold_in(seed, replica.replica_id_in_sync_group)
         return tf.random.stateless_normal((batch_size, self.latent_dim), seed=seed)
 
+    def _jax_noise(self, batch_size, stream):
+        import jax
+
+        key = jax.random.fold_in(jax.random.key(self.seed), ops.cast(self.optimizer.iterations, "uint32"))
+        return jax.random.normal(jax.random.fold_in(key, stream), (batch_size, self.latent_dim), "float32")
+
     def _step_losses(self, data, training):
         x, target, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if sample_weight is not None:
             raise ZooError("the VAE does not take sample weights; pass (x,) or (x, target)")
         target = x if target is None else target
-        batch_size = tf.shape(x)[0]
+        batch_size = ops.shape(x)[0]
         reconstruction, kl = self.elbo_terms(x, target, self._noise(batch_size, int(training)), training, True)
         reconstruction, kl = ops.mean(reconstruction), ops.mean(kl, axis=0)  # batch means; kl per dimension
         charged = ops.sum(ops.maximum(kl, self.free_bits)) if self.free_bits else ops.sum(kl)
@@ -178,11 +187,17 @@ class VAE(keras.Model):
         self.kl_tracker.update_state(kl, sample_weight=weight)
         return {m.name: m.result() for m in self.metrics}
 
-    def train_step(self, data):
-        return self._track(*gradient_step(self, lambda: self._step_losses(data, training=True)))
+    def train_step(self, *step_input):
+        # (data) on TensorFlow; (state, data) -> (logs, state) on JAX.
+        return objective_train_step(self, step_input, lambda data: self._step_losses(data, training=True), self._track)
 
-    def test_step(self, data):
-        return self._track(*self._step_losses(data, training=False))
+    def test_step(self, *step_input):
+        return objective_test_step(self, step_input, lambda data: self._step_losses(data, training=False), self._track)
+
+    def make_test_function(self, force=False):
+        # A jitted JAX test step reads the optimizer's step count (the KL warm-up's weight) as of
+        # when it was traced: during a warm-up, trace it anew for each evaluation.
+        return super().make_test_function(force=force or (on_jax() and self.kl_warmup_steps > 0))
 
     @property
     def metrics(self):
