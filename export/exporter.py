@@ -24,14 +24,17 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-import zoo
-from export import convert, micro, runtime
-from export.aarch64 import host_cpu
-from export.convert import MODES
-from export.tflite_file import parse_version, read_model_info
-from zoo.errors import ZooError, unknown_name
+from zoo.backend import import_tensorflow
+
+tf = import_tensorflow("export (SavedModel, TFLite, ONNX, TFLite Micro)")
+
+import zoo  # noqa: E402
+from export import convert, micro, runtime  # noqa: E402
+from export.aarch64 import host_cpu  # noqa: E402
+from export.convert import MODES  # noqa: E402
+from export.tflite_file import parse_version, read_model_info  # noqa: E402
+from zoo.errors import ZooError, unknown_name  # noqa: E402
 
 FORMAT = "aezoo-export/1"
 SAVED_MODEL_DIR = "saved_model"
