@@ -1,9 +1,10 @@
-"""Every registered model and every VAE backbone: build, train, save/load, config, precision."""
+"""Every registered model and every VAE backbone: build, train, save/load, config, precision.
+
+The gradient checks use TensorFlow; the rest runs on JAX too (tests/test_jax_backend.py runs it there)."""
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import zoo
 from zoo.vae import reparameterize
@@ -139,6 +140,8 @@ def test_psnr_loss_is_minus_each_images_psnr_and_weights_its_error_by_the_invers
     p = np.clip(y + np.stack([np.full((6, 6, 1), 0.01), np.full((6, 6, 1), 0.2)]), 0, 1).astype("float32")
     error = ((y - p) ** 2).reshape(2, -1).mean(1)
     np.testing.assert_allclose(zoo.losses.negative_psnr(y, p), 10 * np.log10(error + 1e-6), rtol=1e-5)
+    import tensorflow as tf
+
     p = tf.Variable(p)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(zoo.losses.negative_psnr(y, p))
@@ -155,6 +158,8 @@ def test_bce_on_a_saturated_sigmoid_output_still_has_gradient(mnist):
     bias = model.decoder_net.get_layer("logits").bias
     bias.assign(np.full(bias.shape, 30.0, "float32"))  # sigmoid(30) == 1.0 in float32
     x = mnist.x_train[:8]
+    import tensorflow as tf
+
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(zoo.losses.bce(x, model(x)))
     gradient = tape.gradient(loss, bias)
@@ -165,6 +170,8 @@ def test_gradients_reach_mean_and_log_variance_through_the_sample(mnist):
     model = build(*CASES[6])
     x = mnist.x_train[:16]
     eps = np.random.default_rng(0).standard_normal((16, LATENT)).astype("float32")
+    import tensorflow as tf
+
     with tf.GradientTape() as tape:
         reconstruction, kl = model.elbo_terms(x, x, eps)
         loss = tf.reduce_mean(reconstruction)  # reconstruction only: KL alone would also reach both heads

@@ -1,5 +1,7 @@
 """autoencoder-zoo: Keras 3 autoencoders (dense, conv, LSTM, Transformer, VAE) that save, load and export.
 
+Runs on the TensorFlow Keras backend (the default) or on JAX (KERAS_BACKEND=jax; see docs/backends.md).
+
 Example:
     >>> import zoo
     >>> model = zoo.create("conv_ae", input_shape=(28, 28, 1), latent_dim=16)
@@ -15,15 +17,11 @@ if not logs_wanted():
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # what logs_wanted() reads as "not asked for"
 
 with native_logs_hidden():
-    import keras  # noqa: E402  (imports TensorFlow)
+    import keras  # noqa: E402,F401  (imports the backend, TensorFlow by default, with its start-up logs hidden)
 
-if keras.backend.backend() != "tensorflow":
-    from zoo.errors import ZooError
+from zoo.backend import check_backend  # noqa: E402
 
-    raise ZooError(
-        f"autoencoder-zoo needs the TensorFlow Keras backend, got {keras.backend.backend()!r}; "
-        "unset KERAS_BACKEND or set it to 'tensorflow'"
-    )
+check_backend()
 
 from zoo import aae, conv, cvae, data, dense, lstm, losses, masked_ae, presets, transformer, vae, vq_vae, wae  # noqa: E402,F401  (registers the models)
 from zoo.autoencoder import Autoencoder  # noqa: E402

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.backend import import_tensorflow
 from zoo.errors import DataNotFoundError, ZooError, unknown_name
 from zoo.logs import native_logs_hidden
 from zoo.mapped_array import MappedRows, scaled
@@ -164,9 +165,7 @@ def read_idx(path):
 def _tfds():
     """tensorflow_datasets, imported without the C++ start-up lines its import repeats."""
     with native_logs_hidden():
-        import tensorflow_datasets
-
-    return tensorflow_datasets
+        return import_tensorflow("TensorFlow Datasets", "tensorflow_datasets")
 
 
 def _from_tfds(name, image_key="image", label_key="label"):

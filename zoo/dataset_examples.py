@@ -11,9 +11,11 @@ seed, the same order, so `--resume` continues exactly) but mixes only within the
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
+from zoo.backend import import_tensorflow
 from zoo.errors import ZooError
+
+tf = import_tensorflow("training on a tf.data.Dataset")
 
 SHUFFLE_BUFFER = 10_000  # examples the per-epoch shuffle mixes at a time
 SEED_STRIDE = 1_000_003  # (seed, epoch) -> one shuffle seed: seed * SEED_STRIDE + epoch

@@ -12,9 +12,11 @@ import re
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
+from zoo.backend import import_tensorflow
 from zoo.errors import DataNotFoundError, ZooError
+
+tf = import_tensorflow("reading image folders")
 
 # What tf.io.decode_image reads; TIFF it cannot.
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}

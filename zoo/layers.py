@@ -1,11 +1,11 @@
 """Layers shared by the model families: learned positions, a Transformer block, pad/crop helpers;
-the batch-norm layers of a model; dtype policies of heads and quantized models; the gradient
-step of the custom `train_step`s."""
+the batch-norm layers of a model; dtype policies of heads and quantized models; the training and
+evaluation steps of the custom `train_step`s."""
 
 import keras
-import tensorflow as tf
 from keras import ops
 
+from zoo.backend import import_tensorflow, on_jax
 from zoo.errors import ZooError
 
 # Feed-forward activations of `TransformerBlock`: gelu (the default), relu (TFLite Micro has no GELU kernel).
@@ -208,13 +208,14 @@ def freeze_batch_norm(model):
 def gradient_step(model, objective, optimizer=None, variables=None):
     """One optimizer step of `model` on the first value `objective()` returns (the loss); returns them all.
 
-    For custom `train_step`s (the VAE's, contrastive training's). Replicas' gradients are summed,
+    TensorFlow's form, for custom `train_step`s (the VAE's, contrastive training's). Replicas' gradients are summed,
     so each replica contributes its mean / replicas; the optimizer's loss scale (mixed_float16)
     keeps small float16 gradients alive. `optimizer` and `variables` (default: the model's
     optimizer and trainable weights) let a model with two players (an adversarial one) step each.
     """
     optimizer = model.optimizer if optimizer is None else optimizer
     variables = model.trainable_weights if variables is None else variables
+    tf = import_tensorflow("a custom train_step on TensorFlow")
     with tf.GradientTape() as tape:
         values = objective()
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -222,3 +223,66 @@ def gradient_step(model, objective, optimizer=None, variables=None):
     gradients = tape.gradient(scaled_loss, variables)
     optimizer.apply_gradients(zip(gradients, variables))
     return values
+
+
+def objective_train_step(model, step_input, objective, track):
+    """The body of a custom `train_step(*step_input)` that minimises the loss `objective(data)` returns first.
+
+    `objective(data)` returns (loss, *more); `track(*values)` updates the model's metrics with them
+    and returns the logs. TensorFlow calls `train_step(data)`, which updates the variables in
+    place and returns the logs; JAX calls it statelessly, `train_step(state, data)` -> (logs,
+    state), as Keras' JAX trainer does (its "customizing fit with JAX" guide).
+    """
+    if not on_jax():
+        (data,) = step_input
+        return track(*gradient_step(model, lambda: objective(data)))
+    import jax
+
+    (trainable, non_trainable, optimizer_values, metric_values), data = step_input
+    optimizer_state = list(zip(model.optimizer.variables, optimizer_values))
+
+    def scaled_loss(trainable_values):
+        # The optimizer's variables are mapped too: the objective may read its step count, and
+        # the loss scale (mixed_float16) is one of them.
+        variables = [*zip(model.trainable_variables, trainable_values), *optimizer_state]
+        values, updated = stateless_values(model, variables, non_trainable, lambda: objective(data))
+        with keras.StatelessScope(state_mapping=optimizer_state):
+            return model.optimizer.scale_loss(values[0]), (values, updated)
+
+    (_, (values, non_trainable)), gradients = jax.value_and_grad(scaled_loss, has_aux=True)(trainable)
+    trainable, optimizer_values = model.optimizer.stateless_apply(optimizer_values, gradients, trainable)
+    logs, metric_values = stateless_metrics(model, metric_values, lambda: track(*values))
+    return logs, (trainable, non_trainable, optimizer_values, metric_values)
+
+
+def objective_test_step(model, step_input, objective, track):
+    """The body of a custom `test_step(*step_input)`: `objective_train_step` without the update."""
+    if not on_jax():
+        (data,) = step_input
+        return track(*objective(data))
+    (trainable, non_trainable, metric_values), data = step_input
+    variables = list(zip(model.trainable_variables, trainable))
+    values, non_trainable = stateless_values(model, variables, non_trainable, lambda: objective(data))
+    logs, metric_values = stateless_metrics(model, metric_values, lambda: track(*values))
+    return logs, (trainable, non_trainable, metric_values)
+
+
+def stateless_values(model, variables, non_trainable, compute):
+    """`compute()` with `variables` ((variable, value) pairs) and the model's non-trainable variables
+    set to `non_trainable`; returns its result and the non-trainable values after it."""
+    mapping = [*variables, *zip(model.non_trainable_variables, non_trainable)]
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        result = compute()
+    return result, updated_values(scope, model.non_trainable_variables, non_trainable)
+
+
+def stateless_metrics(model, metric_values, track):
+    """(logs, new metric values) of `track()` run on the metrics' variables set to `metric_values`."""
+    with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metric_values))) as scope:
+        logs = track()
+    return logs, updated_values(scope, model.metrics_variables, metric_values)
+
+
+def updated_values(scope, variables, values):
+    """The values of `variables` in a StatelessScope after it ran: the assigned ones, else `values`."""
+    return [value if scope.get_current_value(v) is None else scope.get_current_value(v) for v, value in zip(variables, values)]

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from zoo.backend import import_tensorflow
+
 CHECK_ROWS = 4096  # rows per chunk when the file is scanned for NaN/infinite values
 
 
@@ -68,7 +70,7 @@ class MappedRows:
     def examples(self, order=None, labels=None):
         """A dataset of (x, target) in `order` (a tensor of positions; default: stored order);
         the target is x itself, or labels[i] when labels are given."""
-        import tensorflow as tf
+        tf = import_tensorflow("streaming a memory-mapped file with tf.data")
 
         positions = tf.data.Dataset.from_tensor_slices(tf.range(len(self), dtype=tf.int64) if order is None else order)
         targets = None if labels is None else tf.constant(labels)
@@ -83,7 +85,7 @@ class MappedRows:
 
     def dataset(self, batch_size=256):
         """The rows in stored order as float32 batches (no targets), read ahead."""
-        import tensorflow as tf
+        tf = import_tensorflow("streaming a memory-mapped file with tf.data")
 
         starts = tf.data.Dataset.range(0, len(self), batch_size)
         batch_shape = (None, *self.shape[1:])

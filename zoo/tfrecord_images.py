@@ -12,10 +12,12 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
+from zoo.backend import import_tensorflow
 from zoo.errors import DataNotFoundError, ZooError
 from zoo.image_files import ImageFiles, raw_image, check_options, common_shape, decode_failure, unreadable_error
+
+tf = import_tensorflow("reading TFRecord files")
 
 # The feature names of TensorFlow Datasets and of the TF models / slim convention, tried in order.
 IMAGE_KEYS = ("image", "image/encoded")

@@ -13,13 +13,13 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from zoo import losses
 from zoo.autoencoder import check_plain_options, whole_number
+from zoo.backend import import_tensorflow, on_jax
 from zoo.errors import ZooError, unknown_name
-from zoo.layers import gradient_step, quantized_dtype
+from zoo.layers import objective_test_step, objective_train_step, quantized_dtype
 from zoo.presets import PresetMixin
 from zoo.registry import check_options, model_class, register_model
 
@@ -194,12 +194,15 @@ class VAE(PresetMixin, keras.Model):
 
     def _noise(self, batch_size, stream, samples=1):
         # Stateless draws keyed by (seed, step, stream, replica): restored exactly on resume.
+        shape = (batch_size, self.latent_dim) if samples == 1 else (samples, batch_size, self.latent_dim)
+        if on_jax():
+            return self._jax_noise(shape, stream)
+        tf = import_tensorflow("the VAE's training noise")
         step = ops.cast(self.optimizer.iterations, "int64")
         seed = tf.random.experimental.stateless_fold_in(tf.stack([tf.constant(self.seed, "int64"), step]), stream)
         replica = tf.distribute.get_replica_context()
         if replica is not None:
             seed = tf.random.experimental.stateless_fold_in(seed, replica.replica_id_in_sync_group)
-        shape = (batch_size, self.latent_dim) if samples == 1 else (samples, batch_size, self.latent_dim)
         return tf.random.stateless_normal(shape, seed=seed)
 
     def importance_weighted_bound(self, x, target, eps, training=False):
@@ -217,12 +220,18 @@ class VAE(PresetMixin, keras.Model):
         bound = ops.logsumexp(log_weights, axis=0) - math.log(samples)
         return bound, ops.mean(reconstruction, axis=0), losses.kl_divergence(z_mean, z_log_var)
 
+    def _jax_noise(self, shape, stream):
+        import jax
+
+        key = jax.random.fold_in(jax.random.key(self.seed), ops.cast(self.optimizer.iterations, "uint32"))
+        return jax.random.normal(jax.random.fold_in(key, stream), shape, "float32")
+
     def _step_losses(self, data, training):
         x, target, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if sample_weight is not None:
             raise ZooError("the VAE does not take sample weights; pass (x,) or (x, target)")
         target = x if target is None else target
-        batch_size = tf.shape(x)[0]
+        batch_size = ops.shape(x)[0]
         if self.bound == "iwae":
             bound, reconstruction, kl = self.importance_weighted_bound(
                 x, target, self._noise(batch_size, int(training), self.samples), training)
@@ -247,11 +256,17 @@ class VAE(PresetMixin, keras.Model):
             self.tc_tracker.update_state(tc, sample_weight=weight)
         return {m.name: m.result() for m in self.metrics}
 
-    def train_step(self, data):
-        return self._track(*gradient_step(self, lambda: self._step_losses(data, training=True)))
+    def train_step(self, *step_input):
+        # (data) on TensorFlow; (state, data) -> (logs, state) on JAX.
+        return objective_train_step(self, step_input, lambda data: self._step_losses(data, training=True), self._track)
 
-    def test_step(self, data):
-        return self._track(*self._step_losses(data, training=False))
+    def test_step(self, *step_input):
+        return objective_test_step(self, step_input, lambda data: self._step_losses(data, training=False), self._track)
+
+    def make_test_function(self, force=False):
+        # A jitted JAX test step reads the optimizer's step count (the KL warm-up's weight) as of
+        # when it was traced: during a warm-up, trace it anew for each evaluation.
+        return super().make_test_function(force=force or (on_jax() and self.kl_warmup_steps > 0))
 
     @property
     def metrics(self):

@@ -23,16 +23,19 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-import zoo
-from export.builder import convert, micro
-from export.builder.aarch64 import host_cpu
-from export.builder.convert import MODES
-from export.builder.quality import psnr
-from export.edge import runtime
-from export.edge.tflite_file import parse_version, read_model_info
-from zoo.errors import ZooError, unknown_name
+from zoo.backend import import_tensorflow
+
+tf = import_tensorflow("export (SavedModel, TFLite, ONNX, TFLite Micro)")
+
+import zoo  # noqa: E402
+from export.builder import convert, micro  # noqa: E402
+from export.builder.aarch64 import host_cpu  # noqa: E402
+from export.builder.convert import MODES  # noqa: E402
+from export.builder.quality import psnr  # noqa: E402
+from export.edge import runtime  # noqa: E402
+from export.edge.tflite_file import parse_version, read_model_info  # noqa: E402
+from zoo.errors import ZooError, unknown_name  # noqa: E402
 
 FORMAT = "aezoo-export/1"
 SAVED_MODEL_DIR = "saved_model"

@@ -137,7 +137,10 @@ def _user_errors():
 
 
 def _needs_tensorflow(args):
-    """False for the commands that only read or run files: predict, verify, listing recipes or presets."""
+    """False for the commands that only read or run files: predict, verify, listing recipes or presets,
+    and for any under the JAX backend."""
+    if os.environ.get("KERAS_BACKEND") == "jax":
+        return False
     if args.command == "run":
         return bool(args.recipe and not args.list)
     if args.command == "presets":

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 
+from zoo.backend import import_tensorflow, on_jax
 from zoo.errors import ZooError
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -27,8 +27,17 @@ TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:port", "host1:port"]}, "task
 def resolve_precision(precision):
     """The Keras dtype policy name for `precision` ("auto": mixed_float16 where a GPU exists)."""
     if precision == "auto":
-        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+        return "mixed_float16" if has_gpu() else "float32"
     return precision
+
+
+def has_gpu():
+    """Whether the backend sees a GPU."""
+    if on_jax():
+        import jax
+
+        return any(device.platform == "gpu" for device in jax.devices())
+    return bool(import_tensorflow("a GPU query").config.list_physical_devices("GPU"))
 
 
 @contextlib.contextmanager
@@ -119,36 +128,45 @@ def wait_for_peers(index, workers, timeout):
                 pass
 
 
-class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
-    """MultiWorkerMirroredStrategy with the `reduce` Keras 3's fit expects of it (Keras 3.15, TF 2.21).
-
-    fit reduces its first (x, y) batch to build the model symbolically, which this strategy
-    cannot do for a tuple (MirroredStrategy's can), and each epoch's scalar metrics along
-    axis 0, which a scalar lacks. Here each element is reduced on its own, a scalar across the
-    workers only. Every worker makes the same calls in the same order, so the all-reduces match.
-    """
-
-    def reduce(self, reduce_op, value, axis):
-        parent = super()
-
-        def reduce_one(one):
-            scalar = self.experimental_local_results(one)[0].shape.rank == 0
-            return parent.reduce(reduce_op, one, None if scalar else axis)
-
-        return tf.nest.map_structure(reduce_one, value)
-
-
 @functools.cache
 def _multi_worker():
     # One per process: TensorFlow starts the worker's gRPC server once, so every model a
     # recipe trains shares it.
     index, workers = cluster_worker()
     wait_for_peers(index, workers, worker_timeout())
-    return _MultiWorkerStrategy()
+    return _multi_worker_strategy_class()()
+
+
+def _multi_worker_strategy_class():
+    tf = import_tensorflow("--strategy multi_worker (tf.distribute)")
+
+    class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        """MultiWorkerMirroredStrategy with the `reduce` Keras 3's fit expects of it (Keras 3.15, TF 2.21).
+
+        fit reduces its first (x, y) batch to build the model symbolically, which this strategy
+        cannot do for a tuple (MirroredStrategy's can), and each epoch's scalar metrics along
+        axis 0, which a scalar lacks. Here each element is reduced on its own, a scalar across the
+        workers only. Every worker makes the same calls in the same order, so the all-reduces match.
+        """
+
+        def reduce(self, reduce_op, value, axis):
+            parent = super()
+
+            def reduce_one(one):
+                scalar = self.experimental_local_results(one)[0].shape.rank == 0
+                return parent.reduce(reduce_op, one, None if scalar else axis)
+
+            return tf.nest.map_structure(reduce_one, value)
+
+    return MultiWorkerStrategy
 
 
 def make_strategy(name):
-    """A tf.distribute strategy: mirrored over local GPUs (or the CPU), multi-worker from TF_CONFIG."""
+    """A tf.distribute strategy: mirrored over local GPUs (or the CPU), multi-worker from TF_CONFIG.
+    On JAX: one device ("auto", "default"); the others need TensorFlow."""
+    if on_jax() and name in ("auto", "default"):
+        return SingleDevice()
+    tf = import_tensorflow(f"--strategy {name} (tf.distribute)")
     if name == "multi_worker":
         return _multi_worker()
     gpus = tuple(d.name for d in tf.config.list_logical_devices("GPU"))
@@ -160,11 +178,18 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
 
 
+class SingleDevice:
+    """Training on the backend's default device, without tf.distribute (the JAX backend)."""
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
 @functools.cache
 def _mirrored(devices):
     # One strategy per device set and process: a second MirroredStrategy reuses the first one's
     # collective-op keys, and the two then abort each other's all-reduces.
-    return tf.distribute.MirroredStrategy(list(devices))
+    return import_tensorflow("--strategy mirrored").distribute.MirroredStrategy(list(devices))
 
 
 @contextlib.contextmanager

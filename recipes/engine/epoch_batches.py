@@ -6,9 +6,8 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from zoo.dataset_examples import DatasetExamples
+from zoo.backend import import_tensorflow
 
 
 @functools.lru_cache(maxsize=1)  # every batch of an epoch asks for the same order
@@ -58,6 +57,9 @@ def stream_batches(source, labels, batch_size, seed, initial_epoch, epochs, tran
     the same order and transform seeds, so streamed and in-memory training see the same batches;
     examples are read in parallel. A user's `DatasetExamples` has no random access: its epochs
     are a shuffle buffer seeded by (seed, epoch) instead of the permutation."""
+    tf = import_tensorflow("streaming training data with tf.data")
+    from zoo.dataset_examples import DatasetExamples
+
     n = len(source)
 
     def epoch_batches(epoch):
@@ -82,6 +84,7 @@ def with_transform(batches, transform, seed):
     """`batches` with `transform(x, y, rng)` applied to each, rng seeded by (*seed, batch number)."""
     if transform is None:
         return batches
+    tf = import_tensorflow("streaming training data with tf.data")
 
     def apply(batch, step):
         x, y = batch

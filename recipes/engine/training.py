@@ -8,13 +8,13 @@ batch-norm statistics recomputed each epoch, and a clear stop when the loss turn
 """
 
 import dataclasses
+import importlib.util
 import math
 import sys
 from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import zoo
 from recipes.engine.checkpoints import (
@@ -35,7 +35,7 @@ from recipes.engine.distribution import (
 )
 from recipes.engine.epoch_batches import EpochBatches, stream_batches, with_transform
 from zoo.contrastive import ContrastiveTraining
-from zoo.dataset_examples import DatasetExamples
+from zoo.backend import import_tensorflow
 from zoo.errors import ZooError
 from zoo.layers import batch_norm_layers
 
@@ -134,7 +134,7 @@ def seed_everything(seed, deterministic=False):
     """
     keras.utils.set_random_seed(seed)
     if deterministic:
-        tf.config.experimental.enable_op_determinism()
+        import_tensorflow("train.deterministic").config.experimental.enable_op_determinism()
 
 
 def make_optimizer(settings, steps_per_epoch):
@@ -241,9 +241,22 @@ def precise_batch_norm_sample(batches, examples, batch_size):
     `EpochBatches` or a tf.data stream of (inputs, targets)): PRECISE_BN_EXAMPLES inputs at most,
     at least one batch."""
     count = max(1, min(PRECISE_BN_EXAMPLES, examples) // batch_size)
-    if isinstance(batches, tf.data.Dataset):
+    if is_tf_dataset(batches):
         return lambda: (inputs for inputs, _ in batches.take(count))
     return lambda: (batches[index][0] for index in range(count))
+
+
+def tensorboard_logs(run_dir):
+    """The TensorBoard callback writing run_dir/logs, where TensorFlow (which writes the logs) is installed."""
+    if importlib.util.find_spec("tensorflow") is None:
+        return []
+    return [keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False)]
+
+
+def is_tf_dataset(value):
+    """Whether `value` is a tf.data.Dataset (without importing TensorFlow: one exists only once it is imported)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(value, tf.data.Dataset)
 
 
 def train(
@@ -289,7 +302,9 @@ def train(
     """
     run_dir = Path(run_dir)
     checkpoints = run_dir / "checkpoints"
-    if isinstance(x, tf.data.Dataset):
+    if is_tf_dataset(x):
+        from zoo.dataset_examples import DatasetExamples
+
         x = DatasetExamples(x)
     streaming = not isinstance(x, np.ndarray)  # ImageFiles, MappedRows or DatasetExamples
     reconstructs = y is None  # the targets are the inputs (the split below makes y a copy of x)
@@ -310,7 +325,8 @@ def train(
     never_an_epoch = [settings.seed, 2**32 - 1]  # seeds the validation transform with a stream no epoch uses
     if validation is not None and not isinstance(validation[0], np.ndarray):
         batches = validation[0].examples(labels=validation[1]).batch(settings.batch_size)
-        validation = with_transform(batches, transform, never_an_epoch).prefetch(tf.data.AUTOTUNE)
+        autotune = import_tensorflow("streaming validation data with tf.data").data.AUTOTUNE
+        validation = with_transform(batches, transform, never_an_epoch).prefetch(autotune)
     elif validation is not None and transform is not None:
         validation = transform(*validation, np.random.default_rng(never_an_epoch))
 
@@ -357,7 +373,7 @@ def train(
                 shuffle=False,  # the batches already order each epoch; Keras would reshuffle across epochs
                 validation_data=validation,
                 validation_batch_size=None if streaming else settings.batch_size,
-                callbacks=[*ema, *precise_bn, checkpoint, keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False), *callbacks],
+                callbacks=[*ema, *precise_bn, checkpoint, *tensorboard_logs(run_dir), *callbacks],
                 # A progress bar redirected to a file is one long line of control codes.
                 verbose=2 if settings.verbose == 1 and not sys.stdout.isatty() else settings.verbose,
             )
