@@ -21,7 +21,7 @@ import pytest
 
 import zoo
 
-pytestmark = pytest.mark.jax
+pytestmark = [pytest.mark.slow, pytest.mark.jax]
 
 ROOT = Path(__file__).resolve().parents[1]
 # docs/backends.md's install (the zoo itself comes from the checkout), and pytest for the harness.
