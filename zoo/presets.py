@@ -249,8 +249,7 @@ def card(name, info, sections=()):
         f"(sha256 `{info['sha256']}`)",
         *([f"- Data: {info.get('data') or info['dataset']}"] if info.get("dataset") else []),
         *([f"- Fine-tuned from: `{parent['preset']}` (weights sha256 `{parent['sha256']}`)"] if parent else []),
-        *([f"- Reproduce: `{info['command']}`" + (f" (training took {info['train_seconds']} s on 2 CPU cores)"
-                                                   if "train_seconds" in info else "")] if info.get("command") else []),
+        *([_reproduce_line(info)] if info.get("command") else []),
         f"- Load: `zoo.from_preset(\"{name}\")`; export: `aezoo export {name} --out DIR{' --micro' * ('micro' in info)}`",
         "",
         *(["## Test metrics from that run", "", metrics_table(info["metrics"]), ""] if info.get("metrics") else []),
@@ -259,6 +258,14 @@ def card(name, info, sections=()):
            "(the test suite reloads the preset and requires this within 2%).", ""] if "check" in info else []),
         "",
     ])
+
+
+def _reproduce_line(info):
+    """The card's command: its run config file where the preset has one (`train_config`), else the command line."""
+    took = f"; training took {info['train_seconds']} s on 2 CPU cores" if "train_seconds" in info else ""
+    if info.get("train_config"):
+        return f"- Reproduce: `aezoo run {info['train_config']}` (the config of `{info['command']}`{took})"
+    return f"- Reproduce: `{info['command']}`" + (f" ({took[2:]})" if took else "")
 
 
 def metrics_table(metrics):

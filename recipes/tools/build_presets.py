@@ -155,6 +155,7 @@ def build(name):
         "dataset": preset.dataset,
         "data": DATA_DESCRIPTIONS[preset.dataset],
         "command": "aezoo " + shlex.join(args),
+        "train_config": f"zoo/presets/{name}/{TRAIN_CONFIG}",
         "train_seconds": round(train_seconds(run_dir)),
         "metrics": metrics,
         "headline": f"{headline}: {next(iter(metrics[headline].values())):.4g}",
