@@ -42,7 +42,12 @@ def _parser():
         return commands.add_parser(name, parents=[common], **kwargs)
 
     add_command("list", help="models with parameter counts for a default config")
+    for add in (_add_train, _add_run, _add_export, _add_predict, _add_verify, _add_presets, _add_finetune, _add_benchmark):
+        add(add_command)
+    return parser
 
+
+def _add_train(add_command):
     train = add_command("train", help="train one model on one data set")
     train.add_argument("model", help="model name (see 'aezoo list')")
     train.add_argument("--data", default="mnist5k", help="data set name or path (default: mnist5k)")
@@ -53,6 +58,8 @@ def _parser():
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option (filters=[32,64] or model.filters=[32,64]), data option (data.image_size=[64,64]) or training option (train.optimizer=adamw)")
     _add_training_flags(train)
 
+
+def _add_run(add_command):
     run = add_command("run", help="run a recipe (see 'aezoo run --list')")
     run.add_argument("recipe", nargs="?", help="recipe name, or a config file (FILE.toml, see --dump-config)")
     run.add_argument("--list", action="store_true", help="list the recipes")
@@ -68,6 +75,8 @@ def _parser():
                      help="print the resolved config of this command line as a config file (TOML) and exit")
     _add_training_flags(run)
 
+
+def _add_export(add_command):
     export = add_command("export", help="SavedModel + TFLite artifacts, verified against Keras")
     export.add_argument("source", help="a .keras file or a preset: a shipped name, a preset folder or hf://owner/name")
     export.add_argument("--out", required=True)
@@ -82,6 +91,8 @@ def _parser():
                         help="also phone/: the float16 and int8 files, the model card and a README of the contract")
     export.add_argument("--aarch64", action="store_true", help="also run the .tflite files on an emulated Cortex-A72 (aezoo verify)")
 
+
+def _add_predict(add_command):
     predict = add_command("predict", help="run a .tflite or .onnx artifact (no TensorFlow needed)")
     predict.add_argument("artifact", help="a .tflite file or onnx/<signature>.onnx file from 'aezoo export'")
     predict.add_argument("input", help="an image (resized and converted as training reads it), a folder of images, or a .npy file")
@@ -90,6 +101,8 @@ def _parser():
     predict.add_argument("--runtime", choices=("tflite", "micro"), default="tflite", help="micro: a micro/ file in TFLite Micro")
     predict.add_argument("--kernels", default="default", help=KERNELS_HELP)
 
+
+def _add_verify(add_command):
     verify = add_command("verify", help="re-run an export's .tflite files on x86_64 or emulated aarch64 (no TensorFlow)")
     verify.add_argument("export_dirs", nargs="+", metavar="EXPORT_DIR", help="folders written by 'aezoo export'")
     verify.add_argument("--platform", choices=("x86_64", "aarch64"), default="aarch64")
@@ -97,9 +110,13 @@ def _parser():
     verify.add_argument("--timing-runs", type=count_or_zero, default=0, help="time this many single-example reconstruct calls per file")
     verify.add_argument("--kernels", default="default", help=KERNELS_HELP)
 
+
+def _add_presets(add_command):
     presets = add_command("presets", help="pretrained presets with their headline metric")
     presets.add_argument("--build", nargs="+", metavar="NAME", help="(maintainers) train presets and write their files")
 
+
+def _add_finetune(add_command):
     finetune = add_command("finetune", help="continue training a preset on new data")
     finetune.add_argument("preset", help="a shipped name, a preset folder or hf://owner/name; OUT/preset becomes a new preset")
     finetune.add_argument("--data", required=True)
@@ -111,10 +128,11 @@ def _parser():
                           help="data option (data.image_size=[28,28]), training option (train.learning_rate=3e-4) or params key")
     _add_training_flags(finetune)
 
+
+def _add_benchmark(add_command):
     bench = add_command("benchmark", help="print a benchmark table (export, recipes or data)")
     bench.add_argument("suite", choices=["export", "recipes", "data"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
-    return parser
 
 
 def _add_training_flags(sub):

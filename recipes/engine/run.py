@@ -109,6 +109,54 @@ class RunContext:
         )
 
 
+def _check_resumable(config_path, recipe, config):
+    """Refuses to resume a folder without a run, of another recipe, or with other settings."""
+    run_dir = config_path.parent
+    if not config_path.exists():
+        raise ZooError(f"nothing to resume in {run_dir} (no {CONFIG_FILE}); run without --resume")
+    saved = json.loads(config_path.read_text())
+    if saved.get("recipe") != recipe:
+        raise ZooError(f"{run_dir} holds a {saved.get('recipe')!r} run, not {recipe!r}; choose another --out")
+    changed = checkpoints.config_changes(saved["config"], config)
+    if changed:  # resuming would silently train the folder's settings, not the ones asked for
+        raise ZooError(
+            f"{run_dir} holds a run with other settings ({changed}); resume it with the command in "
+            f"{config_path} or choose another --out"
+        )
+
+
+def _summary(recipe, command, config, model, data, precision, run_dir):
+    """What metrics.json says of the run besides its metrics."""
+    summary = {
+        "recipe": recipe,
+        "description": config["description"],
+        "command": command,
+        "data": config["data"]["name"],
+        "model": config["model"]["name"],
+        "parameters": int(model.count_params()),
+        "train_examples": len(data.x_train),
+        "test_examples": len(data.x_test),
+        "precision": precision,
+        "train_seconds": checkpoints.train_seconds(run_dir),  # every model, all resumes
+    }
+    if data.info.get("columns"):  # a series' value columns
+        summary["columns"] = list(data.info["columns"])
+    return summary
+
+
+def _record_fitted_widths(fitted_widths, data, summary, results):
+    """The recipe widths that were fitted to the input size, in metrics.json and as a report note."""
+    if not fitted_widths:
+        return
+    summary["fitted_widths"] = {option: {"recipe": recipe_width, "used": used}
+                                for option, (recipe_width, used) in fitted_widths.items()}
+    results.notes.append(
+        f"the recipe's widths fitted to the input size {math.prod(data.input_shape)} and latent_dim: "
+        + ", ".join(f"{option}={used} (recipe: {recipe_width})" for option, (recipe_width, used) in fitted_widths.items())
+        + "; set them with --set to choose others"
+    )
+
+
 def fit_widths(widths, input_size, latent_dim):
     """`widths` (a width or a list) if each lies strictly between `latent_dim` and `input_size`; else as
     many widths spread geometrically between the two, as the models choose by default (K > N > M)."""
@@ -182,17 +230,7 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
         config_path = run_dir / CONFIG_FILE
         resume = checkpoints.claim_run_dir(run_dir, resume, marker=CONFIG_FILE)
         if resume:
-            if not config_path.exists():
-                raise ZooError(f"nothing to resume in {run_dir} (no {CONFIG_FILE}); run without --resume")
-            saved = json.loads(config_path.read_text())
-            if saved.get("recipe") != recipe:
-                raise ZooError(f"{run_dir} holds a {saved.get('recipe')!r} run, not {recipe!r}; choose another --out")
-            changed = checkpoints.config_changes(saved["config"], config)
-            if changed:  # resuming would silently train the folder's settings, not the ones asked for
-                raise ZooError(
-                    f"{run_dir} holds a run with other settings ({changed}); resume it with the command in "
-                    f"{config_path} or choose another --out"
-                )
+            _check_resumable(config_path, recipe, config)
         settings = recipe_config.train_settings(config, **train_overrides)
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoints.atomic_write(
@@ -206,28 +244,8 @@ def run_recipe(recipe, *, out=None, resume=False, export=False, quick=False, fro
             results, data = task.run(context)
         model = context.model
         checkpoints.atomic_write(run_dir / "model.keras", model.save, checkpoints.resume_note(run_dir))
-        summary = {
-            "recipe": recipe,
-            "description": config["description"],
-            "command": command,
-            "data": config["data"]["name"],
-            "model": config["model"]["name"],
-            "parameters": int(model.count_params()),
-            "train_examples": len(data.x_train),
-            "test_examples": len(data.x_test),
-            "precision": precision,
-            "train_seconds": checkpoints.train_seconds(run_dir),  # every model, all resumes
-        }
-        if data.info.get("columns"):  # a series' value columns
-            summary["columns"] = list(data.info["columns"])
-        if context.fitted_widths:
-            summary["fitted_widths"] = {option: {"recipe": recipe_width, "used": used}
-                                        for option, (recipe_width, used) in context.fitted_widths.items()}
-            results.notes.append(
-                f"the recipe's widths fitted to the input size {math.prod(data.input_shape)} and latent_dim: "
-                + ", ".join(f"{option}={used} (recipe: {recipe_width})" for option, (recipe_width, used) in context.fitted_widths.items())
-                + "; set them with --set to choose others"
-            )
+        summary = _summary(recipe, command, config, model, data, precision, run_dir)
+        _record_fitted_widths(context.fitted_widths, data, summary, results)
         if export:
             from export import export_model
 

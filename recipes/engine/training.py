@@ -310,43 +310,17 @@ def train(
     reconstructs = y is None  # the targets are the inputs (the split below makes y a copy of x)
     if not streaming:
         zoo.data.check_finite(x, "training data")
-    if validation is None and settings.validation_fraction:
-        cut = len(x) - max(1, int(len(x) * settings.validation_fraction))
-        if streaming:
-            validation, x, y = (x[cut:], None if y is None else y[cut:]), x[:cut], None if y is None else y[:cut]
-        else:
-            y_all = x if y is None else y
-            validation, x, y = (x[cut:], y_all[cut:]), x[:cut], y_all[:cut]
-        if cut < 1:
-            raise ZooError(
-                f"{len(validation[0])} training example(s) and train.validation_fraction={settings.validation_fraction} "
-                "leave none to train on; give more examples or set train.validation_fraction=0"
-            )
-    never_an_epoch = [settings.seed, 2**32 - 1]  # seeds the validation transform with a stream no epoch uses
-    if validation is not None and not isinstance(validation[0], np.ndarray):
-        batches = validation[0].examples(labels=validation[1]).batch(settings.batch_size)
-        autotune = import_tensorflow("streaming validation data with tf.data").data.AUTOTUNE
-        validation = with_transform(batches, transform, never_an_epoch).prefetch(autotune)
-    elif validation is not None and transform is not None:
-        validation = transform(*validation, np.random.default_rng(never_an_epoch))
-
-    if settings.strategy == "multi_worker":  # each worker takes an equal part of every batch
-        workers = len(cluster_worker()[1])
-        if settings.batch_size % workers:
-            raise ZooError(f"batch size {settings.batch_size} does not divide among {workers} workers; choose a multiple of {workers}")
+    x, y, validation = _split_validation(x, y, validation, settings, streaming)
+    validation = _prepared_validation(validation, transform, settings)
+    _check_batch_divides_among_workers(settings)
     state = read_state(run_dir, run_name) if resume else new_state(run_name, settings)
     seed_everything(settings.seed, settings.deterministic)
     strategy = make_strategy(settings.strategy)
     with precision_policy(settings.precision), strategy.scope():
         steps_per_epoch = math.ceil(len(x) / settings.batch_size)
-        make_batches = stream_batches if streaming else EpochBatches
         build_trained = with_contrastive_term(build_model, settings)
         if resume:
-            check_resumed_settings(state.get("settings"), settings, checkpoints)
-            model = keras.models.load_model(checkpoints / state["checkpoint"])
-            _check_resumed_model(model, build_trained, checkpoints)
-            print(f"aezoo: resuming from {checkpoints / state['checkpoint']} (epoch {state['epoch']} of {settings.epochs} done)",
-                  file=sys.stderr)
+            model = _resumed_model(checkpoints, state, settings, build_trained)
         else:
             optimizer = make_optimizer(settings, steps_per_epoch)
             model = (compile_fn or compile_model)(build_trained(), settings, optimizer)
@@ -356,24 +330,17 @@ def train(
         if not ended_before:
             checkpoints.mkdir(parents=True, exist_ok=True)
             checkpoint = CheckpointCallback(checkpoints, run_name, settings, state)
-            # Validation sees the averaged weights; checkpoints keep the raw ones (and the average in
-            # the optimizer's state) so that a resumed run continues exactly.
-            ema = [keras.callbacks.SwapEMAWeights()] if settings.use_ema else []
-            # After the EMA swap, so that validation uses the averaged weights' statistics. Not
-            # across workers: each would recompute from its own process (Keras' averages stay).
-            precise_bn = []
-            if settings.strategy != "multi_worker" and batch_norm_layers(model):
-                sample = make_batches(x, y, settings.batch_size, settings.seed, 0, 1, transform)
-                precise_bn = [PreciseBatchNorm(precise_batch_norm_sample(sample, len(x), settings.batch_size))]
+            batches = stream_batches if streaming else EpochBatches
             model.fit(
-                make_batches(x, y, settings.batch_size, settings.seed, state["epoch"], settings.epochs, transform),
+                batches(x, y, settings.batch_size, settings.seed, state["epoch"], settings.epochs, transform),
                 epochs=settings.epochs,
                 initial_epoch=state["epoch"],
                 steps_per_epoch=steps_per_epoch,
                 shuffle=False,  # the batches already order each epoch; Keras would reshuffle across epochs
                 validation_data=validation,
                 validation_batch_size=None if streaming else settings.batch_size,
-                callbacks=[*ema, *precise_bn, checkpoint, *tensorboard_logs(run_dir), *callbacks],
+                callbacks=[*_averaging_callbacks(model, x, y, settings, transform, batches), checkpoint,
+                           *tensorboard_logs(run_dir), *callbacks],
                 # A progress bar redirected to a file is one long line of control codes.
                 verbose=2 if settings.verbose == 1 and not sys.stdout.isatty() else settings.verbose,
             )
@@ -387,6 +354,64 @@ def train(
         write_history(run_dir / "history.csv", state["history"])
     # Outside the strategy's scope: a multi-worker run hands back a model of this worker alone.
     return _finished(model, checkpoints, state, settings, run_name), state["history"]
+
+
+def _split_validation(x, y, validation, settings, streaming):
+    """(x, y, validation): without `validation`, the last `validation_fraction` of (x, y) is held out."""
+    if validation is not None or not settings.validation_fraction:
+        return x, y, validation
+    cut = len(x) - max(1, int(len(x) * settings.validation_fraction))
+    if cut < 1:
+        raise ZooError(
+            f"{len(x) - cut} training example(s) and train.validation_fraction={settings.validation_fraction} "
+            "leave none to train on; give more examples or set train.validation_fraction=0"
+        )
+    if streaming:
+        return x[:cut], None if y is None else y[:cut], (x[cut:], None if y is None else y[cut:])
+    y_all = x if y is None else y
+    return x[:cut], y_all[:cut], (x[cut:], y_all[cut:])
+
+
+def _prepared_validation(validation, transform, settings):
+    """Validation data with `transform` applied once, seeded by a stream no epoch uses; streamed data batched."""
+    never_an_epoch = [settings.seed, 2**32 - 1]
+    if validation is not None and not isinstance(validation[0], np.ndarray):
+        batches = validation[0].examples(labels=validation[1]).batch(settings.batch_size)
+        autotune = import_tensorflow("streaming validation data with tf.data").data.AUTOTUNE
+        return with_transform(batches, transform, never_an_epoch).prefetch(autotune)
+    if validation is not None and transform is not None:
+        return transform(*validation, np.random.default_rng(never_an_epoch))
+    return validation
+
+
+def _check_batch_divides_among_workers(settings):
+    if settings.strategy == "multi_worker":  # each worker takes an equal part of every batch
+        workers = len(cluster_worker()[1])
+        if settings.batch_size % workers:
+            raise ZooError(f"batch size {settings.batch_size} does not divide among {workers} workers; choose a multiple of {workers}")
+
+
+def _resumed_model(checkpoints, state, settings, build_trained):
+    """The model of the run's last checkpoint, checked to be the one `build_trained` makes, with the same settings."""
+    check_resumed_settings(state.get("settings"), settings, checkpoints)
+    model = keras.models.load_model(checkpoints / state["checkpoint"])
+    _check_resumed_model(model, build_trained, checkpoints)
+    print(f"aezoo: resuming from {checkpoints / state['checkpoint']} (epoch {state['epoch']} of {settings.epochs} done)",
+          file=sys.stderr)
+    return model
+
+
+def _averaging_callbacks(model, x, y, settings, transform, batches):
+    """The weight-averaging callbacks, in order: the EMA swap, then precise batch-norm statistics."""
+    # Validation sees the averaged weights; checkpoints keep the raw ones (and the average in the
+    # optimizer's state) so that a resumed run continues exactly.
+    ema = [keras.callbacks.SwapEMAWeights()] if settings.use_ema else []
+    # After the EMA swap, so that validation uses the averaged weights' statistics. Not across
+    # workers: each would recompute from its own process (Keras' averages stay).
+    if settings.strategy == "multi_worker" or not batch_norm_layers(model):
+        return ema
+    sample = batches(x, y, settings.batch_size, settings.seed, 0, 1, transform)  # epoch 0's batches
+    return [*ema, PreciseBatchNorm(precise_batch_norm_sample(sample, len(x), settings.batch_size))]
 
 
 def _check_output_range(model, targets):
