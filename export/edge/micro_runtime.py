@@ -98,7 +98,7 @@ class MicroModel(EdgeModel):
     def run(self, signature, values):
         """Runs the file's signature on `values` (n examples), one invoke per example; {output: float32}."""
         self.require(signature)
-        values = self._checked(values, SIGNATURES[signature].input, tuple(self.metadata["input_shape"]))
+        values = self._checked(values, SIGNATURES[signature].input, {**self._input, "shape": [1, *self.metadata["input_shape"]]})
         raw = self.run_quantized(quantize(values, self._input))
         return {name: dequantize(raw[name], details) for name, details in self._outputs}
 
