@@ -177,7 +177,7 @@ def signature_functions(model):
 
     def one_hot(labels):
         # Built inside the traced function: a tensor made outside would be a captured input in ONNX.
-        return ops.take(ops.eye(model.num_classes, dtype="float32"), labels, axis=0)
+        return tf.gather(tf.eye(model.num_classes), labels)
 
     def named(signature):
         compute, outputs = computations[signature], SIGNATURES[signature].outputs
