@@ -86,6 +86,7 @@ class MicroModel(EdgeModel):
         shape = tuple(entry["input_shape"])
         self.input_shape = shape if SIGNATURES[entry["signature"]].input == "x" else None
         self.latent_dim = shape[0] if self.input_shape is None else entry.get("latent_dim")
+        self.code_shape = (self.latent_dim,)
         self.input_range = tuple(entry["input_range"]) if entry.get("input_range") else None
 
     def require(self, signature):
