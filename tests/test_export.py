@@ -567,7 +567,7 @@ def test_onnx_conversion_refuses_ops_onnx_runtime_cannot_run(monkeypatch, operat
         "erfc_without_handler": lambda x: {"y": tf.math.erfc(x)},
     }[operation]
     with pytest.raises(ZooError, match=f"not ONNX operators \\({refused}\\)"):
-        onnx_target.convert_function(function, spec)
+        onnx_target.convert_function(function, [spec])
 
 
 def test_erfc_handler_matches_tensorflow():
@@ -575,7 +575,7 @@ def test_erfc_handler_matches_tensorflow():
     import tensorflow as tf
 
     x = np.linspace(-6, 6, 241, dtype="float32")[None]
-    content = onnx_target.convert_function(lambda x: {"y": tf.math.erfc(x)}, tf.TensorSpec((None, 241), tf.float32, name="x"))
+    content = onnx_target.convert_function(lambda x: {"y": tf.math.erfc(x)}, [tf.TensorSpec((None, 241), tf.float32, name="x")])
     (y,) = onnxruntime.InferenceSession(content, providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_allclose(y, tf.math.erfc(x), atol=1e-6)
 

@@ -75,6 +75,11 @@ class VectorQuantizer(keras.layers.Layer):
         return nearest(distances)
 
     def lookup(self, indices):
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # Keras' take wraps negative indices (LESS, SELECT), which TFLite Micro lacks; these are never negative.
+            return tf.gather(self.codebook, indices)
         return ops.take(self.codebook, indices, axis=0)
 
     def call(self, vectors):

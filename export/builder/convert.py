@@ -17,7 +17,7 @@ from tensorflow.lite.python.convert import mlir_quantize
 from tensorflow.lite.python.convert_phase import ConverterError
 from tensorflow.lite.tools import flatbuffer_utils
 
-from export.edge.runtime import SIGNATURES, VAE_SIGNATURES, native_logs_hidden
+from export.edge.runtime import LABELS, SIGNATURES, VAE_SIGNATURES, native_logs_hidden
 from export.edge.tflite_file import read_model_info
 from zoo.errors import ZooError
 
@@ -57,7 +57,7 @@ def export_copy(model, explicit_norms=False):
     config = {**model.get_config(), "dtype": "float32"}
     if model.registry_name == "lstm_ae":
         config["unroll"] = True
-    if model.registry_name == "vae" and config["backbone"] == "lstm":
+    if hasattr(model, "backbone_name") and config["backbone"] == "lstm":
         config["backbone_config"] = {**config["backbone_config"], "unroll": True}
     copy = type(model).from_config(config)
     copy.set_weights(model.get_weights())
@@ -127,8 +127,19 @@ def _unrolled_lstm_loop(layer):
 
 
 def family(model):
-    """The network family `model` computes with: its registry name, or a VAE's backbone as `<backbone>_ae`."""
-    return f"{model.backbone_name}_ae" if model.registry_name == "vae" else model.registry_name
+    """The network family `model` computes with: its registry name, or the backbone of a type built on
+    one (vae, cvae, vq_vae, aae, wae, masked_ae) as `<backbone>_ae`."""
+    return f"{model.backbone_name}_ae" if hasattr(model, "backbone_name") else model.registry_name
+
+
+def is_conditional(model):
+    """Whether `model`'s signatures take class `LABELS` (the cvae)."""
+    return model.registry_name == "cvae"
+
+
+def has_discrete_codes(model):
+    """Whether `model`'s codes are int codebook indices (the vq_vae)."""
+    return hasattr(model, "index_shape")
 
 
 def is_recurrent(model):
@@ -142,33 +153,57 @@ def has_attention(model):
 
 
 def signature_names(model):
-    """The signatures an export of `model` has: reconstruct, encode, decode (+ VAE's two)."""
-    names = ("reconstruct", "encode", "decode")
-    return names + VAE_SIGNATURES if model.registry_name == "vae" else names
+    """The signatures an export of `model` has: reconstruct, encode, decode, and those of
+    `VAE_SIGNATURES` the model has a method for (VAE, cvae: both; aae, wae: sample)."""
+    return ("reconstruct", "encode", "decode") + tuple(name for name in VAE_SIGNATURES if hasattr(model, name))
+
+
+def input_names(model, signature):
+    """A signature's input names, in the order its function takes them: its `SIGNATURES` input, then a cvae's labels."""
+    return (SIGNATURES[signature].input, *((LABELS,) if is_conditional(model) else ()))
 
 
 def signature_functions(model):
-    """{signature: fn(input tensor) -> {output name: tensor}} with the names of `runtime.SIGNATURES`."""
+    """{signature: fn(*input tensors) -> {output name: tensor}} with the names of `runtime.SIGNATURES`;
+    the inputs are `input_names`. A cvae's labels are int class ids, one-hot by a GATHER of the
+    identity (TFLite Micro has that kernel, not ONE_HOT)."""
     computations = {
-        "reconstruct": model,
+        "reconstruct": (lambda x, labels: model((x, labels))) if is_conditional(model) else model,
         "encode": model.encode,
         "decode": model.decode,
         "encode_distribution": getattr(model, "encode_distribution", None),
         "sample": model.decode,  # of eps ~ N(0, I), drawn outside the graph
     }
 
+    def one_hot(labels):
+        # Built inside the traced function: a tensor made outside would be a captured input in ONNX.
+        return tf.gather(tf.eye(model.num_classes), labels)
+
     def named(signature):
         compute, outputs = computations[signature], SIGNATURES[signature].outputs
-        return lambda value: dict(zip(outputs, tf.nest.flatten(compute(value))))
+        if not is_conditional(model):
+            return lambda value: dict(zip(outputs, tf.nest.flatten(compute(value))))
+        return lambda value, labels: dict(zip(outputs, tf.nest.flatten(compute(value, one_hot(labels)))))
 
     return {signature: named(signature) for signature in signature_names(model)}
 
 
-def input_spec(model, signature, batch_size):
-    """The TensorSpec of a signature's input; batch_size None leaves the batch free."""
+def input_specs(model, signature, batch_size):
+    """The TensorSpecs of a signature's inputs (`input_names`); batch_size None leaves the batch free.
+
+    x and eps are float32; z is float32 (batch, latent_dim), or a vq_vae's int32 indices
+    (batch, *index_shape); a cvae's labels are int32 class ids (batch,).
+    """
     name = SIGNATURES[signature].input
-    shape = model.data_shape if name == "x" else (model.latent_dim,)
-    return tf.TensorSpec((batch_size, *shape), tf.float32, name=name)
+    shape, dtype = (model.latent_dim,), tf.float32
+    if name == "x":
+        shape = model.data_shape
+    elif name == "z" and has_discrete_codes(model):
+        shape, dtype = model.index_shape, tf.int32
+    specs = [tf.TensorSpec((batch_size, *shape), dtype, name=name)]
+    if is_conditional(model):
+        specs.append(tf.TensorSpec((batch_size,), tf.int32, name=LABELS))
+    return specs
 
 
 def write_saved_model(model, directory, batch_size=None, reconstruct_key="serving_default"):
@@ -189,7 +224,7 @@ def write_saved_model(model, directory, batch_size=None, reconstruct_key="servin
     archive = keras.export.ExportArchive()
     for signature, function in signature_functions(model).items():
         key = reconstruct_key if signature == "reconstruct" else signature
-        archive.add_endpoint(key, function, input_signature=[input_spec(model, signature, batch_size)])
+        archive.add_endpoint(key, function, input_signature=input_specs(model, signature, batch_size))
     archive.write_out(str(directory), verbose=False)
 
 

@@ -46,6 +46,8 @@ LAST_TFLITE_RUNTIME = "2.14.0"
 MAX_ABS_TARGETS = {"saved_model": 1e-4, "float32": 1e-4, "float16": 1e-2, "onnx": 1e-5}
 ALL_SIGNATURES_JUDGED = ("onnx",)  # one file per signature: each must meet the target, not reconstruct alone
 PSNR_DROP_TARGET_DB = 1.0  # dynamic and int8: PSNR within this of the Keras model's
+# Integer outputs (a vq_vae's codebook indices): the share of positions where a file's index is the Keras model's.
+INDEX_AGREEMENT_TARGET = 0.99
 REFERENCE_SAMPLES = 8
 PHONE_DIR = "phone"
 PHONE_MODES = ("float16", "int8")  # float16: the GPU delegate's file (it computes in float16); int8: CPUs
@@ -60,9 +62,11 @@ def tflite_name(mode):
 class ArtifactCheck:
     """How one artifact compared with the Keras model on the held-out samples.
 
-    `max_abs_diff` is per signature; targets are judged on the reconstruction (ONNX: on every
-    signature): max |diff| for float artifacts (scaled by `output_peak` where it exceeds 1), the
-    PSNR drop against the Keras model for dynamic and int8.
+    `max_abs_diff` is per signature with float outputs; targets are judged on the reconstruction
+    (ONNX: on every signature): max |diff| for float artifacts (scaled by `output_peak` where it
+    exceeds 1), the PSNR drop against the Keras model for dynamic and int8. Signatures with
+    integer outputs (a vq_vae's encode) are judged in every mode by `index_agreement`: the share
+    of indices equal to the Keras model's, at least `INDEX_AGREEMENT_TARGET`.
     """
 
     file: str
@@ -74,6 +78,7 @@ class ArtifactCheck:
     keras_psnr_db: float
     tflite_runtime_2_14: bool | None  # None: not a TFLite file
     output_peak: dict  # per signature, the largest |value| of the Keras outputs compared
+    index_agreement: dict = dataclasses.field(default_factory=dict)  # per signature with integer outputs
 
     @property
     def judged_signatures(self):
@@ -88,10 +93,24 @@ class ArtifactCheck:
 
     @property
     def target(self):
+        indices = f"; index agreement >= {INDEX_AGREEMENT_TARGET:.0%}" if self.index_agreement else ""
         if self.mode in MAX_ABS_TARGETS:
             scaled = any(self.output_peak[s] > 1 for s in self.judged_signatures)
-            return f"max abs diff <= {MAX_ABS_TARGETS[self.mode]:g}" + (" x output peak" if scaled else "")
-        return f"PSNR >= Keras - {PSNR_DROP_TARGET_DB:g} dB"
+            return f"max abs diff <= {MAX_ABS_TARGETS[self.mode]:g}" + (" x output peak" if scaled else "") + indices
+        return f"PSNR >= Keras - {PSNR_DROP_TARGET_DB:g} dB" + indices
+
+    @property
+    def indices_met(self):
+        return all(share >= INDEX_AGREEMENT_TARGET for share in self.index_agreement.values())
+
+    def signature_json(self, signature):
+        """One signature's verification (ONNX files hold one signature each)."""
+        if signature in self.index_agreement:
+            share = self.index_agreement[signature]
+            return {"index_agreement": share, "target": f"index agreement >= {INDEX_AGREEMENT_TARGET:.0%}",
+                    "met": share >= INDEX_AGREEMENT_TARGET}
+        return {"max_abs_diff": self.max_abs_diff[signature], "target": f"max abs diff <= {self.limit(signature):.2g}",
+                "met": self.signature_met(signature)}
 
     @property
     def judged_diff(self):
@@ -101,8 +120,8 @@ class ArtifactCheck:
     @property
     def met(self):
         if self.mode in MAX_ABS_TARGETS:
-            return all(self.signature_met(s) for s in self.judged_signatures)
-        return self.psnr_db >= self.keras_psnr_db - PSNR_DROP_TARGET_DB
+            return self.indices_met and all(self.signature_met(s) for s in self.judged_signatures)
+        return self.indices_met and self.psnr_db >= self.keras_psnr_db - PSNR_DROP_TARGET_DB
 
     def verified_on_entry(self):
         """Its metadata.json `runtimes.verified_on` entry: the runtime on this machine, against Keras."""
@@ -113,6 +132,7 @@ class ArtifactCheck:
     def to_json(self):
         return {
             "max_abs_diff": self.max_abs_diff,
+            **({"index_agreement": self.index_agreement} if self.index_agreement else {}),
             "psnr_db": self.psnr_db,
             "keras_psnr_db": self.keras_psnr_db,
             "target": self.target,
@@ -165,9 +185,18 @@ class ExportReport:
 
 
 def _miss_description(check):
+    misses = [f"index agreement {share:.2%} < {INDEX_AGREEMENT_TARGET:.0%} ({s})"
+              for s, share in check.index_agreement.items() if share < INDEX_AGREEMENT_TARGET]
     if check.mode in MAX_ABS_TARGETS:
-        return "; ".join(f"max abs diff {check.max_abs_diff[s]:.2e} > {check.limit(s):.2g} ({s})"
-                         for s in check.judged_signatures if not check.signature_met(s))
+        misses += [f"max abs diff {check.max_abs_diff[s]:.2e} > {check.limit(s):.2g} ({s})"
+                   for s in check.judged_signatures if not check.signature_met(s)]
+        return "; ".join(misses)
+    if check.indices_met:
+        return _psnr_miss(check)
+    return "; ".join(misses + ([_psnr_miss(check)] if check.psnr_db < check.keras_psnr_db - PSNR_DROP_TARGET_DB else []))
+
+
+def _psnr_miss(check):
     return f"PSNR {check.psnr_db:.2f} dB is {check.keras_psnr_db - check.psnr_db:.2f} dB below Keras (target {PSNR_DROP_TARGET_DB:g} dB)"
 
 
@@ -255,6 +284,9 @@ def export_model(
         raise ZooError("int8 needs calibration data: pass --calibration-data NAME (e.g. mnist5k) or drop int8")
     if micro_target and calibration_data is None:
         raise ZooError("--micro writes int8 files, which need calibration data: pass --calibration-data NAME")
+    if micro_target and convert.is_conditional(_as_zoo_model(model)):
+        raise ZooError("--micro writes one-input files and the cvae's signatures take two (x and labels); "
+                       "export the cvae without --micro")
     if micro_target:
         micro.find_tflm()  # before any work: say what to install
     if onnx:
@@ -337,6 +369,8 @@ class _Samples:
     peak: float  # PSNR peak value
     note: str
     source: str | None
+    calibration_labels: np.ndarray | None = None  # a cvae's int32 class ids of the calibration examples
+    verification_labels: np.ndarray | None = None
 
     @classmethod
     def prepare(cls, model, data, calibration_samples, verify_samples, batch_size):
@@ -350,6 +384,7 @@ class _Samples:
             return cls(
                 None, verification, [0.0, 1.0] if sigmoid else None, 1.0,
                 f"no calibration data: verified on {verify_samples} random inputs, PSNR not meaningful", None,
+                None, _class_ids(model, None, verify_samples),
             )
         if isinstance(data, (str, os.PathLike)):  # image files: read at the model's input size and colour mode
             splits = zoo.data.load(data, **zoo.data.image_options_for(tuple(model.data_shape), data))
@@ -377,13 +412,30 @@ class _Samples:
             f"verified on {len(verification)} held-out test examples of {splits.name}; "
             f"calibration set: {len(calibration)} training examples",
             splits.name,
+            _class_ids(model, splits.y_train, len(calibration)), _class_ids(model, splits.y_test, len(verification)),
         )
 
     def signature_inputs(self, latent_dim, codes, count=None):
-        """{input name: array} for verification: x, z (the Keras codes of x) and eps ~ N(0, I)."""
+        """{input name: array} for verification: x, z (the Keras codes of x), eps ~ N(0, I) and a cvae's labels."""
         x = self.verification[:count]
         eps = np.random.default_rng(1).standard_normal((len(x), latent_dim)).astype("float32")
-        return {"x": x, "z": codes[: len(x)], "eps": eps}
+        labels = {} if self.verification_labels is None else {runtime.LABELS: self.verification_labels[: len(x)]}
+        return {"x": x, "z": codes[: len(x)], "eps": eps, **labels}
+
+
+def _class_ids(model, labels, count):
+    """A cvae's int32 class ids for `count` examples: the data's labels (ids or one-hot rows), or
+    seeded random ids for data without labels; None for other models."""
+    if not convert.is_conditional(model):
+        return None
+    if labels is None:
+        return np.random.default_rng(3).integers(0, model.num_classes, count).astype("int32")
+    labels = np.asarray(labels)[:count]
+    labels = labels.argmax(axis=-1) if labels.ndim == 2 else labels.reshape(len(labels))
+    if labels.min() < 0 or labels.max() >= model.num_classes:
+        raise ZooError(f"the calibration data's labels run from {labels.min()} to {labels.max()}; the cvae has "
+                       f"num_classes={model.num_classes}: calibrate on the data it was trained on")
+    return labels.astype("int32")
 
 
 @dataclasses.dataclass
@@ -411,9 +463,8 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
     copy = convert.export_copy(model)
     signatures = convert.signature_names(copy)
     functions = convert.signature_functions(copy)
-    codes = functions["encode"](tf.constant(samples.verification))["code"].numpy()
-    inputs = samples.signature_inputs(copy.latent_dim, codes)
-    keras_outputs = _run_functions(functions, signatures, inputs)
+    inputs = samples.signature_inputs(copy.latent_dim, _codes(copy, functions, samples.verification, samples.verification_labels))
+    keras_outputs = _run_functions(copy, functions, signatures, inputs)
     keras_psnr = psnr(samples.verification, keras_outputs["reconstruct"]["reconstruction"], samples.peak)
     notes = []
     if model.dtype_policy.name != "float32":
@@ -427,7 +478,7 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
     convert.write_saved_model(copy, folder / SAVED_MODEL_DIR)
     loaded = tf.saved_model.load(str(folder / SAVED_MODEL_DIR))
     saved_outputs = _run_functions(
-        {s: loaded.signatures["serving_default" if s == "reconstruct" else s] for s in signatures},
+        copy, {s: loaded.signatures["serving_default" if s == "reconstruct" else s] for s in signatures},
         signatures, inputs, by_keyword=True,
     )
     check = _compare("saved_model", "saved_model", tree_size(folder / SAVED_MODEL_DIR), f"tensorflow {tf.__version__}",
@@ -450,7 +501,7 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
     # Micro first: a graph TFLite Micro cannot run fails the export before the longer conversions.
     context = ExportContext(folder, copy, functions, signatures, inputs, keras_outputs, samples, keras_psnr)
     micro_checks = _write_micro(context, source, batch_size) if micro_target else []
-    representative = _representative_dataset(functions, signatures, samples, batch_size, copy.latent_dim)
+    representative = _representative_dataset(copy, functions, signatures, samples, batch_size)
     for mode in modes:
         path = folder / tflite_name(mode)
         content = convert.convert(source, signatures, mode, representative if mode == "int8" else None,
@@ -458,7 +509,7 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
         path.write_bytes(content)
         edge = runtime.load(path)
         edge.input_range = samples.input_range  # what metadata.json will declare; not written yet
-        outputs = {s: edge.run(s, inputs[runtime.SIGNATURES[s].input]) for s in signatures}
+        outputs = {s: edge.run(s, inputs[runtime.SIGNATURES[s].input], inputs.get(runtime.LABELS)) for s in signatures}
         min_version = read_model_info(content).min_runtime_version
         runs_on_2_14 = parse_version(min_version or "0") <= parse_version(LAST_TFLITE_RUNTIME)
         check = _compare(path.name, mode, len(content), str(edge.runtime), outputs, keras_outputs, samples,
@@ -495,7 +546,7 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
     files[REFERENCE_FILE] = {
         "kind": "reference",
         "sha256": runtime.sha256_file(folder / REFERENCE_FILE),
-        "content": "inputs/<x|z|eps>, keras/<signature>/<output> and <file>/<signature>/<output> "
+        "content": "inputs/<x|z|eps|labels>, keras/<signature>/<output> and <file>/<signature>/<output> "
         f"for the first {REFERENCE_SAMPLES} verification examples",
     }
     metadata = _metadata(model, copy, signatures, batch_size, samples, files, notes)
@@ -549,7 +600,7 @@ def _xnnpack_steps(path, input_range, inputs, outputs):
     described = fast.describe_signatures()
     steps = 0.0
     for signature, expected in outputs.items():
-        for name, value in fast.run(signature, inputs[runtime.SIGNATURES[signature].input]).items():
+        for name, value in fast.run(signature, inputs[runtime.SIGNATURES[signature].input], inputs.get(runtime.LABELS)).items():
             scale = described[signature]["outputs"][name]["scale"]
             steps = max(steps, float(np.abs(value - expected[name]).max()) / scale)
     return round(steps, 2)
@@ -568,7 +619,7 @@ def _write_micro(context, source, batch_size):
         # An attention graph's int16x8 files need layer norms in the form that quantizer handles.
         traced = convert.export_copy(copy, explicit_norms=True) if attention else copy
         convert.write_saved_model(traced, source, batch_size=1, reconstruct_key="reconstruct")
-    representative = _representative_dataset(context.functions, signatures, samples, 1, copy.latent_dim)
+    representative = _representative_dataset(copy, context.functions, signatures, samples, 1)
     preferred = micro.preferred_precision(convert.is_recurrent(copy) or attention)
 
     def convert_one(signature):
@@ -597,44 +648,53 @@ def _write_micro(context, source, batch_size):
             shutil.rmtree(source)
 
 
-def _run_functions(functions, signatures, inputs, by_keyword=False):
+def _run_functions(copy, functions, signatures, inputs, by_keyword=False):
     """{signature: {output: numpy}} of signature functions (SavedModel ones: by_keyword) on the inputs."""
     results = {}
     for signature in signatures:
-        name = runtime.SIGNATURES[signature].input
-        value = tf.constant(inputs[name])
-        outputs = functions[signature](**{name: value}) if by_keyword else functions[signature](value)
+        values = {name: tf.constant(inputs[name]) for name in convert.input_names(copy, signature)}
+        outputs = functions[signature](**values) if by_keyword else functions[signature](*values.values())
         results[signature] = {key: np.asarray(tensor) for key, tensor in outputs.items()}
     return results
 
 
-def _representative_dataset(functions, signatures, samples, batch_size, latent_dim):
-    """int8 calibration: real training examples (and their codes) per signature, in full batches."""
+def _codes(copy, functions, x, labels):
+    """The Keras codes of `x` (a cvae's of class `labels`): what decode is verified and calibrated on."""
+    extra = () if labels is None else (tf.constant(labels),)
+    return functions["encode"](tf.constant(x), *extra)["code"].numpy()
+
+
+def _representative_dataset(copy, functions, signatures, samples, batch_size):
+    """int8 calibration: real training examples (and their codes, a cvae's labels) per signature, in full batches."""
     if samples.calibration is None:
         return None
     x = samples.calibration[: len(samples.calibration) // batch_size * batch_size]
-    z = functions["encode"](tf.constant(x))["code"].numpy()
-    eps = np.random.default_rng(2).standard_normal((len(x), latent_dim)).astype("float32")
-    values = {"x": x, "z": z, "eps": eps}
+    labels = None if samples.calibration_labels is None else samples.calibration_labels[: len(x)]
+    z = _codes(copy, functions, x, labels)
+    eps = np.random.default_rng(2).standard_normal((len(x), copy.latent_dim)).astype("float32")
+    values = {"x": x, "z": z, "eps": eps, runtime.LABELS: labels}
 
     def batches():
         for start in range(0, len(x), batch_size):
             for signature in signatures:
-                name = runtime.SIGNATURES[signature].input
-                yield signature, {name: values[name][start : start + batch_size]}
+                yield signature, {name: values[name][start : start + batch_size] for name in convert.input_names(copy, signature)}
 
     return batches
 
 
 def _compare(file, mode, size, verified_on, outputs, keras_outputs, samples, keras_psnr, runs_on_2_14):
-    max_abs = {
-        signature: max(float(np.abs(outputs[signature][k] - keras_outputs[signature][k]).max()) for k in keras_outputs[signature])
-        for signature in keras_outputs
-    }
-    peak = {signature: max(float(np.abs(value).max()) for value in named.values()) for signature, named in keras_outputs.items()}
+    max_abs, peak, agreement = {}, {}, {}
+    for signature, named in keras_outputs.items():
+        floats = [k for k, value in named.items() if np.issubdtype(value.dtype, np.floating)]
+        if floats:
+            max_abs[signature] = max(float(np.abs(outputs[signature][k] - named[k]).max()) for k in floats)
+            peak[signature] = max(float(np.abs(named[k]).max()) for k in floats)
+        if len(floats) < len(named):  # integer outputs: a vq_vae's codebook indices
+            agreement[signature] = min(float(np.mean(outputs[signature][k] == value))
+                                       for k, value in named.items() if k not in floats)
     reconstruction = outputs["reconstruct"]["reconstruction"]
     return ArtifactCheck(file, mode, size, verified_on, max_abs, psnr(samples.verification, reconstruction, samples.peak),
-                         keras_psnr, runs_on_2_14, peak)
+                         keras_psnr, runs_on_2_14, peak, agreement)
 
 
 def _flatten_outputs(prefix, outputs, count):
@@ -655,6 +715,13 @@ def tree_sha256(folder):
         if path.is_file()
     )
     return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _code_metadata(copy):
+    """What encode gives and decode takes: float32 codes, or a vq_vae's int32 codebook indices."""
+    if convert.has_discrete_codes(copy):
+        return {"shape": list(copy.index_shape), "dtype": "int32", "codebook_size": copy.codebook_size}
+    return {"shape": [copy.latent_dim], "dtype": "float32"}
 
 
 def _metadata(model, copy, signatures, batch_size, samples, files, notes):
@@ -682,8 +749,12 @@ def _metadata(model, copy, signatures, batch_size, samples, files, notes):
         },
         "output": {"shape": list(model.data_shape), "dtype": "float32", "range": output_range},
         "latent_dim": model.latent_dim,
+        "code": _code_metadata(copy),
+        **({"labels": {"dtype": "int32", "shape": [], "num_classes": copy.num_classes, "form": "class ids"}}
+           if convert.is_conditional(copy) else {}),
         "batch_size": batch_size,
-        "signatures": {name: dataclasses.asdict(runtime.SIGNATURES[name]) for name in signatures},
+        "signatures": {name: {**dataclasses.asdict(runtime.SIGNATURES[name]), "inputs": list(convert.input_names(copy, name))}
+                       for name in signatures},
         "calibration": {"data": samples.source, "samples": len(samples.calibration)} if samples.source else None,
         "verification": {
             "note": samples.note,

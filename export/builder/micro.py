@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.edge.interpreter import SIGNATURES, EdgeError, dequantize, quantize
+from export.edge.interpreter import SIGNATURES, EdgeError, dequantize, quantize, takes_ids
 from export.edge.micro_runtime import (
     MICRO_DIR,
     MICRO_FILE,
@@ -57,6 +57,7 @@ ARENA_ALIGNMENT = 16  # TFLM aligns arena allocations to 16 bytes; the search st
 ARENA_CEILING = 64 << 20  # a file that needs more is not a microcontroller model
 CODE_STEPS_TARGET = 2  # int8 steps between TFLM's and the reference kernels' codes (int16 files: 2 * 256 steps)
 PSNR_MARGIN_DB = 0.5  # TFLM's reconstruction PSNR may lie this far below the reference kernels'
+INDEX_AGREEMENT_TARGET = 0.99  # integer codes (a vq_vae's indices): share equal to the reference kernels'
 CODE_OUTPUTS = ("code", "z_mean", "z_log_var")
 MISSING_OP = re.compile(r"Didn't find op for builtin opcode '(\w+)'")
 # TFLM kernels the zoo's default graphs need but TFLM lacks, and the model option avoiding each.
@@ -120,8 +121,11 @@ def code_steps_text(verification):
 
 
 def board_signatures(signatures):
-    """The signatures of an export that get micro files: `BOARD_SIGNATURES`, and a VAE's two more."""
-    return BOARD_SIGNATURES + (VAE_BOARD_SIGNATURES if "encode_distribution" in signatures else ())
+    """The signatures of an export that get micro files: `BOARD_SIGNATURES`, and a VAE's two more
+    (an aae's or wae's decode: the generator of their prior draws)."""
+    if "encode_distribution" in signatures:
+        return BOARD_SIGNATURES + VAE_BOARD_SIGNATURES
+    return BOARD_SIGNATURES + (("decode",) if "sample" in signatures else ())
 
 
 def resolver_registration(op):
@@ -309,15 +313,20 @@ class MicroCheck:
     reference_psnr_db: float | None
     code_step: str = "int8"  # the code outputs' type: int8, or int16 in int16x8 files
     note: str | None = None  # why the file is not of its model's preferred precision
+    index_agreement: float | None = None  # integer codes: share of indices equal to the reference kernels'
 
     @property
     def met(self):
         codes_met = self.max_code_steps is None or self.max_code_steps <= code_steps_target(self.code_step)
         psnr_met = self.psnr_db is None or self.psnr_db >= self.reference_psnr_db - PSNR_MARGIN_DB
-        return codes_met and psnr_met
+        indices_met = self.index_agreement is None or self.index_agreement >= INDEX_AGREEMENT_TARGET
+        return codes_met and psnr_met and indices_met
 
     def to_json(self):
         int16 = f" ({code_steps_target('int16')} int16 steps)" if self.code_step == "int16" else ""
+        if self.index_agreement is not None:
+            return {"index_agreement": self.index_agreement, "target": f"index agreement >= {INDEX_AGREEMENT_TARGET:.0%}",
+                    "met": self.met}
         return {
             "max_code_steps": self.max_code_steps,
             "code_step": self.code_step,
@@ -329,6 +338,8 @@ class MicroCheck:
 
     def row(self):
         steps = "-" if self.max_code_steps is None else code_steps_text(self.to_json())
+        if self.index_agreement is not None:
+            steps = f"{self.index_agreement:.1%} indices equal"
         psnr = "-" if self.psnr_db is None else f"{self.psnr_db:.2f} ({self.reference_psnr_db:.2f})"
         return (
             f"| {MICRO_DIR}/{self.file} | {self.flash_bytes:,} | {self.arena_bytes:,} | {steps} | {psnr} | "
@@ -407,7 +418,10 @@ def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_d
             "outputs": [_tensor(details, output) for output, details in ordered],
         }
         tflm = MicroModel(folder / name, entry).run_quantized(quantized)
-        steps = [int(np.abs(tflm[o].astype(int) - reference[o].astype(int)).max()) for o in reference if o in CODE_OUTPUTS]
+        indices = [o for o, details in ordered if takes_ids(details)]
+        agreement = min((float(np.mean(tflm[o] == reference[o])) for o in indices), default=None)
+        steps = [int(np.abs(tflm[o].astype(int) - reference[o].astype(int)).max())
+                 for o in reference if o in CODE_OUTPUTS and o not in indices]
         reconstructions = [o for o in reference if o not in CODE_OUTPUTS]
         scores = [
             (psnr(targets, dequantize(tflm[o], details), peak), psnr(targets, dequantize(reference[o], details), peak))
@@ -416,6 +430,7 @@ def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_d
         check = MicroCheck(
             name, signature, len(content), arena, max(steps) if steps else None,
             scores[0][0] if scores else None, scores[0][1] if scores else None, entry["outputs"][0]["dtype"], note,
+            agreement,
         )
         entry["verification"] = check.to_json()
         listing[name] = entry

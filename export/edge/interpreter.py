@@ -70,7 +70,7 @@ class EdgeError(ValueError):
 class Signature:
     """One exported function: its input's name and its outputs' names (shared by SavedModel and TFLite)."""
 
-    input: str
+    input: str  # a cvae's signatures take LABELS too
     outputs: tuple
 
 
@@ -82,7 +82,9 @@ SIGNATURES = {
     "encode_distribution": Signature("x", ("z_mean", "z_log_var")),
     "sample": Signature("eps", ("sample",)),
 }
-VAE_SIGNATURES = ("encode_distribution", "sample")
+VAE_SIGNATURES = ("encode_distribution", "sample")  # sample: also the aae's and wae's (decode of prior draws)
+# A cvae's second input: int32 class ids (n,), made one-hot inside the graph.
+LABELS = "labels"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +153,11 @@ class EdgeModel:
         signatures: the signature names the file has.
         batch_size: the fixed batch of the file (inputs of any length are split into it).
         input_shape: one example's shape.
-        latent_dim: the code width.
+        latent_dim: the code width (None for a vq_vae, whose codes are integer indices).
+        code_shape: one example's code: (latent_dim,), or a vq_vae's index grid.
+        discrete_codes: whether codes are int32 codebook indices (a vq_vae): encode gives them,
+            decode takes them.
+        conditional: whether the signatures take class `labels` (a cvae).
         input_range: (low, high) that inputs x must lie in: metadata.json's input range; for a
             file without metadata.json, what its int8 input can represent; None: not checked
             (a model of unbounded data such as standardised series, whose int8 inputs saturate
@@ -190,44 +196,59 @@ class EdgeModel:
         x_details = self._runner("reconstruct").get_input_details()["x"]
         self.batch_size = int(x_details["shape"][0])
         self.input_shape = tuple(int(d) for d in x_details["shape"][1:])
-        self.latent_dim = int(self._runner("decode").get_input_details()["z"]["shape"][1])
+        self._read_codes(self._runner("decode").get_input_details())
         if self.metadata is None:  # a file without its metadata.json: at least what int8 can hold
             self.input_range = _representable_range(x_details)
         else:  # the data's bounds ([0, 1] images); None for standardised data, which int8 saturates as a board does
             declared = self.metadata.get("input", {}).get("range")
             self.input_range = tuple(declared) if declared else None
 
+    def _read_codes(self, decode_inputs):
+        """The code and label attributes from decode's input details {name: details}."""
+        self.code_shape = tuple(int(d) for d in decode_inputs["z"]["shape"][1:])
+        self.discrete_codes = takes_ids(decode_inputs["z"])
+        self.latent_dim = None if self.discrete_codes else self.code_shape[0]
+        self.conditional = LABELS in decode_inputs
+        config = (self.metadata or {}).get("model", {}).get("config", {})
+        self.id_limits = {"z": config.get("codebook_size"), LABELS: config.get("num_classes")}
+
     # --- public signatures ---------------------------------------------------------------------
-    def reconstruct(self, x):
-        """Reconstructions of `x` (n, *input_shape), float32."""
-        return self.run("reconstruct", x)["reconstruction"]
+    def reconstruct(self, x, labels=None):
+        """Reconstructions of `x` (n, *input_shape), float32; a cvae's of class `labels` (int ids, (n,))."""
+        return self.run("reconstruct", x, labels)["reconstruction"]
 
-    def encode(self, x):
-        """Codes of `x`, float32 (n, latent_dim); a VAE's mean code."""
-        return self.run("encode", x)["code"]
+    def encode(self, x, labels=None):
+        """Codes of `x`: float32 (n, latent_dim), a VAE's mean code; a vq_vae's int32 indices (n, *code_shape)."""
+        return self.run("encode", x, labels)["code"]
 
-    def decode(self, z):
-        """Reconstructions from codes `z` (n, latent_dim), float32."""
-        return self.run("decode", z)["reconstruction"]
+    def decode(self, z, labels=None):
+        """Reconstructions (float32) from codes `z` (n, *code_shape): float, or a vq_vae's int indices."""
+        return self.run("decode", z, labels)["reconstruction"]
 
-    def encode_distribution(self, x):
-        """(z_mean, z_log_var) of a VAE for `x`, each float32 (n, latent_dim)."""
-        outputs = self.run("encode_distribution", x)
+    def encode_distribution(self, x, labels=None):
+        """(z_mean, z_log_var) of a VAE or cvae for `x`, each float32 (n, latent_dim)."""
+        outputs = self.run("encode_distribution", x, labels)
         return outputs["z_mean"], outputs["z_log_var"]
 
-    def sample(self, n, seed=None):
-        """A VAE's decodings of `n` draws eps ~ N(0, I) (numpy noise; the same seed gives the same draws)."""
+    def sample(self, n, seed=None, labels=None):
+        """Decodings of `n` prior draws eps ~ N(0, I) (VAE, cvae: of class `labels`, one id or n; aae, wae);
+        numpy noise, the same seed gives the same draws."""
         if int(n) < 1:
             raise EdgeError(f"sample needs n >= 1, got {n}")
-        eps = np.random.default_rng(seed).standard_normal((int(n), self.latent_dim)).astype("float32")
-        return self.run("sample", eps)["sample"]
+        if labels is not None and np.ndim(labels) == 0:
+            labels = np.full((int(n),), labels)
+        eps = np.random.default_rng(seed).standard_normal((int(n), *self.code_shape)).astype("float32")
+        return self.run("sample", eps, labels)["sample"]
 
-    def run(self, signature, values):
-        """Runs one signature on `values` (n examples) and returns {output name: float32 array}.
+    def run(self, signature, values, labels=None):
+        """Runs one signature on `values` (n examples) and returns {output name: array}: float32, or
+        int32 codebook indices (a vq_vae's code).
 
         Args:
             signature: one of `self.signatures`.
-            values: float array (n, *shape) of the signature's input (x: data, z: codes, eps: noise).
+            values: array (n, *shape) of the signature's input (x: data, z: codes, eps: noise);
+                float, or int indices for a vq_vae's decode.
+            labels: a cvae's class ids, int (n,); None for other models.
 
         Example:
             >>> model.run("encode_distribution", x)["z_log_var"].shape  # (n, latent_dim)
@@ -235,32 +256,40 @@ class EdgeModel:
         self.require(signature)
         spec = SIGNATURES[signature]
         runner = self._runner(signature)
-        in_details = runner.get_input_details()[spec.input]
-        values = self._checked(values, spec.input, tuple(int(d) for d in in_details["shape"][1:]))
+        in_details = runner.get_input_details()
+        feeds = {spec.input: self._checked(values, spec.input, in_details[spec.input])}
+        if LABELS in in_details:
+            feeds[LABELS] = self._checked_labels(labels, in_details[LABELS], len(feeds[spec.input]))
+        elif labels is not None:
+            raise EdgeError(f"{self.path.name} takes no labels (a cvae export does); drop labels")
         out_details = runner.get_output_details()
         chunks = {name: [] for name in spec.outputs}
-        for start in range(0, len(values), self.batch_size):
-            chunk = values[start : start + self.batch_size]
+        for start in range(0, len(feeds[spec.input]), self.batch_size):
             # A fixed-batch model needs a full batch: pad with copies of the last example.
-            padded = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - len(chunk), axis=0)])
+            padded = {name: full_batch(value[start : start + self.batch_size], self.batch_size) for name, value in feeds.items()}
             # The interpreter applies its delegate, and logs it, on a runner's first call.
             with native_logs_hidden() if start == 0 else contextlib.nullcontext():
-                outputs = runner(**{spec.input: quantize(padded, in_details)})
+                outputs = runner(**{name: quantize(value, in_details[name]) for name, value in padded.items()})
+            count = len(feeds[spec.input][start : start + self.batch_size])
             for name in spec.outputs:
-                chunks[name].append(dequantize(outputs[name], out_details[name])[: len(chunk)])
+                chunks[name].append(dequantize(outputs[name], out_details[name])[:count])
         return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
     # --- checks ---------------------------------------------------------------------------------
     def require(self, signature):
         """Refuses a signature the file does not have, saying which it has."""
         if signature not in self.signatures:
-            extra = " (encode_distribution and sample exist for VAE exports only)" if signature in VAE_SIGNATURES else ""
+            extra = " (encode_distribution: VAE and cvae exports; sample: those, aae and wae)" if signature in VAE_SIGNATURES else ""
             raise EdgeError(
                 f"{self.path.name} has no {signature!r} signature{extra}; it has: {', '.join(self.signatures)}"
             )
 
-    def _checked(self, values, input_name, example_shape):
+    def _checked(self, values, input_name, details):
+        """`values` as the float32 (or a vq_vae's int32 indices) input `details` takes, or a one-line EdgeError."""
         what = {"x": "inputs", "z": "codes", "eps": "noise eps"}[input_name]
+        example_shape = tuple(int(d) for d in details["shape"][1:])
+        if takes_ids(details):
+            return self._checked_ids(values, "code indices", example_shape, self.id_limits.get(input_name))
         values = np.asarray(values)
         if not np.issubdtype(values.dtype, np.floating):
             hint = "; scale 8-bit images with x.astype('float32') / 255" if input_name == "x" else ""
@@ -288,6 +317,27 @@ class EdgeModel:
                     f"[{low:.4g}, {high:.4g}]; scale them as the training data was"
                 )
         return values
+
+    def _checked_labels(self, labels, details, count):
+        if labels is None:
+            raise EdgeError(f"{self.path.name} is a cvae export: pass labels, class ids (n,) for the n examples")
+        labels = self._checked_ids(labels, "labels", tuple(int(d) for d in details["shape"][1:]), self.id_limits[LABELS])
+        if len(labels) != count:
+            raise EdgeError(f"{self.path.name} got {len(labels)} labels for {count} examples; pass one class id per example")
+        return labels
+
+    def _checked_ids(self, values, what, example_shape, limit):
+        """int32 ids (codebook indices, class ids) of shape (n, *example_shape) in [0, limit) when the limit is known."""
+        values = np.asarray(values)
+        if not np.issubdtype(values.dtype, np.integer):
+            raise EdgeError(f"{self.path.name} expects int {what}, got dtype {values.dtype}; pass what encode returns "
+                            "or class ids")
+        if values.ndim != len(example_shape) + 1 or values.shape[1:] != example_shape or not len(values):
+            raise EdgeError(f"{self.path.name} expects {what} of shape (n, {', '.join(map(str, example_shape))}), "
+                            f"got {values.shape}")
+        if values.min() < 0 or (limit is not None and values.max() >= limit):
+            raise EdgeError(f"{what} must lie in [0, {limit if limit is not None else 'n'}), got {values.min()} to {values.max()}")
+        return values.astype(np.int32)
 
     def _refuse_if_too_old(self):
         # tflite_runtime's own message for this is a multi-line op-version error.
@@ -382,6 +432,16 @@ def _representable_range(details):
     return ((bounds.min - 0.5 - zero_point) * scale, (bounds.max + 0.5 - zero_point) * scale)
 
 
+def takes_ids(details):
+    """Whether a tensor holds integer ids (int32, unquantized): a vq_vae's indices, a cvae's labels."""
+    return np.issubdtype(details["dtype"], np.integer) and details["dtype"] not in QUANTIZED_TYPES
+
+
+def full_batch(chunk, batch_size):
+    """`chunk` padded to `batch_size` examples with copies of its last one."""
+    return np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)])
+
+
 def quantize(values, details):
     if details["dtype"] not in QUANTIZED_TYPES:
         return values.astype(details["dtype"])
@@ -391,6 +451,8 @@ def quantize(values, details):
 
 
 def dequantize(values, details):
+    if takes_ids(details):
+        return values.astype(np.int32)
     if details["dtype"] not in QUANTIZED_TYPES:
         return values.astype(np.float32)
     scale, zero_point = details["quantization"]

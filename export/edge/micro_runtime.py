@@ -86,6 +86,7 @@ class MicroModel(EdgeModel):
         shape = tuple(entry["input_shape"])
         self.input_shape = shape if SIGNATURES[entry["signature"]].input == "x" else None
         self.latent_dim = shape[0] if self.input_shape is None else entry.get("latent_dim")
+        self.code_shape = (self.latent_dim,)
         self.input_range = tuple(entry["input_range"]) if entry.get("input_range") else None
 
     def require(self, signature):
@@ -98,7 +99,7 @@ class MicroModel(EdgeModel):
     def run(self, signature, values):
         """Runs the file's signature on `values` (n examples), one invoke per example; {output: float32}."""
         self.require(signature)
-        values = self._checked(values, SIGNATURES[signature].input, tuple(self.metadata["input_shape"]))
+        values = self._checked(values, SIGNATURES[signature].input, {**self._input, "shape": [1, *self.metadata["input_shape"]]})
         raw = self.run_quantized(quantize(values, self._input))
         return {name: dequantize(raw[name], details) for name, details in self._outputs}
 

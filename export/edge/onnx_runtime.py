@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from export.edge.interpreter import (
+    LABELS,
     SIGNATURES,
     EdgeError,
     EdgeModel,
@@ -77,17 +78,22 @@ class OnnxModel(EdgeModel):
         self._sessions = {}
         self.metadata = self._session(self.path.stem)[1]
         self.input_shape = self._example_shape("reconstruct")
-        self.latent_dim = self._example_shape("decode")[0]
+        self._read_codes(self._input_details("decode"))
         declared = (self.metadata or {}).get("input", {}).get("range")
         self.input_range = tuple(declared) if declared else None
 
-    def run(self, signature, values):
-        """Runs one signature on `values` (n examples) and returns {output name: float32 array}; see EdgeModel.run."""
+    def run(self, signature, values, labels=None):
+        """Runs one signature on `values` (n examples) and returns {output name: array}; see EdgeModel.run."""
         self.require(signature)
         spec = SIGNATURES[signature]
-        values = self._checked(values, spec.input, self._example_shape(signature))
-        outputs = self._session(signature)[0].run(list(spec.outputs), {spec.input: values})
-        return {name: np.asarray(value, np.float32) for name, value in zip(spec.outputs, outputs)}
+        details = self._input_details(signature)
+        feeds = {spec.input: self._checked(values, spec.input, details[spec.input])}
+        if LABELS in details:
+            feeds[LABELS] = self._checked_labels(labels, details[LABELS], len(feeds[spec.input]))
+        elif labels is not None:
+            raise EdgeError(f"{self.path.name} takes no labels (a cvae export does); drop labels")
+        outputs = self._session(signature)[0].run(list(spec.outputs), feeds)
+        return {name: _as_output(value) for name, value in zip(spec.outputs, outputs)}
 
     def describe_signatures(self):
         """{signature: {"inputs"|"outputs": {name: {shape, dtype}}}}; the batch axis is "batch" (free)."""
@@ -105,6 +111,14 @@ class OnnxModel(EdgeModel):
     def _example_shape(self, signature):
         return tuple(int(d) for d in self._session(signature)[0].get_inputs()[0].shape[1:])
 
+    def _input_details(self, signature):
+        """{input name: {dtype, shape, quantization}} of a signature's file, as `EdgeModel` reads a TFLite runner's."""
+        return {
+            value.name: {"dtype": np.int32 if value.type == "tensor(int32)" else np.float32,
+                         "shape": [0, *value.shape[1:]], "quantization": (0.0, 0)}
+            for value in self._session(signature)[0].get_inputs()
+        }
+
     def _session(self, signature):
         """(InferenceSession, metadata with this file's entry or None) of a signature's file, opened once."""
         if signature not in self._sessions:
@@ -121,3 +135,9 @@ class OnnxModel(EdgeModel):
                 raise EdgeError(f"{path}: {self.runtime} cannot load it: {message}") from None
             self._sessions[signature] = (session, metadata)
         return self._sessions[signature]
+
+
+def _as_output(value):
+    """An output as the runtime gives it: int32 indices stay int32, the rest is float32."""
+    value = np.asarray(value)
+    return value.astype(np.int32) if np.issubdtype(value.dtype, np.integer) else value.astype(np.float32)

@@ -56,7 +56,7 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
         result = model.sample(int(input_path), seed=0)
         source = f"{int(input_path)} draws of eps (seed 0)"
     else:
-        shape = model.input_shape if signature in ("reconstruct", "encode") else (model.latent_dim,)
+        shape = model.input_shape if signature in ("reconstruct", "encode") else model.code_shape
         if input_path.is_dir():
             images = image_files(input_path)
         values, notes = _read_inputs(images or [input_path], shape)

@@ -25,6 +25,7 @@ from export.edge.interpreter import (  # noqa: F401  (the runtime's API: `runtim
     INTERPRETERS,
     KERNEL_LABELS,
     KERNELS,
+    LABELS,
     METADATA_FILE,
     SIGNATURES,
     VAE_SIGNATURES,
