@@ -111,8 +111,8 @@ def _parser():
                           help="data option (data.image_size=[28,28]), training option (train.learning_rate=3e-4) or params key")
     _add_training_flags(finetune)
 
-    bench = add_command("benchmark", help="print a benchmark table (export, recipes or data)")
-    bench.add_argument("suite", choices=["export", "recipes", "data"])
+    bench = add_command("benchmark", help="print a benchmark table (export, recipes, data or models)")
+    bench.add_argument("suite", choices=["export", "recipes", "data", "models"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
