@@ -144,3 +144,25 @@ def test_self_training_needs_a_fraction_with_unlabelled_images(tmp_path):
     with pytest.raises(ZooError, match="pseudo_labels_per_class.*below 1.0"):
         run_recipe("classify", quick=True, out=tmp_path / "classify", sets=sets, verbose=0)
     assert not (tmp_path / "classify" / "pretrain").exists()  # refused before anything trained
+
+
+def test_masked_pretraining_trains_a_masked_ae_whose_encoder_both_classifiers_share(tmp_path):
+    sets = ["params.pretraining=masked", "params.label_fractions=[0.1]", "params.label_draws=1",
+            "params.tutorial_baseline=false", "params.classifier_epochs=1", "params.min_pass_examples=256",
+            "model.backbone_config={patch_size=7, embed_dim=48, num_heads=2, num_layers=1, ff_dim=32}"]
+    run_dir, metrics = run_recipe("classify", quick=True, model="masked_ae", epochs=1, out=tmp_path / "classify",
+                                  sets=sets, verbose=0)
+    assert metrics["model"] == "masked_ae"  # model.keras is the pretrained masked autoencoder
+    assert (run_dir / "pretrain" / "history.csv").read_text().splitlines()[0].split(",")[1:] == ["loss", "val_loss"]
+    accuracy = metrics["metrics"]["accuracy, 10% labels"]
+    assert set(accuracy) == {"autoencoder", "from scratch"}
+    assert all(0.0 <= value <= 1.0 for value in accuracy.values())
+    assert any("75% of its patches hidden" in note for note in metrics["notes"])
+
+
+@pytest.mark.parametrize("model, pretraining", [("conv_ae", "masked"), ("masked_ae", "inpaint")])
+def test_masked_pretraining_and_the_masked_ae_go_together(tmp_path, model, pretraining):
+    with pytest.raises(ZooError, match="--model masked_ae --set params.pretraining=masked"):
+        run_recipe("classify", quick=True, model=model, out=tmp_path / "classify",
+                   sets=[f"params.pretraining={pretraining}"], verbose=0)
+    assert not (tmp_path / "classify" / "pretrain").exists()  # refused before anything trained

@@ -8,6 +8,7 @@ import pytest
 
 from recipes.engine.run import run_recipe
 from recipes.tasks import reduce, tutorials
+from zoo.errors import ZooError
 
 pytestmark = pytest.mark.slow  # recipe runs
 
@@ -80,3 +81,37 @@ def test_inputs_above_the_probed_size_get_a_note_instead_of_a_column(tmp_path, m
                                   sets=["params.tutorial_baseline=false"])
     assert reduce.INPUT not in metrics["metrics"]["linear-probe accuracy"]
     assert "no input column: 64 input values, over the 63 probed" in (run_dir / "report.md").read_text()
+
+
+VARIANTS = ('[{ sparsity = "l1", sparsity_weight = 0.001 }, { sparsity = "kl", sparsity_weight = 0.1 }, '
+            '{ contractive_weight = 0.01 }]')
+
+
+@pytest.fixture(scope="module")
+def variants_run(tmp_path_factory):
+    return run_recipe("reduce", quick=True, out=tmp_path_factory.mktemp("runs") / "variants", verbose=0,
+                      sets=[f"params.variants={VARIANTS}", "params.tutorial_baseline=false"])
+
+
+def test_sparse_and_contractive_variants_are_trained_and_judged_beside_the_plain_autoencoder(variants_run):
+    run_dir, metrics = variants_run
+    variants = json.loads((run_dir / "config.json").read_text())["config"]["params"]["variants"]
+    names = [reduce.variant_name(options) for options in variants]
+    assert {"sparsity=l1", "sparsity=kl", "contractive_weight=0.01"} <= {name.split(", ")[1] for name in names}
+    mse = metrics["metrics"]["reconstruction MSE (M=16)"]
+    for name in names:
+        assert 0 < mse[name] < mse["PCA"]  # trained, on the same budget as the plain autoencoder
+        assert mse[name] != mse["autoencoder"]  # the penalty changed the training
+        for metric in ("linear-probe accuracy", "5-NN accuracy"):
+            assert 0.5 < metrics["metrics"][metric][name] <= 1.0, (metric, name)  # 10 classes: chance is 0.1
+    folders = {path.parent.name for path in run_dir.glob("*/history.csv")}
+    assert {"sparsity-l1-sparsity_weight-0.001", "contractive_weight-0.01"} <= folders
+
+
+@pytest.mark.parametrize("variants, problem", [("[1]", "params.variants must be a list of inline tables"),
+                                               ('[{sparsity="l2"}]', "sparsity")])
+def test_bad_variants_are_refused_before_anything_trains(tmp_path, variants, problem):
+    with pytest.raises(ZooError, match=problem):
+        run_recipe("reduce", data="digits", model="dense_ae", epochs=1, out=tmp_path / "r", verbose=0,
+                   sets=[f"params.variants={variants}"])
+    assert not (tmp_path / "r" / "model").exists()

@@ -269,6 +269,8 @@ def benchmark(args):
         from recipes.tools.export_benchmark import main
     elif args.suite == "data":
         from recipes.tools.data_benchmark import main
+    elif args.suite == "models":
+        from recipes.tools.models_benchmark import main
     else:
         from recipes.tools.benchmark import main
     return main(args.args)

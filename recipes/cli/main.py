@@ -130,8 +130,8 @@ def _add_finetune(add_command):
 
 
 def _add_benchmark(add_command):
-    bench = add_command("benchmark", help="print a benchmark table (export, recipes or data)")
-    bench.add_argument("suite", choices=["export", "recipes", "data"])
+    bench = add_command("benchmark", help="print a benchmark table (export, recipes, data or models)")
+    bench.add_argument("suite", choices=["export", "recipes", "data", "models"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
 
 

@@ -5,7 +5,9 @@ each fraction in params.label_fractions.
 params.pretraining sets what the autoencoder learns: to give each image back ("reconstruct"), or
 to fill a random rectangle blanked out of it ("inpaint", the inpaint recipe's task): a code that
 must predict hidden parts of the object holds more of what the object is (masked-image
-pretraining, as in context encoders and masked autoencoders).
+pretraining, as in context encoders and masked autoencoders); or, with the masked_ae model
+(`--model masked_ae`, on the Transformer backbone), to fill the random patches it hides of each
+image ("masked", He et al. 2022), its encoder then fine-tuned as the conv one is.
 
 Fine-tuning is linear probe, then fine-tune (Kumar et al., 2022): the head starts as a
 logistic regression fitted on the pretrained codes of the labelled examples, so the first
@@ -54,7 +56,9 @@ PROBE_EXAMPLES = 2000
 SELF_TRAINED = " + pseudo-labels"  # a self-trained classifier's column: its teacher's method + this
 # params.pretraining -> the autoencoder's training transform: the image back from itself, or from
 # the image with a random rectangle blanked out (as the inpaint recipe trains; sides 25-50%).
-PRETRAINING = {"reconstruct": None, "inpaint": occlusion_transform(min_fraction=0.25, max_fraction=0.5)}
+# "masked": the masked_ae hides patches itself, so its images come as they are.
+PRETRAINING = {"reconstruct": None, "inpaint": occlusion_transform(min_fraction=0.25, max_fraction=0.5), "masked": None}
+MASKED_MODEL = "masked_ae"
 
 
 def same_network(model, keep_weights):
@@ -185,9 +189,28 @@ def confusion_plot(run_dir, matrices, title):
     return save_figure(fig, run_dir, "confusion_matrix")
 
 
+def check_pretraining(ctx):
+    """Refuses an unknown params.pretraining, and "masked" without the masked_ae (or the masked_ae without it)."""
+    pretraining = ctx.params["pretraining"]
+    if pretraining not in PRETRAINING:
+        raise unknown_name("params.pretraining", pretraining, PRETRAINING)
+    if not ctx.from_preset and (pretraining == "masked") != (ctx.model_name == MASKED_MODEL):
+        raise ZooError(f"params.pretraining='masked' goes with the {MASKED_MODEL} model and the {MASKED_MODEL} with it "
+                       f"(got {pretraining!r} and {ctx.model_name}); for masked pretraining run with "
+                       f"--model {MASKED_MODEL} --set params.pretraining=masked")
+
+
+def pretraining_note(pretraining, pretrained):
+    """What the autoencoder was given to fill in, for the report ("" when it gave its images back)."""
+    if pretraining == "inpaint":
+        return ", each with a random rectangle blanked out to be filled in"
+    if pretraining == "masked":
+        return f", each with {pretrained.mask_ratio:.0%} of its patches hidden to be filled in (a masked autoencoder)"
+    return ""
+
+
 def run(ctx):
-    if ctx.params["pretraining"] not in PRETRAINING:
-        raise unknown_name("params.pretraining", ctx.params["pretraining"], PRETRAINING)
+    check_pretraining(ctx)
     data = ctx.load_data()
     if data.y_train is None:
         raise ZooError(f"the classify recipe needs labels; {data.name} has none (use a labelled data set)")
@@ -276,7 +299,7 @@ def run(ctx):
         f"preset {ctx.from_preset}'s encoder"
         if ctx.from_preset
         else "encoder pretrained as an autoencoder on all training images"
-        + (", each with a random rectangle blanked out to be filled in" if params["pretraining"] == "inpaint" else "")
+        + pretraining_note(params["pretraining"], pretrained)
     )
     results.notes += [
         f"autoencoder: {source} + softmax head initialised by logistic regression on its codes of the labelled "

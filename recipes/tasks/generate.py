@@ -22,60 +22,22 @@ import dataclasses
 
 import keras
 import numpy as np
-from scipy import special, stats
+from scipy import stats
 
 import zoo
 from recipes.engine import config as recipe_config
 from recipes.engine import training
-from recipes.engine.evaluation import first_examples, predict
+from recipes.engine.evaluation import feature_classifier, first_examples, frechet_distance, likelihood_bounds, log_likelihood, predict
 from recipes.engine.report import Results, image_grid, pyplot, save_figure
 from recipes.tasks import tutorials
 from zoo.errors import ZooError
 
-LOG_2PI = np.log(2 * np.pi)
 ACTIVE_UNIT_VARIANCE = 0.01  # Burda et al.'s threshold on Var_x E[z|x]
 
 
 def bernoulli_draw(x, rng):
     """Binary images: each pixel is 1 with probability equal to its intensity."""
     return (rng.random(x.shape) < x).astype("float32")
-
-
-def log_likelihood(targets, logits):
-    """log p(x | z) summed over pixels for binary targets (for targets in [0, 1], minus the summed BCE):
-    x*l - softplus(l), stable in float32, summed in float64."""
-    softplus = np.maximum(logits, 0) + np.log1p(np.exp(-np.abs(logits)))
-    return np.sum(targets * logits - softplus, axis=-1, dtype="float64")
-
-
-def likelihood_bounds(vae, x, k, seed, decodes_per_batch=8192):
-    """Per-image (reconstruction term, KL, importance-sampled NLL) in nats, float64.
-
-    Args:
-        vae: a trained zoo VAE with the Bernoulli likelihood (reconstruction_loss="bce"), or any
-            model with its `encode_distribution`, `decode_logits` and `latent_dim`.
-        x: binary images (images in [0, 1]: the reconstruction term is the summed BCE; the NLL
-            is then no likelihood).
-        k: draws z ~ q(z|x) per image, shared by the ELBO's reconstruction term and the NLL.
-        seed: seeds the draws.
-    """
-    rng = np.random.default_rng(seed)
-    per_batch = max(1, decodes_per_batch // k)
-    reconstruction, kl, nll = [], [], []
-    for start in range(0, len(x), per_batch):
-        images = x[start : start + per_batch]
-        z_mean, z_log_var = (np.asarray(t, "float64") for t in vae.encode_distribution(images))
-        eps = rng.standard_normal((len(images), k, vae.latent_dim))
-        z = (z_mean[:, None] + np.exp(0.5 * z_log_var)[:, None] * eps).astype("float32")
-        logits = np.asarray(vae.decode_logits(z.reshape(-1, vae.latent_dim)), "float32")
-        log_p_x = log_likelihood(images.reshape(len(images), 1, -1), logits.reshape(len(images), k, -1))
-        z = z.astype("float64")
-        log_p_z = -0.5 * np.sum(z**2 + LOG_2PI, axis=-1)
-        log_q_z = -0.5 * np.sum((z - z_mean[:, None]) ** 2 / np.exp(z_log_var)[:, None] + z_log_var[:, None] + LOG_2PI, axis=-1)
-        nll.append(np.log(k) - special.logsumexp(log_p_x + log_p_z - log_q_z, axis=1))
-        reconstruction.append(-log_p_x.mean(axis=1))
-        kl.append(np.asarray(zoo.losses.kl_divergence(z_mean, z_log_var), "float64"))
-    return tuple(np.concatenate(parts) for parts in (reconstruction, kl, nll))
 
 
 def continuous_negative_elbo(model, x, seed):
@@ -89,30 +51,6 @@ def reconstruction_nats(model, x):
     """-log p(x | code) per image for binary x, decoding the (mean) code; any zoo model."""
     logits = np.asarray(model.decode_logits(model.encode(x)), "float32")
     return -log_likelihood(x.reshape(len(x), -1), logits.reshape(len(x), -1))
-
-
-def feature_classifier(input_shape, classes, feature_units=128):
-    """A small MLP classifier whose penultimate layer ("features") embeds images for the Fréchet distance."""
-    inputs = keras.Input(input_shape)
-    h = keras.layers.Flatten()(inputs)
-    h = keras.layers.Dense(256, activation="relu")(h)
-    h = keras.layers.Dense(feature_units, activation="relu", name="features")(h)
-    outputs = keras.layers.Dense(classes, activation="softmax", dtype="float32")(h)
-    return keras.Model(inputs, outputs, name="feature_classifier")
-
-
-def frechet_distance(a, b):
-    """Fréchet distance between Gaussians fitted to feature sets a and b (rows are examples).
-
-    |mean_a - mean_b|^2 + tr(A + B - 2 (A B)^1/2), with tr((A B)^1/2) taken as the trace of the
-    symmetric (A^1/2 B A^1/2)^1/2: stable where dead ReLU features make A or B singular.
-    """
-    mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    values, vectors = np.linalg.eigh(cov_a)
-    root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
-    trace_root = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)))
-    return float(np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)
 
 
 def active_units(vae, x):

@@ -7,6 +7,10 @@ they are). The probe and k-NN also read the inputs themselves (`input`, up to
 INPUT_FEATURES_LIMIT values): the label information all K numbers hold, against the M of a
 code. A 2-D map shows the test codes coloured by label.
 
+params.variants adds rows for the same autoencoder with a penalty on its code (sparse: sparsity="l1"
+or "kl"; contractive: contractive_weight > 0; each an inline table of model options), trained
+on the same data and budget and judged as the plain one is.
+
 Streamed data (image folders in files) is never loaded whole: metrics are summed over test
 batches, PCA is an IncrementalPCA fitted batch by batch on every training image, and the
 probe and k-NN are fitted on the codes of the first FIT_LIMIT training images.
@@ -14,15 +18,11 @@ probe and k-NN are fitted on the codes of the first FIT_LIMIT training images.
 
 import numpy as np
 from sklearn.decomposition import PCA, IncrementalPCA
-from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
-from recipes.engine.evaluation import batches
+from recipes.engine.evaluation import batches, probe_accuracies
 from recipes.engine.report import Results, pyplot, save_figure
 from recipes.tasks import tutorials
+from zoo.errors import ZooError
 
 TUTORIAL = tutorials.CONV_AUTOENCODER.label
 # The probe and k-NN on the inputs themselves: how much of the label a linear map (or a distance)
@@ -36,14 +36,6 @@ PCA_BATCH = 1024  # streamed data: images per IncrementalPCA step
 def flat(x):
     """(n, ...) -> (n, features)."""
     return x.reshape(len(x), -1)
-
-
-def probe_accuracies(train_codes, y_train, test_codes, y_test, neighbours):
-    """(linear-probe accuracy, k-NN accuracy) of codes on the test split, both fitted on the train codes."""
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    knn = KNeighborsClassifier(n_neighbors=neighbours)
-    with threadpool_limits(1):  # on 2 busy cores, BLAS/OpenMP threads waiting on each other made the probe 15x slower
-        return tuple(float(clf.fit(train_codes, y_train).score(test_codes, y_test)) for clf in (probe, knn))
 
 
 def code_map(run_dir, codes_by_method, labels, class_names=None):
@@ -99,15 +91,47 @@ def codes_and_errors(x, encoders, reconstructors):
     return {method: np.concatenate(c) for method, c in codes.items()}, {m: s / values for m, s in squared.items()}
 
 
+def variant_name(options):
+    """{"sparsity": "l1", "sparsity_weight": 0.01} -> 'autoencoder, sparsity=l1, sparsity_weight=0.01'."""
+    return ", ".join(["autoencoder", *(f"{option}={value}" for option, value in options.items())])
+
+
+def variant_builders(ctx, input_shape):
+    """{column: model builder} of params.variants, each model built once here so that a bad option is
+    refused before anything trains."""
+    variants = ctx.params["variants"]
+    if not isinstance(variants, list) or not all(isinstance(v, dict) and v for v in variants):
+        raise ZooError(f"params.variants must be a list of inline tables of model options, e.g. "
+                       f"[{{sparsity = \"l1\"}}, {{contractive_weight = 0.01}}], got {variants!r}")
+    if ctx.from_preset:
+        return {}
+    builders = {variant_name(options): ctx.build_model(input_shape, **options) for options in variants}
+    for build in builders.values():
+        build()
+    return builders
+
+
+def train_variants(ctx, builders, x):
+    """{column: trained model}: each variant in run_dir/<its options>/, on the plain model's data and budget."""
+    return {
+        name: ctx.train(build, x, tag=name.removeprefix("autoencoder, ").replace(", ", "-").replace("=", "-"))[0]
+        for name, build in builders.items()
+    }
+
+
 def run(ctx):
     data = ctx.load_data()
+    variants = variant_builders(ctx, data.input_shape)
     model, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train)
     ctx.model = model
     latent_dim = model.latent_dim
+    variants = train_variants(ctx, variants, data.x_train)
 
     pca = fit_pca(data.x_train, latent_dim, ctx.settings.seed)
     encoders = {"autoencoder": called(model.encoder), "PCA": lambda x: pca.transform(flat(x))}
     reconstructors = {"autoencoder": called(model), "PCA": lambda x: pca.inverse_transform(pca.transform(flat(x)))}
+    for name, variant in variants.items():
+        encoders[name], reconstructors[name] = called(variant.encoder), called(variant)
     results = Results()
     tutorial = tutorials.train(ctx, tutorials.CONV_AUTOENCODER, results, data.x_train, latent_dim=latent_dim)
     if tutorial is not None:
@@ -127,6 +151,9 @@ def run(ctx):
             f"{len(train_codes['PCA']):,} training images"
         )
     results.add(f"reconstruction MSE (M={latent_dim})", mse)
+    if variants:
+        results.notes.append("'autoencoder, <option>=<value>' columns: the autoencoder with that penalty on its code, "
+                             "trained on the same data for the same epochs (not drawn in the 2-D map)")
     results.notes.append(
         f"PCA keeps {pca.explained_variance_ratio_.sum():.1%} of the training variance with {latent_dim} components"
     )
@@ -150,8 +177,9 @@ def run(ctx):
         how = "the codes themselves" if latent_dim == 2 else "the first two principal components of the codes"
         results.notes.append(f"2-D map: {how}, for the first {len(data.y_test[shown])} test examples")
         results.plots.append(
-            code_map(ctx.run_dir, {method: test[shown] for method, (_, test) in codes.items() if method != INPUT}, data.y_test[shown],
-                     data.info.get("classes"))
+            code_map(ctx.run_dir, {method: test[shown] for method, (_, test) in codes.items()
+                                   if method != INPUT and method not in variants},
+                     data.y_test[shown], data.info.get("classes"))
         )
     for metric, values in results.metrics.items():
         ours = values["autoencoder"]

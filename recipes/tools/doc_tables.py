@@ -9,6 +9,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 # The page of the documentation (docs/, the MkDocs site) that holds each generated section.
 SECTION_PAGES = {
     "benchmark": "docs/results.md",
+    "models": "docs/results.md",
     "reproduce": "docs/presets.md",
     "presets": "docs/presets.md",
     "loop": "docs/training.md",
