@@ -2,9 +2,12 @@
 the small CNN trained from scratch that the classify recipe compares against and the generate
 recipe uses to label samples and embed them."""
 
+import math
+
 import keras
 
 import zoo
+from recipes.engine.run import fit_widths
 
 HEAD = "classes"  # the softmax layer's name: its input is the classifier's penultimate features
 
@@ -35,10 +38,11 @@ def classifier(autoencoder, classes, head_weights=None, input_shape=None):
 
 def cnn_classifier(input_shape, classes, latent_dim=32, filters=(16, 32), hidden_units=128):
     """The classify recipe's network trained from scratch: a conv autoencoder's encoder (two strided
-    stages, a dense layer, a code of latent_dim) + softmax head; (H, W) inputs read as one channel."""
+    stages, a dense layer, a code of latent_dim) + softmax head; (H, W) inputs read as one channel.
+    A dense width outside (latent_dim, input size), as on 8x8 images, is fitted between the two."""
     image_shape = tuple(input_shape) if len(input_shape) == 3 else (*input_shape, 1)
     network = zoo.create("conv_ae", input_shape=image_shape, latent_dim=latent_dim, filters=list(filters),
-                         hidden_units=hidden_units)
+                         hidden_units=fit_widths(hidden_units, math.prod(image_shape), latent_dim))
     return classifier(network, classes, input_shape=None if len(input_shape) == 3 else tuple(input_shape))
 
 
