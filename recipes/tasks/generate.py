@@ -30,6 +30,7 @@ between the samples and the test images of that class.
 """
 
 import dataclasses
+import re
 
 import keras
 import numpy as np
@@ -214,7 +215,7 @@ def train_variants(ctx, vae, data):
             raise ZooError(f"params.compare.{column} must be a table with the zoo type's name, e.g. "
                            "{ name = \"wae\", mmd_weight = 10.0 }")
         options = {**shared, **{key: value for key, value in spec.items() if key != "name"}}
-        tag = "".join(c if c.isalnum() else "-" for c in column.lower()).strip("-")
+        tag = re.sub(r"[^a-z0-9]+", "-", column.lower()).strip("-")  # "IWAE (k=5)" -> compare-iwae-k-5/
         variants[column], _ = ctx.train(lambda: zoo.create(spec["name"], data.input_shape, **options), data.x_train,
                                         tag=f"compare-{tag}", transform=binarise, compile_fn=compile_own_objective)
     return variants
