@@ -36,7 +36,6 @@ would depress whichever network has batch norm for a reason unrelated to its fea
 
 import dataclasses
 
-import keras
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix

@@ -32,7 +32,6 @@ between the samples and the test images of that class.
 import dataclasses
 import re
 
-import keras
 import numpy as np
 from scipy import special, stats
 
