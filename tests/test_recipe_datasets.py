@@ -22,7 +22,8 @@ needs_fashion_mnist = pytest.mark.skipif(
 # Tiny runs: 200 training and 100 test examples, one epoch, and each task's own counts cut down.
 TINY = ["quick.train_examples=200", "quick.test_examples=100"]
 TASK_SETS = {
-    "generate": ["params.importance_samples=2", "params.classifier_epochs=1", "params.quality_samples=50"],
+    "generate": ["params.importance_samples=2", "params.classifier_epochs=1", "params.quality_samples=50",
+                 "params.compare={}"],
     "classify": ["params.label_fractions=[0.1, 1.0]", "params.label_draws=1", "params.min_pass_examples=64",
                  "params.classifier_epochs=1"],
 }

@@ -65,7 +65,8 @@ def test_latent_manifold_plot(small_vae, tmp_path):
 
 
 def test_quick_run_vae_beats_plain_autoencoder_samples(tmp_path, mnist):
-    run_dir, metrics = run_recipe("generate", quick=True, out=tmp_path / "g", verbose=0)
+    # The comparison types have a test of their own (below).
+    run_dir, metrics = run_recipe("generate", quick=True, out=tmp_path / "g", verbose=0, sets=["params.compare={}"])
     values = metrics["metrics"]
 
     with open(run_dir / "vae" / "history.csv", newline="") as f:
@@ -98,3 +99,46 @@ def test_quick_run_vae_beats_plain_autoencoder_samples(tmp_path, mnist):
     assert "binarisation" in notes and "89.9" in notes
     for path in ("report.md", "model.keras", "plots/samples.png", "plots/interpolations.png"):
         assert (run_dir / path).exists(), path
+
+
+def test_quick_run_compares_the_generative_types_beside_the_vae(tmp_path):
+    compare = '{ "IWAE (k=2)" = { name = "vae", bound = "iwae", samples = 2 }, WAE = { name = "wae" }, AAE = { name = "aae" } }'
+    sets = [f"params.compare={compare}", "params.tutorial_baseline=false", "params.importance_samples=5",
+            "params.classifier_epochs=1", "params.quality_samples=100", "quick.train_examples=300",
+            "quick.test_examples=200"]
+    run_dir, metrics = run_recipe("generate", data="digits", quick=True, epochs=1, sets=sets, out=tmp_path / "g", verbose=0)
+    values = metrics["metrics"]
+    for metric in ("negative ELBO (nats)", "NLL, importance-sampled (nats)"):
+        assert set(values[metric]) == {"VAE", "IWAE (k=2)"}  # the types with a posterior q(z|x)
+        assert all(math.isfinite(v) for v in values[metric].values()), metric
+    assert 0 < values["NLL, importance-sampled (nats)"]["IWAE (k=2)"] <= values["negative ELBO (nats)"]["IWAE (k=2)"]
+    for metric in ("Fréchet distance to test images (classifier features)", "active latent units (of 16)"):
+        assert {"VAE", "IWAE (k=2)", "WAE", "AAE"} <= set(values[metric]), metric
+        assert all(math.isfinite(v) for v in values[metric].values()), metric
+    assert 0 <= values["active latent units (of 16)"]["WAE"] <= 16
+    for tag in ("compare-iwae-k-2", "compare-wae", "compare-aae"):
+        assert (run_dir / tag / "history.csv").exists(), tag
+
+
+def test_cvae_run_reports_conditional_accuracy_and_per_class_distances(tmp_path, digits):
+    sets = ["params.tutorial_baseline=false", "params.classifier_epochs=1", "params.quality_samples=200"]
+    run_dir, metrics = run_recipe("generate", model="cvae", data="digits", quick=True, epochs=1, sets=sets,
+                                  out=tmp_path / "c", verbose=0)
+    values = metrics["metrics"]
+    accuracy = values["conditional accuracy (samples classified as the class asked for)"]
+    assert 0 <= accuracy["CVAE"] <= 1 and 0 <= accuracy["test images (the classifier's accuracy)"] <= 1
+    for c in np.unique(digits.y_train):
+        distances = values[f"Fréchet distance to test images of class {c} (classifier features)"]
+        assert math.isfinite(distances["CVAE"]) and distances["CVAE"] >= 0, c
+        assert math.isfinite(distances["training images of the class (reference)"]), c
+    assert (run_dir / "cvae" / "history.csv").exists() and (run_dir / "plots" / "samples.png").exists()
+
+
+def test_cvae_without_labels_or_with_labels_outside_its_classes_is_refused(tmp_path, digits):
+    images = tmp_path / "images.npy"
+    np.save(images, digits.x_train[:50])
+    with pytest.raises(zoo.ZooError, match=r"the cvae .* has none; use a labelled data set"):
+        run_recipe("generate", model="cvae", data=str(images), quick=True, out=tmp_path / "a", verbose=0)
+    with pytest.raises(zoo.ZooError, match=r"outside model.num_classes=5; set model.num_classes to 10"):
+        run_recipe("generate", model="cvae", data="digits", quick=True, sets=["model.num_classes=5"],
+                   out=tmp_path / "b", verbose=0)

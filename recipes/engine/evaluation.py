@@ -1,7 +1,6 @@
 """Evaluation helpers shared by the tasks and benchmarks: image quality metrics, batched prediction,
 probes of codes, likelihood bounds of a VAE and the Fréchet distance of samples."""
 
-import keras
 import numpy as np
 from scipy import special
 from sklearn.linear_model import LogisticRegression
@@ -113,16 +112,6 @@ def likelihood_bounds(vae, x, k, seed, decodes_per_batch=8192):
         reconstruction.append(-log_p_x.mean(axis=1))
         kl.append(np.asarray(kl_divergence(z_mean, z_log_var), "float64"))
     return tuple(np.concatenate(parts) for parts in (reconstruction, kl, nll))
-
-
-def feature_classifier(input_shape, classes, feature_units=128):
-    """A small MLP classifier whose penultimate layer ("features") embeds images for the Fréchet distance."""
-    inputs = keras.Input(input_shape)
-    h = keras.layers.Flatten()(inputs)
-    h = keras.layers.Dense(256, activation="relu")(h)
-    h = keras.layers.Dense(feature_units, activation="relu", name="features")(h)
-    outputs = keras.layers.Dense(classes, activation="softmax", dtype="float32")(h)
-    return keras.Model(inputs, outputs, name="feature_classifier")
 
 
 def frechet_distance(a, b):

@@ -38,7 +38,6 @@ would depress whichever network has batch norm for a reason unrelated to its fea
 
 import dataclasses
 
-import keras
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix
@@ -48,6 +47,7 @@ from recipes.engine import training
 from recipes.engine.evaluation import predict
 from recipes.engine.report import Results, pyplot, save_figure
 from recipes.tasks import tutorials
+from recipes.tasks.classifiers import classifier, same_network
 from recipes.tasks.transforms import occlusion_transform
 from zoo.data import random_shift_flip
 from zoo.errors import ZooError, unknown_name
@@ -59,27 +59,6 @@ SELF_TRAINED = " + pseudo-labels"  # a self-trained classifier's column: its tea
 # "masked": the masked_ae hides patches itself, so its images come as they are.
 PRETRAINING = {"reconstruct": None, "inpaint": occlusion_transform(min_fraction=0.25, max_fraction=0.5), "masked": None}
 MASKED_MODEL = "masked_ae"
-
-
-def same_network(model, keep_weights):
-    """A new model with `model`'s architecture, its weights copied (or freshly initialised)."""
-    copy = type(model).from_config(model.get_config())
-    if keep_weights:
-        copy.set_weights(model.get_weights())
-    return copy
-
-
-def classifier(autoencoder, classes, head_weights=None):
-    """The autoencoder's encoder (input -> code) followed by a softmax layer over `classes`.
-
-    `head_weights` (kernel, bias) initialise the softmax layer; default: Keras' random initialisation.
-    """
-    head = keras.layers.Dense(classes, activation="softmax", dtype="float32", name="classes")
-    inputs = keras.Input(autoencoder.data_shape)
-    model = keras.Model(inputs, head(autoencoder.encoder(inputs)), name="classifier")
-    if head_weights is not None:
-        head.set_weights(head_weights)
-    return model
 
 
 def probe_head_weights(codes, labels, classes):

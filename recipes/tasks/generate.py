@@ -15,21 +15,33 @@ Baseline: a plain autoencoder of the same backbone and latent width, trained on 
 binarised images, whose decoder is fed z ~ N(0, I). Sample quality of both: the Fréchet distance
 between features of real test images and of samples, the features being the penultimate layer
 of a small classifier trained here on the training images (FID's recipe with an in-domain
-network instead of Inception; lower is better).
+network instead of Inception; lower is better). The classifier is the classify recipe's CNN
+trained from scratch (`classifiers.cnn_classifier`).
+
+Beside the VAE, params.compare trains other generative types with the VAE's networks, latent
+width, data and budget (by default the IWAE bound with k=5, beta-TCVAE, WAE-MMD and AAE); each
+gets the Fréchet distance of its samples and its active units, and the ones with a posterior
+q(z|x) (the VAE variants) their negative ELBO and importance-sampled NLL.
+
+With --model cvae the recipe trains a conditional VAE on the images and their labels, samples
+each class, and lets the classifier judge the samples: the conditional accuracy (the share of
+samples classified as the class they were drawn for) and, per class, the Fréchet distance
+between the samples and the test images of that class.
 """
 
 import dataclasses
+import re
 
-import keras
 import numpy as np
 from scipy import stats
 
 import zoo
 from recipes.engine import config as recipe_config
 from recipes.engine import training
-from recipes.engine.evaluation import feature_classifier, first_examples, frechet_distance, likelihood_bounds, log_likelihood, predict
+from recipes.engine.evaluation import first_examples, frechet_distance, likelihood_bounds, log_likelihood, predict
 from recipes.engine.report import Results, image_grid, pyplot, save_figure
 from recipes.tasks import tutorials
+from recipes.tasks.classifiers import cnn_classifier, penultimate_features
 from zoo.errors import ZooError
 
 ACTIVE_UNIT_VARIANCE = 0.01  # Burda et al.'s threshold on Var_x E[z|x]
@@ -54,25 +66,40 @@ def reconstruction_nats(model, x):
 
 
 def active_units(vae, x):
-    """How many latent dimensions are in use: Var over x of E[z|x] above ACTIVE_UNIT_VARIANCE."""
+    """How many latent dimensions are in use: Var over x of E[z|x] (of the code, for a deterministic
+    encoder) above ACTIVE_UNIT_VARIANCE."""
     means = np.asarray(vae.encoder.predict(x, batch_size=256, verbose=0), "float64")
     return int(np.sum(means.var(axis=0) > ACTIVE_UNIT_VARIANCE))
 
 
+def compile_own_objective(model, settings, optimizer):
+    """The generative types bring their own objective: compiled with the optimizer alone."""
+    model.compile(optimizer=optimizer)
+    return model
+
+
+def binarise(x, y, rng):
+    """Dynamic binarisation: a fresh draw per batch, input and target alike."""
+    binary = bernoulli_draw(x, rng)
+    return binary, binary
+
+
+def binarise_with_labels(x, labels, rng):
+    """Dynamic binarisation of the inputs of a conditional model, whose labels pass through."""
+    return bernoulli_draw(x, rng), labels
+
+
 def run(ctx):
     model_name, options = recipe_config.model_options(ctx.config)
+    if model_name == "cvae" and options.get("reconstruction_loss", "bce") == "bce":
+        return run_conditional(ctx, options)
     if model_name != "vae" or options.get("reconstruction_loss", "bce") != "bce":
         raise ZooError(
-            "the generate recipe reports Bernoulli likelihoods of a VAE: keep --model vae and model.reconstruction_loss=bce "
-            "(choose the networks with --set model.backbone=dense|conv|lstm|transformer)"
+            "the generate recipe reports Bernoulli likelihoods of a VAE: keep --model vae (or cvae) and "
+            "model.reconstruction_loss=bce (choose the networks with --set model.backbone=dense|conv|lstm|transformer)"
         )
     data = ctx.load_data()
     params, results = ctx.params, Results()
-
-    def binarise(x, y, rng):  # dynamic binarisation: a fresh draw per batch, input and target alike
-        binary = bernoulli_draw(x, rng)
-        return binary, binary
-
     vae, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train, tag="vae", transform=binarise)
     ctx.model = vae
     # The baseline: the VAE's own backbone family and options, as a plain autoencoder.
@@ -81,19 +108,17 @@ def run(ctx):
     def build_autoencoder():
         return zoo.create(f"{vae.backbone_name}_ae", data.input_shape, vae.latent_dim, **backbone)
 
+    variants = train_variants(ctx, vae, data)
     autoencoder, _ = ctx.train(build_autoencoder, data.x_train, tag="autoencoder", transform=binarise)
-    models = {"VAE": vae, "plain autoencoder": autoencoder}
+    models = {"VAE": vae, **variants, "plain autoencoder": autoencoder}
     tutorial = tutorials.train(ctx, tutorials.VAE_EXAMPLE, results, data.x_train, latent_dim=vae.latent_dim)
 
     test, scored = first_examples(data.x_test, params["eval_examples"])
     x_test = bernoulli_draw(test, np.random.default_rng(params["binarization_seed"]))
     k = params["importance_samples"]
-    reconstruction, kl, nll = likelihood_bounds(vae, x_test, k, seed=params["binarization_seed"])
-    results.add("negative ELBO (nats)", {"VAE": np.mean(reconstruction + kl)})
-    results.add("NLL, importance-sampled (nats)", {"VAE": np.mean(nll)})
-    results.add("ELBO reconstruction term (nats)", {"VAE": np.mean(reconstruction)})
-    results.add("ELBO KL term (nats)", {"VAE": np.mean(kl)})
-    results.add(f"active latent units (of {vae.latent_dim})", {"VAE": active_units(vae, test)})
+    add_likelihoods(results, {"VAE": vae, **variants}, x_test, k, params["binarization_seed"])
+    results.add(f"active latent units (of {vae.latent_dim})",
+                {name: active_units(model, test) for name, model in {"VAE": vae, **variants}.items()})
     continuous = {"VAE": vae, **({tutorials.VAE_EXAMPLE.label: tutorial} if tutorial else {})}
     metric = "negative ELBO on continuous pixels, one draw of z (nats)"
     results.add(metric, {
@@ -104,27 +129,9 @@ def run(ctx):
         tutorials.add_comparison(results, metric, "VAE", tutorials.VAE_EXAMPLE)
     results.add(
         "reconstruction at the mean code, -log p(x given z) (nats)",
-        {name: np.mean(reconstruction_nats(model, x_test)) for name, model in models.items()},
+        {name: np.mean(reconstruction_nats(getattr(model, "backbone", model), x_test)) for name, model in models.items()},
     )
-    results.notes.append(
-        f"likelihood: Bernoulli per pixel, nats per test image ({scored}), NLL from k={k} importance samples; "
-        f"binarisation: training batches are fresh Bernoulli draws of the pixel intensities (dynamic), the test images "
-        f"one draw with seed {params['binarization_seed']}"
-    )
-    results.notes.append(
-        "negative ELBO on continuous pixels: the keras.io VAE tutorial's objective on the [0, 1] test images, BCE "
-        "summed over pixels + KL, with one draw of z per image; our VAE trains on binarised draws of the images, "
-        "whose expected BCE is this one"
-    )
-    results.notes.append(
-        f"active latent units: dimensions whose mean code E[z|x] varies over the test images with variance above "
-        f"{ACTIVE_UNIT_VARIANCE} (Burda et al. 2016); the others carry no information about x (posterior collapse)"
-    )
-    results.notes.append(
-        f"published reference: ~89.9 nats for a 784-400-40 VAE on binarised MNIST, trained on the full MNIST "
-        f"training set; this run trains on {round(len(data.x_train) * (1 - ctx.settings.validation_fraction))} images of {data.name} for at most "
-        f"{ctx.settings.epochs} epochs with latent_dim={vae.latent_dim}, so its numbers compare only in kind"
-    )
+    add_likelihood_notes(results, ctx, data, vae, scored, k, variants)
 
     n = min(params["quality_samples"], len(test))
     codes = np.random.default_rng(params["binarization_seed"]).standard_normal((n, vae.latent_dim)).astype("float32")
@@ -144,30 +151,157 @@ def run(ctx):
     return results, data
 
 
-def sample_quality(ctx, data, test, samples, n, results):
-    """Fréchet distances of each method's samples (and of real training images, the floor) to n of the `test` images."""
+def train_variants(ctx, vae, data):
+    """params.compare's models ({column: {"name": a zoo type, options...}}), each with the VAE's networks,
+    latent width and reconstruction likelihood, trained on the same binarised images and budget."""
+    shared = {"latent_dim": vae.latent_dim, "backbone": vae.backbone_name,
+              "backbone_config": vae.get_config()["backbone_config"], "reconstruction_loss": "bce"}
+    variants = {}
+    for column, spec in ctx.params["compare"].items():
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise ZooError(f"params.compare.{column} must be a table with the zoo type's name, e.g. "
+                           "{ name = \"wae\", mmd_weight = 10.0 }")
+        options = {**shared, **{key: value for key, value in spec.items() if key != "name"}}
+        tag = re.sub(r"[^a-z0-9]+", "-", column.lower()).strip("-")  # "IWAE (k=5)" -> compare-iwae-k-5/
+        variants[column], _ = ctx.train(lambda: zoo.create(spec["name"], data.input_shape, **options), data.x_train,
+                                        tag=f"compare-{tag}", transform=binarise, compile_fn=compile_own_objective)
+    return variants
+
+
+def add_likelihoods(results, models, x_test, k, seed):
+    """Negative ELBO, importance-sampled NLL and the ELBO's two terms of the models with a posterior q(z|x)."""
+    bounds = {name: likelihood_bounds(model, x_test, k, seed=seed)
+              for name, model in models.items() if hasattr(model, "encode_distribution")}
+    results.add("negative ELBO (nats)", {name: np.mean(r + kl) for name, (r, kl, _) in bounds.items()})
+    results.add("NLL, importance-sampled (nats)", {name: np.mean(nll) for name, (_, _, nll) in bounds.items()})
+    results.add("ELBO reconstruction term (nats)", {name: np.mean(r) for name, (r, _, _) in bounds.items()})
+    results.add("ELBO KL term (nats)", {name: np.mean(kl) for name, (_, kl, _) in bounds.items()})
+
+
+def add_likelihood_notes(results, ctx, data, vae, scored, k, variants):
+    params = ctx.params
+    results.notes.append(
+        f"likelihood: Bernoulli per pixel, nats per test image ({scored}), NLL from k={k} importance samples; "
+        f"binarisation: training batches are fresh Bernoulli draws of the pixel intensities (dynamic), the test images "
+        f"one draw with seed {params['binarization_seed']}"
+    )
+    results.notes.append(
+        "negative ELBO on continuous pixels: the keras.io VAE tutorial's objective on the [0, 1] test images, BCE "
+        "summed over pixels + KL, with one draw of z per image; our VAE trains on binarised draws of the images, "
+        "whose expected BCE is this one"
+    )
+    results.notes.append(
+        f"active latent units: dimensions whose mean code E[z|x] varies over the test images with variance above "
+        f"{ACTIVE_UNIT_VARIANCE} (Burda et al. 2016); the others carry no information about x (posterior collapse)"
+    )
+    if variants:
+        described = "; ".join(f"{column}: {params['compare'][column]}" for column in variants)
+        results.notes.append(
+            f"compared types, trained with the VAE's networks, latent width, images and budget: {described}; "
+            "likelihoods only for those with a posterior q(z|x) (the deterministic codes of WAE and AAE define none)"
+        )
+    results.notes.append(
+        f"published reference: ~89.9 nats for a 784-400-40 VAE on binarised MNIST, trained on the full MNIST "
+        f"training set; this run trains on {round(len(data.x_train) * (1 - ctx.settings.validation_fraction))} images of {data.name} for at most "
+        f"{ctx.settings.epochs} epochs with latent_dim={vae.latent_dim}, so its numbers compare only in kind"
+    )
+
+
+def train_classifier(ctx, data, classes):
+    """(classifier, its penultimate-feature model, test accuracy on the first `eval_examples`): the
+    classify recipe's CNN from scratch on the grey training images and their labels."""
     settings = dataclasses.replace(ctx.settings, epochs=ctx.params["classifier_epochs"], contrastive_weight=0.0)
-    classes = int(max(data.y_train.max(), data.y_test.max())) + 1
     classifier, _ = ctx.train(
-        lambda: feature_classifier(data.input_shape, classes), data.x_train, data.y_train,
+        lambda: cnn_classifier(data.input_shape, classes), data.x_train, data.y_train,
         tag="classifier", settings=settings, compile_fn=training.compile_classifier,
     )
+    test, _ = first_examples(data.x_test, ctx.params["eval_examples"])
     accuracy = np.mean(np.argmax(predict(classifier, test), axis=1) == data.y_test[: len(test)])
-    features = keras.Model(classifier.inputs, classifier.get_layer("features").output)
-    rng = np.random.default_rng(ctx.params["binarization_seed"])
+    return classifier, penultimate_features(classifier), accuracy
 
-    def embed(images):  # n random images (an array or streamed files): splits may be ordered by class
-        return predict(features, images[rng.choice(len(images), n, replace=False)]).astype("float64")
 
+def embedder(features, n, seed):
+    """images -> features of n of them drawn at random (an array or streamed files: splits may be ordered by class)."""
+    rng = np.random.default_rng(seed)
+
+    def embed(images):
+        picks = rng.choice(len(images), min(n, len(images)), replace=False)
+        return predict(features, images[np.sort(picks)]).astype("float64")
+
+    return embed
+
+
+def sample_quality(ctx, data, test, samples, n, results):
+    """Fréchet distances of each method's samples (and of real training images, the floor) to n of the `test` images."""
+    _, features, accuracy = train_classifier(ctx, data, class_count(data))
+    embed = embedder(features, n, ctx.params["binarization_seed"])
     real = embed(test)
     distances = {method: frechet_distance(real, embed(images)) for method, images in samples.items()}
     distances["training images (reference)"] = frechet_distance(real, embed(data.x_train))
     results.notes.append(
-        f"sample quality: Fréchet distance between {n} random test images and {n} samples in the 128-unit "
-        f"penultimate layer of an MLP classifier trained here on the grey training images (test accuracy {accuracy:.1%}); "
+        f"sample quality: Fréchet distance between {n} random test images and {n} samples in the penultimate "
+        f"layer (the code) of a CNN classifier trained here on the grey training images (test accuracy {accuracy:.1%}); "
         "lower is better; 'training images' is the distance real images reach with the same n"
     )
     return distances
+
+
+def class_count(data):
+    return int(max(data.y_train.max(), data.y_test.max())) + 1
+
+
+def run_conditional(ctx, options):
+    """--model cvae: class-conditional samples judged by a classifier trained in the same run."""
+    data = ctx.load_data()
+    if data.y_train is None or data.y_test is None:
+        raise ZooError(f"the cvae draws samples of given classes and trains on labels, and {data.name} has none; "
+                       "use a labelled data set (e.g. --data fashion_mnist, or an image folder with one sub-folder per class) "
+                       "or --model vae")
+    classes = class_count(data)
+    asked = options.get("num_classes")
+    if asked is not None and (isinstance(asked, bool) or not isinstance(asked, int) or asked < classes):
+        raise ZooError(f"the labels of {data.name} run from 0 to {classes - 1}, outside model.num_classes={asked}; "
+                       f"set model.num_classes to {classes} or leave it out (the recipe takes it from the labels)")
+    build = ctx.build_model(data.input_shape, **({} if asked else {"num_classes": classes}))
+    cvae, _ = ctx.train(build, data.x_train, data.y_train, tag="cvae", transform=binarise_with_labels,
+                        compile_fn=compile_own_objective)
+    ctx.model = cvae
+    classifier, features, test_accuracy = train_classifier(ctx, data, classes)
+    results, params = Results(), ctx.params
+    test, _ = first_examples(data.x_test, params["eval_examples"])
+    y_test = data.y_test[: len(test)]
+    per_class = max(2, params["quality_samples"] // classes)
+    embed = embedder(features, per_class, params["binarization_seed"])
+    names = data.info.get("classes") or [str(c) for c in range(classes)]
+    hits, distances, floors, rows = 0, {}, {}, []
+    for c in range(classes):
+        samples = np.asarray(cvae.sample(per_class, labels=c, seed=[params["binarization_seed"], c]))
+        hits += int(np.sum(np.argmax(predict(classifier, samples), axis=1) == c))
+        rows.append((f"class {names[c]}: CVAE samples", samples[:8]))
+        real = test[np.flatnonzero(y_test == c)]
+        if len(real) < 2:  # a Gaussian needs two points; a cut test split may lack a class
+            distances[c] = floors[c] = None
+            continue
+        real = embed(real)
+        distances[c] = frechet_distance(real, embed(samples))
+        floors[c] = frechet_distance(real, embed(data.x_train[np.flatnonzero(data.y_train == c)]))
+    results.add("conditional accuracy (samples classified as the class asked for)",
+                {"CVAE": hits / (per_class * classes), "test images (the classifier's accuracy)": test_accuracy})
+    for c in range(classes):
+        results.add(f"Fréchet distance to test images of class {names[c]} (classifier features)",
+                    {"CVAE": distances[c], "training images of the class (reference)": floors[c]})
+    results.notes += [
+        f"conditional samples: {per_class} draws z ~ N(0, I) per class decoded as that class; the classifier, the classify "
+        f"recipe's CNN trained here from scratch on the grey training images (test accuracy {test_accuracy:.1%}), "
+        "labels them; its own test accuracy bounds what the samples can reach",
+        f"per-class Fréchet distance: {per_class} samples of a class against at most {per_class} test images of it, in the "
+        "classifier's penultimate layer (its code); lower is better; 'training images of the class' is the distance "
+        "real images reach with the same n" + ("; none where the test split holds fewer than 2 images of the class"
+                                               if None in distances.values() else ""),
+        "the CVAE trains on dynamically binarised images (fresh Bernoulli draws each batch) and their labels",
+    ]
+    results.plots.append(image_grid(ctx.run_dir, "samples", rows))
+    return results, data
 
 
 def plot_interpolations(run_dir, models, x, seed, pairs=2, steps=8):

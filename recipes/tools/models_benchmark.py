@@ -121,17 +121,17 @@ def first_line(error):
 
 
 def feature_embedding(data, epochs, batch_size):
-    """images -> the 128 penultimate features of a small classifier trained on the training images."""
-    import keras
+    """images -> the penultimate features of the classify recipe's CNN trained on the training images
+    (the generate recipe's Fréchet distance embeds samples the same way)."""
     import numpy as np
 
-    from recipes.engine.evaluation import feature_classifier
+    from recipes.tasks.classifiers import cnn_classifier, penultimate_features
 
     classes = int(data.y_train.max()) + 1
-    classifier = feature_classifier(data.input_shape, classes)
+    classifier = cnn_classifier(data.input_shape, classes)
     classifier.compile("adam", loss="sparse_categorical_crossentropy")
     classifier.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, verbose=0)
-    features = keras.Model(classifier.inputs, classifier.get_layer("features").output)
+    features = penultimate_features(classifier)
     return lambda images: np.asarray(features.predict(images, verbose=0), "float64")
 
 
