@@ -228,7 +228,7 @@ def run(ctx):
         for quality in ctx.params[key]:
             size, images = pillow_round_trip(clean, image_format, quality)
             rows[f"{image_format} quality {quality}"] = {"bytes per image": size, "PSNR (dB)": psnr(clean, images), "SSIM": ssim(clean, images)}
-            decoded.setdefault(image_format, images)  # the lowest quality listed first is shown
+            decoded.setdefault(image_format, images)  # the grid shows the first setting listed
     train = first_examples(data.x_train, FIT_LIMIT)[0]
     for m, images in pca_round_trips(train, clean, ctx.params["pca_components"]).items():
         rows[f"PCA {m} components, 8-bit"] = {"bytes per image": m, "PSNR (dB)": psnr(clean, images), "SSIM": ssim(clean, images)}
