@@ -41,6 +41,7 @@ PARAM_BOUNDS = {
     "sigma": (0, None), "extra_sigmas": (0, None), "salt_pepper": (0, 1), "min_fraction": (0, 1), "max_fraction": (0, 1),
     "threshold_percentile": (0, 100), "binarization_seed": (0, None), "classifier_learning_rate": (0, None),
     "augment_shift": (0, None), "label_fractions": (0, 1),  # classify checks more: shift < image side, fractions > 0
+    "jpeg_qualities": (0, 100), "webp_qualities": (0, 100), "pca_components": (1, None),
 }
 
 
