@@ -45,7 +45,7 @@ TYPES_SELECTION = (
     " or test_plain_autoencoder_penalties or test_contractive_penalty_is or test_sparsity_penalties or test_vq_vae_ema_moves"
     " or test_vq_vae_codes_are_int or test_aae_samples_from or (test_mixed_precision and aae)"
 )
-TYPES_SELECTED = 16
+TYPES_SELECTED = 17
 LATENT = 4
 
 

@@ -36,7 +36,7 @@ def conv_code_grid(input_shape, backbone_config):
 
 
 def nearest(distances):
-    """Index of the smallest distance along the last axis, int32: ARG_MIN in TFLite."""
+    """Index of the smallest distance along the last axis, int32: ARG_MIN in TFLite (on JAX: jnp.argmin)."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
