@@ -1,13 +1,13 @@
 """The autoencoder types over the zoo's backbones (vq_vae, cvae, aae, wae, masked_ae, the VAE's bounds) and the
-plain autoencoders' sparsity and contractive penalties: train, shapes, save/load, config, errors."""
+plain autoencoders' sparsity and contractive penalties: train, shapes, save/load, config, errors.
+
+The gradient, tf.data and TFLite checks use TensorFlow; the rest runs on JAX too (tests/test_jax_backend.py runs it there)."""
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import zoo
-from export.builder.convert import check_builtin_only, op_names
 from zoo.vae import gaussian_log_density
 
 SHAPE = (8, 8, 1)
@@ -94,12 +94,14 @@ def test_vq_vae_codes_are_int_indices_on_the_conv_grid_and_decode_back(digits):
     quantized = model.quantizer.lookup(indices)
     np.testing.assert_allclose(model.decode_vectors(quantized), model(x), atol=1e-6)
     # each vector's index is its nearest entry
-    vectors = model.encode_vectors(x).numpy().reshape(-1, 4)
+    vectors = np.asarray(model.encode_vectors(x)).reshape(-1, 4)
     distances = ((vectors[:, None] - model.quantizer.codebook.numpy()[None]) ** 2).sum(-1)
-    np.testing.assert_array_equal(indices.numpy().reshape(-1), distances.argmin(1))
+    np.testing.assert_array_equal(np.asarray(indices).reshape(-1), distances.argmin(1))
 
 
 def test_vq_vae_straight_through_gradient_reaches_the_encoder(digits):
+    import tensorflow as tf
+
     model = build(*CASES[0])
     x = digits.x_train[:16]
     with tf.GradientTape() as tape:
@@ -117,7 +119,7 @@ def test_vq_vae_ema_moves_entries_without_gradients_and_restarts_unused_ones(dig
     after = model.quantizer.codebook.numpy()
     # the first step finds every entry unused and restarts it on an encoder vector of that batch
     assert not np.allclose(before, after)
-    vectors = model.encode_vectors(digits.x_train[:64]).numpy().reshape(-1, 4)
+    vectors = np.asarray(model.encode_vectors(digits.x_train[:64])).reshape(-1, 4)
     assert np.abs(after).max() <= np.abs(vectors).max() * 2
 
 
@@ -160,6 +162,8 @@ def test_mixed_precision_step_is_finite_with_float32_outputs(name, options, digi
 
 
 def test_cvae_without_labels_or_with_labels_outside_the_classes_is_refused(digits):
+    import tensorflow as tf
+
     model = build(*CASES[3])
     x = digits.x_train[:32]
     with pytest.raises(zoo.ZooError, match=r"the cvae needs class labels"):
@@ -221,6 +225,10 @@ def test_vq_vae_refuses_float_or_misshapen_indices():
 
 
 def tflite_ops(function, *specs):
+    import tensorflow as tf
+
+    from export.builder.convert import check_builtin_only, op_names
+
     concrete = tf.function(function).get_concrete_function(*specs)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -230,6 +238,8 @@ def tflite_ops(function, *specs):
 
 
 def test_vq_vae_inference_converts_to_builtin_tflite_ops_argmin_and_gather():
+    import tensorflow as tf
+
     model = build(*CASES[0])
     encode_ops = tflite_ops(model.encode, tf.TensorSpec((1, *SHAPE), tf.float32))
     decode_ops = tflite_ops(model.decode, tf.TensorSpec((1, 2, 2), tf.int32))
@@ -238,6 +248,8 @@ def test_vq_vae_inference_converts_to_builtin_tflite_ops_argmin_and_gather():
 
 @pytest.mark.parametrize("name,options", [CASES[3], CASES[5]], ids=["cvae", "aae"])
 def test_cvae_and_aae_decoders_convert_to_builtin_tflite_ops(name, options):
+    import tensorflow as tf
+
     model = build(name, options)
     latent = model.latent_dim
     if name == "cvae":
@@ -249,6 +261,8 @@ def test_cvae_and_aae_decoders_convert_to_builtin_tflite_ops(name, options):
 
 
 def test_wae_and_masked_ae_inference_converts_to_builtin_tflite_ops():
+    import tensorflow as tf
+
     wae, masked = build(*CASES[WAE]), build(*CASES[MASKED])
     assert "FULLY_CONNECTED" in tflite_ops(wae.decode, tf.TensorSpec((1, 2), tf.float32))
     assert "FULLY_CONNECTED" in tflite_ops(wae.encode, tf.TensorSpec((1, *SHAPE), tf.float32))
@@ -375,9 +389,9 @@ def test_contractive_penalty_is_the_squared_frobenius_norm_of_the_encoder_jacobi
 def test_sparsity_penalties_match_their_formulas(digits):
     x = digits.x_train[:32]
     l1 = plain("dense_ae", {"latent_dim": 4, "hidden_units": [16], "sparsity": "l1", "sparsity_weight": 0.5})
-    codes = l1.encode(x).numpy()
+    codes = np.asarray(l1.encode(x))
     assert float(l1.code_penalty(x)) == pytest.approx(0.5 * np.abs(codes).sum(1).mean(), rel=1e-5)
     kl = plain("dense_ae", {"latent_dim": 4, "hidden_units": [16], "sparsity": "kl", "sparsity_target": 0.1, "sparsity_weight": 2.0})
-    rho = (1 / (1 + np.exp(-kl.encode(x).numpy()))).mean(0)
+    rho = (1 / (1 + np.exp(-np.asarray(kl.encode(x))))).mean(0)
     expected = np.sum(0.1 * np.log(0.1 / rho) + 0.9 * np.log(0.9 / (1 - rho)))
     assert float(kl.code_penalty(x)) == pytest.approx(2.0 * expected, rel=1e-4)

@@ -1,5 +1,6 @@
 """The zoo on the JAX backend, in a virtualenv without TensorFlow (docs/backends.md's install):
-tests/test_zoo.py's model harness runs there with KERAS_BACKEND=jax, models train on a
+tests/test_zoo.py's model harness and tests/test_autoencoder_types.py's (the types over a backbone,
+the plain families' penalties) run there with KERAS_BACKEND=jax, models train on a
 `keras.utils.PyDataset`, TensorFlow-only features refuse in one line, and weights saved under
 one backend give the same outputs under the other.
 
@@ -37,6 +38,14 @@ HARNESS_TESTS = [
     "test_vae_logs_loss_reconstruction_and_kl_in_fit_and_evaluate",
     "test_vae_samples_have_the_input_shape_and_follow_the_seed",
 ]
+# tests/test_autoencoder_types.py's cases run on JAX (pytest -k): each type trains, saves and reloads (the vq_vae's
+# EMA codebook and restarts, the aae's two optimizers), the penalties (the contractive one's Jacobian) match their formulas.
+TYPES_SELECTION = (
+    "(test_type_trains_saves_and_reloads_exactly and (vq_vae-conv or ema-restart or cvae-dense or aae-transformer or wae or masked_ae))"
+    " or test_plain_autoencoder_penalties or test_contractive_penalty_is or test_sparsity_penalties or test_vq_vae_ema_moves"
+    " or test_vq_vae_codes_are_int or test_aae_samples_from or (test_mixed_precision and aae)"
+)
+TYPES_SELECTED = 17
 LATENT = 4
 
 
@@ -101,7 +110,15 @@ def test_model_harness_passes_on_jax(jax_venv):
     assert f"{len(HARNESS_TESTS)} passed" in result.stdout, result.stdout[-2000:]
 
 
-# Trains briefly on a PyDataset, then saves weights, inputs and outputs (encode, call, decode) to argv[1].
+def test_autoencoder_types_harness_passes_on_jax(jax_venv):
+    result = run_jax(jax_venv, "-m", "pytest", ROOT / "tests" / "test_autoencoder_types.py", "-k", TYPES_SELECTION,
+                     "-o", "addopts=", "-p", "no:cacheprovider", "-q", check=False)
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert f"{TYPES_SELECTED} passed" in result.stdout, result.stdout[-2000:]
+
+
+# Trains briefly on a PyDataset, then saves weights, inputs and outputs (encode, call, decode) to argv[1];
+# the vq_vae decodes the indices it encoded.
 TRAIN_AND_SAVE = """
 import json, sys
 import keras, numpy as np
@@ -116,13 +133,15 @@ class Batches(keras.utils.PyDataset):
 losses = {}
 for name, options in json.loads(sys.argv[2]).items():
     keras.utils.set_random_seed(0)
-    model = zoo.create(name, input_shape=(8, 8, 1), latent_dim=LATENT, **options)
+    model = zoo.create(name, input_shape=(8, 8, 1), **{"latent_dim": LATENT, **options})
     vae = isinstance(model, zoo.VAE)
-    model.compile(keras.optimizers.Adam(3e-3), loss=None if vae else zoo.losses.bce)
+    model.compile(keras.optimizers.Adam(3e-3), loss=zoo.losses.bce if name.endswith("_ae") else None)
     history = model.fit(Batches(), epochs=2, verbose=0).history
-    losses[name] = history["loss"]
+    losses[name] = history.get("reconstruction_loss", history["loss"])
     model.save_weights(f"{out}/{name}.weights.h5")
     z = np.random.default_rng(1).standard_normal((5, LATENT)).astype("float32")
+    if name == "vq_vae":
+        z = np.asarray(model.encode(x[:5]))
     outputs = {"x": x[:5], "z": z, "call": model(x[:5]), "encode": model.encode(x[:5]), "decode": model.decode(z)}
     if vae:
         outputs["sample"] = model.sample(3, seed=0)
@@ -138,7 +157,7 @@ import zoo
 out = sys.argv[1]
 differences = {}
 for name, options in json.loads(sys.argv[2]).items():
-    model = zoo.create(name, input_shape=(8, 8, 1), latent_dim=LATENT, **options)
+    model = zoo.create(name, input_shape=(8, 8, 1), **{"latent_dim": LATENT, **options})
     model.load_weights(f"{out}/{name}.weights.h5")
     saved = np.load(f"{out}/{name}.npz")
     outputs = {"call": model(saved["x"]), "encode": model.encode(saved["x"]), "decode": model.decode(saved["z"])}
@@ -152,6 +171,9 @@ MODELS = {
     "conv_ae": {"filters": [8, 16], "hidden_units": 32, "normalization": "batch"},
     "vae": {"backbone": "conv", "backbone_config": {"filters": [8], "hidden_units": 32}},
     "transformer_ae": {"embed_dim": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 32, "patch_size": 4},
+    # Its EMA codebook is no trainable weight: it reaches the saved weights through the JAX step's state.
+    "vq_vae": {"backbone": "dense", "backbone_config": {"hidden_units": [32]}, "latent_dim": 8, "codebook_size": 8,
+               "code_dim": 4, "codebook_update": "ema", "restart_unused_codes": True},
 }
 
 

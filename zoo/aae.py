@@ -14,7 +14,8 @@ from keras import ops
 from zoo import losses
 from zoo.autoencoder import build_backbone, whole_numbers
 from zoo.errors import ZooError
-from zoo.layers import gradient_step
+from zoo.backend import on_jax
+from zoo.layers import custom_test_step, custom_train_step
 from zoo.registry import register_model
 
 BACKBONES = ("dense", "conv", "lstm", "transformer")
@@ -161,18 +162,25 @@ class AAE(keras.Model):
             tracker.update_state(value, sample_weight=weight)
         return {m.name: m.result() for m in self.metrics}
 
-    def train_step(self, data):
+    def train_step(self, *step_input):
+        # (data) on TensorFlow; (state, data) -> (logs, state) on JAX.
+        return custom_train_step(self, step_input, self._train)
+
+    def _train(self, data, gradient_step):
         x, target = self._unpack(data)
         loss, reconstruction, generator, codes = gradient_step(
-            self, lambda: self.autoencoder_losses(x, target, training=True), variables=self.backbone.trainable_weights
+            lambda: self.autoencoder_losses(x, target, training=True), variables=self.backbone.trainable_weights
         )
         (discriminator,) = gradient_step(
-            self, lambda: (self.discriminator_loss(codes, training=True),), self.discriminator_optimizer,
+            lambda: (self.discriminator_loss(codes, training=True),), self.discriminator_optimizer,
             self.discriminator.trainable_weights,
         )
         return self._track(ops.shape(x)[0], loss, reconstruction, generator, discriminator)
 
-    def test_step(self, data):
+    def test_step(self, *step_input):
+        return custom_test_step(self, step_input, self._evaluate)
+
+    def _evaluate(self, data):
         x, target = self._unpack(data)
         loss, reconstruction, generator, codes = self.autoencoder_losses(x, target)
         return self._track(ops.shape(x)[0], loss, reconstruction, generator, self.discriminator_loss(codes))
@@ -180,6 +188,15 @@ class AAE(keras.Model):
     @property
     def metrics(self):
         return list(self.trackers)
+
+    @property
+    def metrics_variables(self):
+        # Keras' JAX trainer carries the model's variables, one optimizer's and the metrics' from
+        # step to step; the discriminator's optimizer state travels with the metrics'.
+        variables = super().metrics_variables
+        if on_jax() and getattr(self, "discriminator_optimizer", None) is not None:
+            variables += self.discriminator_optimizer.variables
+        return variables
 
     def get_config(self):
         return {

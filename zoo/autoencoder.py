@@ -16,7 +16,7 @@ import numpy as np
 from keras import ops
 
 from zoo.errors import ZooError, unknown_name
-from zoo.layers import float32_policy, quantized_dtype
+from zoo.layers import batch_jacobian, float32_policy, quantized_dtype
 from zoo.presets import PresetMixin
 from zoo.registry import check_options, model_class
 
@@ -167,17 +167,9 @@ class Autoencoder(PresetMixin, keras.Model):
 
     def contractive_penalty(self, x, training=False):
         """(codes, batch mean of ||d code / d x||_F^2): the exact Jacobian of each example's code."""
-        if keras.backend.backend() != "tensorflow":
-            raise ZooError("contractive_weight needs the TensorFlow Keras backend (it differentiates the encoder); "
-                           "set KERAS_BACKEND=tensorflow or contractive_weight=0")
-        import tensorflow as tf
-
-        x = ops.convert_to_tensor(x, "float32")
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            codes = self.encode(x, training=training)
-        jacobian = ops.cast(tape.batch_jacobian(codes, x), "float32")  # (batch, latent_dim, *input_shape)
-        return codes, ops.mean(ops.sum(ops.reshape(ops.square(jacobian), (ops.shape(x)[0], -1)), axis=-1))
+        codes, jacobian = batch_jacobian(lambda x: self.encode(x, training=training), x, self.variables)
+        jacobian = ops.cast(jacobian, "float32")  # (batch, latent_dim, *input_shape)
+        return codes, ops.mean(ops.sum(ops.reshape(ops.square(jacobian), (ops.shape(jacobian)[0], -1)), axis=-1))
 
     def family_config(self):
         """The family's own options (what a VAE backbone_config holds); subclasses extend it."""

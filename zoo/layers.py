@@ -2,6 +2,8 @@
 the batch-norm layers of a model; dtype policies of heads and quantized models; the training and
 evaluation steps of the custom `train_step`s."""
 
+import functools
+
 import keras
 from keras import ops
 
@@ -211,7 +213,8 @@ def gradient_step(model, objective, optimizer=None, variables=None):
     TensorFlow's form, for custom `train_step`s (the VAE's, contrastive training's). Replicas' gradients are summed,
     so each replica contributes its mean / replicas; the optimizer's loss scale (mixed_float16)
     keeps small float16 gradients alive. `optimizer` and `variables` (default: the model's
-    optimizer and trainable weights) let a model with two players (an adversarial one) step each.
+    optimizer and trainable weights, the variables it was built on) let a model with two players
+    (an adversarial one) step each.
     """
     optimizer = model.optimizer if optimizer is None else optimizer
     variables = model.trainable_weights if variables is None else variables
@@ -225,64 +228,121 @@ def gradient_step(model, objective, optimizer=None, variables=None):
     return values
 
 
-def objective_train_step(model, step_input, objective, track):
-    """The body of a custom `train_step(*step_input)` that minimises the loss `objective(data)` returns first.
+def stateless_gradient_step(model, objective, optimizer=None, variables=None):
+    """`gradient_step` on JAX, inside the StatelessScope over the model's whole state that
+    `custom_train_step` opens: the new weights, optimizer variables and whatever `objective()`
+    assigned (batch-norm statistics, seed generators) are assigned in that scope."""
+    import jax
 
-    `objective(data)` returns (loss, *more); `track(*values)` updates the model's metrics with them
-    and returns the logs. TensorFlow calls `train_step(data)`, which updates the variables in
-    place and returns the logs; JAX calls it statelessly, `train_step(state, data)` -> (logs,
-    state), as Keras' JAX trainer does (its "customizing fit with JAX" guide).
+    optimizer = model.optimizer if optimizer is None else optimizer
+    variables = model.trainable_weights if variables is None else variables
+    state = [v for group in state_variables(model, training=True) for v in group]
+    current = [v.value for v in state]
+    positions = [next(i for i, s in enumerate(state) if s is v) for v in variables]
+
+    def scaled_loss(trained):
+        values = list(current)
+        for position, value in zip(positions, trained):
+            values[position] = value
+        with keras.StatelessScope(state_mapping=list(zip(state, values))) as scope:
+            results = objective()
+            scaled = optimizer.scale_loss(results[0])
+        return scaled, (results, updated_values(scope, state, values))
+
+    trained = [v.value for v in variables]
+    (_, (results, after)), gradients = jax.value_and_grad(scaled_loss, has_aux=True)(trained)
+    for variable, value in zip(state, after):
+        variable.assign(value)
+    trained, optimizer_values = optimizer.stateless_apply([v.value for v in optimizer.variables], gradients, trained)
+    for variable, value in [*zip(variables, trained), *zip(optimizer.variables, optimizer_values)]:
+        variable.assign(value)
+    return results
+
+
+def custom_train_step(model, step_input, train):
+    """The body of a custom `train_step(*step_input)`: `train(data, step)` takes its optimizer steps
+    with `step(objective, optimizer=None, variables=None)` (`gradient_step`'s arguments, which it
+    returns), updates the metrics and returns the logs.
+
+    TensorFlow calls `train_step(data)`, which updates the variables in place. JAX calls it
+    statelessly, `train_step(state, data)` -> (logs, state), as Keras' JAX trainer does (its
+    "customizing fit with JAX" guide): `train` then runs in a StatelessScope over the state, so
+    steps, non-trainable updates (an EMA codebook) and metrics come back as the new state.
     """
     if not on_jax():
         (data,) = step_input
-        return track(*gradient_step(model, lambda: objective(data)))
-    import jax
+        return train(data, functools.partial(gradient_step, model))
+    state, data = step_input
+    return stateless_run(model, state, lambda: train(data, functools.partial(stateless_gradient_step, model)), training=True)
 
-    (trainable, non_trainable, optimizer_values, metric_values), data = step_input
-    optimizer_state = list(zip(model.optimizer.variables, optimizer_values))
 
-    def scaled_loss(trainable_values):
-        # The optimizer's variables are mapped too: the objective may read its step count, and
-        # the loss scale (mixed_float16) is one of them.
-        variables = [*zip(model.trainable_variables, trainable_values), *optimizer_state]
-        values, updated = stateless_values(model, variables, non_trainable, lambda: objective(data))
-        with keras.StatelessScope(state_mapping=optimizer_state):
-            return model.optimizer.scale_loss(values[0]), (values, updated)
+def custom_test_step(model, step_input, evaluate):
+    """The body of a custom `test_step(*step_input)`: `evaluate(data)` updates the metrics and returns the logs."""
+    if not on_jax():
+        (data,) = step_input
+        return evaluate(data)
+    state, data = step_input
+    return stateless_run(model, state, lambda: evaluate(data), training=False)
 
-    (_, (values, non_trainable)), gradients = jax.value_and_grad(scaled_loss, has_aux=True)(trainable)
-    trainable, optimizer_values = model.optimizer.stateless_apply(optimizer_values, gradients, trainable)
-    logs, metric_values = stateless_metrics(model, metric_values, lambda: track(*values))
-    return logs, (trainable, non_trainable, optimizer_values, metric_values)
+
+def objective_train_step(model, step_input, objective, track):
+    """`custom_train_step` minimising the loss `objective(data)` returns first: `objective(data)`
+    returns (loss, *more), `track(*values)` updates the model's metrics with them and returns the logs."""
+    return custom_train_step(model, step_input, lambda data, step: track(*step(lambda: objective(data))))
 
 
 def objective_test_step(model, step_input, objective, track):
     """The body of a custom `test_step(*step_input)`: `objective_train_step` without the update."""
-    if not on_jax():
-        (data,) = step_input
-        return track(*objective(data))
-    (trainable, non_trainable, metric_values), data = step_input
-    variables = list(zip(model.trainable_variables, trainable))
-    values, non_trainable = stateless_values(model, variables, non_trainable, lambda: objective(data))
-    logs, metric_values = stateless_metrics(model, metric_values, lambda: track(*values))
-    return logs, (trainable, non_trainable, metric_values)
+    return custom_test_step(model, step_input, lambda data: track(*objective(data)))
 
 
-def stateless_values(model, variables, non_trainable, compute):
-    """`compute()` with `variables` ((variable, value) pairs) and the model's non-trainable variables
-    set to `non_trainable`; returns its result and the non-trainable values after it."""
-    mapping = [*variables, *zip(model.non_trainable_variables, non_trainable)]
-    with keras.StatelessScope(state_mapping=mapping) as scope:
+def state_variables(model, training):
+    """The model's variables in the groups of Keras' JAX trainer's state: trainable, non-trainable,
+    the optimizer's (when training) and the metrics'."""
+    groups = [model.trainable_variables, model.non_trainable_variables]
+    if training:
+        groups.append(model.optimizer.variables)
+    return [*groups, model.metrics_variables]
+
+
+def stateless_run(model, state, compute, training):
+    """(`compute()`, the new state) with the variables of `state_variables` set to `state`."""
+    groups = state_variables(model, training)
+    variables = [v for group in groups for v in group]
+    values = [value for group in state for value in group]
+    with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
         result = compute()
-    return result, updated_values(scope, model.non_trainable_variables, non_trainable)
-
-
-def stateless_metrics(model, metric_values, track):
-    """(logs, new metric values) of `track()` run on the metrics' variables set to `metric_values`."""
-    with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metric_values))) as scope:
-        logs = track()
-    return logs, updated_values(scope, model.metrics_variables, metric_values)
+    values = iter(updated_values(scope, variables, values))
+    return result, tuple([next(values) for _ in group] for group in groups)
 
 
 def updated_values(scope, variables, values):
     """The values of `variables` in a StatelessScope after it ran: the assigned ones, else `values`."""
     return [value if scope.get_current_value(v) is None else scope.get_current_value(v) for v, value in zip(variables, values)]
+
+
+def batch_jacobian(function, x, variables=()):
+    """(y, d y[i] / d x[i] for each example i, shape (batch, *y.shape[1:], *x.shape[1:])) of
+    y = function(x), which treats examples independently (TensorFlow's `batch_jacobian`).
+
+    On JAX it differentiates the batch sum of y; what `function` assigns to `variables` (batch-norm
+    statistics) is not kept, since the assignments would carry the differentiation's tracers.
+    """
+    x = ops.convert_to_tensor(x, "float32")
+    if not on_jax():
+        tf = import_tensorflow("a Jacobian on TensorFlow")
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = function(x)
+        return y, tape.batch_jacobian(y, x)
+    import jax
+
+    current = [(v, v.value) for v in variables]
+
+    def summed(x):
+        with keras.StatelessScope(state_mapping=current):
+            y = function(x)
+        return ops.sum(y, axis=0), y
+
+    jacobian, y = jax.jacrev(summed, has_aux=True)(x)  # (*y.shape[1:], batch, *x.shape[1:])
+    return y, ops.moveaxis(jacobian, len(y.shape) - 1, 0)

@@ -16,7 +16,7 @@ from keras import ops
 from zoo import losses
 from zoo.autoencoder import build_backbone
 from zoo.errors import ZooError
-from zoo.layers import gradient_step
+from zoo.layers import objective_test_step, objective_train_step
 from zoo.registry import register_model
 
 BACKBONES = ("transformer",)
@@ -133,11 +133,12 @@ class MaskedAutoencoder(keras.Model):
         self.trackers[0].update_state(loss, sample_weight=ops.cast(batch_size, "float32"))
         return {m.name: m.result() for m in self.metrics}
 
-    def train_step(self, data):
-        return self._track(*gradient_step(self, lambda: self._step_loss(data, training=True)))
+    def train_step(self, *step_input):
+        # (data) on TensorFlow; (state, data) -> (logs, state) on JAX.
+        return objective_train_step(self, step_input, lambda data: self._step_loss(data, training=True), self._track)
 
-    def test_step(self, data):
-        return self._track(*self._step_loss(data, training=False))
+    def test_step(self, *step_input):
+        return objective_test_step(self, step_input, lambda data: self._step_loss(data, training=False), self._track)
 
     @property
     def metrics(self):

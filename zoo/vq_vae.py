@@ -18,7 +18,7 @@ from zoo import losses
 from zoo.autoencoder import build_backbone, whole_number
 from zoo.conv import stage_grid
 from zoo.errors import ZooError, unknown_name
-from zoo.layers import gradient_step
+from zoo.layers import custom_test_step, custom_train_step
 from zoo.registry import model_class, model_options, register_model
 
 BACKBONES = ("dense", "conv", "lstm", "transformer")
@@ -36,7 +36,7 @@ def conv_code_grid(input_shape, backbone_config):
 
 
 def nearest(distances):
-    """Index of the smallest distance along the last axis, int32: ARG_MIN in TFLite."""
+    """Index of the smallest distance along the last axis, int32: ARG_MIN in TFLite (on JAX: jnp.argmin)."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -100,10 +100,10 @@ class VectorQuantizer(keras.layers.Layer):
             picks = keras.random.randint((self.codebook_size,), 0, ops.shape(vectors)[0], seed=seed)
             unused = self.usage < RESTART_BELOW
             fresh = ops.take(vectors, picks, axis=0)
-            self.codebook.assign(ops.where(unused[:, None], fresh, self.codebook))
-            self.usage.assign(ops.where(unused, 1.0, self.usage))
+            self.codebook.assign(ops.where(unused[:, None], fresh, self.codebook.value))
+            self.usage.assign(ops.where(unused, 1.0, self.usage.value))
             if self.ema_decay is not None:
-                self.vector_sums.assign(ops.where(unused[:, None], fresh, self.vector_sums))
+                self.vector_sums.assign(ops.where(unused[:, None], fresh, self.vector_sums.value))
 
     def get_config(self):
         config = {**super().get_config(), "codebook_size": self.codebook_size, "code_dim": self.code_dim,
@@ -244,7 +244,8 @@ class VQVAE(keras.Model):
         loss = reconstruction + self.commitment_weight * commitment
         if self.codebook_update == "loss":
             loss = loss + codebook
-        return loss, reconstruction, commitment, codebook, ops.reshape(vectors, (-1, self.code_dim)), ops.reshape(indices, (-1,))
+        vectors, indices = ops.reshape(vectors, (-1, self.code_dim)), ops.reshape(indices, (-1,))
+        return loss, reconstruction, commitment, codebook, vectors, indices, ops.shape(x)[0]
 
     def _track(self, loss, reconstruction, commitment, codebook, vectors, indices, batch_size):
         shares = ops.mean(ops.one_hot(indices, self.codebook_size, dtype="float32"), axis=0)
@@ -255,15 +256,19 @@ class VQVAE(keras.Model):
             tracker.update_state(value, sample_weight=weight)
         return {m.name: m.result() for m in self.metrics}
 
-    def train_step(self, data):
-        values = gradient_step(self, lambda: self._step_losses(data, training=True))
+    def train_step(self, *step_input):
+        # (data) on TensorFlow; (state, data) -> (logs, state) on JAX, the codebook's updates in the state.
+        return custom_train_step(self, step_input, self._train)
+
+    def _train(self, data, gradient_step):
+        values = gradient_step(lambda: self._step_losses(data, training=True))
         vectors, indices = ops.stop_gradient(ops.cast(values[4], "float32")), values[5]
         if self.codebook_update == "ema" or self.restart_unused_codes:
             self.quantizer.update(vectors, indices, self.restart_unused_codes, self.restart_seed)
-        return self._track(*values, ops.shape(keras.utils.unpack_x_y_sample_weight(data)[0])[0])
+        return self._track(*values)
 
-    def test_step(self, data):
-        return self._track(*self._step_losses(data, training=False), ops.shape(keras.utils.unpack_x_y_sample_weight(data)[0])[0])
+    def test_step(self, *step_input):
+        return custom_test_step(self, step_input, lambda data: self._track(*self._step_losses(data, training=False)))
 
     @property
     def metrics(self):
