@@ -191,20 +191,9 @@ def pretraining_note(pretraining, pretrained):
 def run(ctx):
     check_pretraining(ctx)
     data = ctx.load_data()
-    if data.y_train is None:
-        raise ZooError(f"the classify recipe needs labels; {data.name} has none (use a labelled data set)")
-    if len(np.unique(data.y_train)) < 2:
-        raise ZooError(f"the classify recipe needs at least two classes, and the training split of {data.name} has one "
-                       "(an image folder: one sub-folder per class)")
     params = ctx.params
-    fractions = sorted(params["label_fractions"])
-    if not fractions or not all(0 < f <= 1 for f in fractions):
-        raise ZooError(f"params.label_fractions must be shares in (0, 1] (1.0: every label), got {fractions}")
+    fractions = _checked_fractions(data, params)
     augment = augmentation(params, data.input_shape)
-    self_training = params["pseudo_labels_per_class"] > 0
-    if self_training and fractions[0] == 1.0:
-        raise ZooError("params.pseudo_labels_per_class needs a label fraction below 1.0 (with every label no image is "
-                       "left to pseudo-label); add one to params.label_fractions or set it to 0")
     if ctx.from_preset:
         pretrained = ctx.build_model(data.input_shape)()
     else:
@@ -212,7 +201,6 @@ def run(ctx):
         pretrained, _ = ctx.train(ctx.build_model(data.input_shape), data.x_train, tag="pretrain", transform=transform)
     ctx.model = pretrained
 
-    seed = ctx.settings.seed
     classes = int(max(data.y_train.max(), data.y_test.max())) + 1
     settings = dataclasses.replace(
         ctx.settings,
@@ -229,38 +217,7 @@ def run(ctx):
     elif ctx.params["tutorial_baseline"]:
         results.notes.append(f"no {tutorials.CONVNET.label}: it trains on every label, and params.label_fractions leaves out 1.0")
     for fraction in fractions:
-        draws = params["label_draws"] if fraction < 1 else 1  # every label: one possible subset
-        accuracies = {}
-        for draw in range(draws):
-            subset = labelled_subset(data.y_train, fraction, [seed, draw])
-            repeated = np.resize(subset, max(len(subset), params["min_pass_examples"]))
-            x, y = data.x_train[subset], data.y_train[subset]
-            builders = {  # method -> (tag, f(labelled x, y) -> its classifier before training)
-                "autoencoder": ("finetune", lambda x, y: probed_classifier(pretrained, classes, x, y, seed)),
-                "from scratch": ("scratch", lambda x, y: classifier(same_network(pretrained, keep_weights=False), classes)),
-            }
-            suffix = f"-{fraction * 100:g}pct" + (f"-draw{draw + 1}" if draws > 1 else "")
-            models = {}
-            for method, (tag, build) in builders.items():
-                models[method], _ = ctx.train(lambda: build(x, y), data.x_train[repeated], data.y_train[repeated],
-                                              tag=tag + suffix, settings=settings,
-                                              compile_fn=training.compile_classifier, transform=augment)
-            if self_training and fraction < 1:
-                for method, (tag, build) in builders.items():
-                    teacher = models[method]
-                    for round_ in range(params["pseudo_label_rounds"]):  # each round's student teaches the next
-                        teacher = self_train(ctx, teacher, build, data, subset, repeated, settings, augment,
-                                             tag=f"{tag}-pseudo{suffix}" + (f"-round{round_ + 1}" if round_ else ""))
-                    models[method + SELF_TRAINED] = teacher
-            for method, model in models.items():
-                predicted = predict(model, data.x_test).argmax(axis=-1)
-                accuracies.setdefault(method, []).append(np.mean(predicted == data.y_test))
-                if draw == 0:
-                    predictions[method] = predicted
-        results.add(f"accuracy, {fraction_label(fraction)} labels", {m: np.mean(a) for m, a in accuracies.items()})
-        per_draw = "; ".join(f"{m} " + " ".join(f"{a:.3f}" for a in values) for m, values in accuracies.items())
-        draw_note = f", {draws} draws ({per_draw})" if draws > 1 else ""
-        details.append(f"{fraction_label(fraction)}: {len(subset)} labelled examples{draw_note}")
+        details.append(_score_fraction(ctx, data, pretrained, classes, settings, augment, fraction, results, predictions))
 
     if tutorial:
         label, row = tutorials.CONVNET.label, f"accuracy, {fraction_label(1.0)} labels"
@@ -270,6 +227,66 @@ def run(ctx):
     # `predictions` now holds the largest fraction's classifiers (its first draw)
     matrices = {m: confusion_matrix(data.y_test, p, labels=range(classes)) for m, p in predictions.items()}
     results.plots.append(confusion_plot(ctx.run_dir, matrices, f"{fraction_label(fractions[-1])} labels"))
+    results.notes += _method_notes(ctx, params, pretrained, augment, details)
+    return results, data
+
+
+def _checked_fractions(data, params):
+    """The label fractions, sorted, after the checks that need the data: labels, classes, self-training."""
+    if data.y_train is None:
+        raise ZooError(f"the classify recipe needs labels; {data.name} has none (use a labelled data set)")
+    if len(np.unique(data.y_train)) < 2:
+        raise ZooError(f"the classify recipe needs at least two classes, and the training split of {data.name} has one "
+                       "(an image folder: one sub-folder per class)")
+    fractions = sorted(params["label_fractions"])
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise ZooError(f"params.label_fractions must be shares in (0, 1] (1.0: every label), got {fractions}")
+    if params["pseudo_labels_per_class"] > 0 and fractions[0] == 1.0:
+        raise ZooError("params.pseudo_labels_per_class needs a label fraction below 1.0 (with every label no image is "
+                       "left to pseudo-label); add one to params.label_fractions or set it to 0")
+    return fractions
+
+
+def _score_fraction(ctx, data, pretrained, classes, settings, augment, fraction, results, predictions):
+    """Trains and scores every method on `fraction` of the labels (several draws below 100%); adds the
+    accuracy row to `results`, the first draw's test predictions to `predictions`; returns the detail note."""
+    params, seed = ctx.params, ctx.settings.seed
+    draws = params["label_draws"] if fraction < 1 else 1  # every label: one possible subset
+    accuracies = {}
+    for draw in range(draws):
+        subset = labelled_subset(data.y_train, fraction, [seed, draw])
+        repeated = np.resize(subset, max(len(subset), params["min_pass_examples"]))
+        x, y = data.x_train[subset], data.y_train[subset]
+        builders = {  # method -> (tag, f(labelled x, y) -> its classifier before training)
+            "autoencoder": ("finetune", lambda x, y: probed_classifier(pretrained, classes, x, y, seed)),
+            "from scratch": ("scratch", lambda x, y: classifier(same_network(pretrained, keep_weights=False), classes)),
+        }
+        suffix = f"-{fraction * 100:g}pct" + (f"-draw{draw + 1}" if draws > 1 else "")
+        models = {}
+        for method, (tag, build) in builders.items():
+            models[method], _ = ctx.train(lambda: build(x, y), data.x_train[repeated], data.y_train[repeated],
+                                          tag=tag + suffix, settings=settings,
+                                          compile_fn=training.compile_classifier, transform=augment)
+        if params["pseudo_labels_per_class"] > 0 and fraction < 1:
+            for method, (tag, build) in builders.items():
+                teacher = models[method]
+                for round_ in range(params["pseudo_label_rounds"]):  # each round's student teaches the next
+                    teacher = self_train(ctx, teacher, build, data, subset, repeated, settings, augment,
+                                         tag=f"{tag}-pseudo{suffix}" + (f"-round{round_ + 1}" if round_ else ""))
+                models[method + SELF_TRAINED] = teacher
+        for method, model in models.items():
+            predicted = predict(model, data.x_test).argmax(axis=-1)
+            accuracies.setdefault(method, []).append(np.mean(predicted == data.y_test))
+            if draw == 0:
+                predictions[method] = predicted
+    results.add(f"accuracy, {fraction_label(fraction)} labels", {m: np.mean(a) for m, a in accuracies.items()})
+    per_draw = "; ".join(f"{m} " + " ".join(f"{a:.3f}" for a in values) for m, values in accuracies.items())
+    draw_note = f", {draws} draws ({per_draw})" if draws > 1 else ""
+    return f"{fraction_label(fraction)}: {len(subset)} labelled examples{draw_note}"
+
+
+def _method_notes(ctx, params, pretrained, augment, details):
+    """The report's notes on how each method was trained and scored."""
     passes = f"{params['classifier_epochs']} passes of at least {params['min_pass_examples']} examples"
     if augment:
         passes += (f", each image shifted by up to {params['augment_shift']} pixels"
@@ -280,7 +297,7 @@ def run(ctx):
         else "encoder pretrained as an autoencoder on all training images"
         + pretraining_note(params["pretraining"], pretrained)
     )
-    results.notes += [
+    notes = [
         f"autoencoder: {source} + softmax head initialised by logistic regression on its codes of the labelled "
         "examples, then fine-tuned end to end; from scratch: the same network, randomly initialised (head included)",
         f"both train on the same stratified labelled subset and batches: {passes} (smaller subsets are repeated), "
@@ -289,12 +306,12 @@ def run(ctx):
         "subsets, since with a few examples per class the draw moves accuracy by several points",
         *details,
     ]
-    if self_training:
-        results.notes.append(
+    if params["pseudo_labels_per_class"] > 0:
+        notes.append(
             f"'{SELF_TRAINED.strip()}' columns: below 100% of the labels, a student started as its teacher was (autoencoder: "
             f"pretrained encoder, probed head; from scratch: at random) and trained for {params['pseudo_label_epochs']} "
             f"passes on the labelled examples and the unlabelled training images the teacher, that column's trained "
             f"classifier, predicts most confidently, {params['pseudo_labels_per_class']} per class, labelled by it"
             + (f"; {params['pseudo_label_rounds']} rounds, each round's student the next one's teacher"
                if params["pseudo_label_rounds"] > 1 else ""))
-    return results, data
+    return notes
