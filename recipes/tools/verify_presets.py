@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 INT8_FILE = "model_int8.tflite"
-COMMAND = "python -m recipes.tools.verify_presets ROOT --docs"  # the table's first line
 
 
 def main(argv=None):
@@ -37,7 +36,7 @@ def main(argv=None):
             dataset = zoo.preset_info(name)["dataset"]
             print(export_model(zoo.from_preset(name), folder, "float32,int8", calibration_data=dataset), file=sys.stderr)
     reports = aarch64.verify(list(folders.values()), args.platform, ("cortex-a72",))
-    text = table(dict(zip(folders, reports)))
+    text = table(dict(zip(folders, reports)), f"python -m recipes.tools.verify_presets ROOT --platform {args.platform}")
     print(text)
     if args.docs:
         from recipes.tools.doc_tables import write_docs_section
@@ -46,11 +45,11 @@ def main(argv=None):
     return 1 if any(report.missed for report in reports) else 0
 
 
-def table(reports):
+def table(reports, command):
     """Markdown: per preset, the int8 file's PSNR / steps per runtime and platform, its target, the verdict."""
     columns = [("ai_edge_litert", "x86_64"), ("tflite_runtime", "x86_64"), ("ai_edge_litert", "aarch64"),
                ("tflite_runtime", "aarch64")]
-    rows = [f"`{COMMAND}`", "",
+    rows = [f"`{command}`", "",
             "| preset | Keras PSNR | int8 target | " + " | ".join(f"{r} {p}: PSNR / steps" for r, p in columns)
             + " | verdict |", "|---" * (len(columns) + 4) + "|"]
     for name, report in reports.items():
