@@ -30,7 +30,7 @@ tf = import_tensorflow("export (SavedModel, TFLite, ONNX, TFLite Micro)")
 
 import zoo  # noqa: E402
 from export.builder import convert, micro  # noqa: E402
-from export.builder.aarch64 import INT8_STEPS_TARGET, host_cpu  # noqa: E402
+from export.builder.aarch64 import CROSS_RUNTIME_FLOAT_TARGET, FLOAT_TARGET, INT8_STEPS_TARGET, host_cpu  # noqa: E402
 from export.builder.convert import MODES  # noqa: E402
 from export.builder.quality import psnr  # noqa: E402
 from export.edge import runtime  # noqa: E402
@@ -568,8 +568,9 @@ def verify_contract(check, peak):
     interpreter. Float files: max abs diff from the outputs in reference.npz (`aarch64` targets).
     """
     if check.mode != "int8":
-        return {"judged_by": "max_abs_diff", "target": "max abs diff from the same interpreter's x86_64 outputs "
-                "<= 1e-5, from another interpreter's <= 1e-4 (times the output's peak |value| beyond 1)"}
+        return {"judged_by": "max_abs_diff", "target": f"max abs diff from the same interpreter's x86_64 outputs "
+                f"<= {FLOAT_TARGET:g}, from another interpreter's <= {CROSS_RUNTIME_FLOAT_TARGET:g} (times the output's "
+                "peak |value| beyond 1)"}
     minimum = check.keras_psnr_db - PSNR_DROP_TARGET_DB
     return {
         "judged_by": "psnr",
