@@ -1,7 +1,9 @@
 """`aezoo verify --platform aarch64`: the float32 and int8 files of every family, run in ai-edge-litert
-and tflite-runtime for aarch64 (qemu-user, Cortex-A72; the Transformer preset's int8 file also on a
-Cortex-A76 with the reference kernels), give the same raw outputs as on x86_64; and the command's
-one-line errors.
+and tflite-runtime on x86_64 and for aarch64 (qemu-user, Cortex-A72; the Transformer preset's int8 file
+also on a Cortex-A76 with the reference kernels), meet their export's verify_contract: float files the
+same raw outputs as on x86_64, int8 files the export's PSNR target against Keras everywhere (and, with
+the reference kernels, the same outputs on every CPU); a file below its target is MISSED; and the
+command's one-line errors.
 Most exports are the session's (tests/export_helpers.py), shared with test_export and test_edge.
 Every export runs in one emulated process per interpreter: the emulated Python starts slowly.
 
@@ -33,7 +35,8 @@ VERIFIED = {
 }
 PRESET = "transformer_ae_fashion_mnist"  # its GELU int8 file was 67 steps apart before issue 12's fix
 # tflite_runtime 2.14's default kernels run the preset's int8 file up to ~50 steps apart on aarch64 and
-# x86_64 (ai_edge_litert: 0 steps); recorded, not asserted. Its reference kernels match (asserted below).
+# x86_64 (ai_edge_litert: 0 steps): its steps are recorded, its accuracy asserted. Its reference kernels
+# match in steps too (asserted below).
 UNMATCHED_RUNTIMES = {PRESET: {"tflite_runtime"}}
 
 
@@ -88,6 +91,8 @@ def _check_emulated(report, name, files, cpus, unmatched=UNMATCHED_RUNTIMES):
     }
     for result in emulated:
         assert result.emulated.startswith("qemu-aarch64") and result.compared_with == f"{result.runtime} on x86_64"
+        if result.mode == "int8":  # the contract: the export's accuracy target, or the same outputs (reference kernels)
+            assert result.met and result.judged_by == ("steps" if result.kernels == "reference" else "psnr"), str(report)
         if result.runtime in unmatched.get(name, ()):
             continue
         if result.mode == "dynamic" and result.runtime == "tflite_runtime":  # 2.14 has no hybrid kernels
@@ -106,6 +111,27 @@ def test_aarch64_outputs_match_x86(verified, name):
     # The x86_64 run of the export's own interpreter reproduces reference.npz exactly.
     native = [r for r in report.results if r.platform == "x86_64" and r.runtime == "ai_edge_litert"]
     assert native and all(r.max_abs_diff == 0 for r in native)
+    # Every file meets its contract on every runtime and platform, whatever steps apart the interpreters are.
+    assert not report.missed, str(report)
+    metadata = json.loads((report.export_dir / "metadata.json").read_text())
+    for result in (r for r in report.results if r.mode == "int8"):
+        contract = metadata["files"][result.file]["verify_contract"]
+        assert result.psnr_min == contract["psnr_db_min"] and result.psnr_db >= contract["psnr_db_min"]
+
+
+def test_a_file_below_its_accuracy_target_is_missed(exports, tmp_path, capsys):
+    # The contract is read from metadata.json: raised above what the int8 file reaches, both interpreters miss it.
+    folder = shutil.copytree(exports["conv_ae"], tmp_path / "conv_ae")
+    path = folder / "metadata.json"
+    metadata = json.loads(path.read_text())
+    contract = metadata["files"]["model_int8.tflite"]["verify_contract"]
+    contract["psnr_db_min"] = contract["keras_psnr_db"] + 3
+    path.write_text(json.dumps(metadata))
+    assert cli.main(["verify", str(folder), "--platform", "x86_64"]) == 1
+    missed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("MISSED")]
+    assert {line.split(" on ")[1].split()[0] for line in missed} == set(aarch64.SITES)  # the runtimes
+    assert all(line.startswith("MISSED: model_int8.tflite on ") and " x86_64 " in line
+               and line.endswith(f"target PSNR >= {contract['psnr_db_min']:.2f} dB") for line in missed), missed
 
 
 def test_transformer_int8_matches_on_cortex_a76_with_reference_kernels_in_both_runtimes(exports):

@@ -549,6 +549,48 @@ def test_aarch64_float_comparison_judges_each_output_against_its_own_peak():
     assert not mismatch.met and mismatch.max_abs_diff == pytest.approx(2e-5, rel=0.01), mismatch.target
 
 
+def test_aarch64_int8_comparison_judges_accuracy_not_steps():
+    # Two interpreters round an int8 file's last layer a step apart here and there and a sigmoid
+    # multiplies it: a few steps from the export's outputs still verify while the reconstruction keeps
+    # the export's PSNR target; a reconstruction that loses it is MISSED, naming runtime, platform and target.
+    from export import aarch64
+    from export.builder.quality import psnr
+
+    scale = 1 / 256
+    x = np.random.default_rng(0).random((8, 16)).astype("float32")
+    exported = np.round(x / scale) * scale + 30 * scale * np.sin(np.arange(16, dtype="float32"))  # the export's file
+    keras_psnr = psnr(x, exported, 1.0) + 0.2
+    contract = {"judged_by": "psnr", "psnr_db_min": keras_psnr - 1.0, "psnr_peak": 1.0}
+    metadata = {"files": {"f.tflite": {"mode": "int8", "verify_contract": contract, "signatures": {
+        "reconstruct": {"outputs": {"reconstruction": {"scale": scale}}}}}}}
+    run = {"runtime": "tflite_runtime", "version": "2.14.0", "files": {"f.tflite": {"ms": None}}}
+    fields = dict(platform="x86_64", cpu="x", emulated=None, compared_with="reference.npz", cross_runtime=True,
+                  kernels="default")
+    baseline = {"f.tflite/reconstruct/reconstruction": exported}
+
+    def result(offset):
+        values = {"f.tflite/reconstruct/reconstruction": exported + offset.astype("float32")}
+        [checked] = aarch64._compare(metadata, run, values, baseline, fields, x)
+        return checked
+
+    few_steps = np.zeros_like(x)
+    few_steps[:, ::5] = 12 * scale  # 12 steps on a fifth of the values
+    close = result(few_steps)
+    assert close.max_int8_steps == pytest.approx(12) and close.judged_by == "psnr"
+    assert close.met and close.psnr_db >= contract["psnr_db_min"], close.difference
+    blurred = result(np.full_like(x, 40 * scale))
+    assert blurred.met is False and blurred.psnr_db < contract["psnr_db_min"]
+    report = aarch64.VerifyReport("e", "x86_64", [close, blurred])
+    assert report.missed == [blurred]
+    [missed] = [line for line in str(report).splitlines() if line.startswith("MISSED")]
+    assert missed.startswith("MISSED: f.tflite on tflite_runtime x86_64 x:")
+    assert f"target PSNR >= {contract['psnr_db_min']:.2f} dB" in missed
+    # Same outputs on every CPU (the reference kernels, against the same interpreter): judged in steps.
+    [steps] = aarch64._compare(metadata, run, {"f.tflite/reconstruct/reconstruction": exported + few_steps}, baseline,
+                               fields)
+    assert steps.judged_by == "steps" and steps.met is False and steps.target == "<= 2 steps"
+
+
 def test_transformer_gelu_converts_through_the_erfc_handler(exports):
     # Keras' exact GELU is 0.5 * x * erfc(-x / sqrt(2)): the ONNX graph holds Erf instead of Erfc.
     metadata = json.loads((exports["transformer_ae"].out_dir / "metadata.json").read_text())

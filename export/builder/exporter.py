@@ -4,7 +4,7 @@ Layout of an export folder:
     saved_model/              serving_default (reconstruct), encode, decode (+ encode_distribution, sample)
     model_<mode>.tflite       one file per mode, all signatures in it, fixed batch
     onnx/<signature>.onnx     with onnx=True: one ONNX file per signature, any batch (export.builder.onnx_target)
-    reference.npz             a few held-out inputs with the Keras and per-file outputs
+    reference.npz             the held-out inputs with the Keras and per-file outputs (what `aezoo verify` runs)
     metadata.json             model, shapes, dtypes, ranges, quantization, runtimes, checks, sha256s
     micro/                    with micro=True: TFLite Micro files and C arrays (see export.builder.micro)
 
@@ -30,7 +30,7 @@ tf = import_tensorflow("export (SavedModel, TFLite, ONNX, TFLite Micro)")
 
 import zoo  # noqa: E402
 from export.builder import convert, micro  # noqa: E402
-from export.builder.aarch64 import host_cpu  # noqa: E402
+from export.builder.aarch64 import CROSS_RUNTIME_FLOAT_TARGET, FLOAT_TARGET, INT8_STEPS_TARGET, host_cpu  # noqa: E402
 from export.builder.convert import MODES  # noqa: E402
 from export.builder.quality import psnr  # noqa: E402
 from export.edge import runtime  # noqa: E402
@@ -48,7 +48,6 @@ ALL_SIGNATURES_JUDGED = ("onnx",)  # one file per signature: each must meet the 
 PSNR_DROP_TARGET_DB = 1.0  # dynamic and int8: PSNR within this of the Keras model's
 # Integer outputs (a vq_vae's codebook indices): the share of positions where a file's index is the Keras model's.
 INDEX_AGREEMENT_TARGET = 0.99
-REFERENCE_SAMPLES = 8
 PHONE_DIR = "phone"
 PHONE_MODES = ("float16", "int8")  # float16: the GPU delegate's file (it computes in float16); int8: CPUs
 
@@ -494,8 +493,8 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
         "verification": check.to_json(),
     }
 
-    reference = {f"inputs/{name}": value[:REFERENCE_SAMPLES] for name, value in inputs.items()}
-    reference.update(_flatten_outputs("keras", keras_outputs, REFERENCE_SAMPLES))
+    reference = {f"inputs/{name}": value for name, value in inputs.items()}
+    reference.update(_flatten_outputs("keras", keras_outputs))
     source = folder / ".tflite_source"
     convert.write_saved_model(copy, source, batch_size=batch_size, reconstruct_key="reconstruct")
     # Micro first: a graph TFLite Micro cannot run fails the export before the longer conversions.
@@ -515,7 +514,7 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
         check = _compare(path.name, mode, len(content), str(edge.runtime), outputs, keras_outputs, samples,
                          keras_psnr, runs_on_2_14)
         checks.append(check)
-        reference.update(_flatten_outputs(path.name, outputs, REFERENCE_SAMPLES))
+        reference.update(_flatten_outputs(path.name, outputs))
         files[path.name] = {
             "kind": "tflite",
             "mode": mode,
@@ -530,7 +529,10 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
                 "runs_on": {"ai_edge_litert": True, "tflite_runtime": runs_on_2_14},
             },
             "verification": check.to_json(),
+            "verify_contract": verify_contract(check, samples.peak),
         }
+        if mode == "int8":
+            notes.append(_contract_note(check, files[path.name]["verify_contract"]))
     shutil.rmtree(source)
     if micro_checks:
         files[micro.MICRO_DIR] = {"kind": "micro", "content": f"{micro.MICRO_DIR}/{micro.MICRO_FILE} lists the files"}
@@ -540,14 +542,14 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
         written = onnx_target.export(context)
         checks.append(written.check)
         files.update(written.files)
-        reference.update(_flatten_outputs(onnx_target.FOLDER, written.outputs, REFERENCE_SAMPLES))
+        reference.update(_flatten_outputs(onnx_target.FOLDER, written.outputs))
 
-    np.savez(folder / REFERENCE_FILE, **reference)
+    np.savez_compressed(folder / REFERENCE_FILE, **reference)
     files[REFERENCE_FILE] = {
         "kind": "reference",
         "sha256": runtime.sha256_file(folder / REFERENCE_FILE),
         "content": "inputs/<x|z|eps|labels>, keras/<signature>/<output> and <file>/<signature>/<output> "
-        f"for the first {REFERENCE_SAMPLES} verification examples",
+        f"for the {len(samples.verification)} verification examples",
     }
     metadata = _metadata(model, copy, signatures, batch_size, samples, files, notes)
     (folder / runtime.METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
@@ -604,6 +606,40 @@ def _xnnpack_steps(path, input_range, inputs, outputs):
             scale = described[signature]["outputs"][name]["scale"]
             steps = max(steps, float(np.abs(value - expected[name]).max()) / scale)
     return round(steps, 2)
+
+
+def verify_contract(check, peak):
+    """What `aezoo verify` holds a TFLite file to on every runtime, platform and CPU it runs it on
+    (metadata.json `files.<name>.verify_contract`).
+
+    int8 files: the export's own accuracy target, the PSNR of the reconstruction of reference.npz's
+    inputs at most `PSNR_DROP_TARGET_DB` below the Keras model's. Interpreters and CPUs round int8
+    arithmetic differently (a final sigmoid multiplies a step), so output steps between them are
+    reported, not judged; only the reference kernels promise the same outputs on every CPU, within one
+    interpreter. Float files: max abs diff from the outputs in reference.npz (`aarch64` targets).
+    """
+    if check.mode != "int8":
+        return {"judged_by": "max_abs_diff", "target": f"max abs diff from the same interpreter's x86_64 outputs "
+                f"<= {FLOAT_TARGET:g}, from another interpreter's <= {CROSS_RUNTIME_FLOAT_TARGET:g} (times the output's "
+                "peak |value| beyond 1)"}
+    minimum = check.keras_psnr_db - PSNR_DROP_TARGET_DB
+    return {
+        "judged_by": "psnr",
+        "psnr_db_min": minimum,
+        "keras_psnr_db": check.keras_psnr_db,
+        "psnr_peak": peak,
+        "target": f"PSNR >= {minimum:.2f} dB (Keras {check.keras_psnr_db:.2f} dB - {PSNR_DROP_TARGET_DB:g} dB) "
+                  "on reference.npz's inputs/x, on every runtime, platform and CPU",
+        "output_steps": "reported, not judged: interpreters and CPUs round int8 arithmetic differently",
+        "reference_kernels": f"--kernels reference: within {INT8_STEPS_TARGET} output steps of the same "
+                             "interpreter's x86_64 outputs on every CPU",
+    }
+
+
+def _contract_note(check, contract):
+    return (f"verify contract: {check.file} keeps PSNR >= {contract['psnr_db_min']:.2f} dB (Keras - "
+            f"{PSNR_DROP_TARGET_DB:g} dB) on every runtime and CPU 'aezoo verify' checks; its outputs there may differ "
+            f"by a few steps (reported, not judged); the same outputs on every CPU only with --kernels reference")
 
 
 def _write_micro(context, source, batch_size):
@@ -697,8 +733,8 @@ def _compare(file, mode, size, verified_on, outputs, keras_outputs, samples, ker
                          keras_psnr, runs_on_2_14, peak, agreement)
 
 
-def _flatten_outputs(prefix, outputs, count):
-    return {f"{prefix}/{s}/{name}": value[:count] for s, named in outputs.items() for name, value in named.items()}
+def _flatten_outputs(prefix, outputs):
+    return {f"{prefix}/{s}/{name}": value for s, named in outputs.items() for name, value in named.items()}
 
 
 def tree_size(folder):

@@ -18,6 +18,7 @@ SECTION_PAGES = {
     "export-presets": "docs/benchmark-export.md",
     "export-micro": "docs/micro.md",
     "micro-presets": "docs/micro.md",
+    "verify-presets": "docs/boards.md",
 }
 
 
