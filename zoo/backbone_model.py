@@ -1,10 +1,11 @@
 """The base of the model types built over a backbone network: VAE, CVAE, VQ-VAE, WAE, AAE, masked AE.
 
 A type trains one family's autoencoder (`<backbone>_ae`, held as `backbone`) with its own
-objective and passes to it what it does not change: input checks, `encode`, `decode`, `call`,
-and the backbone's part of the config; where the type's code is the backbone's, the `encoder`
-model too (`CodeModel`), and where that code follows the prior N(0, I), `sample` (`PriorModel`). A type's own layers are created after
-the backbone in its `__init__`, so their weight paths stay those of the saved models and presets.
+objective and passes to it what it does not change: input checks, `encode`, `decode`, `call`
+and the backbone's part of the config. Where the type's code is the backbone's, `CodeModel`
+adds the `encoder` model; where that code follows the prior N(0, I), `PriorModel` adds `sample`.
+A type creates its own layers after the backbone, so the weight paths of saved models and
+presets stay valid.
 """
 
 import keras
