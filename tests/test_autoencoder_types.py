@@ -105,7 +105,7 @@ def test_vq_vae_straight_through_gradient_reaches_the_encoder(digits):
     model = build(*CASES[0])
     x = digits.x_train[:16]
     with tf.GradientTape() as tape:
-        loss = model._step_losses((x,), training=True)[1]  # reconstruction only
+        loss = model.step_losses((x,), training=True)[1]  # reconstruction only
     kernel = model.backbone.code_head.weights[0]
     gradient = tape.gradient(loss, kernel)
     assert gradient is not None and float(tf.reduce_max(tf.abs(gradient))) > 0

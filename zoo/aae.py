@@ -8,17 +8,15 @@ discriminator's.
 """
 
 import keras
-import numpy as np
 from keras import ops
 
 from zoo import losses
-from zoo.autoencoder import build_backbone, whole_numbers
+from zoo.autoencoder import whole_numbers
+from zoo.backbone_model import PriorModel
 from zoo.errors import ZooError
 from zoo.backend import on_jax
 from zoo.layers import custom_test_step, custom_train_step
 from zoo.registry import register_model
-
-BACKBONES = ("dense", "conv", "lstm", "transformer")
 
 
 def discriminator_network(latent_dim, units, dtype):
@@ -36,7 +34,7 @@ def real_or_fake_loss(logits, real):
 
 
 @register_model("aae")
-class AAE(keras.Model):
+class AAE(PriorModel):
     """Adversarial autoencoder: a deterministic code pushed onto N(0, I) by a discriminator.
 
     Args:
@@ -57,6 +55,8 @@ class AAE(keras.Model):
         >>> images = aae.sample(16, seed=0)
     """
 
+    type_name = "aae"
+
     def __init__(
         self,
         input_shape,
@@ -70,51 +70,18 @@ class AAE(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        backbone_config = dict(backbone_config or {})
-        losses.check_reconstruction_error("aae", reconstruction_loss, backbone_config.get("output_activation", "sigmoid"))
+        backbone_config = self.checked_backbone_config(backbone_config, reconstruction_loss)
         if float(adversarial_weight) < 0:
             raise ZooError(f"adversarial_weight must be >= 0, got {adversarial_weight}")
-        self.backbone = build_backbone("aae", backbone, backbone_config, input_shape, latent_dim, self.dtype_policy, BACKBONES)
-        self.data_shape, self.latent_dim = self.backbone.data_shape, self.backbone.latent_dim
-        self.backbone_name, self.reconstruction_loss = backbone, reconstruction_loss
+        self.attach_backbone(backbone, backbone_config, input_shape, latent_dim, reconstruction_loss, seed)
         self.discriminator_units = whole_numbers("discriminator_units", discriminator_units, "[64, 64]")
         self.adversarial_weight = float(adversarial_weight)
-        self.seed = int(np.random.randint(2**31 - 1) if seed is None else seed)
 
         self.discriminator = discriminator_network(self.latent_dim, self.discriminator_units, self.dtype_policy)
         self.prior_seed = keras.random.SeedGenerator(self.seed, name="prior_seed")
         self.trackers = [keras.metrics.Mean(name=name) for name in
                          ("loss", "reconstruction_loss", "generator_loss", "discriminator_loss")]
         self.built = True
-
-    # --- the model -------------------------------------------------------------------------
-    def __call__(self, inputs, *args, **kwargs):
-        self.backbone.check_input(inputs)
-        return super().__call__(inputs, *args, **kwargs)
-
-    def check_input(self, x, shape=None, what="inputs"):
-        self.backbone.check_input(x, shape, what)
-
-    def encode(self, x, training=False):
-        """Codes, float32 of shape (batch, latent_dim)."""
-        return self.backbone.encode(x, training=training)
-
-    def decode(self, z, training=False):
-        """Reconstructions from codes of shape (batch, latent_dim)."""
-        return self.backbone.decode(z, training=training)
-
-    def call(self, x, training=False):
-        return self.backbone.call(x, training=training)
-
-    def sample(self, n, seed=None):
-        """Decodes `n` draws of the prior N(0, I); the same seed gives the same samples."""
-        z = np.random.default_rng(seed).standard_normal((int(n), self.latent_dim)).astype("float32")
-        return self.decode(z)
-
-    @property
-    def encoder(self):
-        """x -> code as a functional model sharing this model's weights."""
-        return self.backbone.encoder
 
     # --- the objective ---------------------------------------------------------------------
     def compile(self, optimizer="adam", discriminator_optimizer=None, **kwargs):
@@ -135,12 +102,6 @@ class AAE(keras.Model):
         # A loaded model is compiled as saved; the discriminator's optimizer starts afresh.
         self.compile(**keras.saving.deserialize_keras_object(config))
 
-    def _unpack(self, data):
-        x, target, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if sample_weight is not None:
-            raise ZooError("the aae does not take sample weights; pass (x,) or (x, target)")
-        return x, x if target is None else target
-
     def autoencoder_losses(self, x, target, training=False):
         """(loss, reconstruction, generator loss, codes): batch means, and the codes they came from."""
         codes = self.backbone.encode(x, training=training)
@@ -156,18 +117,12 @@ class AAE(keras.Model):
         fake = real_or_fake_loss(self.discriminator(ops.stop_gradient(codes), training=training), real=False)
         return ops.mean(real + fake)
 
-    def _track(self, batch_size, *values):
-        weight = ops.cast(batch_size, "float32")
-        for tracker, value in zip(self.trackers, values):
-            tracker.update_state(value, sample_weight=weight)
-        return {m.name: m.result() for m in self.metrics}
-
     def train_step(self, *step_input):
         # (data) on TensorFlow; (state, data) -> (logs, state) on JAX.
         return custom_train_step(self, step_input, self._train)
 
     def _train(self, data, gradient_step):
-        x, target = self._unpack(data)
+        x, target = self.unpack(data)
         loss, reconstruction, generator, codes = gradient_step(
             lambda: self.autoencoder_losses(x, target, training=True), variables=self.backbone.trainable_weights
         )
@@ -175,19 +130,15 @@ class AAE(keras.Model):
             lambda: (self.discriminator_loss(codes, training=True),), self.discriminator_optimizer,
             self.discriminator.trainable_weights,
         )
-        return self._track(ops.shape(x)[0], loss, reconstruction, generator, discriminator)
+        return self.track(loss, reconstruction, generator, discriminator, ops.shape(x)[0])
 
     def test_step(self, *step_input):
         return custom_test_step(self, step_input, self._evaluate)
 
     def _evaluate(self, data):
-        x, target = self._unpack(data)
+        x, target = self.unpack(data)
         loss, reconstruction, generator, codes = self.autoencoder_losses(x, target)
-        return self._track(ops.shape(x)[0], loss, reconstruction, generator, self.discriminator_loss(codes))
-
-    @property
-    def metrics(self):
-        return list(self.trackers)
+        return self.track(loss, reconstruction, generator, self.discriminator_loss(codes), ops.shape(x)[0])
 
     @property
     def metrics_variables(self):
@@ -198,15 +149,9 @@ class AAE(keras.Model):
             variables += self.discriminator_optimizer.variables
         return variables
 
-    def get_config(self):
+    def type_config(self):
         return {
-            **super().get_config(),
-            "input_shape": list(self.data_shape),
-            "latent_dim": self.latent_dim,
-            "backbone": self.backbone_name,
-            "backbone_config": self.backbone.backbone_config(),
             "discriminator_units": list(self.discriminator_units),
             "adversarial_weight": self.adversarial_weight,
-            "reconstruction_loss": self.reconstruction_loss,
-            "seed": self.seed,
+            **super().type_config(),
         }

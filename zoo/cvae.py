@@ -11,17 +11,15 @@ import numpy as np
 from keras import ops
 
 from zoo import losses
-from zoo.autoencoder import build_backbone, whole_number
+from zoo.autoencoder import whole_number
+from zoo.backbone_model import BackboneModel, prior_draws
 from zoo.errors import ZooError
-from zoo.layers import objective_test_step, objective_train_step
 from zoo.registry import register_model
 from zoo.vae import LOG_VAR_LIMIT, reparameterize
 
-BACKBONES = ("dense", "conv", "lstm", "transformer")
-
 
 @register_model("cvae")
-class CVAE(keras.Model):
+class CVAE(BackboneModel):
     """Conditional VAE: every method takes class labels (ints in [0, num_classes) or one-hot rows).
 
     Args:
@@ -41,6 +39,8 @@ class CVAE(keras.Model):
         >>> sevens = cvae.sample(16, labels=7, seed=0)
     """
 
+    type_name = "cvae"
+
     def __init__(
         self,
         input_shape,
@@ -54,20 +54,15 @@ class CVAE(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        backbone_config = dict(backbone_config or {})
-        losses.check_reconstruction_error("cvae", reconstruction_loss, backbone_config.get("output_activation", "sigmoid"))
+        backbone_config = self.checked_backbone_config(backbone_config, reconstruction_loss)
         if backbone_config.get("code", "dense") != "dense":
             raise ZooError("the cvae joins the labels to a dense code; drop code='spatial' from backbone_config")
         self.num_classes = whole_number("num_classes", num_classes, minimum=2)
-        self.latent_dim = whole_number("latent_dim", latent_dim)
+        latent_dim = whole_number("latent_dim", latent_dim)
         if float(beta) < 0:
             raise ZooError(f"beta must be >= 0, got {beta}")
-        self.backbone = build_backbone(
-            "cvae", backbone, backbone_config, input_shape, self.latent_dim + self.num_classes, self.dtype_policy, BACKBONES
-        )
-        self.data_shape, self.backbone_name = self.backbone.data_shape, backbone
-        self.beta, self.reconstruction_loss = float(beta), reconstruction_loss
-        self.seed = int(np.random.randint(2**31 - 1) if seed is None else seed)
+        self.attach_backbone(backbone, backbone_config, input_shape, latent_dim + self.num_classes, reconstruction_loss, seed)
+        self.latent_dim, self.beta = latent_dim, float(beta)  # the backbone's code also holds the label
 
         # These heads read the labels too; the backbone's own code head is left out of training.
         self.backbone.code_head.trainable = False
@@ -108,11 +103,11 @@ class CVAE(keras.Model):
             )
 
     # --- the model -------------------------------------------------------------------------
-    def __call__(self, inputs, *args, **kwargs):
+    def check_input(self, inputs):
+        """Refuses inputs other than (x, labels) pairs with x of the model's input shape."""
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
             raise ZooError("the cvae is called on (x, labels); labels are ints in [0, num_classes) or one-hot rows")
         self.backbone.check_input(inputs[0])
-        return super().__call__(inputs, *args, **kwargs)
 
     def encode_distribution(self, x, labels, training=False):
         """(z_mean, z_log_var) of q(z | x, y), both float32 of shape (batch, latent_dim)."""
@@ -142,11 +137,10 @@ class CVAE(keras.Model):
     def sample(self, n, labels=None, seed=None):
         """Decodes `n` draws z ~ N(0, I) as class `labels` (one id for all, or one per sample)."""
         y = self.one_hot(labels, int(n))
-        eps = np.random.default_rng(seed).standard_normal((int(n), self.latent_dim)).astype("float32")
-        return self.decode(eps, y)
+        return self.decode(prior_draws(n, self.latent_dim, seed), y)
 
     # --- the objective ---------------------------------------------------------------------
-    def _step_losses(self, data, training):
+    def step_losses(self, data, training):
         x, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if sample_weight is not None:
             raise ZooError("the cvae does not take sample weights; pass (x, labels)")
@@ -156,19 +150,6 @@ class CVAE(keras.Model):
         reconstruction = ops.mean(losses.reconstruction_error(x, logits, self.reconstruction_loss, self.backbone.output_layer))
         kl = ops.mean(losses.kl_divergence(z_mean, z_log_var))
         return reconstruction + self.beta * kl, reconstruction, kl, ops.shape(x)[0]
-
-    def _track(self, loss, reconstruction, kl, batch_size):
-        weight = ops.cast(batch_size, "float32")
-        for tracker, value in zip(self.trackers, (loss, reconstruction, kl)):
-            tracker.update_state(value, sample_weight=weight)
-        return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, *step_input):
-        # (data) on TensorFlow; (state, data) -> (logs, state) on JAX.
-        return objective_train_step(self, step_input, lambda data: self._step_losses(data, training=True), self._track)
-
-    def test_step(self, *step_input):
-        return objective_test_step(self, step_input, lambda data: self._step_losses(data, training=False), self._track)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`fit(x, labels)`; labels as in `sample` (a tf.data set yields (x, labels) pairs)."""
@@ -181,19 +162,8 @@ class CVAE(keras.Model):
             self.one_hot(y)
         return super().evaluate(x, y, *args, **kwargs)
 
-    @property
-    def metrics(self):
-        return list(self.trackers)
+    def code_config(self):
+        return {"num_classes": self.num_classes}
 
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "input_shape": list(self.data_shape),
-            "latent_dim": self.latent_dim,
-            "num_classes": self.num_classes,
-            "backbone": self.backbone_name,
-            "backbone_config": self.backbone.backbone_config(),
-            "beta": self.beta,
-            "reconstruction_loss": self.reconstruction_loss,
-            "seed": self.seed,
-        }
+    def type_config(self):
+        return {"beta": self.beta, **super().type_config()}

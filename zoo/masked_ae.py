@@ -10,20 +10,15 @@ read the whole input: no masking at inference.
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
-from zoo import losses
-from zoo.autoencoder import build_backbone
+from zoo.backbone_model import CodeModel
 from zoo.errors import ZooError
-from zoo.layers import objective_test_step, objective_train_step
 from zoo.registry import register_model
-
-BACKBONES = ("transformer",)
 
 
 @register_model("masked_ae")
-class MaskedAutoencoder(keras.Model):
+class MaskedAutoencoder(CodeModel):
     """Masked autoencoder: reconstructs randomly hidden patches; `encode` gives codes of whole inputs.
 
     Args:
@@ -42,6 +37,9 @@ class MaskedAutoencoder(keras.Model):
         >>> codes = mae.encode(x)
     """
 
+    type_name = "masked_ae"
+    backbones = ("transformer",)
+
     def __init__(
         self,
         input_shape,
@@ -54,47 +52,19 @@ class MaskedAutoencoder(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        backbone_config = dict(backbone_config or {})
-        losses.check_reconstruction_error("masked_ae", reconstruction_loss, backbone_config.get("output_activation", "sigmoid"))
+        backbone_config = self.checked_backbone_config(backbone_config, reconstruction_loss)
         if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, (int, float)) or not 0 < mask_ratio < 1:
             raise ZooError(f"mask_ratio must lie strictly between 0 and 1 (the share of patches hidden), got {mask_ratio!r}")
-        self.backbone = build_backbone("masked_ae", backbone, backbone_config, input_shape, latent_dim, self.dtype_policy, BACKBONES)
-        self.data_shape, self.latent_dim = self.backbone.data_shape, self.backbone.latent_dim
-        self.backbone_name, self.reconstruction_loss = backbone, reconstruction_loss
+        self.attach_backbone(backbone, backbone_config, input_shape, latent_dim, reconstruction_loss, seed)
         self.mask_ratio = float(mask_ratio)
         patch = self.backbone.patch_size if len(self.data_shape) == 3 else 1
         self.patch_grid = tuple(math.ceil(side / patch) for side in self.data_shape[:-1])
         self.patch_shape = (patch,) * len(self.patch_grid)
         patches = math.prod(self.patch_grid)
         self.masked_patches = min(patches - 1, max(1, round(self.mask_ratio * patches)))
-        self.seed = int(np.random.randint(2**31 - 1) if seed is None else seed)
         self.mask_seed = keras.random.SeedGenerator(self.seed, name="mask_seed")
         self.trackers = [keras.metrics.Mean(name="loss")]
         self.built = True
-
-    # --- the model -------------------------------------------------------------------------
-    def __call__(self, inputs, *args, **kwargs):
-        self.backbone.check_input(inputs)
-        return super().__call__(inputs, *args, **kwargs)
-
-    def check_input(self, x, shape=None, what="inputs"):
-        self.backbone.check_input(x, shape, what)
-
-    def encode(self, x, training=False):
-        """Codes of the whole (unmasked) inputs, float32 of shape (batch, latent_dim)."""
-        return self.backbone.encode(x, training=training)
-
-    def decode(self, z, training=False):
-        """Reconstructions from codes of shape (batch, latent_dim)."""
-        return self.backbone.decode(z, training=training)
-
-    def call(self, x, training=False):
-        return self.backbone.call(x, training=training)
-
-    @property
-    def encoder(self):
-        """x -> code as a functional model sharing this model's weights."""
-        return self.backbone.encoder
 
     # --- the objective ---------------------------------------------------------------------
     def random_mask(self, batch_size, seed=None):
@@ -122,36 +92,10 @@ class MaskedAutoencoder(keras.Model):
         hidden = ops.broadcast_to(mask, ops.shape(errors))
         return ops.mean(ops.sum(ops.reshape(errors * hidden, (ops.shape(x)[0], -1)), axis=-1))
 
-    def _step_loss(self, data, training):
-        x, target, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if sample_weight is not None:
-            raise ZooError("the masked_ae does not take sample weights; pass (x,) or (x, target)")
-        target = x if target is None else target
+    def step_losses(self, data, training):
+        """(loss, batch size) of a batch under a fresh random mask."""
+        x, target = self.unpack(data)
         return self.masked_loss(x, target, self.random_mask(ops.shape(x)[0]), training), ops.shape(x)[0]
 
-    def _track(self, loss, batch_size):
-        self.trackers[0].update_state(loss, sample_weight=ops.cast(batch_size, "float32"))
-        return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, *step_input):
-        # (data) on TensorFlow; (state, data) -> (logs, state) on JAX.
-        return objective_train_step(self, step_input, lambda data: self._step_loss(data, training=True), self._track)
-
-    def test_step(self, *step_input):
-        return objective_test_step(self, step_input, lambda data: self._step_loss(data, training=False), self._track)
-
-    @property
-    def metrics(self):
-        return list(self.trackers)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "input_shape": list(self.data_shape),
-            "latent_dim": self.latent_dim,
-            "backbone": self.backbone_name,
-            "backbone_config": self.backbone.backbone_config(),
-            "mask_ratio": self.mask_ratio,
-            "reconstruction_loss": self.reconstruction_loss,
-            "seed": self.seed,
-        }
+    def type_config(self):
+        return {"mask_ratio": self.mask_ratio, **super().type_config()}

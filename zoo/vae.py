@@ -12,18 +12,17 @@ import math
 
 
 import keras
-import numpy as np
 from keras import ops
 
 from zoo import losses
 from zoo.autoencoder import check_plain_options, whole_number
+from zoo.backbone_model import BACKBONES, PriorModel, random_seed
 from zoo.backend import import_tensorflow, on_jax
 from zoo.errors import ZooError, unknown_name
-from zoo.layers import objective_test_step, objective_train_step, quantized_dtype
+from zoo.layers import quantized_dtype
 from zoo.presets import PresetMixin
 from zoo.registry import check_options, model_class, register_model
 
-BACKBONES = ("dense", "conv", "lstm", "transformer")
 BOUNDS = ("elbo", "iwae")
 LIKELIHOODS = ("bce", "mse")  # reconstruction losses that are a negative log-likelihood (up to constants)
 # exp(0.5 * 10) ~ 148: far outside any useful spread, and safe from float16 overflow (~exp(11)).
@@ -53,7 +52,7 @@ def total_correlation(z, z_mean, z_log_var):
 
 
 @register_model("vae")
-class VAE(PresetMixin, keras.Model):
+class VAE(PresetMixin, PriorModel):
     """Variational autoencoder; `call`/`encode` use the mean code, `sample` decodes draws from N(0, I).
 
     Args:
@@ -87,6 +86,8 @@ class VAE(PresetMixin, keras.Model):
         >>> vae.compile(keras.optimizers.Adam(1e-3)); vae.fit(x, epochs=10)  # logs loss, reconstruction_loss, kl_loss
         >>> images = vae.sample(16, seed=0)
     """
+
+    type_name = "VAE"
 
     def __init__(
         self,
@@ -126,7 +127,7 @@ class VAE(PresetMixin, keras.Model):
         self.backbone_name = backbone
         self.beta, self.kl_warmup_steps, self.free_bits = float(beta), int(kl_warmup_steps), float(free_bits)
         self.reconstruction_loss = reconstruction_loss
-        self.seed = int(np.random.randint(2**31 - 1) if seed is None else seed)
+        self.seed = random_seed(seed)
 
         self.z_log_var_head = self.backbone.code_head_layer("z_log_var")
         self.z_log_var_head.build(self.backbone.encoder_trunk.output.shape)
@@ -137,17 +138,6 @@ class VAE(PresetMixin, keras.Model):
         self.built = True
 
     # --- the model -------------------------------------------------------------------------
-    def __call__(self, inputs, *args, **kwargs):
-        self.backbone.check_input(inputs)
-        return super().__call__(inputs, *args, **kwargs)
-
-    def check_input(self, x, shape=None, what="inputs"):
-        self.backbone.check_input(x, shape, what)
-
-    def encode(self, x, training=False):
-        """The mean code z_mean, shape (batch, latent_dim)."""
-        return self.backbone.encode(x, training=training)
-
     def encode_distribution(self, x, training=False):
         """(z_mean, z_log_var) of q(z | x), both float32 of shape (batch, latent_dim)."""
         features = self.backbone.features(x, training=training)
@@ -156,23 +146,6 @@ class VAE(PresetMixin, keras.Model):
 
     def decode_logits(self, z, training=False):
         return self.backbone.decode_logits(z, training=training)
-
-    def decode(self, z, training=False):
-        """Reconstructions (the decoder's mean) from latent vectors of shape (batch, latent_dim)."""
-        return self.backbone.decode(z, training=training)
-
-    def call(self, x, training=False):
-        return self.backbone.call(x, training=training)
-
-    def sample(self, n, seed=None):
-        """Decodes `n` draws z ~ N(0, I); the same seed gives the same samples."""
-        eps = np.random.default_rng(seed).standard_normal((int(n), self.latent_dim)).astype("float32")
-        return self.decode(eps)
-
-    @property
-    def encoder(self):
-        """x -> z_mean as a functional model sharing this model's weights."""
-        return self.backbone.encoder
 
     # --- the objective ---------------------------------------------------------------------
     def kl_weight(self, step):
@@ -226,11 +199,9 @@ class VAE(PresetMixin, keras.Model):
         key = jax.random.fold_in(jax.random.key(self.seed), ops.cast(self.optimizer.iterations, "uint32"))
         return jax.random.normal(jax.random.fold_in(key, stream), shape, "float32")
 
-    def _step_losses(self, data, training):
-        x, target, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if sample_weight is not None:
-            raise ZooError("the VAE does not take sample weights; pass (x,) or (x, target)")
-        target = x if target is None else target
+    def step_losses(self, data, training):
+        """(loss, reconstruction, KL, total correlation or None, batch size) of a batch."""
+        x, target = self.unpack(data)
         batch_size = ops.shape(x)[0]
         if self.bound == "iwae":
             bound, reconstruction, kl = self.importance_weighted_bound(
@@ -247,22 +218,6 @@ class VAE(PresetMixin, keras.Model):
             loss = loss + self.tc_weight * tc
         return loss, reconstruction, ops.sum(kl), tc, batch_size
 
-    def _track(self, loss, reconstruction, kl, tc, batch_size):
-        weight = ops.cast(batch_size, "float32")  # per-example epoch means, partial batches included
-        self.loss_tracker.update_state(loss, sample_weight=weight)
-        self.reconstruction_tracker.update_state(reconstruction, sample_weight=weight)
-        self.kl_tracker.update_state(kl, sample_weight=weight)
-        if self.tc_tracker is not None:
-            self.tc_tracker.update_state(tc, sample_weight=weight)
-        return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, *step_input):
-        # (data) on TensorFlow; (state, data) -> (logs, state) on JAX.
-        return objective_train_step(self, step_input, lambda data: self._step_losses(data, training=True), self._track)
-
-    def test_step(self, *step_input):
-        return objective_test_step(self, step_input, lambda data: self._step_losses(data, training=False), self._track)
-
     def make_test_function(self, force=False):
         # A jitted JAX test step reads the optimizer's step count (the KL warm-up's weight) as of
         # when it was traced: during a warm-up, trace it anew for each evaluation.
@@ -274,25 +229,19 @@ class VAE(PresetMixin, keras.Model):
         return trackers + ([self.tc_tracker] if self.tc_tracker is not None else [])
 
     def get_config(self):
-        config = {
-            **super().get_config(),
-            "input_shape": list(self.data_shape),
-            "latent_dim": self.latent_dim,
-            "backbone": self.backbone_name,
-            "backbone_config": {
-                "output_activation": self.backbone.output_activation,
-                **self.backbone.family_config(),
-            },
+        config = super().get_config()
+        return {**config, "dtype": quantized_dtype(self) or config["dtype"]}
+
+    def type_config(self):
+        return {
             "beta": self.beta,
             "kl_warmup_steps": self.kl_warmup_steps,
             "free_bits": self.free_bits,
-            "reconstruction_loss": self.reconstruction_loss,
-            "seed": self.seed,
+            **super().type_config(),
             "bound": self.bound,
             "samples": self.samples,
             "tc_weight": self.tc_weight,
         }
-        return {**config, "dtype": quantized_dtype(self) or config["dtype"]}
 
 
 def check_bound(bound, samples, tc_weight, free_bits):

@@ -15,13 +15,12 @@ import numpy as np
 from keras import ops
 
 from zoo import losses
-from zoo.autoencoder import build_backbone, whole_number
+from zoo.autoencoder import whole_number
+from zoo.backbone_model import BackboneModel
 from zoo.conv import stage_grid
 from zoo.errors import ZooError, unknown_name
-from zoo.layers import custom_test_step, custom_train_step
+from zoo.layers import custom_train_step
 from zoo.registry import model_class, model_options, register_model
-
-BACKBONES = ("dense", "conv", "lstm", "transformer")
 CODEBOOK_UPDATES = ("loss", "ema")
 RESTART_BELOW = 0.01  # EMA assignments per step under which `restart_unused_codes` restarts a code
 EMA_EPSILON = 1e-5  # Laplace smoothing of the EMA counts, so an unused code divides by no zero
@@ -113,7 +112,7 @@ class VectorQuantizer(keras.layers.Layer):
 
 
 @register_model("vq_vae")
-class VQVAE(keras.Model):
+class VQVAE(BackboneModel):
     """VQ-VAE: discrete codes, `encode` -> int indices of shape (batch, *index_shape), `decode` <- them.
 
     Args:
@@ -142,6 +141,8 @@ class VQVAE(keras.Model):
         >>> images = vq.decode(indices)
     """
 
+    type_name = "vq_vae"
+
     def __init__(
         self,
         input_shape,
@@ -159,8 +160,7 @@ class VQVAE(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        backbone_config = dict(backbone_config or {})
-        losses.check_reconstruction_error("vq_vae", reconstruction_loss, backbone_config.get("output_activation", "sigmoid"))
+        backbone_config = self.checked_backbone_config(backbone_config, reconstruction_loss)
         self.codebook_size = whole_number("codebook_size", codebook_size, minimum=2)
         self.code_dim = whole_number("code_dim", code_dim)
         if codebook_update not in CODEBOOK_UPDATES:
@@ -177,13 +177,10 @@ class VQVAE(keras.Model):
                            f"{grid[0]}x{grid[1]}x{self.code_dim} = {vectors * self.code_dim}, got {latent_dim}; drop latent_dim")
         if latent_dim % self.code_dim:
             raise ZooError(f"latent_dim={latent_dim} must be a multiple of code_dim={self.code_dim}")
-        self.backbone = build_backbone("vq_vae", backbone, backbone_config, input_shape, latent_dim, self.dtype_policy, BACKBONES)
-        self.data_shape, self.latent_dim, self.backbone_name = self.backbone.data_shape, self.backbone.latent_dim, backbone
+        self.attach_backbone(backbone, backbone_config, input_shape, latent_dim, reconstruction_loss, seed)
         self.index_shape = grid or (latent_dim // self.code_dim,)
         self.commitment_weight, self.codebook_update = float(commitment_weight), codebook_update
         self.ema_decay, self.restart_unused_codes = float(ema_decay), bool(restart_unused_codes)
-        self.reconstruction_loss = reconstruction_loss
-        self.seed = int(np.random.randint(2**31 - 1) if seed is None else seed)
 
         self.quantizer = VectorQuantizer(self.codebook_size, self.code_dim,
                                          self.ema_decay if codebook_update == "ema" else None, name="quantizer")
@@ -193,10 +190,6 @@ class VQVAE(keras.Model):
         self.built = True
 
     # --- the model -------------------------------------------------------------------------
-    def __call__(self, inputs, *args, **kwargs):
-        self.backbone.check_input(inputs)
-        return super().__call__(inputs, *args, **kwargs)
-
     def encode_vectors(self, x, training=False):
         """The encoder's vectors before quantisation, float32 (batch, *index_shape, code_dim)."""
         return ops.reshape(self.backbone.encode(x, training=training), (-1, *self.index_shape, self.code_dim))
@@ -226,11 +219,9 @@ class VQVAE(keras.Model):
         return self.decode_vectors(self.quantizer(self.encode_vectors(x, training)), training)
 
     # --- the objective ---------------------------------------------------------------------
-    def _step_losses(self, data, training):
-        x, target, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if sample_weight is not None:
-            raise ZooError("the vq_vae does not take sample weights; pass (x,) or (x, target)")
-        target = x if target is None else target
+    def step_losses(self, data, training):
+        """(loss, reconstruction, commitment, codebook loss, vectors, indices, batch size) of a batch."""
+        x, target = self.unpack(data)
         vectors = self.encode_vectors(x, training)
         indices = self.quantizer.indices(vectors)
         quantized = self.quantizer.lookup(indices)
@@ -247,46 +238,32 @@ class VQVAE(keras.Model):
         vectors, indices = ops.reshape(vectors, (-1, self.code_dim)), ops.reshape(indices, (-1,))
         return loss, reconstruction, commitment, codebook, vectors, indices, ops.shape(x)[0]
 
-    def _track(self, loss, reconstruction, commitment, codebook, vectors, indices, batch_size):
+    def track(self, loss, reconstruction, commitment, codebook, vectors, indices, batch_size):
+        """Logs the losses and the codebook's perplexity and usage (share of entries used) in this batch."""
         shares = ops.mean(ops.one_hot(indices, self.codebook_size, dtype="float32"), axis=0)
         perplexity = ops.exp(-ops.sum(shares * ops.log(shares + 1e-10)))
         usage = ops.mean(ops.cast(shares > 0, "float32"))
-        weight = ops.cast(batch_size, "float32")
-        for tracker, value in zip(self.trackers, (loss, reconstruction, commitment, codebook, perplexity, usage)):
-            tracker.update_state(value, sample_weight=weight)
-        return {m.name: m.result() for m in self.metrics}
+        return super().track(loss, reconstruction, commitment, codebook, perplexity, usage, batch_size)
 
     def train_step(self, *step_input):
         # (data) on TensorFlow; (state, data) -> (logs, state) on JAX, the codebook's updates in the state.
         return custom_train_step(self, step_input, self._train)
 
     def _train(self, data, gradient_step):
-        values = gradient_step(lambda: self._step_losses(data, training=True))
+        values = gradient_step(lambda: self.step_losses(data, training=True))
         vectors, indices = ops.stop_gradient(ops.cast(values[4], "float32")), values[5]
         if self.codebook_update == "ema" or self.restart_unused_codes:
             self.quantizer.update(vectors, indices, self.restart_unused_codes, self.restart_seed)
-        return self._track(*values)
+        return self.track(*values)
 
-    def test_step(self, *step_input):
-        return custom_test_step(self, step_input, lambda data: self._track(*self._step_losses(data, training=False)))
+    def code_config(self):
+        return {"codebook_size": self.codebook_size, "code_dim": self.code_dim}
 
-    @property
-    def metrics(self):
-        return list(self.trackers)
-
-    def get_config(self):
+    def type_config(self):
         return {
-            **super().get_config(),
-            "input_shape": list(self.data_shape),
-            "latent_dim": self.latent_dim,
-            "codebook_size": self.codebook_size,
-            "code_dim": self.code_dim,
-            "backbone": self.backbone_name,
-            "backbone_config": self.backbone.backbone_config(),
             "commitment_weight": self.commitment_weight,
             "codebook_update": self.codebook_update,
             "ema_decay": self.ema_decay,
             "restart_unused_codes": self.restart_unused_codes,
-            "reconstruction_loss": self.reconstruction_loss,
-            "seed": self.seed,
+            **super().type_config(),
         }
