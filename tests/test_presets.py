@@ -214,7 +214,7 @@ def test_upload_preset_creates_the_repo_and_uploads_the_checked_folder(copied_pr
     monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
     assert zoo.upload_preset("hf://me/dense", copied_preset) == "commit-url"
     assert calls == [("create_repo", "me/dense", {"exist_ok": True}),
-                     ("upload_folder", "me/dense", sorted(presets.REQUIRED_FILES))]
+                     ("upload_folder", "me/dense", sorted([*presets.REQUIRED_FILES, "train.toml"]))]  # the whole folder
     (copied_preset / "README.md").unlink()
     with pytest.raises(ZooError, match="lacks README.md; write it with model.save_to_preset"):
         zoo.upload_preset("hf://me/dense", copied_preset)
