@@ -435,7 +435,7 @@ def test_predict_names_the_real_problem(exports, tmp_path, capsys):
     model_file = exports["conv_ae"].out_dir / tflite_name("float32")
     Image.fromarray(np.zeros((8, 8), "uint8")).save(tmp_path / "digit.png")
     code, _, err = run_cli(capsys, "predict", model_file, tmp_path / "digit.png", "--signature", "sample")
-    assert_one_line_error(code, err, "has no 'sample' signature (encode_distribution and sample exist for VAE exports only)")
+    assert_one_line_error(code, err, "has no 'sample' signature (encode_distribution: VAE and cvae exports; sample: those, aae and wae)")
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli(capsys, "predict", model_file, tmp_path / "empty")
     assert_one_line_error(code, err, "no images (.bmp, .gif, .jpeg, .jpg, .png, .webp) in")

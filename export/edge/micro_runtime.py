@@ -96,8 +96,11 @@ class MicroModel(EdgeModel):
                 f"pick the model_{signature}_* file from the same folder"
             )
 
-    def run(self, signature, values):
-        """Runs the file's signature on `values` (n examples), one invoke per example; {output: float32}."""
+    def run(self, signature, values, labels=None):
+        """Runs the file's signature on `values` (n examples), one invoke per example; {output: float32}.
+        A micro file has one input: `labels` (a cvae's) cannot be given."""
+        if labels is not None:
+            raise EdgeError(f"{self.path.name} takes one input, and a micro file takes no labels; drop them")
         self.require(signature)
         values = self._checked(values, SIGNATURES[signature].input, {**self._input, "shape": [1, *self.metadata["input_shape"]]})
         raw = self.run_quantized(quantize(values, self._input))
