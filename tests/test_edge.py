@@ -30,8 +30,9 @@ INSTALLED_SOURCES = ["pyproject.toml", "recipes/__init__.py", "recipes/cli/__ini
                      "export/__init__.py", *(f"export/edge/{name}.py" for name in (  # what `aezoo predict` runs
                          "__init__", "interpreter", "runtime", "onnx_runtime", "micro_runtime", "predict", "tflite_file"))]
 # int8 outputs of tflite_runtime 2.14 and ai_edge_litert differ by up to one quantization step, and on
-# attention models (their int8 softmax/GELU kernels differ) by up to five, about one on average.
-INT8_MAX_STEPS, INT8_MEAN_STEPS = 6, 2
+# attention models (their int8 softmax/GELU kernels differ) by up to seven over the 64 verification
+# examples reference.npz holds (six over the first eight), about one on average.
+INT8_MAX_STEPS, INT8_MEAN_STEPS = 8, 2
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.jax]
 
 ROOT = Path(__file__).resolve().parents[1]
 # docs/backends.md's install (the zoo itself comes from the checkout), and pytest for the harness.
-JAX_REQUIREMENTS = ["keras", "jax[cpu]", "h5py", "mlxtend", "scikit-learn", "scipy", "pillow", "pytest"]
+JAX_REQUIREMENTS = ["keras", "jax[cpu]", "h5py", "mlxtend", "scikit-learn", "scipy", "pillow", "tomli-w", "pytest"]
 JAX_CONSTRAINTS = os.environ.get("AEZOO_JAX_CONSTRAINTS", str(ROOT / "constraints-jax.txt"))
 # The harness cases run on JAX: each family and the VAE, both mixed precisions, the VAE's logs and sampling.
 HARNESS_TESTS = [

@@ -53,8 +53,9 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
     model.require(signature)  # before the input is read: its shape depends on the signature
     input_path, images, notes = Path(input_path), None, ""
     if signature == "sample" and str(input_path).isdigit():
-        result = model.sample(int(str(input_path)), seed=0)
-        source = f"{int(input_path)} draws of eps (seed 0)"
+        count = int(str(input_path))
+        result = model.sample(count, seed=0)
+        source = f"{count} draws of eps (seed 0)"
     else:
         shape = model.input_shape if signature in ("reconstruct", "encode") else model.code_shape
         if input_path.is_dir():
