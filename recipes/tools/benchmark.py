@@ -245,6 +245,11 @@ def micro_presets(docs, only=None):
     publish("\n".join(lines), "micro-presets" if docs else None)
 
 
+def _add_docs_flag(parser, page, what="table"):
+    parser.add_argument("--docs", "--readme", dest="docs", action="store_true",
+                        help=f"write the {what} into {page} (--readme: the same)")
+
+
 def main(argv):
     parser = arguments.Parser(prog="aezoo benchmark recipes")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -252,21 +257,17 @@ def main(argv):
     loop_args.add_argument("--examples", type=arguments.count, default=60000)
     loop_args.add_argument("--epochs", type=arguments.count, default=3)
     loop_args.add_argument("--batch-size", type=arguments.count, default=128)
-    loop_args.add_argument("--docs", "--readme", dest="docs", action="store_true",
-                           help="write the table into docs/training.md (--readme: the same)")
+    _add_docs_flag(loop_args, "docs/training.md", "table")
     full_args = sub.add_parser("full", help="every recipe on full data")
-    full_args.add_argument("--docs", "--readme", dest="docs", action="store_true",
-                           help="write the tables into docs/results.md (--readme: the same)")
+    _add_docs_flag(full_args, "docs/results.md", "tables")
     full_args.add_argument("--only", nargs="+", metavar="NAME",
                            help="make only these tables anew (a preset, or a run folder's name: classify, anomaly, "
                                 "anomaly-transformer); keep the others as docs/results.md has them")
     reproduce_args = sub.add_parser("reproduce", help="rerun a preset's card command")
     reproduce_args.add_argument("preset")
-    reproduce_args.add_argument("--docs", "--readme", dest="docs", action="store_true",
-                                help="write the table into docs/presets.md (--readme: the same)")
+    _add_docs_flag(reproduce_args, "docs/presets.md", "table")
     micro_args = sub.add_parser("micro", help="every preset exported for TensorFlow Lite Micro")
-    micro_args.add_argument("--docs", "--readme", dest="docs", action="store_true",
-                            help="write the table into docs/micro.md (--readme: the same)")
+    _add_docs_flag(micro_args, "docs/micro.md", "table")
     micro_args.add_argument("--only", nargs="+", metavar="PRESET",
                             help="export only these presets again; table the others' existing exports")
     args = parser.parse_args(argv)
