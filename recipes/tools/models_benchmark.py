@@ -1,6 +1,7 @@
 """`aezoo benchmark models`: every model type trained on one data set at one budget (a command, not a test).
 
-    aezoo benchmark models [--data fashion_mnist] [--examples 10000] [--test-examples 2000] [--epochs 5] [--docs]
+    aezoo benchmark models [--data fashion_mnist] [--examples 10000] [--test-examples 2000] [--epochs 5]
+                           [--types vae,wae] [--docs]
 
 Each type (TYPES) is created with latent_dim --latent-dim (the vq_vae keeps its code grid) and trained
 with Adam on the first --examples training images for --epochs epochs, then judged on the first
@@ -9,10 +10,11 @@ importance-sampled NLL (nats per image, Bernoulli likelihood of the [0, 1] inten
 that sample, the Fréchet distance of samples to test images in the features of a small classifier
 trained on the same images; a linear probe and 5-NN on the codes; parameters; the int8 TFLite file
 and the TFLite Micro arena where the type exports. `--docs` writes the table into docs/results.md
-(section `models`).
+(section `models`). `--types` picks rows (by their TYPES names) instead of all.
 """
 
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -159,26 +161,41 @@ def evaluate(model, data, embed, seed, folder):
     return [f"{mse:.4f}", elbo, nll, frechet, f"{probe:.3f}", f"{knn:.3f}", f"{model.count_params():,}", int8, arena]
 
 
-def table(data_name, examples, test_examples, epochs, batch_size, latent_dim, seed=0):
-    """{row: cells} of every type, and the markdown table with the line that states the budget."""
+def selected_types(names):
+    """TYPES' entries for the row names `names` (None: all), in TYPES' order."""
+    from zoo.errors import unknown_name
+
+    rows = [row for row, _, _ in TYPES]
+    for name in names or ():
+        if name not in rows:
+            raise unknown_name("type", name, rows)
+    return [entry for entry in TYPES if names is None or entry[0] in names]
+
+
+def table(data_name, examples, test_examples, epochs, batch_size, latent_dim, seed=0, types=None):
+    """{row: cells} of the types named in `types` (None: every type), and the markdown table with
+    the line that states the budget."""
     import keras
 
     import zoo
 
+    chosen = selected_types(types)
     data = zoo.data.load(data_name).take(examples, test_examples)
     keras.utils.set_random_seed(seed)
     embed = feature_embedding(data, FEATURE_EPOCHS, batch_size)
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
-        for row, name, options in TYPES:
+        for row, name, options in chosen:
             keras.utils.set_random_seed(seed)
             model = create(name, options, data.input_shape, latent_dim)
             train(model, shaped(model, data.x_train), data.y_train, epochs, batch_size)
             rows[row] = evaluate(model, data, embed, seed, Path(folder) / row.replace(" ", "_"))
     command = (f"aezoo benchmark models --data {data_name} --examples {examples} --test-examples {test_examples} "
                f"--epochs {epochs} --batch-size {batch_size} --latent-dim {latent_dim}")
+    if types is not None:
+        command += " --types " + shlex.quote(",".join(row for row, _, _ in chosen))
     lines = [
-        f"Every type on the first {len(data.x_train):,} training and {len(data.x_test):,} test images of {data_name}, "
+        f"Each type on the first {len(data.x_train):,} training and {len(data.x_test):,} test images of {data_name}, "
         f"{epochs} epochs of Adam (1e-3), batch {batch_size}, latent_dim {latent_dim} (vq_vae: its code grid), "
         f"`{command}`; nats per image on the [0, 1] intensities ({IMPORTANCE_SAMPLES} importance samples); "
         f"Fréchet distance in the features of a classifier trained on the same images; probes on the test codes "
@@ -201,11 +218,14 @@ def main(argv=None):
     parser.add_argument("--epochs", type=arguments.count, default=5)
     parser.add_argument("--batch-size", type=arguments.count, default=128)
     parser.add_argument("--latent-dim", type=arguments.count, default=16)
+    parser.add_argument("--types", type=lambda text: [name.strip() for name in text.split(",")],
+                        help="comma-separated rows to run (default: all): " + ", ".join(row for row, _, _ in TYPES))
     parser.add_argument("--docs", "--readme", dest="docs", action="store_true", help="write the table into docs/results.md")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     from recipes.tools.benchmark import publish
 
-    _, text = table(args.data, args.examples, args.test_examples, args.epochs, args.batch_size, args.latent_dim)
+    _, text = table(args.data, args.examples, args.test_examples, args.epochs, args.batch_size, args.latent_dim,
+                    types=args.types)
     publish(text, "models" if args.docs else None)
 
 
