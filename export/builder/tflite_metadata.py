@@ -186,7 +186,8 @@ def _metadata_buffer(content, description):
         subgraph.outputTensorMetadata = [_tensor_metadata(fb, by_name[name]) for name in outputs]
         meta.subgraphMetadata.append(subgraph)
     card = fb.AssociatedFileT()
-    card.name, card.description, card.type = description["model_card"], "the model card", fb.AssociatedFileType.DESCRIPTIONS
+    card.name, card.description = description["model_card"], "the model card"
+    card.type = fb.AssociatedFileType.DESCRIPTIONS
     meta.associatedFiles = [card]
     builder = flatbuffers.Builder(0)
     builder.Finish(meta.Pack(builder), _METADATA_IDENTIFIER)
@@ -195,7 +196,8 @@ def _metadata_buffer(content, description):
 
 def _tensor_metadata(fb, tensor):
     result = fb.TensorMetadataT()
-    result.name, result.description, result.dimensionNames = tensor["name"], tensor["description"], tensor["dimension_names"]
+    result.name, result.description = tensor["name"], tensor["description"]
+    result.dimensionNames = tensor["dimension_names"]
     result.content = fb.ContentT()
     result.content.contentPropertiesType = fb.ContentProperties.FeatureProperties
     result.content.contentProperties = fb.FeaturePropertiesT()
@@ -245,7 +247,8 @@ def _populator_class(metadata):
             meta = fb.ModelMetadata.GetRootAs(metadata_buf, 0)
             model = schema.Model.GetRootAs(Path(self._model_file).read_bytes(), 0)
             if meta.SubgraphMetadataLength() != model.SubgraphsLength():
-                raise ValueError(f"{meta.SubgraphMetadataLength()} SubgraphMetadata for {model.SubgraphsLength()} subgraphs")
+                raise ValueError(f"{meta.SubgraphMetadataLength()} SubgraphMetadata for "
+                                 f"{model.SubgraphsLength()} subgraphs")
             for i in range(model.SubgraphsLength()):
                 entry, subgraph = meta.SubgraphMetadata(i), model.Subgraphs(i)
                 if (entry.InputTensorMetadataLength(), entry.OutputTensorMetadataLength()) != (
@@ -276,7 +279,7 @@ def min_parser_version(buffer):
     subgraphs = meta.subgraphMetadata or []
     tensors = [t for s in subgraphs for t in (s.inputTensorMetadata or []) + (s.outputTensorMetadata or [])]
     units = [u for s in subgraphs for u in (s.inputProcessUnits or []) + (s.outputProcessUnits or [])]
-    options = [u.optionsType for t in tensors for u in (t.processUnits or [])] + [u.optionsType for u in units]
+    options = {u.optionsType for t in tensors for u in (t.processUnits or [])} | {u.optionsType for u in units}
     files = list(meta.associatedFiles or []) + [f for s in subgraphs for f in s.associatedFiles or []]
     files += [f for t in tensors for f in t.associatedFiles or []]
     files += [f for t in tensors for u in t.processUnits or [] for f in _option_files(u.options)]
@@ -290,7 +293,7 @@ def min_parser_version(buffer):
                       for t in tensors)),
         ("1.2.1", kinds.RegexTokenizerOptions in options),
         ("1.2.0", any(s.inputTensorGroups or s.outputTensorGroups for s in subgraphs)),
-        ("1.1.0", bool(units) or bool({kinds.BertTokenizerOptions, kinds.SentencePieceTokenizerOptions} & set(options))),
+        ("1.1.0", bool(units) or bool({kinds.BertTokenizerOptions, kinds.SentencePieceTokenizerOptions} & options)),
         ("1.0.1", any(f.type == fb.AssociatedFileType.VOCABULARY for f in files)),
     ]
     return next((version for version, used in versions if used), "1.0.0")
