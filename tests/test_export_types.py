@@ -83,7 +83,8 @@ def test_metadata_inside_each_file_says_what_each_tensor_holds(exports, name):
         written, _ = tflite_metadata.read((folder / file).read_bytes())
         assert written == metadata["files"][file]["embedded_metadata"]
         assert sorted(written["signatures"]) == sorted(SIGNATURES[name])
-        tensors = {(s, t["name"]): t for s, entry in written["signatures"].items() for t in entry["inputs"] + entry["outputs"]}
+        tensors = {(s, t): value for s, entry in written["signatures"].items()
+                   for t, value in {**entry["inputs"], **entry["outputs"]}.items()}
         if name == "vq_vae":
             assert tensors["encode", "code"]["range"] == tensors["decode", "z"]["range"] == [0.0, 15.0]
             assert "codebook indices" in tensors["encode", "code"]["description"]

@@ -46,10 +46,10 @@ def test_metadata_read_back_equals_what_the_export_wrote(exported, mode):
     assert (written["name"], written["author"], written["license"]) == ("dense_ae", tflite_metadata.AUTHOR, "mit")
     assert written["version"].startswith("autoencoder-zoo ")
     assert list(written["signatures"]) == _signature_per_subgraph(out_dir / tflite_name(mode))
-    x = written["signatures"]["reconstruct"]["inputs"][0]
-    assert (x["name"], x["dimension_names"], x["range"]) == ("x", ["batch", "height", "width", "channels"], [0.0, 1.0])
-    assert [t["name"] for t in written["signatures"]["encode"]["outputs"]] == ["code"]
-    assert written["signatures"]["decode"]["inputs"][0]["dimension_names"] == ["batch", "code"]
+    x = written["signatures"]["reconstruct"]["inputs"]["x"]
+    assert (x["dimension_names"], x["range"]) == (["batch", "height", "width", "channels"], [0.0, 1.0])
+    assert list(written["signatures"]["encode"]["outputs"]) == ["code"]
+    assert written["signatures"]["decode"]["inputs"]["z"]["dimension_names"] == ["batch", "code"]
 
 
 @pytest.mark.slow

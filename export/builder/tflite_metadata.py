@@ -89,9 +89,9 @@ def describe(model, copy, signatures, input_range, mode, batch_size, card=None):
     if convert.is_conditional(copy):
         ranges[runtime.LABELS], axes[runtime.LABELS] = [0.0, float(copy.num_classes - 1)], []
 
-    def tensor(name):
-        return {"name": name, "description": meanings[name], "dimension_names": ["batch", *axes[name]],
-                "range": ranges[name]}
+    def tensors(names):
+        return {name: {"description": meanings[name], "dimension_names": ["batch", *axes[name]], "range": ranges[name]}
+                for name in names}
 
     return {
         "name": model.registry_name,
@@ -104,8 +104,8 @@ def describe(model, copy, signatures, input_range, mode, batch_size, card=None):
         "license": _card_license(card) or PROJECT_LICENSE,
         "model_card": CARD_FILE,
         "signatures": {name: {"description": SIGNATURE_MEANINGS[name],
-                              "inputs": [tensor(n) for n in convert.input_names(copy, name)],
-                              "outputs": [tensor(n) for n in runtime.SIGNATURES[name].outputs]}
+                              "inputs": tensors(convert.input_names(copy, name)),
+                              "outputs": tensors(runtime.SIGNATURES[name].outputs)}
                        for name in signatures},
     }
 
@@ -156,15 +156,15 @@ def generated_card(model, description):
 
 
 def _subgraph_from_json(entry):
-    def tensor(item):
-        stats = item.get("stats") or {}
-        value_range = [stats["min"][0], stats["max"][0]] if "min" in stats else None
-        return {"name": item["name"], "description": item.get("description"),
-                "dimension_names": item.get("dimension_names", []), "range": value_range}
+    def tensors(items):
+        return {item["name"]: {"description": item.get("description"),
+                               "dimension_names": item.get("dimension_names", []),
+                               "range": [item["stats"]["min"][0], item["stats"]["max"][0]] if "stats" in item else None}
+                for item in items}
 
     return entry["name"], {"description": entry.get("description"),
-                           "inputs": [tensor(item) for item in entry.get("input_tensor_metadata", [])],
-                           "outputs": [tensor(item) for item in entry.get("output_tensor_metadata", [])]}
+                           "inputs": tensors(entry.get("input_tensor_metadata", [])),
+                           "outputs": tensors(entry.get("output_tensor_metadata", []))}
 
 
 def _metadata_buffer(content, description):
@@ -179,11 +179,11 @@ def _metadata_buffer(content, description):
     meta.subgraphMetadata = []
     for signature, inputs, outputs in _subgraph_layout(content):
         entry = description["signatures"][signature]
-        by_name = {tensor["name"]: tensor for tensor in entry["inputs"] + entry["outputs"]}
+        by_name = {**entry["inputs"], **entry["outputs"]}
         subgraph = fb.SubGraphMetadataT()
         subgraph.name, subgraph.description = signature, entry["description"]
-        subgraph.inputTensorMetadata = [_tensor_metadata(fb, by_name[name]) for name in inputs]
-        subgraph.outputTensorMetadata = [_tensor_metadata(fb, by_name[name]) for name in outputs]
+        subgraph.inputTensorMetadata = [_tensor_metadata(fb, name, by_name[name]) for name in inputs]
+        subgraph.outputTensorMetadata = [_tensor_metadata(fb, name, by_name[name]) for name in outputs]
         meta.subgraphMetadata.append(subgraph)
     card = fb.AssociatedFileT()
     card.name, card.description = description["model_card"], "the model card"
@@ -194,9 +194,9 @@ def _metadata_buffer(content, description):
     return builder.Output()
 
 
-def _tensor_metadata(fb, tensor):
+def _tensor_metadata(fb, name, tensor):
     result = fb.TensorMetadataT()
-    result.name, result.description = tensor["name"], tensor["description"]
+    result.name, result.description = name, tensor["description"]
     result.dimensionNames = tensor["dimension_names"]
     result.content = fb.ContentT()
     result.content.contentPropertiesType = fb.ContentProperties.FeatureProperties
