@@ -73,6 +73,22 @@ def test_metadata_changes_no_output(exported, mode, tmp_path):
             np.testing.assert_array_equal(value, expected[name])
 
 
+@pytest.mark.slow
+def test_embedding_again_gives_the_same_bytes(exported, tmp_path):
+    """The exported file is its model with what metadata.json records embedded: embed() on the file
+    without metadata and card gives its bytes again (no clock or path in them)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    _, out_dir, _ = exported
+    path = out_dir / tflite_name("int8")
+    bare = flatbuffer_utils.read_model(str(path))
+    bare.metadata = [entry for entry in bare.metadata if entry.name.decode() != "TFLITE_METADATA"]
+    flatbuffer_utils.write_model(bare, str(tmp_path / "bare.tflite"))
+    entry = json.loads((out_dir / runtime.METADATA_FILE).read_text())["files"][path.name]
+    again = tflite_metadata.embed((tmp_path / "bare.tflite").read_bytes(), entry["embedded_metadata"], CARD)
+    assert again == path.read_bytes()
+
+
 def _signature_per_subgraph(path):
     from tensorflow.lite.tools import flatbuffer_utils
 

@@ -124,14 +124,16 @@ def embed(content, description, card_text):
         populator.load_associated_file_buffers({CARD_FILE: card_text.encode()})
         populator.populate()
         populated = path.read_bytes()
-    # The populator re-packs the whole model, repeating the tables compact() stores once.
+    # The populator re-packs the whole model, repeating the tables compact() stores once; its card
+    # goes back in as it packed it (uncompressed: readers map entries in place), dated 1980-01-01
+    # so that one model exports to the same bytes every time.
     with zipfile.ZipFile(io.BytesIO(populated)) as archive:
         packed = {name: archive.read(name) for name in archive.namelist()}
     result = io.BytesIO(convert.compact(populated))
     result.seek(0, io.SEEK_END)
     with zipfile.ZipFile(result, "a") as archive:
         for name, data in packed.items():
-            archive.writestr(name, data)
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
     return result.getvalue()
 
 
