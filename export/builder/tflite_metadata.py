@@ -10,8 +10,9 @@ read). Verification results stay in metadata.json beside the file.
 
 Two gaps of the library as released are bridged here, both checked by reading the files back:
 its populator accepts one SubGraphMetadata only (the schema holds one per subgraph), and its
-wheels lack the compiled helper that computes the minimum metadata parser version (`import`
-fails), which `min_parser_version` provides from the schema's version history.
+wheels (0.10.35 and 1.2.x checked) lack the compiled helper that computes the minimum metadata
+parser version, so the module fails to import; `min_parser_version` provides that helper from the
+schema's version history (used only where the compiled one is missing).
 """
 
 import importlib.metadata
