@@ -7,10 +7,12 @@ the checkout is reinstalled into it whenever the files it ships change.
 """
 
 import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -189,7 +191,9 @@ def test_truncated_file_is_refused_before_the_interpreter(edge_venv, exports, tm
     # tflite_runtime 2.14 crashes on a truncated model; the runtime must refuse it first.
     content = (exports["lstm_ae"].out_dir / tflite_name("int8")).read_bytes()
     np.save(tmp_path / "x.npy", exports["lstm_ae"].data.x_test[:2])
-    for cut in (len(content) // 3, len(content) - 16):
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:  # the model card, zipped after the model
+        model_end = min(entry.header_offset for entry in archive.infolist())
+    for cut in (model_end // 3, model_end - 16):
         (tmp_path / "model.tflite").write_bytes(content[:cut])
         result = run_edge(edge_venv, "aezoo", "predict", tmp_path / "model.tflite", tmp_path / "x.npy", check=False)
         assert_one_line_error(result, "truncated")

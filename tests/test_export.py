@@ -16,6 +16,7 @@ from export_helpers import FAMILIES, session_exports
 
 import zoo
 from export import convert, export_model, onnx_target, runtime
+from export.builder import tflite_metadata
 from export.builder.exporter import tflite_name
 from export.builder.onnx_target import onnx_name
 from recipes import cli
@@ -211,6 +212,23 @@ def test_metadata_records_shapes_sha256_and_runtimes(exports):
     assert files["model_dynamic.tflite"]["runtimes"]["runs_on"]["tflite_runtime"] is False
     assert files["model_dynamic.tflite"]["min_runtime_version"] > "2.14"
     assert files["saved_model"]["signatures"] == ["serving_default", "encode", "decode"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_metadata_inside_every_tflite_file_reads_back_as_written(exports, name):
+    exported = exports[name]
+    metadata = json.loads((exported.out_dir / runtime.METADATA_FILE).read_text())
+    files = {file: entry for file, entry in metadata["files"].items() if entry["kind"] == "tflite"}
+    assert len(files) >= 2
+    for file, entry in files.items():
+        written, card = tflite_metadata.read((exported.out_dir / file).read_bytes())
+        assert written == entry["embedded_metadata"]
+        assert sorted(written["signatures"]) == sorted(entry["signatures"])
+        assert card.startswith(f"# {exported.model.registry_name}\n")  # generated: no card was given
+        assert written["signatures"]["reconstruct"]["inputs"]["x"]["range"] == metadata["input"]["range"]
+        if name in VAES:
+            outputs = written["signatures"]["encode_distribution"]["outputs"]
+            assert sorted(outputs) == ["z_log_var", "z_mean"] and "log-variance" in outputs["z_log_var"]["description"]
 
 
 @pytest.mark.parametrize("name", VAES)

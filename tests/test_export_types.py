@@ -10,6 +10,7 @@ import pytest
 
 import zoo
 from export import export_model, micro
+from export.builder import tflite_metadata
 from export.edge import runtime
 from zoo.errors import ZooError
 
@@ -72,6 +73,24 @@ def test_type_exports_its_signatures_verified_against_keras(exports, name):
     inputs = {s: spec["inputs"] for s, spec in metadata["signatures"].items()}
     assert all(names == (["x" if s in ("reconstruct", "encode", "encode_distribution") else "z" if s == "decode" else "eps",
                           *(["labels"] if name == "cvae" else [])]) for s, names in inputs.items())
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_metadata_inside_each_file_says_what_each_tensor_holds(exports, name):
+    _, folder, _ = exports[name]
+    metadata = json.loads((folder / runtime.METADATA_FILE).read_text())
+    for file in FILES:
+        written, _ = tflite_metadata.read((folder / file).read_bytes())
+        assert written == metadata["files"][file]["embedded_metadata"]
+        assert sorted(written["signatures"]) == sorted(SIGNATURES[name])
+        tensors = {(s, t): value for s, entry in written["signatures"].items()
+                   for t, value in {**entry["inputs"], **entry["outputs"]}.items()}
+        if name == "vq_vae":
+            assert tensors["encode", "code"]["range"] == tensors["decode", "z"]["range"] == [0.0, 15.0]
+            assert "codebook indices" in tensors["encode", "code"]["description"]
+        if name == "cvae":
+            assert tensors["reconstruct", "labels"]["range"] == [0.0, 9.0]
+            assert tensors["reconstruct", "labels"]["dimension_names"] == ["batch"]
 
 
 @pytest.mark.parametrize("file", FILES)

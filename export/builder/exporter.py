@@ -29,7 +29,7 @@ from zoo.backend import import_tensorflow
 tf = import_tensorflow("export (SavedModel, TFLite, ONNX, TFLite Micro)")
 
 import zoo  # noqa: E402
-from export.builder import convert, micro  # noqa: E402
+from export.builder import convert, micro, tflite_metadata  # noqa: E402
 from export.builder.aarch64 import CROSS_RUNTIME_FLOAT_TARGET, FLOAT_TARGET, INT8_STEPS_TARGET, host_cpu  # noqa: E402
 from export.builder.convert import MODES  # noqa: E402
 from export.builder.quality import psnr  # noqa: E402
@@ -292,6 +292,7 @@ def export_model(
         from export import onnx_target  # optional dependencies: fail before any work
 
         onnx_target.require()
+    tflite_metadata.require()
     target = Path(out_dir).resolve()
     _check_target(target)
     model = _as_zoo_model(model)
@@ -305,7 +306,7 @@ def export_model(
     except OSError as error:
         raise _write_error(target, error) from None
     try:
-        report = _write_export(model, staging, modes, int(batch_size), samples, micro_target, onnx)
+        report = _write_export(model, staging, modes, int(batch_size), samples, micro_target, onnx, card)
         if phone:
             write_phone_folder(staging, card)
         _move_into_place(staging, target)
@@ -458,7 +459,7 @@ class ExportContext:
                         runs_on_2_14)
 
 
-def _write_export(model, folder, modes, batch_size, samples, micro_target=False, onnx=False):
+def _write_export(model, folder, modes, batch_size, samples, micro_target=False, onnx=False, card=None):
     copy = convert.export_copy(model)
     signatures = convert.signature_names(copy)
     functions = convert.signature_functions(copy)
@@ -505,6 +506,9 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
         path = folder / tflite_name(mode)
         content = convert.convert(source, signatures, mode, representative if mode == "int8" else None,
                                   recurrent=convert.is_recurrent(copy))
+        embedded = tflite_metadata.describe(model, copy, signatures, samples.input_range, mode, batch_size, card)
+        content = tflite_metadata.embed(content, embedded, Path(card).read_text() if card else
+                                        tflite_metadata.generated_card(model, embedded))
         path.write_bytes(content)
         edge = runtime.load(path)
         edge.input_range = samples.input_range  # what metadata.json will declare; not written yet
@@ -523,6 +527,7 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
             "batch_size": batch_size,
             "signatures": edge.describe_signatures(),
             "ops": convert.op_names(content),
+            "embedded_metadata": embedded,
             "min_runtime_version": min_version,
             "runtimes": {
                 "verified_on": [check.verified_on_entry()],
