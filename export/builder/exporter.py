@@ -5,7 +5,7 @@ Layout of an export folder:
     model_<mode>.tflite       one file per mode, all signatures in it, fixed batch
     onnx/<signature>.onnx     with onnx=True: one ONNX file per signature, any batch (export.builder.onnx_target)
     reference.npz             the held-out inputs with the Keras and per-file outputs (what `aezoo verify` runs)
-    metadata.json             model, shapes, dtypes, ranges, quantization, runtimes, checks, sha256s
+    metadata.json             model, shapes, dtypes, ranges, quantization, runtimes, checks, GPU delegate verdicts, sha256s
     micro/                    with micro=True: TFLite Micro files and C arrays (see export.builder.micro)
 
 Everything is written to a temp folder beside the target and moved into place when complete,
@@ -29,7 +29,7 @@ from zoo.backend import import_tensorflow
 tf = import_tensorflow("export (SavedModel, TFLite, ONNX, TFLite Micro)")
 
 import zoo  # noqa: E402
-from export.builder import convert, micro  # noqa: E402
+from export.builder import convert, gpu_delegate, micro  # noqa: E402
 from export.builder.aarch64 import CROSS_RUNTIME_FLOAT_TARGET, FLOAT_TARGET, INT8_STEPS_TARGET, host_cpu  # noqa: E402
 from export.builder.convert import MODES  # noqa: E402
 from export.builder.quality import psnr  # noqa: E402
@@ -531,6 +531,10 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
             "verification": check.to_json(),
             "verify_contract": verify_contract(check, samples.peak),
         }
+        if mode in gpu_delegate.MODES:
+            verdict = gpu_delegate.check(content)
+            files[path.name]["gpu_delegate"] = verdict.to_json()
+            notes += [verdict.note(path.name)] if not verdict.compatible else []
         if mode == "int8":
             notes.append(_contract_note(check, files[path.name]["verify_contract"]))
     shutil.rmtree(source)
