@@ -501,9 +501,11 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
     context = ExportContext(folder, copy, functions, signatures, inputs, keras_outputs, samples, keras_psnr)
     micro_checks = _write_micro(context, source, batch_size) if micro_target else []
     representative = _representative_dataset(copy, functions, signatures, samples, batch_size)
+    float_source = gpu_delegate.write_source(model, folder, batch_size, modes) or source
     for mode in modes:
         path = folder / tflite_name(mode)
-        content = convert.convert(source, signatures, mode, representative if mode == "int8" else None,
+        content = convert.convert(float_source if mode in gpu_delegate.MODES else source, signatures, mode,
+                                  representative if mode == "int8" else None,
                                   recurrent=convert.is_recurrent(copy))
         path.write_bytes(content)
         edge = runtime.load(path)
@@ -538,6 +540,7 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
         if mode == "int8":
             notes.append(_contract_note(check, files[path.name]["verify_contract"]))
     shutil.rmtree(source)
+    shutil.rmtree(float_source, ignore_errors=True)
     if micro_checks:
         files[micro.MICRO_DIR] = {"kind": "micro", "content": f"{micro.MICRO_DIR}/{micro.MICRO_FILE} lists the files"}
     if onnx:

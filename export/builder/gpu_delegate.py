@@ -16,7 +16,9 @@ delegate sees the graph:
     - no tensor an op reads or writes has more than 4 dimensions (the delegate lays tensors out as BHWC).
 What it cannot say: whether a device's GPU driver runs the file, and how fast (measure on the device).
 
-This module reads files with ai-edge-litert's schema only (no TensorFlow).
+The zoo's float files take the form the delegate takes whole where it differs (`write_source`:
+explicit layer normalisations, an LSTM loop without UNPACK); `check` reads a file with
+ai-edge-litert's schema only (no TensorFlow).
 
 Example:
     >>> verdict = check(Path("out/model_float16.tflite").read_bytes())
@@ -123,6 +125,19 @@ class Verdict:
         avoid = f"; {self.fix}" if self.fix else "; no model option of the zoo avoids them"
         return (f"GPU delegate: {file} has ops it does not take ({', '.join(self.ops)} in {', '.join(signatures)}): "
                 f"they run on the CPU{avoid}")
+
+
+def write_source(model, folder, batch_size, modes):
+    """The SavedModel the float files of `modes` are converted from, in the form the GPU delegate takes
+    whole, written into `folder`; None where the export's own source has that form already."""
+    from export.builder import convert
+
+    if not convert.needs_gpu_form(model) or not set(modes) & set(MODES):
+        return None
+    source = folder / ".gpu_source"
+    convert.write_saved_model(convert.export_copy(model, gpu_form=True), source, batch_size=batch_size,
+                              reconstruct_key="reconstruct")
+    return source
 
 
 def check(content):
