@@ -74,6 +74,20 @@ def test_type_exports_its_signatures_verified_against_keras(exports, name):
                           *(["labels"] if name == "cvae" else [])]) for s, names in inputs.items())
 
 
+def test_float_files_record_whether_the_gpu_delegate_takes_them(exports):
+    for name, (_, folder, report) in exports.items():
+        entry = json.loads((folder / runtime.METADATA_FILE).read_text())["files"]["model_float32.tflite"]["gpu_delegate"]
+        if name != "vq_vae":
+            assert entry == {"compatible": True}, name
+            continue
+        # The nearest-codebook search and the lookup of 2-D indices: no GPU kernels, no option avoids them.
+        assert entry["compatible"] is False and entry["ops"] == ["ARG_MIN", "GATHER"]
+        assert entry["reasons"]["ARG_MIN"]["signatures"] == ["encode", "reconstruct"]
+        assert entry["reasons"]["GATHER"]["signatures"] == ["decode", "reconstruct"]
+        assert "no model option" in entry["fix"]
+        assert any(note.startswith("GPU delegate: model_float32.tflite") for note in report.notes)
+
+
 @pytest.mark.parametrize("file", FILES)
 def test_vq_vae_runtime_gives_and_takes_int32_indices(exports, digits, file):
     model, folder, _ = exports["vq_vae"]

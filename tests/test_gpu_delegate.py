@@ -85,6 +85,19 @@ def test_supported_ops_pass_in_float32_and_float16(tflite_file, float16):
     assert gpu_delegate.check(content).to_json() == {"compatible": True}
 
 
+def test_group_normalisation_is_flagged_with_the_option_that_avoids_it(tmp_path):
+    import zoo
+    from export.builder import convert
+
+    model = zoo.create("conv_ae", input_shape=(8, 8, 1), latent_dim=4, filters=[4, 8], normalization="group")
+    convert.write_saved_model(convert.export_copy(model, gpu_form=True), tmp_path / "source", batch_size=1,
+                              reconstruct_key="reconstruct")
+    entry = gpu_delegate.check(convert.convert(tmp_path / "source", ["reconstruct"], "float16")).to_json()
+    assert entry["compatible"] is False
+    assert all("5-D tensor" in reason["reason"] for reason in entry["reasons"].values())
+    assert "normalization='batch'" in entry["fix"]
+
+
 def test_the_installed_analyzer_does_not_check_gpu_compatibility(tflite_file):
     """Why the zoo checks itself: TensorFlow's analyzer calls a TOPK_V2 file compatible. When this
     fails, the installed analyzer checks again: compare it with `gpu_delegate.check` and prefer it."""
@@ -95,7 +108,6 @@ def test_the_installed_analyzer_does_not_check_gpu_compatibility(tflite_file):
     assert "GPU COMPATIBILITY WARNING" not in printed.getvalue()
 
 
-@pytest.mark.slow  # an export
 def test_export_records_the_verdict_of_every_float_file(tmp_path):
     import zoo
 

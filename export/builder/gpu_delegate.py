@@ -14,7 +14,8 @@ delegate sees the graph:
     - a DEQUANTIZE of a float16 constant (each weight of a float16 file) is folded into the ops that
       read it, which then read a constant (the delegate's float16 path);
     - no tensor an op reads or writes has more than 4 dimensions (the delegate lays tensors out as BHWC).
-What it cannot say: whether a device's GPU driver runs the file, and how fast (measure on the device).
+EMBEDDING_LOOKUP, DYNAMIC_UPDATE_SLICE and STABLEHLO_CLAMP, which the checker takes under conditions
+not ported here, are refused (none is in the zoo's graphs). What it cannot say: whether a device's GPU driver runs the file, and how fast (measure on the device).
 
 The zoo's float files take the form the delegate takes whole where it differs (`write_source`:
 explicit layer normalisations, an LSTM loop without UNPACK); `check` reads a file with
@@ -22,7 +23,7 @@ ai-edge-litert's schema only (no TensorFlow).
 
 Example:
     >>> verdict = check(Path("out/model_float16.tflite").read_bytes())
-    >>> verdict.compatible, verdict.ops  # (False, ('ARG_MIN',)) for a vq_vae's file
+    >>> verdict.compatible, verdict.ops  # (False, ('ARG_MIN', 'GATHER')) for a vq_vae's file
 """
 
 import dataclasses
@@ -33,8 +34,16 @@ MAX_RANK = 4  # BHWC
 # Custom ops the checker knows (gpu_compatibility.cc's CheckCustomOpsGpuDelegateCompatibility).
 CUSTOM_OPS = ("Convolution2DTransposeBias", "MaxPoolingWithArgmax2D", "MaxUnpooling2D", "Resampler")
 ACTIVATION_SIGN_BIT = 5  # the schema's ActivationFunctionType.SIGN_BIT: the one fused activation refused
-# Ops in the zoo's graphs that the delegate lacks, and the model option that avoids each.
-AVOIDED_BY = {}
+RANK = "tensors of more than 4 dimensions"
+# What the delegate refuses in the zoo's graphs (an op, or RANK), and the model option that avoids it.
+AVOIDED_BY = {
+    RANK: "build the model with normalization='batch' (folded into the convolutions) or 'none': group "
+    "normalisation computes on 5-D tensors (conv_ae, or a type's conv backbone_config)",
+    "ARG_MIN": "no model option: a vq_vae's encoder picks the nearest codebook entry by ARG_MIN, so encode and "
+    "reconstruct run partly on the CPU",
+    "GATHER": "no model option: a vq_vae's decoder looks its codes up by a GATHER of 2-D indices, so decode and "
+    "reconstruct run partly on the CPU",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +90,12 @@ class Op:
 
 @dataclasses.dataclass(frozen=True)
 class Issue:
+    """One op of one signature that the delegate would not take, and why."""
+
     signature: str
     op: str
     reason: str
+    cause: str  # the op, or RANK
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +115,8 @@ class Verdict:
     @property
     def fix(self):
         """The model options that avoid the refused ops, where the zoo has one (None otherwise)."""
-        fixes = [f"to avoid {op}, {AVOIDED_BY[op]}" for op in self.ops if op in AVOIDED_BY]
+        causes = sorted({issue.cause for issue in self.issues})
+        fixes = [f"{cause}: {AVOIDED_BY[cause]}" for cause in causes if cause in AVOIDED_BY]
         return "; ".join(fixes) or None
 
     def to_json(self):
@@ -122,9 +135,9 @@ class Verdict:
         if self.compatible:
             return None
         signatures = sorted({issue.signature for issue in self.issues})
-        avoid = f"; {self.fix}" if self.fix else "; no model option of the zoo avoids them"
-        return (f"GPU delegate: {file} has ops it does not take ({', '.join(self.ops)} in {', '.join(signatures)}): "
-                f"they run on the CPU{avoid}")
+        avoid = f"; {self.fix}" if self.fix else ""
+        return (f"GPU delegate: {file} has ops it does not take ({', '.join(self.ops)} in {', '.join(signatures)}), "
+                f"which run on the CPU{avoid}")
 
 
 def write_source(model, folder, batch_size, modes):
@@ -152,9 +165,9 @@ def check(content):
     for index, subgraph in enumerate(model.subgraphs):
         signature = signatures.get(index, f"subgraph {index}")
         for op in _ops(model, subgraph, names, types):
-            reason = _refusal(op)
+            reason, cause = _refusal(op)
             if reason:
-                issues.append(Issue(signature, op.name, reason))
+                issues.append(Issue(signature, op.name, reason, cause))
     return Verdict(tuple(issues))
 
 
@@ -198,14 +211,16 @@ def _tensor(tensors, const, types, index):
 
 
 def _refusal(op):
-    """Why the delegate would not take `op`, or None."""
+    """(why the delegate would not take `op`, the cause: the op or RANK), or (None, None)."""
     for tensor in (*op.inputs, *op.outputs):
         if len(tensor.dims) > MAX_RANK:
-            return f"a {len(tensor.dims)}-D tensor (the delegate takes at most {MAX_RANK}-D: BHWC)"
+            return f"a {len(tensor.dims)}-D tensor (the delegate takes at most {MAX_RANK}-D: BHWC)", RANK
     if op.custom:
-        return None if op.name in CUSTOM_OPS else f"custom op {op.name}"
-    rule = RULES.get(op.name)
-    return f"not supported op {op.name}" if rule is None else rule(op)
+        reason = None if op.name in CUSTOM_OPS else f"custom op {op.name}"
+    else:
+        rule = RULES.get(op.name)
+        reason = f"not supported op {op.name}" if rule is None else rule(op)
+    return reason, op.name if reason else None
 
 
 # The rules, after gpu_compatibility.cc: each returns why the delegate refuses an op, or None.
