@@ -536,7 +536,7 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
         if mode in gpu_delegate.MODES:
             verdict = gpu_delegate.check(content)
             files[path.name]["gpu_delegate"] = verdict.to_json()
-            notes += [verdict.note(path.name)] if not verdict.compatible else []
+            notes.append(verdict.note(path.name))
         if mode == "int8":
             notes.append(_contract_note(check, files[path.name]["verify_contract"]))
     shutil.rmtree(source)

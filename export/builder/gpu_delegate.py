@@ -131,9 +131,9 @@ class Verdict:
         return {"compatible": False, "ops": list(self.ops), "reasons": reasons, "fix": self.fix}
 
     def note(self, file):
-        """The export report's line for an incompatible file (None for a compatible one)."""
+        """The export report's line for `file`."""
         if self.compatible:
-            return None
+            return f"GPU delegate: {file} takes every op"
         signatures = sorted({issue.signature for issue in self.issues})
         avoid = f"; {self.fix}" if self.fix else ""
         return (f"GPU delegate: {file} has ops it does not take ({', '.join(self.ops)} in {', '.join(signatures)}), "
