@@ -120,7 +120,8 @@ def _unrolled_lstm_loop(layer, gpu_form=False):
     def inner_loop(sequences, initial_state, mask, training=False):
         projected = ops.matmul(sequences, cell.kernel) + cell.bias
         if gpu_form:
-            projected = [ops.reshape(step, (-1, step.shape[-1])) for step in ops.split(projected, projected.shape[1], axis=1)]
+            steps = ops.split(projected, projected.shape[1], axis=1)
+            projected = [ops.reshape(step, (-1, step.shape[-1])) for step in steps]
         else:
             projected = ops.unstack(projected, axis=1)
         h, c = initial_state

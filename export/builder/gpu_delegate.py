@@ -15,7 +15,8 @@ delegate sees the graph:
       read it, which then read a constant (the delegate's float16 path);
     - no tensor an op reads or writes has more than 4 dimensions (the delegate lays tensors out as BHWC).
 EMBEDDING_LOOKUP, DYNAMIC_UPDATE_SLICE and STABLEHLO_CLAMP, which the checker takes under conditions
-not ported here, are refused (none is in the zoo's graphs). What it cannot say: whether a device's GPU driver runs the file, and how fast (measure on the device).
+not ported here, are refused (none is in the zoo's graphs). What it cannot say: whether a device's
+GPU driver runs the file, and how fast (measure on the device).
 
 The zoo's float files take the form the delegate takes whole where it differs (`write_source`:
 explicit layer normalisations, an LSTM loop without UNPACK); `check` reads a file with
@@ -184,7 +185,8 @@ def _ops(model, subgraph, names, types):
         code = model.operatorCodes[operator.opcodeIndex]
         name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), str(code.builtinCode))
         inputs = list(operator.inputs if operator.inputs is not None else ())
-        if name == "DEQUANTIZE" and len(inputs) == 1 and const[inputs[0]] and types[tensors[inputs[0]].type] == "FLOAT16":
+        float16_weight = len(inputs) == 1 and const[inputs[0]] and types[tensors[inputs[0]].type] == "FLOAT16"
+        if name == "DEQUANTIZE" and float16_weight:
             for output in operator.outputs:
                 const[output] = True
             continue
