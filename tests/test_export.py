@@ -161,6 +161,14 @@ def test_float32_tflite_matches_keras_in_ai_edge_litert(exports, name):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+def test_float_files_are_taken_whole_by_the_gpu_delegate(exports, name):
+    # LSTMs and layer normalisations included: their float files take the delegate's form (convert.export_copy).
+    files = json.loads((exports[name].out_dir / runtime.METADATA_FILE).read_text())["files"]
+    assert files[tflite_name("float32")]["gpu_delegate"] == {"compatible": True}
+    assert "gpu_delegate" not in files[tflite_name("int8")]  # the GPU delegate is given float files
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 def test_int8_file_takes_int8_with_scale_and_zero_point_in_metadata(exports, name):
     from ai_edge_litert.interpreter import Interpreter
 
