@@ -23,7 +23,7 @@ _LAZY = {
 # The modules of both halves by their short names: `from export import runtime, micro`.
 _SUBMODULES = {
     **{name: f"export.edge.{name}" for name in ("runtime", "onnx_runtime", "micro_runtime", "predict", "tflite_file")},
-    **{name: f"export.builder.{name}" for name in ("convert", "exporter", "micro", "onnx_target", "aarch64")},
+    **{name: f"export.builder.{name}" for name in ("convert", "exporter", "gpu_delegate", "micro", "onnx_target", "aarch64")},
 }
 
 __all__ = sorted(_LAZY)

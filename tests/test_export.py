@@ -162,6 +162,14 @@ def test_float32_tflite_matches_keras_in_ai_edge_litert(exports, name):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+def test_float_files_are_taken_whole_by_the_gpu_delegate(exports, name):
+    # LSTMs and layer normalisations included: their float files take the delegate's form (convert.export_copy).
+    files = json.loads((exports[name].out_dir / runtime.METADATA_FILE).read_text())["files"]
+    assert files[tflite_name("float32")]["gpu_delegate"] == {"compatible": True}
+    assert "gpu_delegate" not in files[tflite_name("int8")]  # the GPU delegate is given float files
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 def test_int8_file_takes_int8_with_scale_and_zero_point_in_metadata(exports, name):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -250,13 +258,15 @@ def test_fixed_batch_is_split_and_padded(exports, tmp_path):
     np.testing.assert_allclose(edge.reconstruct(x), exported.model(x), atol=1e-4)
 
 
+@pytest.mark.parametrize("gpu_form", [False, True])
 @pytest.mark.parametrize("options", [{"units": (16, 8)}, {"units": (16,), "bidirectional": True, "repeat": "broadcast"}])
-def test_export_copy_unrolls_lstms_into_the_same_function(digits, options):
+def test_export_copy_unrolls_lstms_into_the_same_function(digits, options, gpu_form):
     # The export's LSTM loop (one input projection per sequence) against Keras' own, backward
-    # direction included; weights random, so no gate sits near a saturated value.
+    # direction included; weights random, so no gate sits near a saturated value. gpu_form: the
+    # float files' loop (steps and gates by SPLIT).
     model = zoo.create("lstm_ae", input_shape=(8, 8), latent_dim=4, **options)
     x = digits.x_test[:16, :, :, 0]
-    copy = convert.export_copy(model)
+    copy = convert.export_copy(model, gpu_form=gpu_form)
     np.testing.assert_allclose(copy(x), model(x), atol=1e-6)
     np.testing.assert_allclose(copy.encode(x), model.encode(x), atol=1e-6)
 

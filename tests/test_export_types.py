@@ -93,6 +93,19 @@ def test_metadata_inside_each_file_says_what_each_tensor_holds(exports, name):
             assert tensors["reconstruct", "labels"]["dimension_names"] == ["batch"]
 
 
+def test_float_files_record_whether_the_gpu_delegate_takes_them(exports):
+    for name, (_, folder, _) in exports.items():
+        entry = json.loads((folder / runtime.METADATA_FILE).read_text())["files"]["model_float32.tflite"]["gpu_delegate"]
+        if name != "vq_vae":
+            assert entry == {"compatible": True}, name
+            continue
+        # The nearest-codebook search and the lookup of 2-D indices: no GPU kernels, no option avoids them.
+        assert entry["compatible"] is False and entry["ops"] == ["ARG_MIN", "GATHER"]
+        assert entry["reasons"]["ARG_MIN"]["signatures"] == ["encode", "reconstruct"]
+        assert entry["reasons"]["GATHER"]["signatures"] == ["decode", "reconstruct"]
+        assert "no model option" in entry["fix"]
+
+
 @pytest.mark.parametrize("file", FILES)
 def test_vq_vae_runtime_gives_and_takes_int32_indices(exports, digits, file):
     model, folder, _ = exports["vq_vae"]

@@ -42,13 +42,16 @@ ATTENTION_FLOAT_OPS = ("SOFTMAX", "BATCH_MATMUL", "MEAN", "SQUARED_DIFFERENCE", 
 RECURRENT_FLOAT_OPS = ("LOGISTIC", "TANH", "MUL", "ADD", "SPLIT")
 
 
-def export_copy(model, explicit_norms=False):
+def export_copy(model, explicit_norms=False, gpu_form=False):
     """A float32 copy of `model` with the same weights, in the form the converter handles.
 
     Mixed-precision models compute in float16/bfloat16, which edge interpreters run poorly or
     not at all, so the export traces a float32 copy. LSTMs are unrolled (`_unrolled_lstm_loop`):
     the converter crashes when it calibrates the loop (WHILE) form for int8. With
     `explicit_norms`, layer normalisations take the form int16x8 files need (`_explicit_layer_norm`).
+    With `gpu_form` (the float files' copy, see `needs_gpu_form`), the form the GPU delegate takes
+    whole: explicit layer normalisations (Keras' form multiplies a (tokens, 1) tensor by a (1, width)
+    one, a MUL the delegate refuses) and an LSTM loop without UNPACK and 2-D slices.
 
     Example:
         >>> copy = export_copy(zoo.create("lstm_ae", (28, 28), 16, dtype="mixed_float16"))
@@ -63,10 +66,15 @@ def export_copy(model, explicit_norms=False):
     copy.set_weights(model.get_weights())
     for layer in copy._flatten_layers():
         if isinstance(layer, keras.layers.LSTM):
-            layer.inner_loop = _unrolled_lstm_loop(layer)
-        if explicit_norms and isinstance(layer, keras.layers.LayerNormalization):
+            layer.inner_loop = _unrolled_lstm_loop(layer, gpu_form)
+        if (explicit_norms or gpu_form) and isinstance(layer, keras.layers.LayerNormalization):
             layer.call = _explicit_layer_norm(layer)
     return copy
+
+
+def needs_gpu_form(model):
+    """Whether `export_copy(model, gpu_form=True)` differs: the model holds an LSTM or a layer normalisation."""
+    return any(isinstance(layer, (keras.layers.LSTM, keras.layers.LayerNormalization)) for layer in model._flatten_layers())
 
 
 def _explicit_layer_norm(layer):
@@ -90,12 +98,15 @@ def _explicit_layer_norm(layer):
     return call
 
 
-def _unrolled_lstm_loop(layer):
+def _unrolled_lstm_loop(layer, gpu_form=False):
     """An `inner_loop` for LSTM `layer` that computes what Keras' unrolled loop does, in fewer
     ops per time step: the input projections x_t W + b are one matmul over the sequence, before
     the loop, so a step holds one FULLY_CONNECTED (h U) instead of two, a RESHAPE and an ADD.
     The ops repeat per step and per signature, and their tables outweigh an int8 file's
     weights (the LSTM preset's int8 file: 0.36x its float32 file with Keras' loop, 0.34x).
+
+    `gpu_form`: the time steps by SPLIT and RESHAPE, not UNPACK, and every step's gates by SPLIT
+    (the GPU delegate has no UNPACK and slices 3-D and 4-D tensors only); float files only.
     """
     cell = layer.cell
     if (cell.activation, cell.recurrent_activation, cell.use_bias) != (
@@ -107,12 +118,17 @@ def _unrolled_lstm_loop(layer):
         )
 
     def inner_loop(sequences, initial_state, mask, training=False):
-        projected = ops.unstack(ops.matmul(sequences, cell.kernel) + cell.bias, axis=1)
+        projected = ops.matmul(sequences, cell.kernel) + cell.bias
+        if gpu_form:
+            steps = ops.split(projected, projected.shape[1], axis=1)
+            projected = [ops.reshape(step, (-1, step.shape[-1])) for step in steps]
+        else:
+            projected = ops.unstack(projected, axis=1)
         h, c = initial_state
         outputs = []
         for step, x_projected in enumerate(reversed(projected) if layer.go_backwards else projected):
             z = x_projected + ops.matmul(h, cell.recurrent_kernel)
-            if step == 0:
+            if step == 0 and not gpu_form:
                 # Slices, not a SPLIT: from the zero initial state f * c folds away, and int8 left
                 # a SPLIT with that unused output in float (DEQUANTIZE, QUANTIZE around it).
                 i, f, g, o = (z[:, k * cell.units : (k + 1) * cell.units] for k in range(4))

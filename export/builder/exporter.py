@@ -5,7 +5,7 @@ Layout of an export folder:
     model_<mode>.tflite       one file per mode, all signatures in it, fixed batch
     onnx/<signature>.onnx     with onnx=True: one ONNX file per signature, any batch (export.builder.onnx_target)
     reference.npz             the held-out inputs with the Keras and per-file outputs (what `aezoo verify` runs)
-    metadata.json             model, shapes, dtypes, ranges, quantization, runtimes, checks, sha256s
+    metadata.json             model, shapes, dtypes, ranges, quantization, runtimes, checks, GPU delegate verdicts, sha256s
     micro/                    with micro=True: TFLite Micro files and C arrays (see export.builder.micro)
 
 Everything is written to a temp folder beside the target and moved into place when complete,
@@ -29,7 +29,7 @@ from zoo.backend import import_tensorflow
 tf = import_tensorflow("export (SavedModel, TFLite, ONNX, TFLite Micro)")
 
 import zoo  # noqa: E402
-from export.builder import convert, micro, tflite_metadata  # noqa: E402
+from export.builder import convert, gpu_delegate, micro, tflite_metadata  # noqa: E402
 from export.builder.aarch64 import CROSS_RUNTIME_FLOAT_TARGET, FLOAT_TARGET, INT8_STEPS_TARGET, host_cpu  # noqa: E402
 from export.builder.convert import MODES  # noqa: E402
 from export.builder.quality import psnr  # noqa: E402
@@ -502,9 +502,11 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
     context = ExportContext(folder, copy, functions, signatures, inputs, keras_outputs, samples, keras_psnr)
     micro_checks = _write_micro(context, source, batch_size) if micro_target else []
     representative = _representative_dataset(copy, functions, signatures, samples, batch_size)
+    float_source = gpu_delegate.write_source(model, folder, batch_size, modes) or source
     for mode in modes:
         path = folder / tflite_name(mode)
-        content = convert.convert(source, signatures, mode, representative if mode == "int8" else None,
+        content = convert.convert(float_source if mode in gpu_delegate.MODES else source, signatures, mode,
+                                  representative if mode == "int8" else None,
                                   recurrent=convert.is_recurrent(copy))
         embedded = tflite_metadata.describe(model, copy, signatures, samples.input_range, mode, batch_size, card)
         content = tflite_metadata.embed(content, embedded, Path(card).read_text() if card else
@@ -536,9 +538,14 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
             "verification": check.to_json(),
             "verify_contract": verify_contract(check, samples.peak),
         }
+        if mode in gpu_delegate.MODES:
+            verdict = gpu_delegate.check(content)
+            files[path.name]["gpu_delegate"] = verdict.to_json()
+            notes.append(verdict.note(path.name))
         if mode == "int8":
             notes.append(_contract_note(check, files[path.name]["verify_contract"]))
     shutil.rmtree(source)
+    shutil.rmtree(float_source, ignore_errors=True)
     if micro_checks:
         files[micro.MICRO_DIR] = {"kind": "micro", "content": f"{micro.MICRO_DIR}/{micro.MICRO_FILE} lists the files"}
     if onnx:

@@ -19,6 +19,7 @@ SECTION_PAGES = {
     "export-micro": "docs/micro.md",
     "micro-presets": "docs/micro.md",
     "verify-presets": "docs/boards.md",
+    "gpu-delegate": "docs/phones.md",
 }
 
 

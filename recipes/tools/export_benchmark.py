@@ -16,6 +16,10 @@ With `--presets`, each family has its Fashion-MNIST preset's architecture instea
 default (still trained on mnist5k): the sizes of the files a user of the presets deploys. A
 file's fixed part (op and tensor tables) weighs more beside the small defaults' weights.
 
+A column gives the verdict each float32 and float16 file's metadata.json records on the GPU
+delegate (`export.builder.gpu_delegate`); latency on a phone's GPU is not measured here (no mobile
+GPU is attached).
+
 With `--aarch64`, every export's .tflite files also run emulated on a Cortex-A72 (`aezoo verify`,
 qemu-user, one process per interpreter for all exports): a column gives each interpreter's
 difference from itself on x86_64 and the emulated latency (qemu's, not a board's).
@@ -194,7 +198,8 @@ def main(argv=None):
                 rows.append((root / family, file_name,
                     f"| {family} | {mode} | {format_size(check.size_bytes)}{share} | "
                     + " | ".join(f"{p50:.3f} / {p95:.3f}" for p50, p95 in timings)
-                    + f" | {check.judged_diff:.1e} | {check.psnr_db:.2f} ({check.keras_psnr_db:.2f}) | {runs_on_2_14} |"
+                    + f" | {check.judged_diff:.1e} | {check.psnr_db:.2f} ({check.keras_psnr_db:.2f}) | {runs_on_2_14} | "
+                    + f"{gpu_delegate_cell(root / family, file_name)} |"
                 ))
         emulated = _aarch64_cells(rows, args.runs) if args.aarch64 else {}
     finally:
@@ -209,8 +214,9 @@ def main(argv=None):
             f"{args.epochs} epochs on mnist5k, quality on {args.verify_samples} held-out images",
             "",
             "| model | mode | size (x float32) | latency ms p50 / p95, 1 thread | 2 threads | max abs diff vs Keras (ONNX: "
-            "all signatures) | PSNR dB (Keras) | tflite_runtime 2.14 | aarch64 vs x86_64 (Cortex-A72, emulated) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "all signatures) | PSNR dB (Keras) | tflite_runtime 2.14 | GPU delegate takes every op | "
+            "aarch64 vs x86_64 (Cortex-A72, emulated) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
             *(f"{row} {emulated.get((folder, file), '-')} |" for folder, file, row in rows),
         ])
     }
@@ -232,6 +238,18 @@ def main(argv=None):
         for section, text in sections.items():
             write_docs_section(section, text)
     return 0
+
+
+def gpu_delegate_cell(out_dir, file_name):
+    """'yes', 'NO (OPS)' or '-' (a file the GPU delegate is not given): the export's metadata.json verdict."""
+    import json
+
+    from export import runtime
+
+    verdict = json.loads((out_dir / runtime.METADATA_FILE).read_text())["files"][file_name].get("gpu_delegate")
+    if verdict is None:
+        return "-"
+    return "yes" if verdict["compatible"] else f"NO ({', '.join(verdict['ops'])})"
 
 
 def _aarch64_cells(rows, runs):
