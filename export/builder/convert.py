@@ -263,7 +263,7 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
             content = converter.convert()
             if mode == "int8" and not all_int8:
-                content = _quantized_but_float_ops(content, recurrent)
+                content = _int8_keeping_float_ops(content, recurrent)
     except ConverterError as error:
         needs = sorted({e.operator.name for e in getattr(error, "errors", []) if e.operator.name})
         if not needs:
@@ -301,7 +301,7 @@ def _configured_converter(saved_model_dir, signatures, mode, representative_data
     return converter
 
 
-def _quantized_but_float_ops(calibrated, recurrent):
+def _int8_keeping_float_ops(calibrated, recurrent):
     """An int8 file from a calibrated float graph, keeping an attention's or LSTM's float ops in float32."""
     float_ops = {*(ATTENTION_FLOAT_OPS if "SOFTMAX" in op_names(calibrated) else ()),
                  *(RECURRENT_FLOAT_OPS if recurrent else ())}
