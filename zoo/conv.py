@@ -200,14 +200,25 @@ class ConvAutoencoder(Autoencoder):
         kernel_size = whole_number("kernel_size", kernel_size)
         self.style = ConvStyle(kernel_size, normalization, activation, tuple(blocks), upsampling, self.dtype_policy)
         self.code = code
+        self.code_stage = self._checked_code_stage(code_stage)
+        self.hidden_units = self._checked_hidden_units(hidden_units)
+        self._attach(*conv_networks(self.data_shape, self.latent_dim, self.filters, self.hidden_units, self.style, code,
+                                   self.code_stage))
+
+    def _checked_code_stage(self, code_stage):
+        """The stage the code reads: the last one, or the one a spatial code names."""
         last = len(self.filters) - 1
-        self.code_stage = last if code_stage is None else whole_number("code_stage", code_stage, minimum=0)
-        if self.code_stage > last:
+        stage = last if code_stage is None else whole_number("code_stage", code_stage, minimum=0)
+        if stage > last:
             raise ZooError(f"conv_ae code_stage={code_stage} names no stage of filters={self.filters}; choose 0 to {last}")
-        if code == "dense" and self.code_stage != last:
+        if self.code == "dense" and stage != last:
             raise ZooError("conv_ae code_stage needs code='spatial' (a dense code reads the last stage); "
                            "set code='spatial' or drop code_stage")
-        if code == "spatial":
+        return stage
+
+    def _checked_hidden_units(self, hidden_units):
+        """The dense code's hidden width (None for a spatial code, whose latent_dim must fill its grid)."""
+        if self.code == "spatial":
             grid = stage_grid(*self.data_shape[:2], self.code_stage, len(self.filters))
             if self.latent_dim % math.prod(grid):
                 raise ZooError(
@@ -217,13 +228,13 @@ class ConvAutoencoder(Autoencoder):
                 )
             if hidden_units is not None:
                 raise ZooError("conv_ae code='spatial' has no dense hidden layer; drop hidden_units or use code='dense'")
-            self.hidden_units = None
+            return None
+        if hidden_units is None:
+            hidden_units = auto_width(self.input_size, self.latent_dim)
         else:
-            self.hidden_units = (auto_width(self.input_size, self.latent_dim) if hidden_units is None
-                                 else whole_number("hidden_units", hidden_units))
-            check_hidden_widths([self.hidden_units], self.input_size, self.latent_dim, "hidden_units")
-        self._attach(*conv_networks(self.data_shape, self.latent_dim, self.filters, self.hidden_units, self.style, code,
-                                   self.code_stage))
+            hidden_units = whole_number("hidden_units", hidden_units)
+        check_hidden_widths([hidden_units], self.input_size, self.latent_dim, "hidden_units")
+        return hidden_units
 
     def code_head_layer(self, name):
         if self.code == "dense":

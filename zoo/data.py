@@ -474,6 +474,27 @@ def load_csv_series(path, label_column=None):
     naming its line. The file is parsed CSV_CHUNK_ROWS rows at a time, so memory holds the float
     values, not the text.
     """
+    header, label_name, names, values = _csv_numeric_columns(path, label_column)
+    labels = None
+    if label_name in names:
+        labels = values[:, names.index(label_name)]
+        keep = [j for j, name in enumerate(names) if name != label_name]
+        values, names = values[:, keep], [names[j] for j in keep]
+    if not names:
+        raise ZooError(f"{path} has no numeric column besides the labels; columns: {', '.join(header)}")
+    bad = np.argwhere(~np.isfinite(values))
+    if len(bad):
+        row, column = bad[0]
+        raise ZooError(
+            f"{path} has {len(bad)} empty, NaN or infinite values (first on line {row + 2}, column "
+            f"{names[column]!r}); fill or drop them before training"
+        )
+    return values, None if labels is None else (labels > 0).astype("int64"), names
+
+
+def _csv_numeric_columns(path, label_column):
+    """(header, the label column's name or None, the numeric columns' names, their (rows, columns) values)
+    of a CSV file, read CSV_CHUNK_ROWS rows at a time."""
     import csv
     import itertools
 
@@ -503,22 +524,7 @@ def load_csv_series(path, label_column=None):
     if sum(map(len, chunks)) < 2:
         raise ZooError(f"{path} needs a header row and at least two data rows")
     names = [header[i] for i in numeric]
-    values = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-    labels = None
-    if label_name in names:
-        labels = values[:, names.index(label_name)]
-        keep = [j for j, name in enumerate(names) if name != label_name]
-        values, names = values[:, keep], [names[j] for j in keep]
-    if not names:
-        raise ZooError(f"{path} has no numeric column besides the labels; columns: {', '.join(header)}")
-    bad = np.argwhere(~np.isfinite(values))
-    if len(bad):
-        row, column = bad[0]
-        raise ZooError(
-            f"{path} has {len(bad)} empty, NaN or infinite values (first on line {row + 2}, column "
-            f"{names[column]!r}); fill or drop them before training"
-        )
-    return values, None if labels is None else (labels > 0).astype("int64"), names
+    return header, label_name, names, np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
 
 
 def _csv_column(rows, i, path, name, first_line, strict=True):

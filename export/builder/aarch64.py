@@ -347,7 +347,19 @@ def verify(export_dirs, platform="aarch64", cpus=CPUS[:1], timing_runs=0, kernel
     metadata = [_read_export(export_dir) for export_dir in export_dirs]
     if platform not in PLATFORMS:
         raise EdgeError(f"unknown --platform {platform!r}; choose from: {', '.join(PLATFORMS)}")
-    cpus = parse_cpus(",".join(cpus))
+    runs, emulator = _planned_runs(platform, parse_cpus(",".join(cpus)))
+    outputs = _run_everywhere(runs, export_dirs, timing_runs, kernels)
+    reports = []
+    for i, export_dir in enumerate(export_dirs):
+        per_run = {key: per_export[i] for key, per_export in outputs.items()}
+        results = _export_results(export_dir, metadata[i], per_run, kernels, emulator)
+        _record(export_dir, results)
+        reports.append(VerifyReport(export_dir, platform, results))
+    return reports
+
+
+def _planned_runs(platform, cpus):
+    """([(environment, CPU, interpreter)] that `verify` runs, the emulator's name or None on x86_64)."""
     x86 = environment("x86_64")
     runs = [(x86, host_cpu(), name) for name in SITES]
     emulator = None
@@ -355,38 +367,44 @@ def verify(export_dirs, platform="aarch64", cpus=CPUS[:1], timing_runs=0, kernel
         arm = environment("aarch64")
         emulator = f"qemu-aarch64 {_run([arm.qemu, '--version']).split()[2]}"
         runs += [(arm, cpu, name) for cpu in cpus for name in SITES]
+    return runs, emulator
+
+
+def _run_everywhere(runs, export_dirs, timing_runs, kernels):
+    """{(platform, CPU, interpreter): [(run.json, outputs)] per export}: all runs at once, one process each."""
     with tempfile.TemporaryDirectory(prefix="aezoo-verify-") as scratch:
         processes = [_start(env, cpu, name, export_dirs, Path(scratch) / str(i), timing_runs, kernels)
                      for i, (env, cpu, name) in enumerate(runs)]
-        outputs = {}  # (platform, cpu, interpreter) -> [(run.json, outputs)] per export
+        outputs = {}
         for (process, out_dir), (env, cpu, name) in zip(processes, runs):
             _, stderr = process.communicate()
             if process.returncode != 0:
                 lines = stderr.strip().splitlines()
                 raise EdgeError(f"{name} on {env.platform} {cpu} failed: {lines[-1] if lines else f'exit code {process.returncode}'}")
             outputs[env.platform, cpu, name] = [_read_run(out_dir / str(i)) for i in range(len(export_dirs))]
-    reports = []
-    for i, export_dir in enumerate(export_dirs):
-        with np.load(export_dir / REFERENCE_FILE) as saved:
-            reference = dict(saved)
-        results = []
-        for (run_platform, cpu, name), per_export in outputs.items():
-            run, values = per_export[i]
-            if run_platform == "x86_64":
-                baseline, against = reference, f"{REFERENCE_FILE} (the export's)"
-                # reference.npz holds the outputs of the exporting ai_edge_litert's default kernels.
-                cross = not (name == "ai_edge_litert" and run["version"] == metadata[i]["created_with"]["ai_edge_litert"]
-                             and kernels == "default")
-            else:
-                baseline, against, cross = outputs["x86_64", host_cpu(), name][i][1], f"{name} on x86_64", False
-            fields = dict(platform=run_platform, cpu=cpu, compared_with=against, cross_runtime=cross, kernels=kernels,
-                          emulated=emulator if run_platform == "aarch64" else None)
-            # The reference kernels promise the same int8 outputs on every CPU; the accuracy target holds everywhere.
-            same_outputs = kernels == "reference" and run_platform == "aarch64"
-            results += _compare(metadata[i], run, values, baseline, fields, None if same_outputs else reference["inputs/x"])
-        _record(export_dir, results)
-        reports.append(VerifyReport(export_dir, platform, results))
-    return reports
+    return outputs
+
+
+def _export_results(export_dir, metadata, runs, kernels, emulator):
+    """[Result] of one export's files in every run ({(platform, CPU, interpreter): (run.json, outputs)}):
+    x86_64 runs against reference.npz, emulated ones against the same interpreter on x86_64."""
+    with np.load(export_dir / REFERENCE_FILE) as saved:
+        reference = dict(saved)
+    results = []
+    for (run_platform, cpu, name), (run, values) in runs.items():
+        if run_platform == "x86_64":
+            baseline, against = reference, f"{REFERENCE_FILE} (the export's)"
+            # reference.npz holds the outputs of the exporting ai_edge_litert's default kernels.
+            cross = not (name == "ai_edge_litert" and run["version"] == metadata["created_with"]["ai_edge_litert"]
+                         and kernels == "default")
+        else:
+            baseline, against, cross = runs["x86_64", host_cpu(), name][1], f"{name} on x86_64", False
+        fields = dict(platform=run_platform, cpu=cpu, compared_with=against, cross_runtime=cross, kernels=kernels,
+                      emulated=emulator if run_platform == "aarch64" else None)
+        # The reference kernels promise the same int8 outputs on every CPU; the accuracy target holds everywhere.
+        same_outputs = kernels == "reference" and run_platform == "aarch64"
+        results += _compare(metadata, run, values, baseline, fields, None if same_outputs else reference["inputs/x"])
+    return results
 
 
 def _read_run(out_dir):

@@ -271,6 +271,29 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_
     Example:
         >>> content = convert("tmp/fixed", ["reconstruct", "encode", "decode"], "int8", samples)
     """
+    converter = _configured_converter(saved_model_dir, signatures, mode, representative_dataset, all_int8)
+    try:
+        # native_logs_hidden: the converter prints its quantizer settings ("fully_quantize: 0, ...") from C++.
+        with warnings.catch_warnings(), native_logs_hidden():
+            # int8 calibration runs TensorFlow's own, deprecated tf.lite.Interpreter: not ours to fix.
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
+            content = converter.convert()
+            if mode == "int8" and not all_int8:
+                content = _int8_keeping_float_ops(content, recurrent)
+    except ConverterError as error:
+        needs = sorted({e.operator.name for e in getattr(error, "errors", []) if e.operator.name})
+        if not needs:
+            raise
+        raise ZooError(
+            f"the {mode} TFLite graph needs ops that are not TFLite builtins ({', '.join(needs)}); "
+            "edge interpreters cannot run Flex/custom ops, so the export refuses them"
+        ) from None
+    check_builtin_only(content, mode)
+    return compact(content)
+
+
+def _configured_converter(saved_model_dir, signatures, mode, representative_dataset, all_int8):
+    """The TFLiteConverter of `convert`, set up for `mode` (an int8 one calibrates only, unless all_int8)."""
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=list(signatures))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode != "float32":
@@ -291,29 +314,16 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_
         converter._experimental_disable_per_channel_quantization_for_dense_layers = True
         # Calibrated float graph first: whether it holds attention decides what stays float.
         converter._experimental_calibrate_only = not all_int8
-    try:
-        # native_logs_hidden: the converter prints its quantizer settings ("fully_quantize: 0, ...") from C++.
-        with warnings.catch_warnings(), native_logs_hidden():
-            # int8 calibration runs TensorFlow's own, deprecated tf.lite.Interpreter: not ours to fix.
-            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
-            content = converter.convert()
-            if mode == "int8" and not all_int8:
-                float_ops = {*(ATTENTION_FLOAT_OPS if "SOFTMAX" in op_names(content) else ()),
-                             *(RECURRENT_FLOAT_OPS if recurrent else ())}
-                # A list: the quantizer's binding silently ignores a tuple.
-                content = mlir_quantize(content, input_data_type=tf.int8, output_data_type=tf.int8,
-                                        denylisted_ops=sorted(float_ops) or None,
-                                        disable_per_channel_for_dense_layers=True)
-    except ConverterError as error:
-        needs = sorted({e.operator.name for e in getattr(error, "errors", []) if e.operator.name})
-        if not needs:
-            raise
-        raise ZooError(
-            f"the {mode} TFLite graph needs ops that are not TFLite builtins ({', '.join(needs)}); "
-            "edge interpreters cannot run Flex/custom ops, so the export refuses them"
-        ) from None
-    check_builtin_only(content, mode)
-    return compact(content)
+    return converter
+
+
+def _int8_keeping_float_ops(calibrated, recurrent):
+    """An int8 file from a calibrated float graph, keeping an attention's or LSTM's float ops in float32."""
+    float_ops = {*(ATTENTION_FLOAT_OPS if "SOFTMAX" in op_names(calibrated) else ()),
+                 *(RECURRENT_FLOAT_OPS if recurrent else ())}
+    # A list: the quantizer's binding silently ignores a tuple.
+    return mlir_quantize(calibrated, input_data_type=tf.int8, output_data_type=tf.int8,
+                         denylisted_ops=sorted(float_ops) or None, disable_per_channel_for_dense_layers=True)
 
 
 def op_names(content):

@@ -386,57 +386,80 @@ def write_micro(folder, signatures, convert_one, inputs, targets, peak, latent_d
     Raises:
         EdgeError: a file needs an op TFLM lacks (naming the model option that avoids it).
     """
-    # Export time only (TensorFlow is there): the export's own op reader and PSNR, so tables agree.
-    from export.builder.convert import op_names
-    from export.builder.quality import psnr
-
     folder.mkdir()
     listing, checks = {}, []
     for signature in board_signatures(signatures):
-        content, precision, note = convert_one(signature)
-        name = file_name(signature, precision)
-        (folder / name).write_bytes(content)
-        measured = measure_arena(folder / name)
-        arena = with_margin(measured)
-        spec = SIGNATURES[signature]
-        x = inputs[spec.input]
-        input_details, ordered, quantized, reference = _reference_kernels(content, signature, x)
-        entry = {
-            "signature": signature,
-            "precision": precision,
-            "precision_note": note,
-            "input_shape": list(x.shape[1:]),
-            "input_range": input_range if spec.input == "x" else None,
-            "latent_dim": latent_dim,
-            "arena_bytes": arena,
-            "arena_measured_bytes": measured,
-            "flash_bytes": len(content),
-            "ops": [resolver_registration(op) for op in op_names(content)],
-            "c_source": write_c_array(content, folder, name.removesuffix(".tflite")),
-            "sha256": hashlib.sha256(content).hexdigest(),
-            "input": _tensor(input_details, spec.input),
-            "outputs": [_tensor(details, output) for output, details in ordered],
-        }
-        tflm = MicroModel(folder / name, entry).run_quantized(quantized)
-        indices = [o for o, details in ordered if takes_ids(details)]
-        agreement = min((float(np.mean(tflm[o] == reference[o])) for o in indices), default=None)
-        steps = [int(np.abs(tflm[o].astype(int) - reference[o].astype(int)).max())
-                 for o in reference if o in CODE_OUTPUTS and o not in indices]
-        reconstructions = [o for o in reference if o not in CODE_OUTPUTS]
-        scores = [
-            (psnr(targets, dequantize(tflm[o], details), peak), psnr(targets, dequantize(reference[o], details), peak))
-            for o, details in ordered if o in reconstructions
-        ]
-        check = MicroCheck(
-            name, signature, len(content), arena, max(steps) if steps else None,
-            scores[0][0] if scores else None, scores[0][1] if scores else None, entry["outputs"][0]["dtype"], note,
-            agreement,
-        )
+        name, entry, reference_run = _write_micro_file(folder, signature, convert_one(signature), inputs,
+                                                       input_range, latent_dim)
+        check = _verify_micro_file(folder / name, entry, reference_run, targets, peak)
         entry["verification"] = check.to_json()
         listing[name] = entry
         checks.append(check)
     (folder / MICRO_FILE).write_text(json.dumps(_listing(listing), indent=2) + "\n")
     return checks
+
+
+def _write_micro_file(folder, signature, converted, inputs, input_range, latent_dim):
+    """Writes one signature's file and C array, measures its arena and runs it in the reference kernels.
+
+    Returns:
+        (file name, its micro.json entry, (ordered outputs, quantized inputs, reference outputs)).
+    """
+    # Export time only (TensorFlow is there): the export's own op reader, so tables agree.
+    from export.builder.convert import op_names
+
+    content, precision, note = converted
+    name = file_name(signature, precision)
+    (folder / name).write_bytes(content)
+    measured = measure_arena(folder / name)
+    spec = SIGNATURES[signature]
+    x = inputs[spec.input]
+    input_details, ordered, quantized, reference = _reference_kernels(content, signature, x)
+    entry = {
+        "signature": signature,
+        "precision": precision,
+        "precision_note": note,
+        "input_shape": list(x.shape[1:]),
+        "input_range": input_range if spec.input == "x" else None,
+        "latent_dim": latent_dim,
+        "arena_bytes": with_margin(measured),
+        "arena_measured_bytes": measured,
+        "flash_bytes": len(content),
+        "ops": [resolver_registration(op) for op in op_names(content)],
+        "c_source": write_c_array(content, folder, name.removesuffix(".tflite")),
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "input": _tensor(input_details, spec.input),
+        "outputs": [_tensor(details, output) for output, details in ordered],
+    }
+    return name, entry, (ordered, quantized, reference)
+
+
+def _verify_micro_file(path, entry, reference_run, targets, peak):
+    """The `MicroCheck` of one written file: its TFLM outputs against the reference kernels'."""
+    ordered, quantized, reference = reference_run
+    tflm = MicroModel(path, entry).run_quantized(quantized)
+    indices = [o for o, details in ordered if takes_ids(details)]
+    agreement = min((float(np.mean(tflm[o] == reference[o])) for o in indices), default=None)
+    steps = [int(np.abs(tflm[o].astype(int) - reference[o].astype(int)).max())
+             for o in reference if o in CODE_OUTPUTS and o not in indices]
+    scores = _reconstruction_psnrs(tflm, reference, ordered, targets, peak)
+    return MicroCheck(
+        path.name, entry["signature"], entry["flash_bytes"], entry["arena_bytes"], max(steps) if steps else None,
+        scores[0][0] if scores else None, scores[0][1] if scores else None, entry["outputs"][0]["dtype"],
+        entry["precision_note"], agreement,
+    )
+
+
+def _reconstruction_psnrs(tflm, reference, ordered, targets, peak):
+    """[(TFLM's PSNR, the reference kernels' PSNR)] per reconstruction output, in output order."""
+    # Export time only (TensorFlow is there): the export's own PSNR, so tables agree.
+    from export.builder.quality import psnr
+
+    reconstructions = [o for o in reference if o not in CODE_OUTPUTS]
+    return [
+        (psnr(targets, dequantize(tflm[o], details), peak), psnr(targets, dequantize(reference[o], details), peak))
+        for o, details in ordered if o in reconstructions
+    ]
 
 
 def _listing(files):

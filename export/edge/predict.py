@@ -44,25 +44,10 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
         raise EdgeError(f"unknown signature {signature!r}; choose one of: {', '.join(PREDICT_SIGNATURES)}")
     if runtime not in PREDICT_RUNTIMES:
         raise EdgeError(f"unknown runtime {runtime!r}; choose one of: {', '.join(PREDICT_RUNTIMES)}")
-    if runtime == "micro":
-        if kernels != "default":
-            raise EdgeError(f"kernels={kernels!r} chooses TFLite interpreter kernels; TFLite Micro has its own: drop it")
-        model = micro_runtime.load(artifact)
-    else:
-        model = load(artifact, kernels=kernels)
+    model = _loaded_model(artifact, runtime, kernels)
     model.require(signature)  # before the input is read: its shape depends on the signature
-    input_path, images, notes = Path(input_path), None, ""
-    if signature == "sample" and str(input_path).isdigit():
-        count = int(str(input_path))
-        result = model.sample(count, seed=0)
-        source = f"{count} draws of eps (seed 0)"
-    else:
-        shape = model.input_shape if signature in ("reconstruct", "encode") else model.code_shape
-        if input_path.is_dir():
-            images = image_files(input_path)
-        values, notes = _read_inputs(images or [input_path], shape)
-        result = model.run(signature, values)[SIGNATURES[signature].outputs[0]]
-        source = f"{len(values)} example(s) from {input_path.name}"
+    input_path = Path(input_path)
+    result, source, images, notes = _run_on_input(model, signature, input_path)
     summary = (
         f"{signature} with {model.path.name} on {model.runtime}{KERNEL_LABELS[kernels]}: {source}{notes} -> "
         f"{result.dtype} {result.shape} in [{result.min():.4g}, {result.max():.4g}]"
@@ -74,6 +59,27 @@ def predict_file(artifact, input_path, output_path=None, signature="reconstruct"
     else:
         _write_output(Path(output_path), result, is_image=signature != "encode")
     return f"{summary}; wrote {output_path}"
+
+
+def _loaded_model(artifact, runtime, kernels):
+    """The artifact loaded in the TFLite interpreter or, for runtime "micro", in TFLite Micro."""
+    if runtime == "micro":
+        if kernels != "default":
+            raise EdgeError(f"kernels={kernels!r} chooses TFLite interpreter kernels; TFLite Micro has its own: drop it")
+        return micro_runtime.load(artifact)
+    return load(artifact, kernels=kernels)
+
+
+def _run_on_input(model, signature, input_path):
+    """(result, what it ran on, the image files of a folder or None, notes on converted images) of one run."""
+    if signature == "sample" and str(input_path).isdigit():
+        count = int(str(input_path))
+        return model.sample(count, seed=0), f"{count} draws of eps (seed 0)", None, ""
+    shape = model.input_shape if signature in ("reconstruct", "encode") else model.code_shape
+    images = image_files(input_path) if input_path.is_dir() else None
+    values, notes = _read_inputs(images or [input_path], shape)
+    result = model.run(signature, values)[SIGNATURES[signature].outputs[0]]
+    return result, f"{len(values)} example(s) from {input_path.name}", images, notes
 
 
 # What training reads from an image folder (zoo.image_files, which the board side cannot import).

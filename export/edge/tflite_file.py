@@ -133,7 +133,15 @@ def read_model_info(data):
         raise ModelFileError(f"it is not a TFLite model (no {FILE_IDENTIFIER.decode()} identifier at byte 4)")
     reader = _Reader(memoryview(data))
     model = reader.root()
-    operator_codes = tuple(
+    operator_codes = _operator_codes(reader, model)
+    _check_subgraphs(reader, model)
+    metadata = _metadata(reader, model, _buffers(reader, model))
+    return ModelInfo(operator_codes, metadata, _signature_keys(reader, model))
+
+
+def _operator_codes(reader, model):
+    """The model's `OperatorCode`s."""
+    return tuple(
         OperatorCode(
             # Codes above 127 live in `builtin_code`; the old byte field holds 127 for them.
             builtin_code=max(
@@ -144,6 +152,10 @@ def read_model_info(data):
         )
         for code in reader.tables(model, _MODEL_OPERATOR_CODES)
     )
+
+
+def _check_subgraphs(reader, model):
+    """Checks that every subgraph's inputs, outputs, tensors and operators lie inside the file."""
     for subgraph in reader.tables(model, _MODEL_SUBGRAPHS):
         for slot in (_SUBGRAPH_INPUTS, _SUBGRAPH_OUTPUTS):
             reader.check_span(*reader.vector(subgraph, slot), 4)
@@ -153,6 +165,10 @@ def read_model_info(data):
         for operator in reader.tables(subgraph, _SUBGRAPH_OPERATORS):
             for slot in (_OPERATOR_INPUTS, _OPERATOR_OUTPUTS):
                 reader.check_span(*reader.vector(operator, slot), 4)
+
+
+def _buffers(reader, model):
+    """The bytes of every buffer held inside the FlatBuffer, after checking those held beyond it."""
     buffers = []
     for buffer in reader.tables(model, _MODEL_BUFFERS):
         # Models over 2 GB keep weights after the FlatBuffer, addressed by offset and size.
@@ -160,18 +176,28 @@ def read_model_info(data):
         if offset:
             reader.check_span(offset, size, 1)
         buffers.append(reader.bytes_field(buffer, _BUFFER_DATA))
+    return buffers
+
+
+def _metadata(reader, model, buffers):
+    """{metadata name: its buffer's bytes}."""
     metadata = {}
     for entry in reader.tables(model, _MODEL_METADATA):
         index = reader.scalar(entry, _METADATA_BUFFER, "<I")
         if index >= len(buffers):
             raise ModelFileError(f"metadata refers to buffer {index} of {len(buffers)}: the file is corrupt")
         metadata[reader.string(entry, _METADATA_NAME)] = buffers[index]
+    return metadata
+
+
+def _signature_keys(reader, model):
+    """The signature keys, after checking each signature's input and output tables."""
     signature_keys = []
     for signature in reader.tables(model, _MODEL_SIGNATURE_DEFS):
         for slot in (_SIGNATURE_INPUTS, _SIGNATURE_OUTPUTS):
             reader.tables(signature, slot)
         signature_keys.append(reader.string(signature, _SIGNATURE_KEY))
-    return ModelInfo(operator_codes, metadata, tuple(signature_keys))
+    return tuple(signature_keys)
 
 
 def parse_version(text):

@@ -52,26 +52,10 @@ def _as_model_input(name, config, data):
 
 
 def train(args):
-    import numpy as np
-
     import zoo
     from recipes.engine import checkpoints, distribution, training
-    from recipes.engine.config import data_option, train_option
-    from recipes.engine.evaluation import batches, psnr
 
-    options, data_options, train_options = {}, {}, {}
-    for key, value in map(_assignment, args.set):
-        section, dot, field = key.partition(".")
-        if section == "data" and dot:
-            data_options[field] = data_option(field, value)
-            _refuse_flag_key(key, value, TRAIN_FLAGS)
-        elif section == "train" and dot:
-            train_options[field] = train_option(field, value)
-            _refuse_flag_key(key, value, TRAIN_FLAGS)
-        else:  # a model option, bare (filters=...) or as `aezoo run` spells it (model.filters=...)
-            name = field if section == "model" and dot else key
-            _refuse_flag_key(f"model.{name}", value, TRAIN_FLAGS)
-            options[name] = value
+    options, data_options, train_options = _train_set_options(args.set)
     zoo.registry.check_options(zoo.model_class(args.model), options)
     data = _as_model_input(args.model, options, zoo.data.load(args.data, **data_options))
     out = Path(args.out or Path("runs") / f"{args.model}-{Path(args.data).stem}")
@@ -86,20 +70,13 @@ def train(args):
             run_name=f"train/{args.model}",
             resume=resume,
         )
-        # Summed batch by batch: streamed test images stay in their files.
-        squared, psnr_sum, values, in_unit_range = 0.0, 0.0, 0, True
-        for clean in batches(data.x_test):
-            restored = np.asarray(model.predict_on_batch(clean), "float32")
-            squared += float(((restored - clean).astype("float64") ** 2).sum())
-            psnr_sum += psnr(clean, restored) * len(clean)
-            values += clean.size
-            in_unit_range = in_unit_range and clean.min() >= 0
+        test_mse, test_psnr_db = _test_errors(model, data.x_test)
         metrics = {
             "model": args.model,
             "data": args.data,
             "epochs": len(history),
-            "test_mse": squared / values,
-            "test_psnr_db": psnr_sum / len(data.x_test) if in_unit_range else None,
+            "test_mse": test_mse,
+            "test_psnr_db": test_psnr_db,
             "parameters": int(model.count_params()),
             "train_seconds": checkpoints.train_seconds(out),
             "command": args.command_line,
@@ -107,6 +84,43 @@ def train(args):
         checkpoints.atomic_write(out / "model.keras", model.save, checkpoints.resume_note(out))
         checkpoints.atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=1)))
         print(json.dumps({k: metrics[k] for k in ("test_mse", "test_psnr_db", "epochs")}), f"-> {out}")
+
+
+def _train_set_options(assignments):
+    """({model option: value}, {data option: value}, {train option: value}) of `aezoo train --set` assignments."""
+    from recipes.engine.config import data_option, train_option
+
+    options, data_options, train_options = {}, {}, {}
+    for key, value in map(_assignment, assignments):
+        section, dot, field = key.partition(".")
+        if section == "data" and dot:
+            data_options[field] = data_option(field, value)
+            _refuse_flag_key(key, value, TRAIN_FLAGS)
+        elif section == "train" and dot:
+            train_options[field] = train_option(field, value)
+            _refuse_flag_key(key, value, TRAIN_FLAGS)
+        else:  # a model option, bare (filters=...) or as `aezoo run` spells it (model.filters=...)
+            name = field if section == "model" and dot else key
+            _refuse_flag_key(f"model.{name}", value, TRAIN_FLAGS)
+            options[name] = value
+    return options, data_options, train_options
+
+
+def _test_errors(model, x_test):
+    """(MSE per value, mean PSNR in dB or None where the data is not in [0, 1]) of `model` on x_test."""
+    import numpy as np
+
+    from recipes.engine.evaluation import batches, psnr
+
+    # Summed batch by batch: streamed test images stay in their files.
+    squared, psnr_sum, values, in_unit_range = 0.0, 0.0, 0, True
+    for clean in batches(x_test):
+        restored = np.asarray(model.predict_on_batch(clean), "float32")
+        squared += float(((restored - clean).astype("float64") ** 2).sum())
+        psnr_sum += psnr(clean, restored) * len(clean)
+        values += clean.size
+        in_unit_range = in_unit_range and clean.min() >= 0
+    return squared / values, psnr_sum / len(x_test) if in_unit_range else None
 
 
 def _assignment(text):

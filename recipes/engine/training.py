@@ -302,6 +302,27 @@ def train(
     """
     run_dir = Path(run_dir)
     checkpoints = run_dir / "checkpoints"
+    x, y, validation, streaming, reconstructs = _training_data(x, y, validation, transform, settings)
+    _check_batch_divides_among_workers(settings)
+    state = read_state(run_dir, run_name) if resume else new_state(run_name, settings)
+    seed_everything(settings.seed, settings.deterministic)
+    strategy = make_strategy(settings.strategy)
+    with precision_policy(settings.precision), strategy.scope():
+        model = _compiled_model(build_model, x, settings, state, checkpoints, resume, compile_fn, reconstructs)
+        ended_before = state["epoch"] >= settings.epochs or state.get("stopped_early")  # a resumed, finished run
+        if not ended_before:
+            checkpoint = _fit(model, x, y, validation, transform, settings, state, run_dir, run_name, callbacks,
+                              streaming)
+    if not ended_before:
+        _check_finite_run(checkpoint, checkpoints, state)
+        write_history(run_dir / "history.csv", state["history"])
+    # Outside the strategy's scope: a multi-worker run hands back a model of this worker alone.
+    return _finished(model, checkpoints, state, settings, run_name), state["history"]
+
+
+def _training_data(x, y, validation, transform, settings):
+    """(x, y, validation, streaming, reconstructs) of `train`: a tf.data stream wrapped, arrays checked,
+    the validation data held out and transformed."""
     if is_tf_dataset(x):
         from zoo.dataset_examples import DatasetExamples
 
@@ -312,48 +333,51 @@ def train(
         zoo.data.check_finite(x, "training data")
     x, y, validation = _split_validation(x, y, validation, settings, streaming)
     validation = _prepared_validation(validation, transform, settings)
-    _check_batch_divides_among_workers(settings)
-    state = read_state(run_dir, run_name) if resume else new_state(run_name, settings)
-    seed_everything(settings.seed, settings.deterministic)
-    strategy = make_strategy(settings.strategy)
-    with precision_policy(settings.precision), strategy.scope():
-        steps_per_epoch = math.ceil(len(x) / settings.batch_size)
-        build_trained = with_contrastive_term(build_model, settings)
-        if resume:
-            model = _resumed_model(checkpoints, state, settings, build_trained)
-        else:
-            optimizer = make_optimizer(settings, steps_per_epoch)
-            model = (compile_fn or compile_model)(build_trained(), settings, optimizer)
-            if reconstructs:
-                _check_output_range(model, x)
-        ended_before = state["epoch"] >= settings.epochs or state.get("stopped_early")  # a resumed, finished run
-        if not ended_before:
-            checkpoints.mkdir(parents=True, exist_ok=True)
-            checkpoint = CheckpointCallback(checkpoints, run_name, settings, state)
-            batches = stream_batches if streaming else EpochBatches
-            model.fit(
-                batches(x, y, settings.batch_size, settings.seed, state["epoch"], settings.epochs, transform),
-                epochs=settings.epochs,
-                initial_epoch=state["epoch"],
-                steps_per_epoch=steps_per_epoch,
-                shuffle=False,  # the batches already order each epoch; Keras would reshuffle across epochs
-                validation_data=validation,
-                validation_batch_size=None if streaming else settings.batch_size,
-                callbacks=[*_averaging_callbacks(model, x, y, settings, transform, batches), checkpoint,
-                           *tensorboard_logs(run_dir), *callbacks],
-                # A progress bar redirected to a file is one long line of control codes.
-                verbose=2 if settings.verbose == 1 and not sys.stdout.isatty() else settings.verbose,
-            )
-    if not ended_before:
-        if checkpoint.non_finite:
-            last = f"{checkpoints / state['checkpoint']}" if state["checkpoint"] else "none yet"
-            raise ZooError(
-                f"{checkpoint.non_finite}: training stopped; last good checkpoint: {last}; "
-                "lower train.learning_rate or use --precision float32"
-            )
-        write_history(run_dir / "history.csv", state["history"])
-    # Outside the strategy's scope: a multi-worker run hands back a model of this worker alone.
-    return _finished(model, checkpoints, state, settings, run_name), state["history"]
+    return x, y, validation, streaming, reconstructs
+
+
+def _compiled_model(build_model, x, settings, state, checkpoints, resume, compile_fn, reconstructs):
+    """The model `train` fits: resumed from its last checkpoint, or built and compiled anew."""
+    build_trained = with_contrastive_term(build_model, settings)
+    if resume:
+        return _resumed_model(checkpoints, state, settings, build_trained)
+    optimizer = make_optimizer(settings, math.ceil(len(x) / settings.batch_size))
+    model = (compile_fn or compile_model)(build_trained(), settings, optimizer)
+    if reconstructs:
+        _check_output_range(model, x)
+    return model
+
+
+def _fit(model, x, y, validation, transform, settings, state, run_dir, run_name, callbacks, streaming):
+    """Fits `model` from state's epoch to settings.epochs, checkpointing each epoch; returns the checkpoint callback."""
+    checkpoints = run_dir / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    checkpoint = CheckpointCallback(checkpoints, run_name, settings, state)
+    batches = stream_batches if streaming else EpochBatches
+    model.fit(
+        batches(x, y, settings.batch_size, settings.seed, state["epoch"], settings.epochs, transform),
+        epochs=settings.epochs,
+        initial_epoch=state["epoch"],
+        steps_per_epoch=math.ceil(len(x) / settings.batch_size),
+        shuffle=False,  # the batches already order each epoch; Keras would reshuffle across epochs
+        validation_data=validation,
+        validation_batch_size=None if streaming else settings.batch_size,
+        callbacks=[*_averaging_callbacks(model, x, y, settings, transform, batches), checkpoint,
+                   *tensorboard_logs(run_dir), *callbacks],
+        # A progress bar redirected to a file is one long line of control codes.
+        verbose=2 if settings.verbose == 1 and not sys.stdout.isatty() else settings.verbose,
+    )
+    return checkpoint
+
+
+def _check_finite_run(checkpoint, checkpoints, state):
+    """Refuses a run whose loss went NaN or infinite, naming the last good checkpoint."""
+    if checkpoint.non_finite:
+        last = f"{checkpoints / state['checkpoint']}" if state["checkpoint"] else "none yet"
+        raise ZooError(
+            f"{checkpoint.non_finite}: training stopped; last good checkpoint: {last}; "
+            "lower train.learning_rate or use --precision float32"
+        )
 
 
 def _split_validation(x, y, validation, settings, streaming):

@@ -132,7 +132,14 @@ def run(ctx):
         {name: np.mean(reconstruction_nats(getattr(model, "backbone", model), x_test)) for name, model in models.items()},
     )
     add_likelihood_notes(results, ctx, data, vae, scored, k, variants)
+    add_samples(results, ctx, data, vae, models, test, x_test)
+    return results, data
 
+
+def add_samples(results, ctx, data, vae, models, test, x_test):
+    """Every model's decoded N(0, I) codes: their Fréchet distance to the test images (where the data
+    has labels), the sample grid, interpolations and, for a 2-dim VAE, its manifold."""
+    params = ctx.params
     n = min(params["quality_samples"], len(test))
     codes = np.random.default_rng(params["binarization_seed"]).standard_normal((n, vae.latent_dim)).astype("float32")
     samples = {name: np.asarray(model.decode(codes)) for name, model in models.items()}
@@ -148,7 +155,6 @@ def run(ctx):
     results.plots.append(plot_interpolations(ctx.run_dir, models, x_test, seed=params["binarization_seed"]))
     if vae.latent_dim == 2:
         results.plots.append(plot_manifold(ctx.run_dir, vae))
-    return results, data
 
 
 def train_variants(ctx, vae, data):

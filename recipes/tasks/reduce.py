@@ -128,18 +128,8 @@ def run(ctx):
     variants = train_variants(ctx, variants, data.x_train)
 
     pca = fit_pca(data.x_train, latent_dim, ctx.settings.seed)
-    encoders = {"autoencoder": called(model.encoder), "PCA": lambda x: pca.transform(flat(x))}
-    reconstructors = {"autoencoder": called(model), "PCA": lambda x: pca.inverse_transform(pca.transform(flat(x)))}
-    for name, variant in variants.items():
-        encoders[name], reconstructors[name] = called(variant.encoder), called(variant)
     results = Results()
-    tutorial = tutorials.train(ctx, tutorials.CONV_AUTOENCODER, results, data.x_train, latent_dim=latent_dim)
-    if tutorial is not None:
-        encoders[TUTORIAL] = called(tutorials.code_model(tutorial))
-        reconstructors[TUTORIAL] = called(tutorial)
-    features = int(np.prod(data.input_shape))
-    if data.y_train is not None and features <= INPUT_FEATURES_LIMIT:
-        encoders[INPUT] = flat
+    encoders, reconstructors = compared_methods(ctx, data, model, variants, pca, results)
     fitted = slice(0, FIT_LIMIT if data.streaming else None)
     train_codes, _ = codes_and_errors(data.x_train[fitted], encoders, {})
     test_codes, mse = codes_and_errors(data.x_test, encoders, reconstructors)
@@ -160,34 +150,61 @@ def run(ctx):
     if data.y_train is None:
         results.notes.append("no labels in this data set: no linear-probe or k-NN accuracy and no label map")
     else:
-        neighbours = ctx.params["neighbours"]
-        accuracies = {
-            method: probe_accuracies(train, data.y_train[fitted], test, data.y_test, neighbours)
-            for method, (train, test) in codes.items()
-        }
-        results.add("linear-probe accuracy", {method: acc[0] for method, acc in accuracies.items()})
-        results.add(f"{neighbours}-NN accuracy", {method: acc[1] for method, acc in accuracies.items()})
-        on_inputs = (f"{INPUT}: both on the {features:,} input values themselves, not a code" if INPUT in codes
-                     else f"no {INPUT} column: {features:,} input values, over the {INPUT_FEATURES_LIMIT:,} probed")
-        results.notes.append(
-            "linear probe: logistic regression on standardised codes, fitted on the training codes; "
-            f"{neighbours}-NN: Euclidean distance between the codes as they are (PCA's are not whitened); {on_inputs}"
-        )
-        shown = slice(0, ctx.params["map_examples"])
-        how = "the codes themselves" if latent_dim == 2 else "the first two principal components of the codes"
-        results.notes.append(f"2-D map: {how}, for the first {len(data.y_test[shown])} test examples")
-        results.plots.append(
-            code_map(ctx.run_dir, {method: test[shown] for method, (_, test) in codes.items()
-                                   if method != INPUT and method not in variants},
-                     data.y_test[shown], data.info.get("classes"))
-        )
+        add_label_metrics(ctx, data, codes, fitted, variants, latent_dim, results)
+    add_baseline_notes(results)
+    if TUTORIAL in codes:
+        mse = results.metrics[f"reconstruction MSE (M={latent_dim})"]
+        results.add(f"reconstruction MSE, ours / {TUTORIAL}", {"autoencoder": mse["autoencoder"] / mse[TUTORIAL]})
+    return results, data
+
+
+def compared_methods(ctx, data, model, variants, pca, results):
+    """({method: encode function}, {method: reconstruct function}) of the autoencoder, PCA, the
+    variants, the tutorial's model if it trains (it adds its rows to `results`) and the inputs."""
+    encoders = {"autoencoder": called(model.encoder), "PCA": lambda x: pca.transform(flat(x))}
+    reconstructors = {"autoencoder": called(model), "PCA": lambda x: pca.inverse_transform(pca.transform(flat(x)))}
+    for name, variant in variants.items():
+        encoders[name], reconstructors[name] = called(variant.encoder), called(variant)
+    tutorial = tutorials.train(ctx, tutorials.CONV_AUTOENCODER, results, data.x_train, latent_dim=model.latent_dim)
+    if tutorial is not None:
+        encoders[TUTORIAL] = called(tutorials.code_model(tutorial))
+        reconstructors[TUTORIAL] = called(tutorial)
+    if data.y_train is not None and int(np.prod(data.input_shape)) <= INPUT_FEATURES_LIMIT:
+        encoders[INPUT] = flat
+    return encoders, reconstructors
+
+
+def add_label_metrics(ctx, data, codes, fitted, variants, latent_dim, results):
+    """The linear-probe and k-NN accuracies of every method's codes ({method: (train, test)}) and the 2-D map."""
+    neighbours = ctx.params["neighbours"]
+    accuracies = {
+        method: probe_accuracies(train, data.y_train[fitted], test, data.y_test, neighbours)
+        for method, (train, test) in codes.items()
+    }
+    results.add("linear-probe accuracy", {method: acc[0] for method, acc in accuracies.items()})
+    results.add(f"{neighbours}-NN accuracy", {method: acc[1] for method, acc in accuracies.items()})
+    features = int(np.prod(data.input_shape))
+    on_inputs = (f"{INPUT}: both on the {features:,} input values themselves, not a code" if INPUT in codes
+                 else f"no {INPUT} column: {features:,} input values, over the {INPUT_FEATURES_LIMIT:,} probed")
+    results.notes.append(
+        "linear probe: logistic regression on standardised codes, fitted on the training codes; "
+        f"{neighbours}-NN: Euclidean distance between the codes as they are (PCA's are not whitened); {on_inputs}"
+    )
+    shown = slice(0, ctx.params["map_examples"])
+    how = "the codes themselves" if latent_dim == 2 else "the first two principal components of the codes"
+    results.notes.append(f"2-D map: {how}, for the first {len(data.y_test[shown])} test examples")
+    results.plots.append(
+        code_map(ctx.run_dir, {method: test[shown] for method, (_, test) in codes.items()
+                               if method != INPUT and method not in variants},
+                 data.y_test[shown], data.info.get("classes"))
+    )
+
+
+def add_baseline_notes(results):
+    """A note for every metric on which PCA, the tutorial's model or the inputs do as well as the autoencoder."""
     for metric, values in results.metrics.items():
         ours = values["autoencoder"]
         for baseline in ("PCA", TUTORIAL, INPUT):
             theirs = values.get(baseline)
             if theirs is not None and ((ours >= theirs) if "MSE" in metric else (ours <= theirs)):
                 results.notes.append(f"{baseline} does as well or better on {metric}: {theirs:.4f} against {ours:.4f}")
-    if TUTORIAL in codes:
-        mse = results.metrics[f"reconstruction MSE (M={latent_dim})"]
-        results.add(f"reconstruction MSE, ours / {TUTORIAL}", {"autoencoder": mse["autoencoder"] / mse[TUTORIAL]})
-    return results, data
