@@ -75,7 +75,7 @@ def test_preset_matches_its_card_and_loads_the_same_by_name_folder_and_hf_handle
     assert set(json.loads((presets.PRESETS_DIR / name / "config.json").read_text())) == {"model", "options"}
 
     hf_cache(offline_hf_cache, f"zoo-test/{name}", presets.PRESETS_DIR / name)
-    x = presets.check_slice(model, info["dataset"])[:16]
+    x = presets.check_inputs(model, info["dataset"], count=16)  # a cvae's: images and their labels
     expected = np.asarray(model.predict(x, verbose=0))
     for handle in (str(presets.PRESETS_DIR / name), f"hf://zoo-test/{name}"):
         np.testing.assert_array_equal(np.asarray(zoo.from_preset(handle).predict(x, verbose=0)), expected)
