@@ -112,7 +112,9 @@ PRESETS = {
     "cvae_fashion_mnist": Preset(
         "Conditional VAE, 16-dim latent (784-400 dense networks; the one-hot class enters the encoder's heads and "
         "the decoder): samples of a chosen class",
-        ["generate", "--model", "cvae", "--epochs", "10"],
+        # 30 epochs, the recipe's default: the longer it trains, the more of the class its samples take from the
+        # label rather than from z (conditional accuracy 0.79 after 10 epochs, 0.84 after 30).
+        ["generate", "--model", "cvae", "--epochs", "30"],
     ),
     "dense_ae_co2_micro": Preset(
         "Dense autoencoder for time-series anomaly detection on microcontrollers (Cortex-M4 class: int8 model "
