@@ -114,6 +114,7 @@ TINY = {
                            patch_size=4),
     "vae": dict(input_shape=(8, 8, 1), latent_dim=2, backbone="dense", backbone_config={"hidden_units": [16]}),
     "cvae": dict(input_shape=(8, 8, 1), latent_dim=2, num_classes=10, backbone="dense", backbone_config={"hidden_units": [16]}),
+    "vq_vae": dict(input_shape=(8, 8, 1), codebook_size=8, code_dim=2, backbone="conv", backbone_config={"filters": [4, 8]}),
 }
 
 

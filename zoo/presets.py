@@ -321,7 +321,8 @@ def check_folder(folder):
 
 
 class PresetMixin:
-    """`from_preset` and `save_to_preset` for every zoo model (the autoencoder families and the VAE)."""
+    """`from_preset` and `save_to_preset` for every zoo model (the autoencoder families and the types built on
+    their backbones: vae, cvae, vq_vae, aae, wae, masked_ae)."""
 
     @classmethod
     def from_preset(cls, handle, **overrides):
