@@ -31,6 +31,8 @@ def test_list_presets_returns_names_and_filters_by_family_and_task():
     assert PRESETS == sorted(PRESETS) and all(isinstance(name, str) for name in PRESETS)
     assert zoo.list_presets(family="vae") == ["vae_conv_2d_fashion_mnist", "vae_conv_fashion_mnist"]
     assert zoo.list_presets(task="denoise") == ["conv_ae_denoise_fashion_mnist"]
+    assert zoo.list_presets(family="cvae") == ["cvae_fashion_mnist"]
+    assert zoo.list_presets(family="vq_vae", task="compress") == ["vq_vae_fashion_mnist"]
     assert zoo.list_presets(family="dense_ae", task="anomaly") == ["dense_ae_co2_micro"]
     assert zoo.list_presets(family="lstm_ae", task="anomaly") == []
     with pytest.raises(ZooError, match="unknown model family 'resnet'"):
@@ -75,7 +77,7 @@ def test_preset_matches_its_card_and_loads_the_same_by_name_folder_and_hf_handle
     assert set(json.loads((presets.PRESETS_DIR / name / "config.json").read_text())) == {"model", "options"}
 
     hf_cache(offline_hf_cache, f"zoo-test/{name}", presets.PRESETS_DIR / name)
-    x = presets.check_slice(model, info["dataset"])[:16]
+    x = presets.check_inputs(model, info["dataset"], count=16)  # a cvae's: images and their labels
     expected = np.asarray(model.predict(x, verbose=0))
     for handle in (str(presets.PRESETS_DIR / name), f"hf://zoo-test/{name}"):
         np.testing.assert_array_equal(np.asarray(zoo.from_preset(handle).predict(x, verbose=0)), expected)
@@ -111,6 +113,8 @@ TINY = {
     "transformer_ae": dict(input_shape=(8, 8, 1), latent_dim=4, embed_dim=8, num_heads=2, num_layers=1, ff_dim=8,
                            patch_size=4),
     "vae": dict(input_shape=(8, 8, 1), latent_dim=2, backbone="dense", backbone_config={"hidden_units": [16]}),
+    "cvae": dict(input_shape=(8, 8, 1), latent_dim=2, num_classes=10, backbone="dense", backbone_config={"hidden_units": [16]}),
+    "vq_vae": dict(input_shape=(8, 8, 1), codebook_size=8, code_dim=2, backbone="conv", backbone_config={"filters": [4, 8]}),
 }
 
 
@@ -121,6 +125,7 @@ def test_save_to_preset_then_from_preset_is_exact_for_every_family(family, tmp_p
     keras.utils.set_random_seed(1)
     model = zoo.create(family, **TINY[family])
     x = digits.x_test[:32, :, :, 0] if family == "lstm_ae" else digits.x_test[:32]
+    x = (x, digits.y_test[:32]) if family == "cvae" else x  # the cvae reads labels beside the images
     rng = np.random.default_rng(0)  # every weight away from its initial value (zero biases, unit norms)
     model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in model.get_weights()])
     info = model.save_to_preset(tmp_path / "mine", metadata={"dataset": "digits", "task": "reduce"})

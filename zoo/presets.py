@@ -321,7 +321,8 @@ def check_folder(folder):
 
 
 class PresetMixin:
-    """`from_preset` and `save_to_preset` for every zoo model (the autoencoder families and the VAE)."""
+    """`from_preset` and `save_to_preset` for every zoo model (the autoencoder families and the types built on
+    their backbones: vae, cvae, vq_vae, aae, wae, masked_ae)."""
 
     @classmethod
     def from_preset(cls, handle, **overrides):
@@ -360,17 +361,42 @@ CHECK_DESCRIPTIONS = {
 }
 
 
-def check_slice(for_model, dataset="fashion_mnist"):
-    """The fixed test slice a card's check figure is measured on (Fashion-MNIST's ships with the package)."""
+def check_examples(dataset="fashion_mnist"):
+    """(inputs, class labels) of the fixed test slice a card's check figure is measured on (Fashion-MNIST's
+    ships with the package); labels None where the data set has none."""
     import numpy as np
 
     if dataset != "fashion_mnist":
         from zoo import data
 
-        return data.load(dataset).x_test[:200]
+        loaded = data.load(dataset)
+        return loaded.x_test[:200], None if loaded.y_test is None else loaded.y_test[:200]
     with np.load(CHECK_SLICE) as arrays:
-        images = arrays["images"].astype("float32") / 255.0
-    return images[..., 0] if len(for_model.data_shape) == 2 else images
+        return arrays["images"].astype("float32") / 255.0, arrays["labels"].astype("int32")
+
+
+def check_slice(for_model, dataset="fashion_mnist"):
+    """The check slice's inputs, as `for_model` reads them (an LSTM: rows of grey pixels, no channel axis)."""
+    images = check_examples(dataset)[0]
+    return images[..., 0] if dataset == "fashion_mnist" and len(for_model.data_shape) == 2 else images
+
+
+def is_conditional(model):
+    """Whether `model` reads class labels beside its inputs (the cvae)."""
+    return model.registry_name == "cvae"
+
+
+def check_inputs(model, dataset="fashion_mnist", count=200):
+    """What `model.predict` takes for the first `count` examples of the check slice: the inputs, paired
+    with their class labels for a conditional model."""
+    x = check_slice(model, dataset)[:count]
+    return (x, check_examples(dataset)[1][:count]) if is_conditional(model) else x
+
+
+def check_description(model, dataset="fashion_mnist"):
+    """What a card's check figure is measured on, in words."""
+    labels = " given their class labels" if is_conditional(model) else ""
+    return f"mean squared reconstruction error on {CHECK_DESCRIPTIONS[dataset]}{labels}"
 
 
 def check_reconstruction(model, dataset="fashion_mnist"):
@@ -378,4 +404,4 @@ def check_reconstruction(model, dataset="fashion_mnist"):
     import numpy as np
 
     x = check_slice(model, dataset)
-    return float(np.mean((np.asarray(model.predict(x, batch_size=100, verbose=0)) - x) ** 2))
+    return float(np.mean((np.asarray(model.predict(check_inputs(model, dataset), batch_size=100, verbose=0)) - x) ** 2))

@@ -20,7 +20,6 @@ from zoo.backbone_model import BACKBONES, PriorModel, random_seed
 from zoo.backend import import_tensorflow, on_jax
 from zoo.errors import ZooError, unknown_name
 from zoo.layers import quantized_dtype
-from zoo.presets import PresetMixin
 from zoo.registry import check_options, model_class, register_model
 
 BOUNDS = ("elbo", "iwae")
@@ -52,7 +51,7 @@ def total_correlation(z, z_mean, z_log_var):
 
 
 @register_model("vae")
-class VAE(PresetMixin, PriorModel):
+class VAE(PriorModel):
     """Variational autoencoder; `call`/`encode` use the mean code, `sample` decodes draws from N(0, I).
 
     Args:
