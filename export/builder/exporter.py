@@ -502,7 +502,7 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
 
 
 def _keras_reference(model, folder, samples):
-    """The export's context (the float32 copy, its signatures, verification inputs and Keras outputs) and first notes."""
+    """The export's context (float32 copy, signatures, verification inputs, Keras outputs) and first notes."""
     copy = convert.export_copy(model)
     signatures = convert.signature_names(copy)
     functions = convert.signature_functions(copy)
