@@ -220,19 +220,8 @@ def parse_modes(quantize):
     return tuple(mode for mode in MODES if mode in requested)
 
 
-def export_model(
-    model,
-    out_dir,
-    quantize=("float32", "int8"),
-    batch_size=1,
-    calibration_data=None,
-    calibration_samples=200,
-    verify_samples=64,
-    micro_target=False,
-    onnx=False,
-    phone=False,
-    card=None,
-):
+def export_model(model, out_dir, quantize=("float32", "int8"), batch_size=1, calibration_data=None,
+                 calibration_samples=200, verify_samples=64, micro_target=False, onnx=False, phone=False, card=None):
     """Writes a SavedModel and one TFLite file per mode for a zoo model, each verified against Keras.
 
     Args:
@@ -270,6 +259,29 @@ def export_model(
         >>> report = export_model(model, "out", quantize="float32,int8", calibration_data="mnist5k")
         >>> print(report)
     """
+    modes = _check_arguments(model, quantize, batch_size, calibration_data, micro_target, phone, card)
+    _require_packages(micro_target, onnx)
+    target = Path(out_dir).resolve()
+    _check_target(target)
+    model = _as_zoo_model(model)
+    samples = _Samples.prepare(model, calibration_data, calibration_samples, verify_samples, batch_size)
+    staging = _make_staging(target)
+    try:
+        report = _write_export(model, staging, modes, int(batch_size), samples, micro_target, onnx, card)
+        if phone:
+            write_phone_folder(staging, card)
+        _move_into_place(staging, target)
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise _write_error(target, error) from None
+        raise
+    report.out_dir = Path(out_dir)
+    return report
+
+
+def _check_arguments(model, quantize, batch_size, calibration_data, micro_target, phone, card):
+    """The export's modes, after checking `export_model`'s arguments; a one-line ZooError otherwise."""
     modes = parse_modes(quantize)
     if phone:
         modes = parse_modes([*modes, *PHONE_MODES])
@@ -286,6 +298,11 @@ def export_model(
     if micro_target and convert.is_conditional(_as_zoo_model(model)):
         raise ZooError("--micro writes one-input files and the cvae's signatures take two (x and labels); "
                        "export the cvae without --micro")
+    return modes
+
+
+def _require_packages(micro_target, onnx):
+    """Fails, naming what to install, when a package the requested targets need is missing."""
     if micro_target:
         micro.find_tflm()  # before any work: say what to install
     if onnx:
@@ -293,11 +310,10 @@ def export_model(
 
         onnx_target.require()
     tflite_metadata.require()
-    target = Path(out_dir).resolve()
-    _check_target(target)
-    model = _as_zoo_model(model)
-    samples = _Samples.prepare(model, calibration_data, calibration_samples, verify_samples, batch_size)
 
+
+def _make_staging(target):
+    """A new, empty staging folder for the export to `target`; a one-line ZooError if it cannot be made."""
     # Beside the target (same file system, so the final move is a rename); mkdir keeps the umask.
     staging = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
     try:
@@ -305,18 +321,7 @@ def export_model(
         staging.mkdir()
     except OSError as error:
         raise _write_error(target, error) from None
-    try:
-        report = _write_export(model, staging, modes, int(batch_size), samples, micro_target, onnx, card)
-        if phone:
-            write_phone_folder(staging, card)
-        _move_into_place(staging, target)
-    except BaseException as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(error, OSError):
-            raise _write_error(target, error) from None
-        raise
-    report.out_dir = Path(out_dir)
-    return report
+    return staging
 
 
 def _write_error(target, error):
@@ -460,6 +465,44 @@ class ExportContext:
 
 
 def _write_export(model, folder, modes, batch_size, samples, micro_target=False, onnx=False, card=None):
+    """Writes every artifact of an export into `folder` (the staging folder), each verified, and its metadata.json."""
+    context, notes = _keras_reference(model, folder, samples)
+    check, saved_model_entry = _write_saved_model(context)
+    checks, files = [check], {SAVED_MODEL_DIR: saved_model_entry}
+    reference = {f"inputs/{name}": value for name, value in context.inputs.items()}
+    reference.update(_flatten_outputs("keras", context.keras_outputs))
+    source = folder / ".tflite_source"
+    convert.write_saved_model(context.copy, source, batch_size=batch_size, reconstruct_key="reconstruct")
+    # Micro first: a graph TFLite Micro cannot run fails the export before the longer conversions.
+    micro_checks = _write_micro(context, source, batch_size) if micro_target else []
+    representative = _representative_dataset(context.copy, context.functions, context.signatures, samples, batch_size)
+    float_source = gpu_delegate.write_source(model, folder, batch_size, modes) or source
+    for mode in modes:
+        mode_source = float_source if mode in gpu_delegate.MODES else source
+        check, files[tflite_name(mode)], outputs = _write_tflite(
+            context, model, mode, mode_source, representative, batch_size, card, notes)
+        checks.append(check)
+        reference.update(_flatten_outputs(tflite_name(mode), outputs))
+    shutil.rmtree(source)
+    shutil.rmtree(float_source, ignore_errors=True)
+    if micro_checks:
+        files[micro.MICRO_DIR] = {"kind": "micro", "content": f"{micro.MICRO_DIR}/{micro.MICRO_FILE} lists the files"}
+    if onnx:
+        from export.builder import onnx_target
+
+        written = onnx_target.export(context)
+        checks.append(written.check)
+        files.update(written.files)
+        reference.update(_flatten_outputs(onnx_target.FOLDER, written.outputs))
+
+    files[REFERENCE_FILE] = _write_reference(folder, reference, len(samples.verification))
+    metadata = _metadata(model, context.copy, context.signatures, batch_size, samples, files, notes)
+    (folder / runtime.METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    return ExportReport(folder, model.registry_name, checks, samples.note, notes, micro_checks)
+
+
+def _keras_reference(model, folder, samples):
+    """The export's context (float32 copy, signatures, verification inputs, Keras outputs) and first notes."""
     copy = convert.export_copy(model)
     signatures = convert.signature_names(copy)
     functions = convert.signature_functions(copy)
@@ -473,18 +516,21 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
             f"note: {model.dtype_policy.name} model exported from its float32 copy (the reference above); "
             f"copy vs original max abs diff {drift:.2e}"
         )
+    return ExportContext(folder, copy, functions, signatures, inputs, keras_outputs, samples, keras_psnr), notes
 
-    files, checks = {}, []
-    convert.write_saved_model(copy, folder / SAVED_MODEL_DIR)
+
+def _write_saved_model(context):
+    """Writes saved_model/ and runs it against Keras: (its check, its metadata.json entry)."""
+    folder, signatures = context.folder, context.signatures
+    convert.write_saved_model(context.copy, folder / SAVED_MODEL_DIR)
     loaded = tf.saved_model.load(str(folder / SAVED_MODEL_DIR))
     saved_outputs = _run_functions(
-        copy, {s: loaded.signatures["serving_default" if s == "reconstruct" else s] for s in signatures},
-        signatures, inputs, by_keyword=True,
+        context.copy, {s: loaded.signatures["serving_default" if s == "reconstruct" else s] for s in signatures},
+        signatures, context.inputs, by_keyword=True,
     )
-    check = _compare("saved_model", "saved_model", tree_size(folder / SAVED_MODEL_DIR), f"tensorflow {tf.__version__}",
-                     saved_outputs, keras_outputs, samples, keras_psnr, None)
-    checks.append(check)
-    files[SAVED_MODEL_DIR] = {
+    check = context.compare("saved_model", "saved_model", tree_size(folder / SAVED_MODEL_DIR),
+                            f"tensorflow {tf.__version__}", saved_outputs)
+    return check, {
         "kind": "saved_model",
         "sha256": tree_sha256(folder / SAVED_MODEL_DIR),
         "sha256_of": "the lines '<sha256>  <relative path>' of every file, sorted by path",
@@ -494,78 +540,64 @@ def _write_export(model, folder, modes, batch_size, samples, micro_target=False,
         "verification": check.to_json(),
     }
 
-    reference = {f"inputs/{name}": value for name, value in inputs.items()}
-    reference.update(_flatten_outputs("keras", keras_outputs))
-    source = folder / ".tflite_source"
-    convert.write_saved_model(copy, source, batch_size=batch_size, reconstruct_key="reconstruct")
-    # Micro first: a graph TFLite Micro cannot run fails the export before the longer conversions.
-    context = ExportContext(folder, copy, functions, signatures, inputs, keras_outputs, samples, keras_psnr)
-    micro_checks = _write_micro(context, source, batch_size) if micro_target else []
-    representative = _representative_dataset(copy, functions, signatures, samples, batch_size)
-    float_source = gpu_delegate.write_source(model, folder, batch_size, modes) or source
-    for mode in modes:
-        path = folder / tflite_name(mode)
-        content = convert.convert(float_source if mode in gpu_delegate.MODES else source, signatures, mode,
-                                  representative if mode == "int8" else None,
-                                  recurrent=convert.is_recurrent(copy))
-        embedded = tflite_metadata.describe(model, copy, signatures, samples.input_range, mode, batch_size, card)
-        content = tflite_metadata.embed(content, embedded, Path(card).read_text() if card else
-                                        tflite_metadata.generated_card(model, embedded))
-        path.write_bytes(content)
-        edge = runtime.load(path)
-        edge.input_range = samples.input_range  # what metadata.json will declare; not written yet
-        outputs = {s: edge.run(s, inputs[runtime.SIGNATURES[s].input], inputs.get(runtime.LABELS)) for s in signatures}
-        min_version = read_model_info(content).min_runtime_version
-        runs_on_2_14 = parse_version(min_version or "0") <= parse_version(LAST_TFLITE_RUNTIME)
-        check = _compare(path.name, mode, len(content), str(edge.runtime), outputs, keras_outputs, samples,
-                         keras_psnr, runs_on_2_14)
-        checks.append(check)
-        reference.update(_flatten_outputs(path.name, outputs))
-        files[path.name] = {
-            "kind": "tflite",
-            "mode": mode,
-            "size_bytes": len(content),
-            "sha256": hashlib.sha256(content).hexdigest(),
-            "batch_size": batch_size,
-            "signatures": edge.describe_signatures(),
-            "ops": convert.op_names(content),
-            "embedded_metadata": embedded,
-            "min_runtime_version": min_version,
-            "runtimes": {
-                "verified_on": [check.verified_on_entry()],
-                "runs_on": {"ai_edge_litert": True, "tflite_runtime": runs_on_2_14},
-            },
-            "verification": check.to_json(),
-            "verify_contract": verify_contract(check, samples.peak),
-        }
-        if mode in gpu_delegate.MODES:
-            verdict = gpu_delegate.check(content)
-            files[path.name]["gpu_delegate"] = verdict.to_json()
-            notes.append(verdict.note(path.name))
-        if mode == "int8":
-            notes.append(_contract_note(check, files[path.name]["verify_contract"]))
-    shutil.rmtree(source)
-    shutil.rmtree(float_source, ignore_errors=True)
-    if micro_checks:
-        files[micro.MICRO_DIR] = {"kind": "micro", "content": f"{micro.MICRO_DIR}/{micro.MICRO_FILE} lists the files"}
-    if onnx:
-        from export.builder import onnx_target
 
-        written = onnx_target.export(context)
-        checks.append(written.check)
-        files.update(written.files)
-        reference.update(_flatten_outputs(onnx_target.FOLDER, written.outputs))
+def _write_tflite(context, model, mode, source, representative, batch_size, card, notes):
+    """Converts, writes and runs one mode's TFLite file: (its check, metadata.json entry, outputs); adds its notes."""
+    copy, samples, signatures = context.copy, context.samples, context.signatures
+    path = context.folder / tflite_name(mode)
+    content = convert.convert(source, signatures, mode, representative if mode == "int8" else None,
+                              recurrent=convert.is_recurrent(copy))
+    embedded = tflite_metadata.describe(model, copy, signatures, samples.input_range, mode, batch_size, card)
+    content = tflite_metadata.embed(content, embedded, Path(card).read_text() if card else
+                                    tflite_metadata.generated_card(model, embedded))
+    path.write_bytes(content)
+    edge = runtime.load(path)
+    edge.input_range = samples.input_range  # what metadata.json will declare; not written yet
+    inputs = context.inputs
+    outputs = {s: edge.run(s, inputs[runtime.SIGNATURES[s].input], inputs.get(runtime.LABELS)) for s in signatures}
+    min_version = read_model_info(content).min_runtime_version
+    runs_on_2_14 = parse_version(min_version or "0") <= parse_version(LAST_TFLITE_RUNTIME)
+    check = context.compare(path.name, mode, len(content), str(edge.runtime), outputs, runs_on_2_14)
+    entry = _tflite_entry(check, content, edge, embedded, min_version, batch_size, samples.peak)
+    if mode in gpu_delegate.MODES:
+        verdict = gpu_delegate.check(content)
+        entry["gpu_delegate"] = verdict.to_json()
+        notes.append(verdict.note(path.name))
+    if mode == "int8":
+        notes.append(_contract_note(check, entry["verify_contract"]))
+    return check, entry, outputs
 
+
+def _tflite_entry(check, content, edge, embedded, min_version, batch_size, peak):
+    """A TFLite file's metadata.json entry (without its GPU delegate verdict)."""
+    return {
+        "kind": "tflite",
+        "mode": check.mode,
+        "size_bytes": len(content),
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "batch_size": batch_size,
+        "signatures": edge.describe_signatures(),
+        "ops": convert.op_names(content),
+        "embedded_metadata": embedded,
+        "min_runtime_version": min_version,
+        "runtimes": {
+            "verified_on": [check.verified_on_entry()],
+            "runs_on": {"ai_edge_litert": True, "tflite_runtime": check.tflite_runtime_2_14},
+        },
+        "verification": check.to_json(),
+        "verify_contract": verify_contract(check, peak),
+    }
+
+
+def _write_reference(folder, reference, count):
+    """Writes reference.npz (what `aezoo verify` runs): its metadata.json entry."""
     np.savez_compressed(folder / REFERENCE_FILE, **reference)
-    files[REFERENCE_FILE] = {
+    return {
         "kind": "reference",
         "sha256": runtime.sha256_file(folder / REFERENCE_FILE),
         "content": "inputs/<x|z|eps|labels>, keras/<signature>/<output> and <file>/<signature>/<output> "
-        f"for the {len(samples.verification)} verification examples",
+        f"for the {count} verification examples",
     }
-    metadata = _metadata(model, copy, signatures, batch_size, samples, files, notes)
-    (folder / runtime.METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    return ExportReport(folder, model.registry_name, checks, samples.note, notes, micro_checks)
 
 
 def write_phone_folder(export_dir, card=None):

@@ -154,90 +154,116 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     import zoo
-    from export import runtime
-    from export.builder.exporter import (
-        export_model,
-        format_size,
-        parse_modes,
-        tflite_name,
-    )
-    from export.builder.onnx_target import onnx_name
-    from zoo.errors import unknown_name
+    from export.builder.exporter import parse_modes
 
-    families = [name.strip() for name in args.families.split(",") if name.strip()]
-    for name in families:
-        if name not in FAMILIES:
-            raise unknown_name("benchmark family", name, FAMILIES)
+    families = _families(args.families)
     modes = parse_modes(args.modes)
     images = zoo.data.load("mnist5k")
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="aezoo-benchmark-"))
     rows, micro_rows = [], []  # rows: (export folder, file, table row without the aarch64 cell)
     try:
         for family in families:
-            data = images.as_sequences() if FAMILIES[family][2] else images
-            started = time.perf_counter()
-            model = train(family, data, args.epochs, args.seed, args.micro, args.presets)
-            report = export_model(
-                model, root / family, quantize=modes, calibration_data=data, verify_samples=args.verify_samples,
-                micro_target=args.micro,
-                onnx=not args.no_onnx,
-            )
-            micro_rows += _micro_rows(family, root / family)
-            print(f"{family}: trained and exported in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-            checks = {check.mode: check for check in report.checks}
-            samples = data.x_test[: args.verify_samples]
-            files = {mode: tflite_name(mode) for mode in modes}
-            if not args.no_onnx:
-                files["onnx"] = onnx_name("reconstruct")
-            for mode, file_name in files.items():
-                check = checks[mode]
-                timings = [latency_ms(root / family / file_name, samples, t, args.runs) for t in THREADS]
-                runs_on_2_14 = {None: "-", True: "yes", False: "no"}[check.tflite_runtime_2_14]
-                share = (f" ({check.size_bytes / checks['float32'].size_bytes:.2f}x)"
-                         if mode != "float32" and "float32" in checks else "")
-                rows.append((root / family, file_name,
-                    f"| {family} | {mode} | {format_size(check.size_bytes)}{share} | "
-                    + " | ".join(f"{p50:.3f} / {p95:.3f}" for p50, p95 in timings)
-                    + f" | {check.judged_diff:.1e} | {check.psnr_db:.2f} ({check.keras_psnr_db:.2f}) | {runs_on_2_14} | "
-                    + f"{gpu_delegate_cell(root / family, file_name)} |"
-                ))
+            family_rows, family_micro_rows = _benchmark_family(family, images, modes, args, root / family)
+            rows += family_rows
+            micro_rows += family_micro_rows
         emulated = _aarch64_cells(rows, args.runs) if args.aarch64 else {}
     finally:
         if not args.out:
             shutil.rmtree(root, ignore_errors=True)
     command = "`aezoo benchmark export" + "".join(f" {shlex.quote(a)}" for a in argv if a not in ("--docs", "--readme")) + "`"
-    onnx_runtime = "" if args.no_onnx else f" (ONNX: onnxruntime {importlib.import_module('onnxruntime').__version__})"
-    sections = {
-        "export-presets" if args.presets else "export-families": "\n".join([
-            f"{command}: {runtime.find_interpreter()}{onnx_runtime}, {os.cpu_count()} CPU cores, batch 1, {args.runs} "
-            f"runs after {WARMUP_RUNS} warm-up; {'preset architectures' if args.presets else 'models'} trained "
-            f"{args.epochs} epochs on mnist5k, quality on {args.verify_samples} held-out images",
-            "",
-            "| model | mode | size (x float32) | latency ms p50 / p95, 1 thread | 2 threads | max abs diff vs Keras (ONNX: "
-            "all signatures) | PSNR dB (Keras) | tflite_runtime 2.14 | GPU delegate takes every op | "
-            "aarch64 vs x86_64 (Cortex-A72, emulated) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-            *(f"{row} {emulated.get((folder, file), '-')} |" for folder, file, row in rows),
-        ])
-    }
+    sections = {"export-presets" if args.presets else "export-families": _export_table(command, args, rows, emulated)}
     if args.micro:
-        from export import micro
-
-        sections["export-micro"] = "\n".join([
-            f"{command}, micro/ files (batch 1; int8, or int16x8 for an LSTM or Transformer that quantizes cleanly) in "
-            f"tflite-micro {micro.tflm_version()}: flash = the model array; arena = the smallest that ran in its "
-            f"interpreter, and with the {micro.ARENA_MARGIN:.0%} margin micro.json states",
-            "",
-            "| model | file | flash bytes | arena bytes measured | arena bytes (+margin) | code diff (steps) | "
-            "PSNR dB (reference kernels) | ops |",
-            "|---|---|---|---|---|---|---|---|",
-            *micro_rows,
-        ])
+        sections["export-micro"] = _micro_table(command, micro_rows)
     print("\n\n".join(sections.values()))
     if args.docs:
         for section, text in sections.items():
             write_docs_section(section, text)
     return 0
+
+
+def _families(names):
+    """The families of a comma list, each checked against `FAMILIES`."""
+    from zoo.errors import unknown_name
+
+    families = [name.strip() for name in names.split(",") if name.strip()]
+    for name in families:
+        if name not in FAMILIES:
+            raise unknown_name("benchmark family", name, FAMILIES)
+    return families
+
+
+def _benchmark_family(family, images, modes, args, out_dir):
+    """Trains, exports and times one family: (its rows as in `main`, its micro/ table rows)."""
+    from export.builder.exporter import export_model, tflite_name
+    from export.builder.onnx_target import onnx_name
+
+    data = images.as_sequences() if FAMILIES[family][2] else images
+    started = time.perf_counter()
+    model = train(family, data, args.epochs, args.seed, args.micro, args.presets)
+    report = export_model(model, out_dir, quantize=modes, calibration_data=data, verify_samples=args.verify_samples,
+                          micro_target=args.micro, onnx=not args.no_onnx)
+    micro_rows = _micro_rows(family, out_dir)
+    print(f"{family}: trained and exported in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    checks = {check.mode: check for check in report.checks}
+    samples = data.x_test[: args.verify_samples]
+    files = {mode: tflite_name(mode) for mode in modes}
+    if not args.no_onnx:
+        files["onnx"] = onnx_name("reconstruct")
+    rows = []
+    for mode, file_name in files.items():
+        timings = [latency_ms(out_dir / file_name, samples, t, args.runs) for t in THREADS]
+        rows.append((out_dir, file_name, _row(family, mode, checks, timings, gpu_delegate_cell(out_dir, file_name))))
+    return rows, micro_rows
+
+
+def _row(family, mode, checks, timings, gpu_cell):
+    """One file's table row, without the aarch64 cell."""
+    from export.builder.exporter import format_size
+
+    check = checks[mode]
+    runs_on_2_14 = {None: "-", True: "yes", False: "no"}[check.tflite_runtime_2_14]
+    share = (f" ({check.size_bytes / checks['float32'].size_bytes:.2f}x)"
+             if mode != "float32" and "float32" in checks else "")
+    return (
+        f"| {family} | {mode} | {format_size(check.size_bytes)}{share} | "
+        + " | ".join(f"{p50:.3f} / {p95:.3f}" for p50, p95 in timings)
+        + f" | {check.judged_diff:.1e} | {check.psnr_db:.2f} ({check.keras_psnr_db:.2f}) | {runs_on_2_14} | "
+        + f"{gpu_cell} |"
+    )
+
+
+def _export_table(command, args, rows, emulated):
+    """The main table: its header line (the command, runtimes, cores, runs) and a row per file."""
+    from export import runtime
+
+    onnx_runtime = "" if args.no_onnx else f" (ONNX: onnxruntime {importlib.import_module('onnxruntime').__version__})"
+    return "\n".join([
+        f"{command}: {runtime.find_interpreter()}{onnx_runtime}, {os.cpu_count()} CPU cores, batch 1, {args.runs} "
+        f"runs after {WARMUP_RUNS} warm-up; {'preset architectures' if args.presets else 'models'} trained "
+        f"{args.epochs} epochs on mnist5k, quality on {args.verify_samples} held-out images",
+        "",
+        "| model | mode | size (x float32) | latency ms p50 / p95, 1 thread | 2 threads | max abs diff vs Keras (ONNX: "
+        "all signatures) | PSNR dB (Keras) | tflite_runtime 2.14 | GPU delegate takes every op | "
+        "aarch64 vs x86_64 (Cortex-A72, emulated) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *(f"{row} {emulated.get((folder, file), '-')} |" for folder, file, row in rows),
+    ])
+
+
+def _micro_table(command, micro_rows):
+    """The micro/ table: its header line (the command, the TFLM version) and the rows of every export."""
+    from export import micro
+
+    return "\n".join([
+        f"{command}, micro/ files (batch 1; int8, or int16x8 for an LSTM or Transformer that quantizes cleanly) in "
+        f"tflite-micro {micro.tflm_version()}: flash = the model array; arena = the smallest that ran in its "
+        f"interpreter, and with the {micro.ARENA_MARGIN:.0%} margin micro.json states",
+        "",
+        "| model | file | flash bytes | arena bytes measured | arena bytes (+margin) | code diff (steps) | "
+        "PSNR dB (reference kernels) | ops |",
+        "|---|---|---|---|---|---|---|---|",
+        *micro_rows,
+    ])
 
 
 def gpu_delegate_cell(out_dir, file_name):
