@@ -55,7 +55,9 @@ def test_each_presets_train_toml_is_the_dump_of_its_recorded_command(name):
     assert text == train_config(name)
 
 
-@pytest.mark.parametrize("name", PRESETS)
+# The fast tier starts the co2 preset (small data); the Fashion-MNIST ones load 60,000 images each.
+@pytest.mark.parametrize("name", [pytest.param(name, marks=() if name == "dense_ae_co2_micro" else pytest.mark.slow)
+                                  for name in PRESETS])
 def test_running_a_presets_train_toml_starts_training_that_presets_model(name, tmp_path, monkeypatch):
     started = []
 

@@ -43,6 +43,22 @@ IDS = [
     for name, kind, options in CASES
 ]
 LATENT = 8
+# The fast tier (-m "not slow") trains each family and VAE backbone once; the option variants
+# (residual, bidirectional, spatial codes) and the mixed-precision runs beyond each family's
+# float16 step and the conv VAE's two precisions train in the full suite.
+BASE_CASES = 9
+
+
+def harness_params(precision=None):
+    """CASES (with `precision`) as pytest params, the ones beyond the fast tier's marked slow."""
+    def in_fast_tier(index):
+        if precision is None:
+            return index < BASE_CASES
+        return (index < 5 and precision == "mixed_float16") or index == 6
+
+    return [pytest.param(*case, *([precision] if precision else []), id=f"{case_id}{'-' + precision if precision else ''}",
+                         marks=() if in_fast_tier(index) else pytest.mark.slow)
+            for index, (case, case_id) in enumerate(zip(CASES, IDS))]
 
 
 def inputs(mnist, kind, n=256):
@@ -67,7 +83,7 @@ def fit(model, x, epochs, **kwargs):
     return model.fit(x, targets, batch_size=32, epochs=epochs, verbose=0, shuffle=False, **kwargs).history
 
 
-@pytest.mark.parametrize("name,kind,options", CASES, ids=IDS)
+@pytest.mark.parametrize("name,kind,options", harness_params())
 def test_model_trains_saves_and_reloads_exactly(name, kind, options, mnist, tmp_path):
     x = inputs(mnist, kind)
     model = compiled(build(name, kind, options))
@@ -93,8 +109,8 @@ def test_model_trains_saves_and_reloads_exactly(name, kind, options, mnist, tmp_
     assert clone.count_params() == model.count_params()
 
 
-@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
-@pytest.mark.parametrize("name,kind,options", CASES, ids=IDS)
+@pytest.mark.parametrize("name,kind,options,precision",
+                         [*harness_params("mixed_float16"), *harness_params("mixed_bfloat16")])
 def test_mixed_precision_step_is_finite_with_float32_weights_and_outputs(name, kind, options, precision, mnist):
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
