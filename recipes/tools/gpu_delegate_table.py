@@ -50,9 +50,13 @@ def models():
     import zoo
     from zoo import presets
 
+    with_preset = set()
     for name in presets.list_presets():
+        with_preset.add(presets.preset_info(name)["model"])
         yield f"preset `{name}`", zoo.from_preset(name)
     for name, options in TYPES.items():
+        if name in with_preset:
+            continue
         keras.utils.set_random_seed(0)
         yield f"type `{name}`", zoo.create(name, input_shape=SHAPE, **options)
 
