@@ -205,3 +205,18 @@ def test_wae_micro_files_include_the_prior_decoder(exports):
     listing = json.loads((folder / micro.MICRO_DIR / micro.MICRO_FILE).read_text())["files"]
     assert sorted(entry["signature"] for entry in listing.values()) == ["decode", "encode", "reconstruct"]
     assert all(entry["verification"]["met"] for entry in listing.values())
+
+
+def test_verifys_runner_runs_every_types_files_on_their_reference_inputs_a_cvaes_with_its_labels(exports, tmp_path):
+    """`aezoo verify` runs export.edge.run_files on each export: each type's outputs come back as the export's."""
+    from export.edge import run_files
+
+    for name, (_, folder, _) in exports.items():
+        run_files.run_export(folder, tmp_path / name, timing_runs=1)
+        run = json.loads((tmp_path / name / "run.json").read_text())
+        assert all(entry["ms"] > 0 for entry in run["files"].values()), name
+        with np.load(tmp_path / name / "outputs.npz") as outputs, np.load(folder / run_files.REFERENCE_FILE) as reference:
+            assert {key.split("/")[1] for key in outputs.files} == set(SIGNATURES[name]), name
+            for key in outputs.files:
+                if key.startswith("model_float32.tflite/"):
+                    np.testing.assert_allclose(outputs[key], reference[key], atol=1e-5, err_msg=f"{name} {key}")

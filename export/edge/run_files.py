@@ -47,10 +47,11 @@ def run_export(export_dir, out_dir, timing_runs, kernels="default"):
         except runtime.EdgeError as error:  # e.g. tflite_runtime 2.14 and a dynamic-range file
             files[path.name] = {"refused": str(error)}
             continue
+        labels = inputs.get(runtime.LABELS)  # a cvae's class ids, saved beside its examples
         for signature in model.signatures:
-            for name, value in model.run(signature, inputs[runtime.SIGNATURES[signature].input]).items():
+            for name, value in model.run(signature, inputs[runtime.SIGNATURES[signature].input], labels).items():
                 outputs[f"{path.name}/{signature}/{name}"] = value
-        files[path.name] = {"ms": _median_ms(model, inputs["x"][:1], timing_runs)}
+        files[path.name] = {"ms": _median_ms(model, inputs["x"][:1], None if labels is None else labels[:1], timing_runs)}
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez(out_dir / "outputs.npz", **outputs)
     run = {"runtime": interpreter.name, "version": interpreter.version, "kernels": kernels, "machine": platform.machine(),
@@ -58,15 +59,16 @@ def run_export(export_dir, out_dir, timing_runs, kernels="default"):
     (out_dir / "run.json").write_text(json.dumps(run, indent=2))
 
 
-def _median_ms(model, example, runs):
-    """Median milliseconds of `runs` reconstruct calls on one example after one warm-up (None: not timed)."""
+def _median_ms(model, example, label, runs):
+    """Median milliseconds of `runs` reconstruct calls on one example (a cvae's: with its `label`) after one
+    warm-up (None: not timed)."""
     if runs < 1:
         return None
-    model.reconstruct(example)
+    model.reconstruct(example, label)
     timings = []
     for _ in range(runs):
         start = time.perf_counter()
-        model.reconstruct(example)
+        model.reconstruct(example, label)
         timings.append((time.perf_counter() - start) * 1000)
     return float(np.median(timings))
 
