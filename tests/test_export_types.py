@@ -220,3 +220,22 @@ def test_verifys_runner_runs_every_types_files_on_their_reference_inputs_a_cvaes
             for key in outputs.files:
                 if key.startswith("model_float32.tflite/"):
                     np.testing.assert_allclose(outputs[key], reference[key], atol=1e-5, err_msg=f"{name} {key}")
+
+
+def arg_min_input_types(path):
+    """The tensor type names of every ARG_MIN's first input, in every subgraph of a .tflite file."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+    arg_min = [i for i, code in enumerate(model.operatorCodes)
+               if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.ARG_MIN]
+    type_names = {value: key for key, value in vars(schema.TensorType).items() if not key.startswith("_")}
+    return [type_names[graph.tensors[op.inputs[0]].type] for graph in model.subgraphs for op in graph.operators
+            if op.opcodeIndex in arg_min]
+
+
+def test_a_conv_vq_vaes_int8_file_keeps_its_codebook_distances_in_float32(exports):
+    _, folder, _ = exports["vq_vae"]
+    assert arg_min_input_types(folder / "model_int8.tflite") == ["FLOAT32", "FLOAT32"]  # encode and reconstruct
+    int8 = json.loads((folder / runtime.METADATA_FILE).read_text())["files"]["model_int8.tflite"]
+    assert "CONV_2D" in int8["ops"] and int8["signatures"]["reconstruct"]["inputs"]["x"]["dtype"] == "int8"

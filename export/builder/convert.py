@@ -40,6 +40,12 @@ ATTENTION_FLOAT_OPS = ("SOFTMAX", "BATCH_MATMUL", "MEAN", "SQUARED_DIFFERENCE", 
 # each gate apart; in float the file holds 1,698 ops instead of 2,238 and 235 KB instead of 252 KB
 # (0.34x its float32 file), and scores 19.90 dB instead of 19.86.
 RECURRENT_FLOAT_OPS = ("LOGISTIC", "TANH", "MUL", "ADD", "SPLIT")
+# Ops an int8 file of a conv-backbone vq_vae keeps in float32: the distances to the codebook entries
+# and their ARG_MIN. In int8 each term is rounded to its own scale and near ties flip: the vq_vae
+# preset's int8 encode gave Keras' index at 81.6% of grid positions, with these in float 98.2% (the
+# encoder's own int8 rounding costs the rest). Other backbones' dense layers are FULLY_CONNECTED too,
+# so there the distances stay int8 (`codebook_in_float`).
+CODEBOOK_FLOAT_OPS = ("SQUARE", "SUM", "FULLY_CONNECTED", "SUB", "ADD", "ARG_MIN")
 
 
 def export_copy(model, explicit_norms=False, gpu_form=False):
@@ -158,6 +164,12 @@ def has_discrete_codes(model):
     return hasattr(model, "index_shape")
 
 
+def codebook_in_float(model):
+    """Whether `model`'s int8 file keeps its codebook distances in float32: a vq_vae on the conv
+    backbone, whose only FULLY_CONNECTED and ADD ops are the distances' (and its residual blocks' adds)."""
+    return has_discrete_codes(model) and family(model) == "conv_ae"
+
+
 def is_recurrent(model):
     """Whether `model` holds an LSTM (lstm_ae, or a VAE with the lstm backbone)."""
     return family(model) == "lstm_ae"
@@ -244,7 +256,8 @@ def write_saved_model(model, directory, batch_size=None, reconstruct_key="servin
     archive.write_out(str(directory), verbose=False)
 
 
-def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_int8=False, recurrent=False):
+def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_int8=False, recurrent=False,
+            codebook=False):
     """One multi-signature .tflite model from a fixed-batch SavedModel, builtin ops only.
 
     Args:
@@ -261,6 +274,8 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_
             files); by default an attention graph keeps `ATTENTION_FLOAT_OPS` in float32.
         recurrent: the graph holds an LSTM (`is_recurrent`): unless all_int8, its int8 file keeps
             `RECURRENT_FLOAT_OPS` in float32.
+        codebook: the graph is a vq_vae's that may keep its codebook distances float
+            (`codebook_in_float`): unless all_int8, its int8 file keeps `CODEBOOK_FLOAT_OPS` in float32.
 
     Returns:
         The .tflite file's bytes.
@@ -279,7 +294,7 @@ def convert(saved_model_dir, signatures, mode, representative_dataset=None, all_
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
             content = converter.convert()
             if mode == "int8" and not all_int8:
-                content = _int8_keeping_float_ops(content, recurrent)
+                content = _int8_keeping_float_ops(content, recurrent, codebook)
     except ConverterError as error:
         needs = sorted({e.operator.name for e in getattr(error, "errors", []) if e.operator.name})
         if not needs:
@@ -317,10 +332,10 @@ def _configured_converter(saved_model_dir, signatures, mode, representative_data
     return converter
 
 
-def _int8_keeping_float_ops(calibrated, recurrent):
-    """An int8 file from a calibrated float graph, keeping an attention's or LSTM's float ops in float32."""
+def _int8_keeping_float_ops(calibrated, recurrent, codebook):
+    """An int8 file from a calibrated float graph, keeping an attention's, LSTM's or codebook's float ops in float32."""
     float_ops = {*(ATTENTION_FLOAT_OPS if "SOFTMAX" in op_names(calibrated) else ()),
-                 *(RECURRENT_FLOAT_OPS if recurrent else ())}
+                 *(RECURRENT_FLOAT_OPS if recurrent else ()), *(CODEBOOK_FLOAT_OPS if codebook else ())}
     # A list: the quantizer's binding silently ignores a tuple.
     return mlir_quantize(calibrated, input_data_type=tf.int8, output_data_type=tf.int8,
                          denylisted_ops=sorted(float_ops) or None, disable_per_channel_for_dense_layers=True)

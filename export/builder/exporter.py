@@ -546,7 +546,7 @@ def _write_tflite(context, model, mode, source, representative, batch_size, card
     copy, samples, signatures = context.copy, context.samples, context.signatures
     path = context.folder / tflite_name(mode)
     content = convert.convert(source, signatures, mode, representative if mode == "int8" else None,
-                              recurrent=convert.is_recurrent(copy))
+                              recurrent=convert.is_recurrent(copy), codebook=convert.codebook_in_float(copy))
     embedded = tflite_metadata.describe(model, copy, signatures, samples.input_range, mode, batch_size, card)
     content = tflite_metadata.embed(content, embedded, Path(card).read_text() if card else
                                     tflite_metadata.generated_card(model, embedded))
