@@ -123,9 +123,11 @@ def test_min_parser_version_follows_the_schema_history():
 def test_export_without_the_metadata_writer_is_one_line_error(monkeypatch, tmp_path):
     import zoo
 
-    monkeypatch.setitem(sys.modules, "mediapipe", None)  # import mediapipe fails as if not installed
-    monkeypatch.delitem(sys.modules, "mediapipe.tasks.python.metadata", raising=False)
-    monkeypatch.delitem(sys.modules, "mediapipe.tasks.python.metadata.metadata", raising=False)
+    # Every mediapipe module an earlier test imported goes (restored afterwards), and importing the
+    # package fails as if it were not installed.
+    for name in [name for name in sys.modules if name.split(".")[0] == "mediapipe"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
     model = zoo.create("dense_ae", input_shape=(8,), latent_dim=2, hidden_units=(4,))
     with pytest.raises(ZooError) as raised:
         export_model(model, tmp_path / "out", quantize="float32")
