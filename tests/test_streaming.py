@@ -385,6 +385,7 @@ def test_reduce_streams_a_folder(digit_folder, tmp_path):
 SMALL_CONV = ["model.filters=[8, 16]", "model.hidden_units=32", "model.latent_dim=8"]
 
 
+@pytest.mark.slow  # a recipe run per recipe, streamed and loaded
 @pytest.mark.parametrize("recipe, options", [
     ("denoise", [*SMALL_CONV, "params.eval_examples=40"]),
     ("inpaint", [*SMALL_CONV, "params.eval_examples=40"]),

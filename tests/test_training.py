@@ -50,6 +50,7 @@ def test_batches_are_a_pure_function_of_seed_epoch_and_step():
     assert sorted(epoch.ravel()) == list(range(100)), "an epoch visits every example once"
 
 
+@pytest.mark.slow  # a training subprocess killed and resumed
 def test_resume_after_sigkill_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     common = ["train", "dense_ae", "--data", "digits", "--epochs", 20, "--batch-size", 32, "--latent-dim", 4,
               "--precision", "float32", "--seed", 3, "--set", "hidden_units=[24]"]
@@ -120,6 +121,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # trains a VAE and a conv AE in a subprocess, mirrored over two devices and not
 def test_mirrored_strategy_over_two_devices_agrees_with_one_device(tmp_path):
     result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path)], env=ENV, cwd=REPO,
                             capture_output=True, text=True, check=True)
