@@ -1,7 +1,7 @@
 """Which float16 files the GPU delegate takes whole: every shipped preset and every autoencoder type.
 
 Not a test. Each shipped preset is exported as shipped in float16 (`aezoo export NAME --quantize
-float16`); each autoencoder type that has no preset (vq_vae, cvae, aae, wae, masked_ae) is built
+float16`); each autoencoder type of TYPES that has no shipped preset is built
 small and untrained on 28 x 28 x 1 images, with its default backbone (whether the delegate takes an
 op depends on the graph, not on the weights). The table gives each float16 file's size and the
 verdict its metadata.json records (`files.model_float16.tflite.gpu_delegate`, see
