@@ -224,3 +224,43 @@ def test_aezoo_train_runs_on_jax_and_tf_distribute_says_it_needs_tensorflow(jax_
     assert refused.returncode == 2, refused.stderr[-2000:]
     message = refused.stderr.strip().splitlines()[-1]
     assert "--strategy mirrored" in message and "needs TensorFlow" in message and "pip install tensorflow" in message
+
+
+# zoo.convolution.Conv2DTranspose against Keras' layer with the same weights on JAX's CPU: outputs and the
+# gradients of the input, kernel and bias ("same" at strides 1-3, "valid" with kernel = stride, mixed_bfloat16).
+CONV_TRANSPOSE_GRADIENTS = """
+import json
+import jax, keras, numpy as np
+from zoo.convolution import Conv2DTranspose, on_jax_cpu
+rng = np.random.default_rng(0)
+report = {"on_jax_cpu": on_jax_cpu(), "cases": []}
+for size, kernel_size, strides, padding, policy in [(7, 3, 2, "same", "float32"), (6, 5, 3, "same", "float32"),
+        (5, 3, 1, "same", "float32"), (4, 7, 7, "valid", "float32"), (7, 3, 2, "same", "mixed_bfloat16")]:
+    options = dict(filters=4, kernel_size=kernel_size, strides=strides, padding=padding, activation="relu", dtype=policy)
+    ours, theirs = Conv2DTranspose(**options), keras.layers.Conv2DTranspose(**options)
+    x = rng.normal(size=(3, size, size + 1, 5)).astype("float32")
+    ours.build(x.shape), theirs.build(x.shape)
+    weights = [rng.normal(size=w.shape).astype("float32") for w in ours.get_weights()]
+    ours.set_weights(weights), theirs.set_weights(weights)
+    def loss(values, x, layer):
+        outputs, _ = layer.stateless_call(values, [], x)
+        return (outputs.astype("float32") ** 2).sum()
+    results = [jax.value_and_grad(loss, (0, 1))([v.value for v in layer.trainable_variables], x, layer)
+               for layer in (ours, theirs)]
+    (ours_loss, (ours_weights, ours_x)), (theirs_loss, (theirs_weights, theirs_x)) = results
+    def relative(a, b):
+        a, b = np.asarray(a, "float32"), np.asarray(b, "float32")
+        return float(np.abs(a - b).max() / np.abs(b).max())
+    report["cases"].append({"policy": policy, "loss": relative(ours_loss, theirs_loss), "x": relative(ours_x, theirs_x),
+                            "weights": max(relative(a, b) for a, b in zip(ours_weights, theirs_weights))})
+print(json.dumps(report))
+"""
+
+
+def test_conv_transpose_on_jax_cpu_has_keras_outputs_and_gradients(jax_venv):
+    report = json.loads(run_jax(jax_venv, "-c", CONV_TRANSPOSE_GRADIENTS).stdout.splitlines()[-1])
+    assert report["on_jax_cpu"]  # the path under test runs
+    assert len(report["cases"]) == 5
+    for case in report["cases"]:
+        tolerance = 2e-2 if case["policy"] == "mixed_bfloat16" else 1e-5
+        assert max(case["loss"], case["x"], case["weights"]) <= tolerance, case

@@ -7,6 +7,7 @@ import math
 import keras
 
 from zoo.autoencoder import Autoencoder, check_hidden_widths, whole_number, whole_numbers
+from zoo.convolution import Conv2DTranspose
 from zoo.errors import ZooError, unknown_name
 from zoo.layers import auto_width, float32_policy, pad_crop_2d, padding_to_multiple
 from zoo.registry import register_model
@@ -46,7 +47,7 @@ class ConvStyle:
 
     def conv(self, h, filters, name, strides=1, transpose=False, kernel_size=None):
         """Convolution -> normalization -> activation (the activation fused when there is no normalization)."""
-        layer = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
+        layer = Conv2DTranspose if transpose else keras.layers.Conv2D
         plain = self.normalization == "none"
         h = layer(filters, kernel_size or self.kernel_size, strides=strides, padding="same",
                   activation=self.activation if plain else None, dtype=self.dtype, name=name)(h)

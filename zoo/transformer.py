@@ -9,6 +9,7 @@ import math
 import keras
 
 from zoo.autoencoder import Autoencoder, check_hidden_widths, whole_number
+from zoo.convolution import Conv2DTranspose
 from zoo.errors import ZooError
 from zoo.layers import PositionEmbedding, TransformerBlock, float32_policy, pad_crop_2d
 from zoo.registry import register_model
@@ -49,7 +50,7 @@ def transformer_networks(
     h = _blocks(h, num_layers, num_heads, ff_dim, activation, dtype, prefix="decoder_")
     if len(input_shape) == 3:
         h = keras.layers.Reshape((*grid, embed_dim), dtype=dtype)(h)
-        logits = keras.layers.Conv2DTranspose(
+        logits = Conv2DTranspose(
             channels, patch_size, strides=patch_size, dtype=float32_policy(dtype), name="logits"
         )(h)
         if crop:

@@ -4,14 +4,15 @@ For each model and precision: examples per second of `fit` on mnist5k (compilati
 the first epoch warms up), peak accelerator memory where the device reports it, and the last
 epoch's loss. Run it once per backend to compare them on the same data:
 
-    KERAS_BACKEND=tensorflow python -m recipes.tools.backend_speed --out speed-tf.md
-    KERAS_BACKEND=jax python -m recipes.tools.backend_speed --out speed-jax.md
+    KERAS_BACKEND=tensorflow python -m recipes.tools.backend_speed --out docs/speed/cpu-tensorflow.md
+    KERAS_BACKEND=jax python -m recipes.tools.backend_speed --out docs/speed/cpu-jax.md
     KERAS_BACKEND=jax python -m recipes.tools.backend_speed --out gpu.md --precisions float32 mixed_float16 mixed_bfloat16 --examples 4000 --epochs 4
 
 On a CPU-only machine `--examples 256 --epochs 2` proves the script in seconds.
 """
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -40,6 +41,19 @@ def peak_memory_mb():
     if not tf.config.list_physical_devices("GPU"):
         return None
     return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+
+
+def device_name():
+    """The device Keras trains on, in words: "GPU" or "2 CPU cores"."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        platform = jax.default_backend()
+    else:
+        import tensorflow as tf
+
+        platform = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    return f"{os.cpu_count()} CPU cores" if platform == "cpu" else platform.upper()
 
 
 def measure(name, precision, x, epochs, batch_size):
@@ -73,7 +87,8 @@ def main(argv=None):
 
     images = zoo.data.load("mnist5k").x_train[: args.examples]
     lines = [
-        f"Keras {keras.__version__} on {keras.backend.backend()}, {len(images)} mnist5k images, batch {args.batch_size}",
+        f"Keras {keras.__version__} on {keras.backend.backend()} ({device_name()}), {len(images)} mnist5k images, "
+        f"batch {args.batch_size}, {args.epochs} timed epochs",
         "",
         "| model | precision | examples/s | s/epoch | peak memory (MiB) | final loss |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
