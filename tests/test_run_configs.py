@@ -52,7 +52,9 @@ def test_each_presets_train_toml_is_the_dump_of_its_recorded_command(name):
     text = train_toml(name).read_text()
     assert status == 0 and text.endswith(dumped)
     assert tomllib.loads(text) == tomllib.loads(dumped)
-    assert text == train_config(name)
+    # The maintainers' tool writes the same text; one preset goes through its own process (the others
+    # reuse this dump: a process each would import TensorFlow eleven times).
+    assert text == train_config(name, dumped=None if name == "dense_ae_co2_micro" else dumped)
 
 
 # The fast tier starts the co2 preset (small data); the Fashion-MNIST ones load 60,000 images each.

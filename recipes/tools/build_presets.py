@@ -302,16 +302,19 @@ def preset_tables():
 TRAIN_CONFIG = "train.toml"
 
 
-def train_config(name, command=None):
+def train_config(name, command=None, dumped=None):
     """The text of preset `name`'s train.toml: `aezoo run ... --dump-config` of `command` (default: the one
-    its card records), so `aezoo run zoo/presets/NAME/train.toml` trains the same model on the same data."""
+    its card records), so `aezoo run zoo/presets/NAME/train.toml` trains the same model on the same data.
+    `dumped`: that dump's output where the caller has it already (otherwise a fresh process makes it)."""
     command = command or presets.preset_info(name)["command"]
-    dumped = subprocess.run([sys.executable, "-m", "recipes.cli", *shlex.split(command)[1:], "--dump-config"],
-                            capture_output=True, text=True)  # after "aezoo"
-    if dumped.returncode:
-        raise ZooError(f"preset {name}: its command no longer parses ({command}); rebuild the preset")
+    if dumped is None:
+        process = subprocess.run([sys.executable, "-m", "recipes.cli", *shlex.split(command)[1:], "--dump-config"],
+                                 capture_output=True, text=True)  # after "aezoo"
+        if process.returncode:
+            raise ZooError(f"preset {name}: its command no longer parses ({command}); rebuild the preset")
+        dumped = process.stdout
     return (f"# Trains preset {name}: aezoo run zoo/presets/{name}/{TRAIN_CONFIG} (add --out DIR, --quick, --set ...).\n"
-            f"# --dump-config of its recorded command: {command}\n\n{dumped.stdout}")
+            f"# --dump-config of its recorded command: {command}\n\n{dumped}")
 
 
 def write_train_config(name):
