@@ -120,6 +120,7 @@ def aezoo_process(*args, **env):
                           cwd=REPO, env={**environment, **env})
 
 
+@pytest.mark.slow  # starts aezoo processes (each imports TensorFlow)
 def test_the_installed_entry_point_lists_models_and_prints_no_traceback_on_errors(tmp_path):
     listing = aezoo_process("list")
     assert listing.returncode == 0
@@ -130,6 +131,7 @@ def test_the_installed_entry_point_lists_models_and_prints_no_traceback_on_error
     assert bad.stderr.strip().splitlines()[-1].startswith("aezoo: error: data path")
 
 
+@pytest.mark.slow  # starts aezoo processes (each imports TensorFlow)
 def test_tensorflow_start_up_logging_is_off_unless_asked_for(tmp_path):
     # What TensorFlow alone writes to stderr on import in this environment (none on some machines).
     tf_lines = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, text=True,
@@ -150,6 +152,7 @@ def test_listing_recipes_and_presets_does_not_import_tensorflow():
     assert "conv_ae_fashion_mnist" in result.stdout and "quickstart" in result.stdout
 
 
+@pytest.mark.slow  # runs a recipe
 def test_a_run_that_never_completed_an_epoch_does_not_block_its_folder(capsys, tmp_path):
     from PIL import Image
 
@@ -169,6 +172,7 @@ def test_a_run_that_never_completed_an_epoch_does_not_block_its_folder(capsys, t
     assert json.loads((out / "metrics.json").read_text())["data"] == "digits"
 
 
+@pytest.mark.slow  # runs a recipe
 def test_resuming_with_other_settings_fails_in_one_line_and_keeps_the_run(capsys, tmp_path):
     out = tmp_path / "run"
     run = ["run", "reduce", "--quick", "--data", "digits", "--set", "model.hidden_units=32", "--out", out]
