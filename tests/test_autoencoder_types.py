@@ -347,7 +347,10 @@ def plain(name, options):
     return model
 
 
-@pytest.mark.parametrize("name,options", PENALTY_CASES, ids=[name for name, _ in PENALTY_CASES])
+# The fast tier trains the dense and conv cases; the LSTM's and the Transformer's contractive Jacobians take longer.
+@pytest.mark.parametrize("name,options", [
+    pytest.param(name, options, id=name, marks=pytest.mark.slow if options.get("contractive_weight") else ())
+    for name, options in PENALTY_CASES])
 def test_plain_autoencoder_penalties_train_and_survive_save_and_load(name, options, digits, tmp_path):
     x = digits.x_train[:128, ..., 0] if name == "lstm_ae" else digits.x_train[:128]
     model = plain(name, options)

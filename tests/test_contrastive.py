@@ -36,6 +36,7 @@ def twin_retrieval(autoencoder, x, seed=0):
     return float(np.mean((first @ second.T).argmax(axis=1) == np.arange(len(x))))
 
 
+@pytest.mark.slow  # trains until the views find their twins
 def test_the_term_makes_each_view_find_its_twin_and_the_result_is_the_plain_autoencoder(tmp_path, digits):
     settings = dict(epochs=15, batch_size=64, learning_rate=3e-3, patience=0, validation_fraction=0.0, verbose=0)
     models = {}

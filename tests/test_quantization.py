@@ -35,7 +35,9 @@ def quantizable_layers(model):
     return [layer for layer in model._flatten_layers() if type(layer) in QUANTIZABLE]
 
 
-@pytest.mark.parametrize("case", TINY)
+# The fast tier quantizes the dense, conv and LSTM networks and the conv VAE; the attention ones in the full suite.
+@pytest.mark.parametrize("case", [pytest.param(case, marks=pytest.mark.slow if TINY[case][1].get("backbone") == "transformer"
+                                               or case == "transformer_ae" else ()) for case in TINY])
 def test_an_int8_quantized_model_saves_and_loads_with_identical_outputs(case, mnist, tmp_path):
     model = build(case)
     x = images(mnist, model)

@@ -176,6 +176,7 @@ def test_a_mapped_npy_trains_on_the_batches_of_the_array_path(digit_npy, tmp_pat
     trains_like_its_arrays(data.load(str(digit_npy), stream=True).x_train, tmp_path)
 
 
+@pytest.mark.slow  # runs a recipe
 def test_reduce_streams_a_mapped_npy(digit_npy, tmp_path):
     sets = ["data.stream=true", "params.tutorial_baseline=false"]
     run_dir, metrics = run_recipe("reduce", data=str(digit_npy), model="dense_ae", sets=sets, epochs=1,
@@ -240,6 +241,7 @@ def test_a_csv_with_text_in_a_numeric_column_or_no_numeric_column_fails_in_one_l
         data.load(str(tmp_path / "text.csv"))
 
 
+@pytest.mark.slow  # runs a recipe, streamed and loaded
 def test_anomaly_streams_a_csv_series_to_the_scores_of_the_loaded_one(co2_csv, tmp_path):
     common = {"data": str(co2_csv), "quick": True, "epochs": 2, "verbose": 0}
     _, loaded = run_recipe("anomaly", sets=["data.stride=8"], out=tmp_path / "loaded", **common)
@@ -372,6 +374,7 @@ def test_aezoo_train_takes_data_options_and_refuses_unknown_ones(digit_folder, t
     assert '"test_mse"' in metrics and tuple(training.keras.models.load_model(tmp_path / "run" / "model.keras").data_shape) == (12, 12, 1)
 
 
+@pytest.mark.slow  # runs a recipe
 def test_reduce_streams_a_folder(digit_folder, tmp_path):
     sets = ["data.stream=true", "params.tutorial_baseline=false", "params.neighbours=3"]
     run_dir, metrics = run_recipe("reduce", data=str(digit_folder), model="dense_ae", sets=sets, epochs=2,
