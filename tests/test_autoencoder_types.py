@@ -56,7 +56,13 @@ def test_every_type_is_registered():
     assert {"vq_vae", "cvae", "aae", "wae", "masked_ae"} <= set(zoo.list_models())
 
 
-@pytest.mark.parametrize("name,options", CASES, ids=IDS)
+# The fast tier trains each type once; the vq_vae on the LSTM and the aae on the Transformer in the full suite.
+FULL_SUITE_ONLY = ("vq_vae-lstm", "aae-transformer")
+
+
+@pytest.mark.parametrize("name,options", [
+    pytest.param(*case, id=case_id, marks=pytest.mark.slow if case_id in FULL_SUITE_ONLY else ())
+    for case, case_id in zip(CASES, IDS)])
 def test_type_trains_saves_and_reloads_exactly(name, options, digits, tmp_path):
     x, y = data(digits, name)
     if options["backbone"] == "lstm":

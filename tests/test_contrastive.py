@@ -55,6 +55,7 @@ def test_the_term_makes_each_view_find_its_twin_and_the_result_is_the_plain_auto
     assert errors[0.0] < errors[0.5] < 0.5 * mean_image, (errors, mean_image)
 
 
+@pytest.mark.slow  # trains, interrupts and resumes a run
 def test_resume_continues_the_contrastive_run_exactly_and_refuses_another_weight(tmp_path, digits):
     x = digits.x_train[:512]
     settings = TrainSettings(epochs=4, batch_size=64, patience=0, validation_fraction=0.0, verbose=0, contrastive_weight=0.2)
