@@ -409,7 +409,8 @@ def test_precise_batch_norm_statistics_are_the_average_of_full_batch_statistics_
         assert norm.momentum == 0.99
 
 
-@pytest.mark.parametrize("streamed", [False, True], ids=["in memory, validated", "streamed, no validation"])
+@pytest.mark.parametrize("streamed", [False, pytest.param(True, marks=pytest.mark.slow)],  # streaming: the full suite
+                         ids=["in memory, validated", "streamed, no validation"])
 def test_training_leaves_batch_norm_statistics_of_the_returned_weights_on_a_sample_of_the_training_inputs(tmp_path, digits, streamed):
     """Every epoch ends with precise statistics (before validation, or before the checkpoint
     without it), so the model handed back has the statistics its own weights give on the
