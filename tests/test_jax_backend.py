@@ -231,7 +231,8 @@ def test_aezoo_train_runs_on_jax_and_tf_distribute_says_it_needs_tensorflow(jax_
 CONV_TRANSPOSE_GRADIENTS = """
 import json
 import jax, keras, numpy as np
-from zoo.convolution import Conv2DTranspose, on_jax_cpu
+from zoo.backend import on_jax_cpu
+from zoo.convolution import Conv2DTranspose
 rng = np.random.default_rng(0)
 report = {"on_jax_cpu": on_jax_cpu(), "cases": []}
 for size, kernel_size, strides, padding, policy in [(7, 3, 2, "same", "float32"), (6, 5, 3, "same", "float32"),

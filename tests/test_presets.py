@@ -246,7 +246,7 @@ def test_a_preset_fine_tunes_with_plain_keras_fit(mnist):
     assert model.evaluate(x, x, verbose=0) < before
 
 
-@pytest.mark.slow  # trains a full-size preset, or runs a recipe or an export
+@pytest.mark.slow  # fine-tunes a full-size preset twice
 def test_a_batch_norm_preset_fine_tunes_with_plain_keras_fit_once_its_statistics_are_frozen(mnist):
     import keras
 
@@ -270,7 +270,7 @@ def test_a_batch_norm_preset_fine_tunes_with_plain_keras_fit_once_its_statistics
     assert after[True] < before and after[True] < after[False]
 
 
-@pytest.mark.slow  # trains a full-size preset, or runs a recipe or an export
+@pytest.mark.slow  # runs aezoo finetune and an export
 def test_finetuning_on_mnist_beats_scratch_and_ends_in_a_preset_that_loads_and_exports(tmp_path):
     from recipes.cli import main
 
@@ -295,7 +295,7 @@ def test_finetuning_on_mnist_beats_scratch_and_ends_in_a_preset_that_loads_and_e
     assert metadata["files"]["model_float32.tflite"]["verification"]["max_abs_diff"]["reconstruct"] <= 1e-4
 
 
-@pytest.mark.slow  # trains a full-size preset, or runs a recipe or an export
+@pytest.mark.slow  # runs the classify recipe
 def test_classify_starts_from_a_preset(tmp_path):
     _, metrics = run_recipe("classify", quick=True, from_preset="conv_ae_fashion_mnist", out=tmp_path / "c",
                             sets=["params.label_fractions=[0.1]", "params.label_draws=1"], verbose=0)
@@ -305,7 +305,7 @@ def test_classify_starts_from_a_preset(tmp_path):
     assert not (tmp_path / "c" / "pretrain").exists(), "a preset needs no pretraining"
 
 
-@pytest.mark.slow  # trains a full-size preset, or runs a recipe or an export
+@pytest.mark.slow  # runs an export
 def test_export_accepts_a_preset_name(tmp_path, capsys):
     from recipes.cli import main
 
@@ -317,7 +317,7 @@ def test_export_accepts_a_preset_name(tmp_path, capsys):
     assert check["max_abs_diff"]["reconstruct"] <= 1e-4
 
 
-@pytest.mark.slow  # trains a full-size preset, or runs a recipe or an export
+@pytest.mark.slow  # runs an export
 def test_lstm_preset_int8_file_keeps_the_keras_quality_at_a_third_of_the_size(tmp_path):
     # All-int8 LSTM cells scored 12.8 dB against the preset's 20.1 (export.builder.convert.RECURRENT_FLOAT_OPS);
     # issue 12 asks every family's int8 file to be at most 0.35x its float32 file.
@@ -330,7 +330,7 @@ def test_lstm_preset_int8_file_keeps_the_keras_quality_at_a_third_of_the_size(tm
     assert checks["int8"].size_bytes <= 0.35 * checks["float32"].size_bytes, str(report)
 
 
-@pytest.mark.slow  # trains a full-size preset, or runs a recipe or an export
+@pytest.mark.slow  # runs an export
 def test_denoise_preset_onnx_files_meet_their_targets_on_codes_beyond_one(tmp_path):
     # Its spatial codes reach ~30: float32 rounding there is ~30 times that of a [0, 1] image, and a
     # fixed 1e-5 failed the encode file at 3e-5, a millionth of the codes' range.

@@ -5,6 +5,7 @@ TensorFlow and JAX; tf.data streaming, tf.distribute, the recipes' training engi
 need TensorFlow.
 """
 
+import functools
 import importlib
 
 from zoo.errors import ZooError
@@ -29,6 +30,14 @@ def on_jax():
     import keras
 
     return keras.backend.backend() == "jax"
+
+
+@functools.cache
+def on_jax_cpu():
+    """Whether Keras runs on JAX with a CPU as its device (where XLA's CPU kernels set the speed)."""
+    import keras
+
+    return on_jax() and keras.distribution.list_devices()[0].startswith("cpu")
 
 
 def import_tensorflow(feature, module="tensorflow"):

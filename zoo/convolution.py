@@ -14,15 +14,7 @@ import functools
 import keras
 from keras import ops
 
-
-@functools.cache
-def on_jax_cpu():
-    """Whether Keras runs on JAX with a CPU device."""
-    if keras.backend.backend() != "jax":
-        return False
-    import jax
-
-    return jax.default_backend() == "cpu"
+from zoo.backend import on_jax_cpu
 
 
 def same_padding(size, kernel_size, stride):

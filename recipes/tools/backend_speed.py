@@ -44,16 +44,9 @@ def peak_memory_mb():
 
 
 def device_name():
-    """The device Keras trains on, in words: "GPU" or "2 CPU cores"."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        platform = jax.default_backend()
-    else:
-        import tensorflow as tf
-
-        platform = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-    return f"{os.cpu_count()} CPU cores" if platform == "cpu" else platform.upper()
+    """The device Keras trains on, in words: "2 CPU cores", or "GPU"."""
+    device = keras.distribution.list_devices()[0].split(":")[0]
+    return f"{os.cpu_count()} CPU cores" if device == "cpu" else device.upper()
 
 
 def measure(name, precision, x, epochs, batch_size):
