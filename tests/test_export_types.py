@@ -142,6 +142,22 @@ def test_vq_vae_int8_and_micro_encode_agree_with_keras_on_the_indices(exports):
     assert "AddArgMin()" in listing["model_encode_int8.tflite"]["ops"]
 
 
+def test_vq_vae_int8_file_keeps_its_code_vectors_float_and_the_first_convolution_int8(exports):
+    from tensorflow.lite.python.schema_py_generated import TensorType
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from export.builder import convert
+
+    _, folder, _ = exports["vq_vae"]
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray((folder / "model_int8.tflite").read_bytes()))
+    code_vectors = list(convert.code_vector_tensors(model))  # the code head's and the trunk's last op's outputs
+    encoding = {id(subgraph): subgraph for subgraph, _ in code_vectors}
+    assert len(encoding) == 2 and len(code_vectors) == 4  # reconstruct and encode
+    assert all(subgraph.tensors[t].type == TensorType.FLOAT32 for subgraph, t in code_vectors)
+    for subgraph in encoding.values():
+        assert subgraph.tensors[subgraph.operators[0].outputs[0]].type == TensorType.INT8
+
+
 def test_vq_vae_onnx_encode_gives_int32_indices(exports, digits):
     model, folder, _ = exports["vq_vae"]
     edge = runtime.load(folder / "onnx" / "encode.onnx")
