@@ -1,6 +1,8 @@
 """Keras-native quantization of every family and the VAE: int8 models save and load; dtype policies
 and policy maps given to a constructor reach every sublayer."""
 
+import gc
+
 import keras
 import numpy as np
 import pytest
@@ -17,6 +19,17 @@ TINY = {
     "vae-conv": ("image", {"backbone": "conv", "backbone_config": {"filters": [8, 16], "hidden_units": 64}}),
 }
 QUANTIZABLE = (keras.layers.Dense, keras.layers.EinsumDense)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def earlier_objects_frozen():
+    """Keras' `quantize` collects garbage after each variable it replaces (`Layer.__delattr__`), which
+    walks every object the worker's earlier tests left alive (about a second each after a few test
+    files); frozen (`gc.freeze`), those objects are skipped."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
 
 
 def build(case, **options):

@@ -119,12 +119,13 @@ def test_shifted_and_mirrored_labelled_images_train_both_classifiers(tmp_path):
     assert not any("shifted" in note for note in runs["plain"]["notes"])
 
 
-@pytest.mark.parametrize("rounds", [1, 2])
-def test_self_training_adds_a_student_on_pseudo_labels_below_every_label(tmp_path, rounds):
+def test_self_training_adds_a_student_on_pseudo_labels_below_every_label(tmp_path):
+    rounds = 2  # the second round's teacher is the first round's student
     sets = ["params.label_fractions=[0.1, 1.0]", "params.label_draws=1", "params.tutorial_baseline=false",
             "params.pseudo_labels_per_class=100", "params.pseudo_label_epochs=3",
             f"params.pseudo_label_rounds={rounds}"]
-    run_dir, metrics = run_recipe("classify", quick=True, out=tmp_path / "classify", sets=sets, verbose=0)
+    # One pretraining epoch: the students' training is under test, not the encoder's.
+    run_dir, metrics = run_recipe("classify", quick=True, epochs=1, out=tmp_path / "classify", sets=sets, verbose=0)
     accuracy = metrics["metrics"]["accuracy, 10% labels"]
     methods = ("autoencoder", "from scratch")
     assert set(accuracy) == {*methods, *(f"{method} + pseudo-labels" for method in methods)}

@@ -395,6 +395,7 @@ SMALL_CONV = ["model.filters=[8, 16]", "model.hidden_units=32", "model.latent_di
     ("classify", [*SMALL_CONV, "params.label_fractions=[0.1, 1.0]", "params.label_draws=1", "params.pretraining=inpaint",
                   "params.pseudo_labels_per_class=5", "params.pseudo_label_epochs=1"]),
     ("generate", ["model.latent_dim=4", "model.backbone_config={hidden_units=[32]}", "params.importance_samples=4",
+                  "params.compare={AAE={name=\"aae\"}}",  # one of the types beside the VAE: its own train_step
                   "params.classifier_epochs=1", "params.quality_samples=30", "params.eval_examples=40"]),
     ("finetune", ["data.image_size=[28, 28]", "params.eval_examples=40"]),
 ])
