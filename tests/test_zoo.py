@@ -133,6 +133,23 @@ def test_mixed_precision_step_is_finite_with_float32_weights_and_outputs(name, k
         assert z_mean.dtype == "float32" and z_log_var.dtype == "float32"
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.function tracing")
+@pytest.mark.parametrize("name, options", [("conv_ae", {"filters": [8, 16], "hidden_units": 64}),
+                                           ("vae", {"backbone": "dense", "backbone_config": {"hidden_units": [32]}})])
+def test_compile_builds_the_optimizer_so_the_first_fit_traces_its_step_once(name, options, mnist, tmp_path):
+    model = compiled(build(name, "image", options))
+    assert model.optimizer.built  # its slots exist before any step
+    traces, step = [], model.train_step
+    model.train_step = lambda *data: traces.append(1) or step(*data)  # Python runs once per tf.function trace
+    fit(model, inputs(mnist, "image", 64), epochs=1)
+    assert len(traces) == 1
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras")  # compiled from its config, state restored
+    assert reloaded.optimizer.built and reloaded.optimizer.iterations.numpy() == model.optimizer.iterations.numpy() == 2
+    for saved, loaded in zip(model.optimizer.variables, reloaded.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(loaded), np.asarray(saved))
+
+
 def test_kl_divergence_matches_numpy_reference():
     rng = np.random.default_rng(0)
     mu, log_var = rng.normal(size=(5, 7)).astype("float32"), rng.normal(size=(5, 7)).astype("float32")

@@ -95,12 +95,10 @@ class AAE(PriorModel):
         if self.dtype_policy.name == "mixed_float16" and not isinstance(discriminator_optimizer, keras.optimizers.LossScaleOptimizer):
             discriminator_optimizer = keras.optimizers.LossScaleOptimizer(discriminator_optimizer)
         self.discriminator_optimizer = discriminator_optimizer
-        self.optimizer.build(self.backbone.trainable_weights)
         self.discriminator_optimizer.build(self.discriminator.trainable_weights)
 
-    def compile_from_config(self, config):
-        # A loaded model is compiled as saved; the discriminator's optimizer starts afresh.
-        self.compile(**keras.saving.deserialize_keras_object(config))
+    def build_optimizer(self):
+        self.optimizer.build(self.backbone.trainable_weights)  # the discriminator has its own
 
     def autoencoder_losses(self, x, target, training=False):
         """(loss, reconstruction, generator loss, codes): batch means, and the codes they came from."""

@@ -16,7 +16,7 @@ import numpy as np
 from keras import ops
 
 from zoo.errors import ZooError, unknown_name
-from zoo.layers import batch_jacobian, float32_policy, quantized_dtype
+from zoo.layers import OptimizerBuiltAtCompile, batch_jacobian, float32_policy, quantized_dtype
 from zoo.presets import PresetMixin
 from zoo.registry import check_options, model_class
 
@@ -26,7 +26,7 @@ SPARSITY = ("l1", "kl")
 PENALTY_OPTIONS = ("sparsity", "sparsity_weight", "sparsity_target", "contractive_weight")
 
 
-class Autoencoder(PresetMixin, keras.Model):
+class Autoencoder(PresetMixin, OptimizerBuiltAtCompile, keras.Model):
     """Base class of the plain autoencoders; subclasses call `_attach(trunk, decoder)` in `__init__`.
 
     Args:

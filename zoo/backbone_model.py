@@ -15,7 +15,7 @@ from keras import ops
 from zoo import losses
 from zoo.autoencoder import build_backbone
 from zoo.errors import ZooError
-from zoo.layers import objective_test_step, objective_train_step
+from zoo.layers import OptimizerBuiltAtCompile, objective_test_step, objective_train_step
 from zoo.presets import PresetMixin
 
 BACKBONES = ("dense", "conv", "lstm", "transformer")
@@ -31,7 +31,7 @@ def random_seed(seed):
     return int(np.random.randint(2**31 - 1) if seed is None else seed)
 
 
-class BackboneModel(PresetMixin, keras.Model):
+class BackboneModel(PresetMixin, OptimizerBuiltAtCompile, keras.Model):
     """A model type over a backbone network (see the module). A subclass builds the backbone with
     `attach_backbone`, keeps a `trackers` list of its metrics, returns `(loss, *more, batch_size)`
     from `step_losses(data, training)` (what the default `train_step` and `test_step` minimise and

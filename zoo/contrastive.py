@@ -15,7 +15,7 @@ from keras import ops
 from zoo import losses
 from zoo.autoencoder import Autoencoder
 from zoo.errors import ZooError
-from zoo.layers import objective_test_step, objective_train_step
+from zoo.layers import OptimizerBuiltAtCompile, objective_test_step, objective_train_step
 
 
 def random_views():
@@ -33,7 +33,7 @@ def random_views():
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class ContrastiveTraining(keras.Model):
+class ContrastiveTraining(OptimizerBuiltAtCompile, keras.Model):
     """Trains `autoencoder` on its compiled reconstruction loss + `weight` x NT-Xent of two views' codes.
 
     Compile it like the autoencoder (`compile(optimizer, loss=zoo.losses.bce)`) and fit it on

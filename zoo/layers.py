@@ -1,6 +1,6 @@
 """Layers shared by the model families: learned positions, a Transformer block, pad/crop helpers;
-the batch-norm layers of a model; dtype policies of heads and quantized models; the training and
-evaluation steps of the custom `train_step`s."""
+the batch-norm layers of a model; dtype policies of heads and quantized models; the optimizer
+built at compile, and the training and evaluation steps of the custom `train_step`s."""
 
 import functools
 
@@ -205,6 +205,35 @@ def freeze_batch_norm(model):
     for norm in norms:
         norm.trainable = False
     return len(norms)
+
+
+class OptimizerBuiltAtCompile:
+    """Mixin of the zoo's models: `compile` creates the optimizer's slot variables at once.
+
+    Keras' TensorFlow trainer otherwise creates them inside the first traced train step, and a
+    `tf.function` that creates variables is traced twice: a small model's first `fit` took twice as
+    long. The zoo's models own their weights from construction; a model with a layer still unbuilt
+    leaves the optimizer to Keras. Under a distribution strategy `compile` runs in its scope, so
+    the slots are the strategy's variables, as Keras would make them.
+    """
+
+    def compile(self, *args, **kwargs):
+        super().compile(*args, **kwargs)
+        if self.optimizer is not None and all(layer.built for layer in self._flatten_layers()):
+            self.build_optimizer()
+
+    def compile_from_config(self, config):
+        # Keras skips a custom `compile` when it loads a model. As Keras' own, the slots exist
+        # before the saved optimizer state is read into them.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built and not self.optimizer.built:
+            self.build_optimizer()
+
+    def build_optimizer(self):
+        """Creates the compiled optimizer's slots for the trainable weights (a subclass with several
+        optimizers gives this one its share)."""
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
 
 
 def gradient_step(model, objective, optimizer=None, variables=None):
