@@ -13,8 +13,8 @@ from keras import ops
 from zoo import losses
 from zoo.autoencoder import whole_numbers
 from zoo.backbone_model import PriorModel
-from zoo.errors import ZooError
 from zoo.backend import on_jax
+from zoo.errors import ZooError
 from zoo.layers import custom_test_step, custom_train_step
 from zoo.registry import register_model
 
