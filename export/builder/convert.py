@@ -368,8 +368,10 @@ def code_vector_tensors(model, depth=CODE_FLOAT_DEPTH):
     for subgraph in model.subgraphs:
         producer = {output: op for op in subgraph.operators for output in op.outputs}
         for op in subgraph.operators:
+            if op.opcodeIndex not in fully_connected:
+                continue
             tensor = op.inputs[0]
-            for _ in range(depth if op.opcodeIndex in fully_connected else 0):
+            for _ in range(depth):
                 if tensor not in producer:
                     break
                 yield subgraph, tensor
